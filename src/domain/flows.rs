@@ -1,0 +1,1 @@
+//! Registration and login flows. STUB.

@@ -1,0 +1,1 @@
+//! Identity administration. STUB.

@@ -1,0 +1,1 @@
+//! Wiring of listeners, services and shutdown. STUB.

@@ -1,0 +1,144 @@
+//! Storage traits the domain depends on, and their backends.
+//!
+//! Durable records (identities, credentials, sessions) live in a SQL database: Postgres in
+//! production, SQLite on the embedded default. Short-lived records with a TTL (flows, and code
+//! challenges later) live in Redis, or in process memory on the embedded default. Every trait has
+//! one conformance suite (`tests/store_conformance.rs`) that runs against every backend.
+
+use crate::domain::aal::Aal;
+use crate::domain::identity::{CredentialKind, Identity};
+use crate::domain::session::{AuthenticationMethod, Session};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use std::sync::Arc;
+use std::time::Duration;
+use uuid::Uuid;
+
+pub mod memory;
+pub mod postgres;
+pub mod redis;
+pub mod sql_common;
+pub mod sqlite;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A unique identifier (email, phone, ...) is already used by another identity.
+    #[error("identifier already taken ({kind}:{trait_name})")]
+    IdentifierTaken {
+        kind: &'static str,
+        trait_name: String,
+    },
+    /// The backend could not be reached or timed out; the operation did not happen.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// Anything else: a bug, corrupt data or an unexpected backend answer.
+    #[error("store failure: {0}")]
+    Internal(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Identities with their credentials, identifiers and verifiable addresses.
+#[async_trait]
+pub trait IdentityStore: Send + Sync + 'static {
+    /// Inserts the identity, its identifiers and addresses, and its password hash if any, in one
+    /// transaction. A duplicate identifier fails with `IdentifierTaken` and writes nothing.
+    async fn insert_identity(&self, identity: &Identity, password_hash: Option<&str>) -> StoreResult<()>;
+
+    /// Replaces traits, state, identifiers and verifiable addresses (as given) in one
+    /// transaction; returns false when the identity does not exist.
+    async fn update_identity(&self, identity: &Identity) -> StoreResult<bool>;
+
+    async fn get_identity(&self, id: Uuid) -> StoreResult<Option<Identity>>;
+
+    /// Looks an identity up by a normalised identifier of one credential kind.
+    async fn find_by_identifier(&self, kind: CredentialKind, value: &str) -> StoreResult<Option<Identity>>;
+
+    /// The argon2 PHC string of the identity's password, if it has one.
+    async fn password_hash(&self, identity_id: Uuid) -> StoreResult<Option<String>>;
+
+    /// Identities ordered by id (ids are UUIDv7, so this is creation order), starting after
+    /// `after`, at most `limit`.
+    async fn list_identities(&self, after: Option<Uuid>, limit: u32) -> StoreResult<Vec<Identity>>;
+
+    /// Deletes the identity with everything that hangs off it (credentials, addresses,
+    /// sessions); returns false when it did not exist.
+    async fn delete_identity(&self, id: Uuid) -> StoreResult<bool>;
+
+    /// Marks one of the identity's addresses verified; returns false when no such address.
+    async fn mark_address_verified(&self, identity_id: Uuid, value: &str, at: DateTime<Utc>) -> StoreResult<bool>;
+}
+
+/// The change a completed factor makes to a session.
+#[derive(Debug, Clone)]
+pub struct SessionUpgrade {
+    pub new_token_hash: Vec<u8>,
+    pub aal: Aal,
+    pub methods: Vec<AuthenticationMethod>,
+    pub authenticated_at: DateTime<Utc>,
+}
+
+#[async_trait]
+pub trait SessionStore: Send + Sync + 'static {
+    async fn insert_session(&self, session: &Session) -> StoreResult<()>;
+
+    /// The session whose token hashes to `token_hash`, whether active or not.
+    async fn find_by_token_hash(&self, token_hash: &[u8]) -> StoreResult<Option<Session>>;
+
+    async fn get_session(&self, id: Uuid) -> StoreResult<Option<Session>>;
+
+    /// The identity's sessions, newest first; inactive ones (revoked or expired at `now`) only
+    /// when asked for.
+    async fn list_sessions(&self, identity_id: Uuid, include_inactive: bool, now: DateTime<Utc>) -> StoreResult<Vec<Session>>;
+
+    /// Revokes one session; returns false when it did not exist or was already revoked.
+    async fn revoke_session(&self, id: Uuid, at: DateTime<Utc>) -> StoreResult<bool>;
+
+    /// Revokes every unrevoked session of the identity; returns how many.
+    async fn revoke_identity_sessions(&self, identity_id: Uuid, at: DateTime<Utc>) -> StoreResult<u32>;
+
+    /// Atomically replaces the token and raises the AAL, but only while the session is unrevoked
+    /// and still holds `expected_token_hash`: of several concurrent upgrades exactly one wins, and
+    /// the old token stops working in the same step. Returns false when the guard failed.
+    async fn upgrade_session(&self, id: Uuid, expected_token_hash: &[u8], upgrade: &SessionUpgrade) -> StoreResult<bool>;
+}
+
+/// A flow as stored: an opaque document plus a revision for compare-and-swap.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredFlow {
+    pub revision: u64,
+    pub document: Vec<u8>,
+}
+
+/// Short-lived flow documents with a TTL. The domain owns the document format.
+#[async_trait]
+pub trait FlowStore: Send + Sync + 'static {
+    /// Stores a new flow at revision 1; it disappears after `ttl`.
+    async fn create_flow(&self, id: Uuid, document: &[u8], ttl: Duration) -> StoreResult<()>;
+
+    async fn get_flow(&self, id: Uuid) -> StoreResult<Option<StoredFlow>>;
+
+    /// Replaces the document if the stored revision is still `expected_revision`, bumping the
+    /// revision and keeping the remaining TTL. Returns false when the flow changed or vanished
+    /// meanwhile: of two concurrent writers exactly one wins.
+    async fn replace_flow(&self, id: Uuid, expected_revision: u64, document: &[u8]) -> StoreResult<bool>;
+}
+
+/// The backends a server runs on, chosen from the configuration.
+#[derive(Clone)]
+pub struct Stores {
+    pub identities: Arc<dyn IdentityStore>,
+    pub sessions: Arc<dyn SessionStore>,
+    pub flows: Arc<dyn FlowStore>,
+}
+
+/// Opens the backends the configuration names: `dsn` picks Postgres or SQLite (the embedded
+/// file when unset), `redis.url` picks Redis or the in-process store.
+pub async fn open(config: &crate::config::Config) -> StoreResult<Stores> {
+    // STUB until the backends implement the traits.
+    let _ = config;
+    unimplemented!("store open")
+}
+
+/// The embedded default: a SQLite file in the working directory, created on first start.
+pub const DEFAULT_SQLITE_DSN: &str = "sqlite://twofold.sqlite?mode=rwc";

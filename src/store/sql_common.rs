@@ -1,0 +1,1 @@
+//! Pieces shared by the SQL backends (row decoding, error classification). STUB.
