@@ -1,2 +1,10 @@
 //! The gRPC layer: convert the request, call the domain, convert the answer. Errors become
-//! `tonic::Status` in `error` only.
+//! `tonic::Status` in `error` only; credentials are read in `auth` only.
+
+pub mod auth;
+pub mod convert;
+pub mod error;
+pub mod flow;
+pub mod identity;
+pub mod session;
+pub mod unavailable;

@@ -48,9 +48,12 @@ pub async fn verify(password: String, stored: Option<String>) -> Result<bool, Do
             let _ = hasher().hash_password(password.as_bytes());
             return Ok(false);
         };
-        let parsed = stored.parse::<PasswordHash>()
-            .map_err(|error| DomainError::Internal(format!("stored password hash unreadable: {error}")))?;
-        Ok(hasher().verify_password(password.as_bytes(), &parsed).is_ok())
+        let parsed = stored.parse::<PasswordHash>().map_err(|error| {
+            DomainError::Internal(format!("stored password hash unreadable: {error}"))
+        })?;
+        Ok(hasher()
+            .verify_password(password.as_bytes(), &parsed)
+            .is_ok())
     })
     .await
     .map_err(|error| DomainError::Internal(format!("password verification task failed: {error}")))?
@@ -62,8 +65,16 @@ mod tests {
     async fn right_password_verifies_and_wrong_one_does_not() {
         let stored = super::hash("correct horse battery".into()).await.unwrap();
         assert!(stored.starts_with("$argon2id$"));
-        assert!(super::verify("correct horse battery".into(), Some(stored.clone())).await.unwrap());
-        assert!(!super::verify("wrong horse battery".into(), Some(stored)).await.unwrap());
+        assert!(
+            super::verify("correct horse battery".into(), Some(stored.clone()))
+                .await
+                .unwrap()
+        );
+        assert!(
+            !super::verify("wrong horse battery".into(), Some(stored))
+                .await
+                .unwrap()
+        );
         assert!(!super::verify("anything".into(), None).await.unwrap());
     }
 

@@ -87,7 +87,10 @@ impl SchemaRegistry {
             .into_iter()
             .map(|schema| (schema.id.clone(), Arc::new(schema)))
             .collect();
-        Self { schemas, default_id }
+        Self {
+            schemas,
+            default_id,
+        }
     }
 
     pub fn get(&self, id: &str) -> Option<Arc<IdentitySchema>> {
@@ -96,7 +99,11 @@ impl SchemaRegistry {
 
     /// The schema for `id`, or the default schema when `id` is empty.
     pub fn resolve(&self, id: &str) -> Option<Arc<IdentitySchema>> {
-        if id.is_empty() { self.get(&self.default_id) } else { self.get(id) }
+        if id.is_empty() {
+            self.get(&self.default_id)
+        } else {
+            self.get(id)
+        }
     }
 
     pub fn default_id(&self) -> &str {

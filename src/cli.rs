@@ -1,0 +1,145 @@
+//! What the subcommands do, kept out of `main` so `main` stays a thin dispatcher.
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use twofold::config::{self, Loaded};
+use twofold::domain::clock::SystemClock;
+use twofold::domain::{Context, Settings};
+use twofold::server::{self, Listeners};
+use twofold::store;
+
+/// Where `serve` writes the admin key it generates when none is configured.
+const GENERATED_ADMIN_KEY_FILE: &str = "twofold-admin.key";
+
+fn load_config(path: Option<&Path>) -> Result<Loaded, String> {
+    let env: Vec<(String, String)> = std::env::vars().collect();
+    config::load(path, &env).map_err(|problems| {
+        let lines: Vec<String> = problems
+            .0
+            .iter()
+            .map(|p| format!("  {}: {}", p.key, p.message))
+            .collect();
+        format!("invalid configuration:\n{}", lines.join("\n"))
+    })
+}
+
+fn init_logging(config: &config::Config) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log.level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false);
+    if config.log.format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+/// With no admin key configured the admin API would be either open or unusable; instead a key is
+/// generated for this run and written to a file only the owner can read. It is never logged.
+fn ensure_admin_key(config: &mut config::Config) -> Result<(), String> {
+    if !config.serve.admin.api_keys.is_empty() {
+        return Ok(());
+    }
+    let key = twofold::domain::token::SessionToken::generate()
+        .expose()
+        .replacen("tfs_", "tfa_", 1);
+    let path = PathBuf::from(GENERATED_ADMIN_KEY_FILE);
+    write_private(&path, &key)
+        .map_err(|error| format!("cannot write {}: {error}", path.display()))?;
+    tracing::warn!(
+        file = %path.display(),
+        "no admin api key configured (serve.admin.api_keys); generated one for this run"
+    );
+    config.serve.admin.api_keys.push(key);
+    Ok(())
+}
+
+fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path)?;
+    file.write_all(contents.as_bytes())?;
+    file.write_all(b"\n")
+}
+
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(signal) => signal,
+                Err(_) => {
+                    let _ = interrupt.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = interrupt => {},
+            _ = terminate.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
+    tracing::info!("shutting down: draining in-flight calls");
+}
+
+pub async fn serve(path: Option<&Path>) -> Result<(), String> {
+    let Loaded {
+        mut config,
+        schemas,
+        warnings,
+    } = load_config(path)?;
+    init_logging(&config);
+    for warning in &warnings {
+        tracing::warn!("{warning}");
+    }
+    ensure_admin_key(&mut config)?;
+    let stores = store::open(&config)
+        .await
+        .map_err(|error| error.to_string())?;
+
+    let public_address = format!("{}:{}", config.serve.public.host, config.serve.public.port);
+    let admin_address = format!("{}:{}", config.serve.admin.host, config.serve.admin.port);
+    let public = TcpListener::bind(&public_address)
+        .await
+        .map_err(|error| format!("cannot listen on {public_address} (serve.public): {error}"))?;
+    let admin = TcpListener::bind(&admin_address)
+        .await
+        .map_err(|error| format!("cannot listen on {admin_address} (serve.admin): {error}"))?;
+    tracing::info!(
+        public = %public_address,
+        admin = %admin_address,
+        dsn = store::describe_dsn(config.dsn.as_deref()),
+        redis = config.redis.url.is_some(),
+        "twofold is serving"
+    );
+
+    let context = Context::new(Settings { config, schemas }, stores, Arc::new(SystemClock));
+    server::run(Listeners { public, admin }, context, shutdown_signal())
+        .await
+        .map_err(|error| error.to_string())
+}
+
+pub async fn migrate(path: Option<&Path>) -> Result<(), String> {
+    let Loaded {
+        config, warnings, ..
+    } = load_config(path)?;
+    init_logging(&config);
+    for warning in &warnings {
+        tracing::warn!("{warning}");
+    }
+    store::migrate(&config)
+        .await
+        .map_err(|error| error.to_string())?;
+    tracing::info!(
+        dsn = store::describe_dsn(config.dsn.as_deref()),
+        "migrations applied"
+    );
+    Ok(())
+}
