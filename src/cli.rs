@@ -112,9 +112,16 @@ pub async fn serve(path: Option<&Path>) -> Result<(), String> {
     let admin = TcpListener::bind(&admin_address)
         .await
         .map_err(|error| format!("cannot listen on {admin_address} (serve.admin): {error}"))?;
+    // Logged from the sockets, so port 0 (any free port) shows the port actually taken.
+    let bound = |listener: &TcpListener, fallback: &str| {
+        listener
+            .local_addr()
+            .map(|address| address.to_string())
+            .unwrap_or_else(|_| fallback.to_owned())
+    };
     tracing::info!(
-        public = %public_address,
-        admin = %admin_address,
+        public = %bound(&public, &public_address),
+        admin = %bound(&admin, &admin_address),
         dsn = store::describe_dsn(config.dsn.as_deref()),
         redis = config.redis.url.is_some(),
         "twofold is serving"
