@@ -3,6 +3,7 @@
 
 pub mod aal;
 pub mod clock;
+pub mod code;
 pub mod error;
 pub mod flows;
 pub mod identities;
