@@ -518,3 +518,259 @@ fn parse_schema_text(text: &str) -> Result<Value, String> {
         yaml_serde::from_str(text).map_err(|_| format!("schema is not valid json: {json_error}"))
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    const SEED_SNIPPET: &str = "\
+selfservice:
+  methods:
+    code:
+      mfa_enabled: true
+identity:
+  default_schema_id: person
+  schemas:
+    - id: person
+      url: file://identity.schema.json
+";
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn problems(text: &str) -> Vec<ConfigProblem> {
+        parse_document(text, None).expect_err("should be refused").0
+    }
+
+    fn keys(text: &str) -> Vec<String> {
+        problems(text).into_iter().map(|p| p.key).collect()
+    }
+
+    #[test]
+    fn seed_snippet_loads_with_schema_beside_it() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("identity.schema.json"),
+            crate::domain::schema::DEFAULT_SCHEMA_JSON,
+        )
+        .unwrap();
+        let path = dir.path().join("identity-config.yaml");
+        std::fs::write(&path, SEED_SNIPPET).unwrap();
+        let loaded = load(Some(&path), &[]).expect("seed config loads");
+        assert!(loaded.config.selfservice.methods.code.mfa_enabled);
+        assert_eq!(loaded.schemas.default_id(), "person");
+        let schema = loaded.schemas.resolve("").expect("default schema");
+        assert_eq!(schema.id(), "person");
+        assert!(schema.trait_markers("phone").is_some());
+        assert!(loaded.warnings.is_empty());
+    }
+
+    #[test]
+    fn relative_schema_paths_resolve_against_base_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("s.json"),
+            crate::domain::schema::DEFAULT_SCHEMA_JSON,
+        )
+        .unwrap();
+        let text =
+            "identity:\n  default_schema_id: a\n  schemas:\n    - {id: a, url: file://./s.json}\n";
+        assert!(parse_document(text, Some(dir.path())).is_ok());
+        let absolute = format!(
+            "identity:\n  default_schema_id: a\n  schemas:\n    - {{id: a, url: 'file://{}'}}\n",
+            dir.path().join("s.json").display()
+        );
+        assert!(parse_document(&absolute, None).is_ok());
+        let missing = parse_document(text, None).unwrap_err().0;
+        assert_eq!(missing[0].key, "identity.schemas[0].url");
+    }
+
+    #[test]
+    fn base64_and_remote_schema_urls() {
+        use base64::engine::general_purpose::STANDARD;
+        let encoded = STANDARD.encode(crate::domain::schema::DEFAULT_SCHEMA_JSON);
+        let text = format!(
+            "identity:\n  default_schema_id: b\n  schemas:\n    - {{id: b, url: 'base64://{encoded}'}}\n"
+        );
+        let loaded = parse_document(&text, None).expect("base64 schema loads");
+        assert!(loaded.schemas.get("b").is_some());
+        let remote = problems(
+            "identity:\n  default_schema_id: r\n  schemas:\n    - {id: r, url: 'https://example.com/s.json'}\n",
+        );
+        assert_eq!(remote[0].key, "identity.schemas[0].url");
+        assert_eq!(
+            remote[0].message,
+            "remote schema urls are not supported; use file:// or base64://"
+        );
+        let broken = STANDARD.encode(r#"{"type": 12}"#);
+        let text = format!(
+            "identity:\n  default_schema_id: x\n  schemas:\n    - {{id: x, url: 'base64://{broken}'}}\n"
+        );
+        assert_eq!(problems(&text)[0].key, "identity.schemas[0].url");
+    }
+
+    #[test]
+    fn mfa_and_passwordless_together_are_refused() {
+        let found = problems(
+            "selfservice:\n  methods:\n    code:\n      mfa_enabled: true\n      passwordless_enabled: true\n",
+        );
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].key, "selfservice.methods.code.mfa_enabled");
+        assert!(found[0].message.contains(
+            "if MFA via code is enabled, this method can not be used for passwordless login"
+        ));
+    }
+
+    #[test]
+    fn bad_duration_names_its_key() {
+        let found = problems(
+            "selfservice:\n  methods:\n    code:\n      config:\n        lifespan: 15 minutes\n",
+        );
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].key, "selfservice.methods.code.config.lifespan");
+        assert!(
+            found[0].message.contains("unknown unit"),
+            "{}",
+            found[0].message
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_all_named() {
+        // Keys come back in key order, not file order.
+        let found = problems(
+            "selfservice:\n  methods:\n    code:\n      mfa_enable: true\nserve:\n  public:\n    prot: 1\nnonsense: 1\n",
+        );
+        let keys: Vec<&str> = found.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "nonsense",
+                "selfservice.methods.code.mfa_enable",
+                "serve.public.prot",
+            ]
+        );
+        assert!(found.iter().all(|p| p.message == "unknown key"));
+    }
+
+    #[test]
+    fn kratos_only_keys_warn_and_load() {
+        let loaded = parse_document(
+            "version: v1.3.0\nselfservice:\n  methods:\n    totp:\n      enabled: true\n    code:\n      mfa_enabled: true\n",
+            None,
+        )
+        .expect("loads");
+        assert!(loaded.config.selfservice.methods.code.mfa_enabled);
+        assert_eq!(
+            loaded.warnings,
+            [
+                "key selfservice.methods.totp is a Kratos setting Twofold ignores",
+                "key version is a Kratos setting Twofold ignores",
+            ]
+        );
+    }
+
+    #[test]
+    fn env_overrides_apply() {
+        let overrides = env(&[
+            ("SELFSERVICE_METHODS_CODE_MFA_ENABLED", "true"),
+            ("DSN", "postgres://ignored"),
+            ("TWOFOLD_DSN", "memory"),
+            (
+                "SERVE_ADMIN_API_KEYS",
+                "first-key-0123456789, second-key-0123456789",
+            ),
+            ("SECRETS_DEFAULT", r#"["a-secret-of-sixteen+"]"#),
+            ("SELFSERVICE_METHODS_CODE_CONFIG_LIFESPAN", "10m"),
+            ("SERVE_PUBLIC_PORT", "8080"),
+            ("REDIS_URL", "redis://cache:6379/0"),
+            ("PATH", "/usr/bin"),
+        ]);
+        let loaded = load(None, &overrides).expect("loads");
+        let config = &loaded.config;
+        assert!(config.selfservice.methods.code.mfa_enabled);
+        assert_eq!(config.dsn.as_deref(), Some("memory"));
+        assert_eq!(
+            config.serve.admin.api_keys,
+            ["first-key-0123456789", "second-key-0123456789"]
+        );
+        assert_eq!(config.secrets.default, ["a-secret-of-sixteen+"]);
+        assert_eq!(
+            config.selfservice.methods.code.config.lifespan,
+            Duration::from_secs(600)
+        );
+        assert_eq!(config.serve.public.port, 8080);
+        assert_eq!(config.redis.url.as_deref(), Some("redis://cache:6379/0"));
+    }
+
+    #[test]
+    fn env_schemas_and_bad_env_values_name_their_variable() {
+        let encoded = {
+            use base64::engine::general_purpose::STANDARD;
+            STANDARD.encode(crate::domain::schema::DEFAULT_SCHEMA_JSON)
+        };
+        let schemas = format!(r#"[{{"id":"e","url":"base64://{encoded}"}}]"#);
+        let overrides = env(&[
+            ("IDENTITY_SCHEMAS", &schemas),
+            ("IDENTITY_DEFAULT_SCHEMA_ID", "e"),
+        ]);
+        let loaded = load(None, &overrides).expect("loads");
+        assert_eq!(loaded.schemas.default_id(), "e");
+
+        let bad = env(&[("SERVE_PUBLIC_PORT", "many")]);
+        let found = load(None, &bad).unwrap_err().0;
+        assert_eq!(found[0].key, "serve.public.port");
+        assert!(found[0].message.contains("SERVE_PUBLIC_PORT"));
+    }
+
+    #[test]
+    fn empty_config_is_defaults_with_builtin_schema() {
+        for text in ["", "# nothing here\n", "{}"] {
+            let loaded = parse_document(text, None).expect("loads");
+            assert_eq!(loaded.config, Config::default());
+            assert_eq!(loaded.schemas.default_id(), "default");
+            assert!(loaded.schemas.get("default").is_some());
+        }
+        let loaded = load(None, &[]).expect("loads");
+        assert_eq!(loaded.config, Config::default());
+    }
+
+    #[test]
+    fn empty_sections_mean_defaults() {
+        let loaded = parse_document("selfservice:\n  methods:\n    code:\n", None).expect("loads");
+        assert_eq!(loaded.config, Config::default());
+    }
+
+    #[test]
+    fn type_errors_name_the_key_and_hide_the_value() {
+        let found = problems(
+            "secrets:\n  default: hunter2-hunter2-hunter2\nserve:\n  public:\n    port: 70000\nsession:\n  whoami:\n    required_aal: aal3\n",
+        );
+        let keys: Vec<&str> = found.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "secrets.default",
+                "serve.public.port",
+                "session.whoami.required_aal"
+            ]
+        );
+        assert!(found.iter().all(|p| !p.message.contains("hunter2")));
+        let found =
+            problems("identity:\n  schemas:\n    - {id: a, url: 'file://a.json'}\n    - {id: b}\n");
+        assert_eq!(found[0].key, "identity.schemas[1]");
+    }
+
+    #[test]
+    fn json_documents_and_yaml_errors() {
+        assert!(parse_document(r#"{"log": {"level": "debug"}}"#, None).is_ok());
+        assert_eq!(keys("log: [unclosed\n"), [""]);
+        assert_eq!(keys("- a list\n"), [""]);
+        assert_eq!(keys("log: 5\n"), ["log"]);
+    }
+}
