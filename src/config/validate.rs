@@ -371,9 +371,13 @@ mod tests {
             "sqlite://x.db?mode=rwc",
             "sqlite::memory:",
         ] {
-            let mut config = Config::default();
-            config.dsn = Some(dsn.into());
-            config.redis.url = Some("rediss://cache:6380/0".into());
+            let config = Config {
+                dsn: Some(dsn.into()),
+                redis: crate::config::RedisConfig {
+                    url: Some("rediss://cache:6380/0".into()),
+                },
+                ..Config::default()
+            };
             assert_eq!(keys(&config), Vec::<String>::new(), "{dsn}");
         }
     }
