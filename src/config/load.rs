@@ -103,6 +103,16 @@ const OPEN_KEYS: &[&str] = &[
     "courier.http",
 ];
 
+/// Keys below open ones that Kratos users commonly set from the environment (the SMTP password
+/// lives in `connection_uri`). Their env names cannot be derived from the defaults.
+const OPEN_ENV_KEYS: &[&str] = &[
+    "courier.smtp.connection_uri",
+    "courier.smtp.from_address",
+    "courier.smtp.from_name",
+    "courier.smtp.local_name",
+    "courier.smtp.headers",
+];
+
 const ENV_PREFIX: &str = "TWOFOLD_";
 
 /// Loads the file at `path` (or the defaults when `None`), applies `env` overrides, validates,
@@ -283,7 +293,13 @@ fn apply_env(
 ) -> BTreeMap<String, String> {
     let lookup = |name: &str| env.iter().rev().find(|(key, _)| key == name);
     let mut sources = BTreeMap::new();
-    for (path, default) in known_leaves(known) {
+    let mut leaves = known_leaves(known);
+    leaves.extend(
+        OPEN_ENV_KEYS
+            .iter()
+            .map(|path| (path.to_string(), &Value::Null)),
+    );
+    for (path, default) in leaves {
         let name = env_name(&path);
         let prefixed = format!("{ENV_PREFIX}{name}");
         let Some((variable, raw)) = lookup(&prefixed).or_else(|| lookup(&name)) else {
@@ -298,7 +314,7 @@ fn apply_env(
 
 fn env_value(path: &str, default: &Value, raw: &str) -> Value {
     let structured = || yaml_serde::from_str::<Value>(raw).unwrap_or_else(|_| raw.into());
-    if is_open(path) {
+    if is_open(path) || path == "courier.smtp.headers" {
         return structured();
     }
     match default {
@@ -726,6 +742,37 @@ identity:
         let found = load(None, &bad).unwrap_err().0;
         assert_eq!(found[0].key, "serve.public.port");
         assert!(found[0].message.contains("SERVE_PUBLIC_PORT"));
+    }
+
+    #[test]
+    fn smtp_settings_come_from_env() {
+        let overrides = env(&[
+            ("COURIER_SMTP_CONNECTION_URI", "smtps://user:pass@mail:465"),
+            ("COURIER_SMTP_HEADERS", r#"{"x-app": "twofold"}"#),
+        ]);
+        let loaded = load(None, &overrides).expect("loads");
+        assert_eq!(
+            loaded.config.courier.smtp,
+            Some(serde_json::json!({
+                "connection_uri": "smtps://user:pass@mail:465",
+                "headers": {"x-app": "twofold"}
+            }))
+        );
+    }
+
+    #[test]
+    fn invalid_schema_document_names_the_schema() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("s.json"), r#"{"type": 12}"#).unwrap();
+        let text =
+            "identity:\n  default_schema_id: a\n  schemas:\n    - {id: a, url: file://s.json}\n";
+        let found = parse_document(text, Some(dir.path())).unwrap_err().0;
+        assert_eq!(found[0].key, "identity.schemas[0].url");
+        assert!(
+            found[0].message.starts_with("invalid identity schema"),
+            "{}",
+            found[0].message
+        );
     }
 
     #[test]
