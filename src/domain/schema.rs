@@ -375,8 +375,7 @@ impl MarkerWalk {
         let mut markers = TraitMarkers {
             trait_name: trait_name.to_string(),
             password_identifier: flag("/credentials/password/identifier"),
-            webauthn_identifier: flag("/credentials/webauthn/identifier")
-                || flag("/credentials/passkey/display_name"),
+            webauthn_identifier: flag("/credentials/webauthn/identifier"),
             totp_account_name: flag("/credentials/totp/account_name"),
             ..TraitMarkers::default()
         };
