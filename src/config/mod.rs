@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
 /// The whole configuration. Field names are the YAML keys.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// Kratos's `dsn`: `postgres://…` for Postgres, `sqlite://path?mode=rwc` for a SQLite file,
@@ -367,22 +367,6 @@ impl Default for LogConfig {
             level: "info".into(),
             format: "text".into(),
             leak_sensitive_values: false,
-        }
-    }
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            dsn: None,
-            redis: RedisConfig::default(),
-            serve: ServeConfig::default(),
-            secrets: SecretsConfig::default(),
-            session: SessionConfig::default(),
-            selfservice: SelfserviceConfig::default(),
-            identity: IdentityConfig::default(),
-            courier: CourierConfig::default(),
-            log: LogConfig::default(),
         }
     }
 }
