@@ -11,6 +11,7 @@ pub mod identity;
 pub mod mask;
 pub mod password;
 pub mod schema;
+pub mod seal;
 pub mod session;
 pub mod sessions;
 pub mod token;
