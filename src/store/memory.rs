@@ -27,11 +27,17 @@ impl MemoryFlowStore {
     fn flows(&self) -> MutexGuard<'_, HashMap<Uuid, Entry>> {
         // The map holds plain data and every critical section leaves it consistent, so a panic
         // elsewhere while holding the lock does not make it unusable.
-        self.flows.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.flows
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// The live entry for `id`, dropping it if it has expired.
-    fn live<'a>(flows: &'a mut HashMap<Uuid, Entry>, id: &Uuid, now: Instant) -> Option<&'a mut Entry> {
+    fn live<'a>(
+        flows: &'a mut HashMap<Uuid, Entry>,
+        id: &Uuid,
+        now: Instant,
+    ) -> Option<&'a mut Entry> {
         if flows.get(id).is_some_and(|entry| entry.expires_at <= now) {
             flows.remove(id);
         }
@@ -64,7 +70,12 @@ impl FlowStore for MemoryFlowStore {
         Ok(Self::live(&mut flows, &id, Instant::now()).map(|entry| entry.flow.clone()))
     }
 
-    async fn replace_flow(&self, id: Uuid, expected_revision: u64, document: &[u8]) -> StoreResult<bool> {
+    async fn replace_flow(
+        &self,
+        id: Uuid,
+        expected_revision: u64,
+        document: &[u8],
+    ) -> StoreResult<bool> {
         let mut flows = self.flows();
         let Some(entry) = Self::live(&mut flows, &id, Instant::now()) else {
             return Ok(false);

@@ -43,7 +43,11 @@ pub type StoreResult<T> = Result<T, StoreError>;
 pub trait IdentityStore: Send + Sync + 'static {
     /// Inserts the identity, its identifiers and addresses, and its password hash if any, in one
     /// transaction. A duplicate identifier fails with `IdentifierTaken` and writes nothing.
-    async fn insert_identity(&self, identity: &Identity, password_hash: Option<&str>) -> StoreResult<()>;
+    async fn insert_identity(
+        &self,
+        identity: &Identity,
+        password_hash: Option<&str>,
+    ) -> StoreResult<()>;
 
     /// Replaces traits, state, identifiers and verifiable addresses (as given) in one
     /// transaction; returns false when the identity does not exist.
@@ -52,7 +56,11 @@ pub trait IdentityStore: Send + Sync + 'static {
     async fn get_identity(&self, id: Uuid) -> StoreResult<Option<Identity>>;
 
     /// Looks an identity up by a normalised identifier of one credential kind.
-    async fn find_by_identifier(&self, kind: CredentialKind, value: &str) -> StoreResult<Option<Identity>>;
+    async fn find_by_identifier(
+        &self,
+        kind: CredentialKind,
+        value: &str,
+    ) -> StoreResult<Option<Identity>>;
 
     /// The argon2 PHC string of the identity's password, if it has one.
     async fn password_hash(&self, identity_id: Uuid) -> StoreResult<Option<String>>;
@@ -66,7 +74,12 @@ pub trait IdentityStore: Send + Sync + 'static {
     async fn delete_identity(&self, id: Uuid) -> StoreResult<bool>;
 
     /// Marks one of the identity's addresses verified; returns false when no such address.
-    async fn mark_address_verified(&self, identity_id: Uuid, value: &str, at: DateTime<Utc>) -> StoreResult<bool>;
+    async fn mark_address_verified(
+        &self,
+        identity_id: Uuid,
+        value: &str,
+        at: DateTime<Utc>,
+    ) -> StoreResult<bool>;
 }
 
 /// The change a completed factor makes to a session.
@@ -89,18 +102,32 @@ pub trait SessionStore: Send + Sync + 'static {
 
     /// The identity's sessions, newest first; inactive ones (revoked or expired at `now`) only
     /// when asked for.
-    async fn list_sessions(&self, identity_id: Uuid, include_inactive: bool, now: DateTime<Utc>) -> StoreResult<Vec<Session>>;
+    async fn list_sessions(
+        &self,
+        identity_id: Uuid,
+        include_inactive: bool,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<Session>>;
 
     /// Revokes one session; returns false when it did not exist or was already revoked.
     async fn revoke_session(&self, id: Uuid, at: DateTime<Utc>) -> StoreResult<bool>;
 
     /// Revokes every unrevoked session of the identity; returns how many.
-    async fn revoke_identity_sessions(&self, identity_id: Uuid, at: DateTime<Utc>) -> StoreResult<u32>;
+    async fn revoke_identity_sessions(
+        &self,
+        identity_id: Uuid,
+        at: DateTime<Utc>,
+    ) -> StoreResult<u32>;
 
     /// Atomically replaces the token and raises the AAL, but only while the session is unrevoked
     /// and still holds `expected_token_hash`: of several concurrent upgrades exactly one wins, and
     /// the old token stops working in the same step. Returns false when the guard failed.
-    async fn upgrade_session(&self, id: Uuid, expected_token_hash: &[u8], upgrade: &SessionUpgrade) -> StoreResult<bool>;
+    async fn upgrade_session(
+        &self,
+        id: Uuid,
+        expected_token_hash: &[u8],
+        upgrade: &SessionUpgrade,
+    ) -> StoreResult<bool>;
 }
 
 /// A flow as stored: an opaque document plus a revision for compare-and-swap.
@@ -121,7 +148,12 @@ pub trait FlowStore: Send + Sync + 'static {
     /// Replaces the document if the stored revision is still `expected_revision`, bumping the
     /// revision and keeping the remaining TTL. Returns false when the flow changed or vanished
     /// meanwhile: of two concurrent writers exactly one wins.
-    async fn replace_flow(&self, id: Uuid, expected_revision: u64, document: &[u8]) -> StoreResult<bool>;
+    async fn replace_flow(
+        &self,
+        id: Uuid,
+        expected_revision: u64,
+        document: &[u8],
+    ) -> StoreResult<bool>;
 }
 
 /// The backends a server runs on, chosen from the configuration.

@@ -222,7 +222,11 @@ async fn insert_children(
 
 #[async_trait]
 impl IdentityStore for PostgresStore {
-    async fn insert_identity(&self, identity: &Identity, password_hash: Option<&str>) -> StoreResult<()> {
+    async fn insert_identity(
+        &self,
+        identity: &Identity,
+        password_hash: Option<&str>,
+    ) -> StoreResult<()> {
         let mut tx = self.begin().await?;
         sqlx::query(
             "INSERT INTO identities (id, schema_id, traits, state, created_at, updated_at) \
@@ -237,7 +241,13 @@ impl IdentityStore for PostgresStore {
         .execute(&mut *tx)
         .await
         .map_err(|error| map_error("insert identity", error))?;
-        insert_children(&mut tx, identity.id, &identity.identifiers, &identity.verifiable_addresses).await?;
+        insert_children(
+            &mut tx,
+            identity.id,
+            &identity.identifiers,
+            &identity.verifiable_addresses,
+        )
+        .await?;
         if let Some(hash) = password_hash {
             sqlx::query(
                 "INSERT INTO identity_credentials \
@@ -311,7 +321,11 @@ impl IdentityStore for PostgresStore {
         Ok(identities.into_iter().next())
     }
 
-    async fn find_by_identifier(&self, kind: CredentialKind, value: &str) -> StoreResult<Option<Identity>> {
+    async fn find_by_identifier(
+        &self,
+        kind: CredentialKind,
+        value: &str,
+    ) -> StoreResult<Option<Identity>> {
         let mut tx = self.begin_read().await?;
         let rows = sqlx::query(concat!(
             identity_select!(),
@@ -370,7 +384,12 @@ impl IdentityStore for PostgresStore {
         Ok(deleted.rows_affected() > 0)
     }
 
-    async fn mark_address_verified(&self, identity_id: Uuid, value: &str, at: DateTime<Utc>) -> StoreResult<bool> {
+    async fn mark_address_verified(
+        &self,
+        identity_id: Uuid,
+        value: &str,
+        at: DateTime<Utc>,
+    ) -> StoreResult<bool> {
         // The first verification time is kept when an address is verified again.
         let updated = sqlx::query(
             "UPDATE identity_verifiable_addresses \
@@ -438,7 +457,12 @@ impl SessionStore for PostgresStore {
         decode_session(row)
     }
 
-    async fn list_sessions(&self, identity_id: Uuid, include_inactive: bool, now: DateTime<Utc>) -> StoreResult<Vec<Session>> {
+    async fn list_sessions(
+        &self,
+        identity_id: Uuid,
+        include_inactive: bool,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<Session>> {
         let rows = sqlx::query(concat!(
             session_select!(),
             "WHERE identity_id = $1 AND ($2 OR (revoked_at IS NULL AND expires_at > $3)) \
@@ -457,16 +481,21 @@ impl SessionStore for PostgresStore {
     }
 
     async fn revoke_session(&self, id: Uuid, at: DateTime<Utc>) -> StoreResult<bool> {
-        let updated = sqlx::query("UPDATE sessions SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL")
-            .bind(id)
-            .bind(at)
-            .execute(&self.pool)
-            .await
-            .map_err(|error| map_error("revoke session", error))?;
+        let updated =
+            sqlx::query("UPDATE sessions SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL")
+                .bind(id)
+                .bind(at)
+                .execute(&self.pool)
+                .await
+                .map_err(|error| map_error("revoke session", error))?;
         Ok(updated.rows_affected() == 1)
     }
 
-    async fn revoke_identity_sessions(&self, identity_id: Uuid, at: DateTime<Utc>) -> StoreResult<u32> {
+    async fn revoke_identity_sessions(
+        &self,
+        identity_id: Uuid,
+        at: DateTime<Utc>,
+    ) -> StoreResult<u32> {
         let updated = sqlx::query(
             "UPDATE sessions SET revoked_at = $2 WHERE identity_id = $1 AND revoked_at IS NULL",
         )
@@ -478,7 +507,12 @@ impl SessionStore for PostgresStore {
         Ok(u32::try_from(updated.rows_affected()).unwrap_or(u32::MAX))
     }
 
-    async fn upgrade_session(&self, id: Uuid, expected_token_hash: &[u8], upgrade: &SessionUpgrade) -> StoreResult<bool> {
+    async fn upgrade_session(
+        &self,
+        id: Uuid,
+        expected_token_hash: &[u8],
+        upgrade: &SessionUpgrade,
+    ) -> StoreResult<bool> {
         // One guarded statement: Postgres re-checks the WHERE clause after waiting for a
         // concurrent writer's row lock, so only the first of several upgrades matches.
         let updated = sqlx::query(

@@ -43,7 +43,8 @@ impl RedisFlowStore {
     /// Connects through a connection manager (reconnects on its own). Keys are
     /// `<key_prefix>flow:<id>`, so several test runs can share one server.
     pub async fn connect(url: &str, key_prefix: &str) -> StoreResult<Self> {
-        let client = redis::Client::open(url).map_err(|error| map_error("parse redis url", error))?;
+        let client =
+            redis::Client::open(url).map_err(|error| map_error("parse redis url", error))?;
         let config = ConnectionManagerConfig::new()
             .set_response_timeout(Some(RESPONSE_TIMEOUT))
             .set_connection_timeout(Some(CONNECTION_TIMEOUT))
@@ -115,11 +116,18 @@ impl FlowStore for RedisFlowStore {
                     .map_err(|_| StoreError::Internal("corrupt stored flow: revision".into()))?;
                 Ok(Some(StoredFlow { revision, document }))
             }
-            _ => Err(StoreError::Internal("corrupt stored flow: missing field".into())),
+            _ => Err(StoreError::Internal(
+                "corrupt stored flow: missing field".into(),
+            )),
         }
     }
 
-    async fn replace_flow(&self, id: Uuid, expected_revision: u64, document: &[u8]) -> StoreResult<bool> {
+    async fn replace_flow(
+        &self,
+        id: Uuid,
+        expected_revision: u64,
+        document: &[u8],
+    ) -> StoreResult<bool> {
         let Some(next_revision) = expected_revision.checked_add(1) else {
             return Ok(false);
         };

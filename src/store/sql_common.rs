@@ -36,7 +36,10 @@ pub(crate) fn map_error(context: &'static str, error: sqlx::Error) -> StoreError
         | sqlx::Error::Tls(_)
         | sqlx::Error::WorkerCrashed => StoreError::Unavailable(format!("{context}: {error}")),
         sqlx::Error::Database(database) => {
-            let code = database.code().map(|code| code.into_owned()).unwrap_or_default();
+            let code = database
+                .code()
+                .map(|code| code.into_owned())
+                .unwrap_or_default();
             let message = format!("{context}: {} (code {code})", database.message());
             if is_unavailable_code(&code) {
                 StoreError::Unavailable(message)
@@ -53,7 +56,9 @@ pub(crate) fn map_error(context: &'static str, error: sqlx::Error) -> StoreError
 pub(crate) fn map_migrate_error(error: sqlx::migrate::MigrateError) -> StoreError {
     match error {
         sqlx::migrate::MigrateError::Execute(inner)
-        | sqlx::migrate::MigrateError::ExecuteMigration(inner, _) => map_error("run migrations", inner),
+        | sqlx::migrate::MigrateError::ExecuteMigration(inner, _) => {
+            map_error("run migrations", inner)
+        }
         other => StoreError::Internal(format!("run migrations: {other}")),
     }
 }
@@ -63,7 +68,9 @@ fn is_unavailable_code(code: &str) -> bool {
         // SQLite extended codes carry the primary code in the low byte.
         return SQLITE_UNAVAILABLE_CODES.contains(&(number & 0xff));
     }
-    PG_UNAVAILABLE_CLASSES.iter().any(|class| code.starts_with(class))
+    PG_UNAVAILABLE_CLASSES
+        .iter()
+        .any(|class| code.starts_with(class))
 }
 
 /// True when the error is a violation of the unique identifier index (and not, say, a
@@ -79,7 +86,10 @@ pub(crate) fn is_identifier_conflict(error: &sqlx::Error) -> bool {
 
 /// Maps an error from inserting `identifier` to `IdentifierTaken` when it collided, else as
 /// usual. Identifiers are inserted one statement each so the failing one is known exactly.
-pub(crate) fn map_identifier_insert_error(identifier: &Identifier, error: sqlx::Error) -> StoreError {
+pub(crate) fn map_identifier_insert_error(
+    identifier: &Identifier,
+    error: sqlx::Error,
+) -> StoreError {
     if is_identifier_conflict(&error) {
         StoreError::IdentifierTaken {
             kind: identifier.kind.as_str(),
@@ -141,7 +151,8 @@ fn parse_channel(text: &str) -> StoreResult<Channel> {
 impl IdentifierRow {
     fn into_domain(self) -> StoreResult<Identifier> {
         Ok(Identifier {
-            kind: CredentialKind::parse(&self.kind).ok_or_else(|| corrupt("unknown identifier kind"))?,
+            kind: CredentialKind::parse(&self.kind)
+                .ok_or_else(|| corrupt("unknown identifier kind"))?,
             value: self.value,
             trait_name: self.trait_name,
             channel: self.channel.as_deref().map(parse_channel).transpose()?,
@@ -210,7 +221,8 @@ pub(crate) fn assemble(
                 id: row.id,
                 schema_id: row.schema_id,
                 traits: row.traits,
-                state: IdentityState::parse(&row.state).ok_or_else(|| corrupt("unknown identity state"))?,
+                state: IdentityState::parse(&row.state)
+                    .ok_or_else(|| corrupt("unknown identity state"))?,
                 identifiers: identifiers_by_identity.remove(&row.id).unwrap_or_default(),
                 verifiable_addresses: addresses_by_identity.remove(&row.id).unwrap_or_default(),
                 has_password: row.has_password,
@@ -233,7 +245,10 @@ pub(crate) struct StoredAddress {
     pub verified_at: Option<DateTime<Utc>>,
 }
 
-pub(crate) fn merge_addresses(given: &[VerifiableAddress], stored: &[StoredAddress]) -> Vec<VerifiableAddress> {
+pub(crate) fn merge_addresses(
+    given: &[VerifiableAddress],
+    stored: &[StoredAddress],
+) -> Vec<VerifiableAddress> {
     given
         .iter()
         .map(|address| {

@@ -6,8 +6,8 @@
 //! the write lock up front makes concurrent writers wait for the busy timeout instead of failing
 //! when a read lock cannot be upgraded.
 use super::sql_common::{
-    AddressRow, IdentifierRow, IdentityRow, SessionRow, StoredAddress, assemble, corrupt, map_error,
-    map_identifier_insert_error, map_migrate_error, merge_addresses,
+    AddressRow, IdentifierRow, IdentityRow, SessionRow, StoredAddress, assemble, corrupt,
+    map_error, map_identifier_insert_error, map_migrate_error, merge_addresses,
 };
 use super::{IdentityStore, SessionStore, SessionUpgrade, StoreResult};
 use crate::domain::identity::{CredentialKind, Identifier, Identity, VerifiableAddress};
@@ -69,7 +69,12 @@ macro_rules! session_select {
 macro_rules! scoped_queries {
     ($scope:literal) => {
         [
-            concat!(identity_select!(), "WHERE i.id IN ", $scope, " ORDER BY i.id"),
+            concat!(
+                identity_select!(),
+                "WHERE i.id IN ",
+                $scope,
+                " ORDER BY i.id"
+            ),
             concat!(
                 identifier_select!(),
                 "WHERE identity_id IN ",
@@ -87,10 +92,12 @@ macro_rules! scoped_queries {
 }
 
 const BY_ID: [&str; 3] = scoped_queries!("(?1)");
-const BY_IDENTIFIER: [&str; 3] =
-    scoped_queries!("(SELECT identity_id FROM identity_identifiers WHERE kind = ?1 AND value = ?2)");
-const BY_PAGE: [&str; 3] =
-    scoped_queries!("(SELECT id FROM identities WHERE (?1 IS NULL OR id > ?1) ORDER BY id LIMIT ?2)");
+const BY_IDENTIFIER: [&str; 3] = scoped_queries!(
+    "(SELECT identity_id FROM identity_identifiers WHERE kind = ?1 AND value = ?2)"
+);
+const BY_PAGE: [&str; 3] = scoped_queries!(
+    "(SELECT id FROM identities WHERE (?1 IS NULL OR id > ?1) ORDER BY id LIMIT ?2)"
+);
 
 enum Scope<'a> {
     Id(Uuid),
@@ -130,7 +137,8 @@ fn from_micros_opt(micros: Option<i64>) -> StoreResult<Option<DateTime<Utc>>> {
 }
 
 fn json_text<T: serde::Serialize + ?Sized>(value: &T) -> StoreResult<String> {
-    serde_json::to_string(value).map_err(|error| super::StoreError::Internal(format!("encode json: {error}")))
+    serde_json::to_string(value)
+        .map_err(|error| super::StoreError::Internal(format!("encode json: {error}")))
 }
 
 fn parse_json(text: &str, what: &str) -> StoreResult<Value> {
@@ -142,7 +150,8 @@ fn get<'r, T>(row: &'r SqliteRow, column: &'static str) -> StoreResult<T>
 where
     T: sqlx::Decode<'r, Sqlite> + sqlx::Type<Sqlite>,
 {
-    row.try_get(column).map_err(|error| map_error("decode row", error))
+    row.try_get(column)
+        .map_err(|error| map_error("decode row", error))
 }
 
 fn identity_row(row: &SqliteRow) -> StoreResult<IdentityRow> {
@@ -217,7 +226,11 @@ impl SqliteStore {
     /// private in-memory database.
     pub async fn connect(dsn: &str) -> StoreResult<Self> {
         let in_memory = dsn == "memory" || dsn.contains(":memory:") || dsn.contains("mode=memory");
-        let url = if dsn == "memory" { "sqlite::memory:" } else { dsn };
+        let url = if dsn == "memory" {
+            "sqlite::memory:"
+        } else {
+            dsn
+        };
         let options = SqliteConnectOptions::from_str(url)
             .map_err(|error| map_error("parse sqlite dsn", error))?
             .foreign_keys(true)
@@ -288,9 +301,18 @@ impl SqliteStore {
             .map_err(|error| map_error("load addresses", error))?;
         commit(tx).await?;
         assemble(
-            identities.iter().map(identity_row).collect::<StoreResult<_>>()?,
-            identifiers.iter().map(identifier_row).collect::<StoreResult<_>>()?,
-            addresses.iter().map(address_row).collect::<StoreResult<_>>()?,
+            identities
+                .iter()
+                .map(identity_row)
+                .collect::<StoreResult<_>>()?,
+            identifiers
+                .iter()
+                .map(identifier_row)
+                .collect::<StoreResult<_>>()?,
+            addresses
+                .iter()
+                .map(address_row)
+                .collect::<StoreResult<_>>()?,
         )
     }
 }
@@ -347,7 +369,11 @@ async fn insert_children(
 
 #[async_trait]
 impl IdentityStore for SqliteStore {
-    async fn insert_identity(&self, identity: &Identity, password_hash: Option<&str>) -> StoreResult<()> {
+    async fn insert_identity(
+        &self,
+        identity: &Identity,
+        password_hash: Option<&str>,
+    ) -> StoreResult<()> {
         let traits = json_text(&identity.traits)?;
         let mut tx = self.begin_write().await?;
         sqlx::query(
@@ -363,7 +389,13 @@ impl IdentityStore for SqliteStore {
         .execute(&mut *tx)
         .await
         .map_err(|error| map_error("insert identity", error))?;
-        insert_children(&mut tx, identity.id, &identity.identifiers, &identity.verifiable_addresses).await?;
+        insert_children(
+            &mut tx,
+            identity.id,
+            &identity.identifiers,
+            &identity.verifiable_addresses,
+        )
+        .await?;
         if let Some(hash) = password_hash {
             sqlx::query(
                 "INSERT INTO identity_credentials \
@@ -406,7 +438,10 @@ impl IdentityStore for SqliteStore {
         .fetch_all(&mut *tx)
         .await
         .map_err(|error| map_error("load addresses", error))?;
-        let stored = stored.iter().map(stored_address_row).collect::<StoreResult<Vec<_>>>()?;
+        let stored = stored
+            .iter()
+            .map(stored_address_row)
+            .collect::<StoreResult<Vec<_>>>()?;
         let addresses = merge_addresses(&identity.verifiable_addresses, &stored);
         sqlx::query("DELETE FROM identity_identifiers WHERE identity_id = ?1")
             .bind(identity.id)
@@ -427,8 +462,16 @@ impl IdentityStore for SqliteStore {
         Ok(self.load(Scope::Id(id)).await?.into_iter().next())
     }
 
-    async fn find_by_identifier(&self, kind: CredentialKind, value: &str) -> StoreResult<Option<Identity>> {
-        Ok(self.load(Scope::Identifier(kind, value)).await?.into_iter().next())
+    async fn find_by_identifier(
+        &self,
+        kind: CredentialKind,
+        value: &str,
+    ) -> StoreResult<Option<Identity>> {
+        Ok(self
+            .load(Scope::Identifier(kind, value))
+            .await?
+            .into_iter()
+            .next())
     }
 
     async fn password_hash(&self, identity_id: Uuid) -> StoreResult<Option<String>> {
@@ -458,7 +501,12 @@ impl IdentityStore for SqliteStore {
         Ok(deleted.rows_affected() > 0)
     }
 
-    async fn mark_address_verified(&self, identity_id: Uuid, value: &str, at: DateTime<Utc>) -> StoreResult<bool> {
+    async fn mark_address_verified(
+        &self,
+        identity_id: Uuid,
+        value: &str,
+        at: DateTime<Utc>,
+    ) -> StoreResult<bool> {
         // The first verification time is kept when an address is verified again.
         let updated = sqlx::query(
             "UPDATE identity_verifiable_addresses \
@@ -516,7 +564,12 @@ impl SessionStore for SqliteStore {
         decode_session(row)
     }
 
-    async fn list_sessions(&self, identity_id: Uuid, include_inactive: bool, now: DateTime<Utc>) -> StoreResult<Vec<Session>> {
+    async fn list_sessions(
+        &self,
+        identity_id: Uuid,
+        include_inactive: bool,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<Session>> {
         let rows = sqlx::query(concat!(
             session_select!(),
             "WHERE identity_id = ?1 AND (?2 OR (revoked_at IS NULL AND expires_at > ?3)) \
@@ -534,16 +587,21 @@ impl SessionStore for SqliteStore {
     }
 
     async fn revoke_session(&self, id: Uuid, at: DateTime<Utc>) -> StoreResult<bool> {
-        let updated = sqlx::query("UPDATE sessions SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL")
-            .bind(id)
-            .bind(micros(at))
-            .execute(&self.pool)
-            .await
-            .map_err(|error| map_error("revoke session", error))?;
+        let updated =
+            sqlx::query("UPDATE sessions SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL")
+                .bind(id)
+                .bind(micros(at))
+                .execute(&self.pool)
+                .await
+                .map_err(|error| map_error("revoke session", error))?;
         Ok(updated.rows_affected() == 1)
     }
 
-    async fn revoke_identity_sessions(&self, identity_id: Uuid, at: DateTime<Utc>) -> StoreResult<u32> {
+    async fn revoke_identity_sessions(
+        &self,
+        identity_id: Uuid,
+        at: DateTime<Utc>,
+    ) -> StoreResult<u32> {
         let updated = sqlx::query(
             "UPDATE sessions SET revoked_at = ?2 WHERE identity_id = ?1 AND revoked_at IS NULL",
         )
@@ -555,7 +613,12 @@ impl SessionStore for SqliteStore {
         Ok(u32::try_from(updated.rows_affected()).unwrap_or(u32::MAX))
     }
 
-    async fn upgrade_session(&self, id: Uuid, expected_token_hash: &[u8], upgrade: &SessionUpgrade) -> StoreResult<bool> {
+    async fn upgrade_session(
+        &self,
+        id: Uuid,
+        expected_token_hash: &[u8],
+        upgrade: &SessionUpgrade,
+    ) -> StoreResult<bool> {
         // One guarded statement; SQLite runs writers one at a time, so only the first of several
         // concurrent upgrades still finds the expected token.
         let updated = sqlx::query(

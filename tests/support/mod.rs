@@ -68,8 +68,14 @@ pub fn unique_redis_prefix() -> String {
 #[test]
 fn replaces_the_database_of_a_url() {
     assert_eq!(
-        with_database("postgres://u:p@127.0.0.1:5432/postgres?sslmode=disable", "x"),
+        with_database(
+            "postgres://u:p@127.0.0.1:5432/postgres?sslmode=disable",
+            "x"
+        ),
         "postgres://u:p@127.0.0.1:5432/x?sslmode=disable"
     );
-    assert_eq!(with_database("postgres://127.0.0.1", "x"), "postgres://127.0.0.1/x");
+    assert_eq!(
+        with_database("postgres://127.0.0.1", "x"),
+        "postgres://127.0.0.1/x"
+    );
 }
