@@ -50,7 +50,11 @@ pub trait IdentityStore: Send + Sync + 'static {
     ) -> StoreResult<()>;
 
     /// Replaces traits, state, identifiers and verifiable addresses (as given) in one
-    /// transaction; returns false when the identity does not exist.
+    /// transaction; returns false when the identity does not exist. An address whose
+    /// (channel, value) is still there keeps its stored id, and verification never goes
+    /// backwards: it stays verified if either the stored or the given address is, and keeps the
+    /// first known `verified_at`. Credentials are untouched. A taken identifier fails with
+    /// `IdentifierTaken` and changes nothing.
     async fn update_identity(&self, identity: &Identity) -> StoreResult<bool>;
 
     async fn get_identity(&self, id: Uuid) -> StoreResult<Option<Identity>>;

@@ -20,7 +20,8 @@ use uuid::Uuid;
 const IDENTIFIER_CONSTRAINT: &str = "identity_identifiers_kind_value_key";
 const IDENTIFIER_SQLITE_MESSAGE: &str = "identity_identifiers.kind, identity_identifiers.value";
 
-/// Postgres SQLSTATE classes and codes that mean "the server is not (or no longer) there".
+/// Postgres SQLSTATE classes meaning "the server is not (or no longer) there": connection
+/// exception, insufficient resources, operator intervention (shutdown, cancel).
 const PG_UNAVAILABLE_CLASSES: &[&str] = &["08", "53", "57"];
 /// SQLite primary result codes 5 (BUSY) and 6 (LOCKED): the busy timeout ran out.
 const SQLITE_UNAVAILABLE_CODES: &[i64] = &[5, 6];
