@@ -50,7 +50,11 @@ pub trait IdentityStore: Send + Sync + 'static {
     ) -> StoreResult<()>;
 
     /// Replaces traits, state, identifiers and verifiable addresses (as given) in one
-    /// transaction; returns false when the identity does not exist.
+    /// transaction; returns false when the identity does not exist. An address whose
+    /// (channel, value) is still there keeps its stored id, and verification never goes
+    /// backwards: it stays verified if either the stored or the given address is, and keeps the
+    /// first known `verified_at`. Credentials are untouched. A taken identifier fails with
+    /// `IdentifierTaken` and changes nothing.
     async fn update_identity(&self, identity: &Identity) -> StoreResult<bool>;
 
     async fn get_identity(&self, id: Uuid) -> StoreResult<Option<Identity>>;
@@ -167,10 +171,34 @@ pub struct Stores {
 /// Opens the backends the configuration names: `dsn` picks Postgres or SQLite (the embedded
 /// file when unset), `redis.url` picks Redis or the in-process store.
 pub async fn open(config: &crate::config::Config) -> StoreResult<Stores> {
-    // STUB until the backends implement the traits.
-    let _ = config;
-    unimplemented!("store open")
+    let dsn = config.dsn.as_deref().unwrap_or(DEFAULT_SQLITE_DSN);
+    let (identities, sessions): (Arc<dyn IdentityStore>, Arc<dyn SessionStore>) =
+        if dsn.starts_with("postgres://") || dsn.starts_with("postgresql://") {
+            let store = postgres::PostgresStore::connect(dsn).await?;
+            (Arc::new(store.clone()), Arc::new(store))
+        } else if dsn == "memory" || dsn.starts_with("sqlite:") {
+            let store = sqlite::SqliteStore::connect(dsn).await?;
+            (Arc::new(store.clone()), Arc::new(store))
+        } else {
+            // The DSN may hold a password, so only its scheme goes into the message.
+            let scheme = dsn.split(':').next().unwrap_or_default();
+            return Err(StoreError::Internal(format!(
+                "unsupported dsn scheme {scheme:?}: expected postgres://, sqlite: or memory"
+            )));
+        };
+    let flows: Arc<dyn FlowStore> = match config.redis.url.as_deref() {
+        Some(url) => Arc::new(redis::RedisFlowStore::connect(url, REDIS_KEY_PREFIX).await?),
+        None => Arc::new(memory::MemoryFlowStore::new()),
+    };
+    Ok(Stores {
+        identities,
+        sessions,
+        flows,
+    })
 }
+
+/// Prefix of every key Twofold writes to Redis, so it can share a server with other software.
+pub const REDIS_KEY_PREFIX: &str = "twofold:";
 
 /// The embedded default: a SQLite file in the working directory, created on first start.
 pub const DEFAULT_SQLITE_DSN: &str = "sqlite://twofold.sqlite?mode=rwc";

@@ -1,5 +1,49 @@
-//! Postgres backend for identities and sessions. STUB.
-use super::StoreResult;
+//! Postgres backend for identities and sessions.
+//!
+//! Queries are checked at run time (`sqlx::query` + `bind`): there is no database at build time.
+//! Writes that touch several rows run in one transaction; reads that span tables run in one
+//! REPEATABLE READ transaction so an identity is never assembled from two different versions.
+use super::sql_common::{
+    AddressRow, IdentifierRow, IdentityRow, SessionRow, StoredAddress, assemble, map_error,
+    map_identifier_insert_error, map_migrate_error, merge_addresses,
+};
+use super::{IdentityStore, SessionStore, SessionUpgrade, StoreResult};
+use crate::domain::identity::{CredentialKind, Identifier, Identity, VerifiableAddress};
+use crate::domain::session::Session;
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::postgres::{PgConnection, PgPoolOptions, PgRow};
+use sqlx::types::Json;
+use sqlx::{Postgres, Row, Transaction};
+use std::time::Duration;
+use uuid::Uuid;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// Enough for a replica on a small machine; Postgres defaults to 100 connections in total.
+const MAX_CONNECTIONS: u32 = 16;
+/// Past this the database is effectively unavailable; better to answer than to queue forever.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Snapshot for reads that span several tables.
+const BEGIN_READ: &str = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY";
+
+macro_rules! identity_select {
+    () => {
+        "SELECT i.id, i.schema_id, i.traits, i.state, i.created_at, i.updated_at, \
+         EXISTS (SELECT 1 FROM identity_credentials c \
+                 WHERE c.identity_id = i.id AND c.kind = 'password') AS has_password \
+         FROM identities i "
+    };
+}
+
+macro_rules! session_select {
+    () => {
+        "SELECT id, identity_id, token_hash, aal, methods, issued_at, expires_at, \
+         authenticated_at, revoked_at FROM sessions "
+    };
+}
 
 #[derive(Clone)]
 pub struct PostgresStore {
@@ -9,11 +53,490 @@ pub struct PostgresStore {
 impl PostgresStore {
     /// Connects and runs the embedded migrations in `migrations/postgres`.
     pub async fn connect(dsn: &str) -> StoreResult<Self> {
-        let _ = dsn;
-        unimplemented!("postgres connect")
+        let pool = PgPoolOptions::new()
+            .max_connections(MAX_CONNECTIONS)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect(dsn)
+            .await
+            .map_err(|error| map_error("connect to postgres", error))?;
+        MIGRATOR.run(&pool).await.map_err(map_migrate_error)?;
+        Ok(Self { pool })
     }
 
     pub fn pool(&self) -> &sqlx::PgPool {
         &self.pool
     }
+
+    async fn begin(&self) -> StoreResult<Transaction<'static, Postgres>> {
+        self.pool
+            .begin()
+            .await
+            .map_err(|error| map_error("begin transaction", error))
+    }
+
+    async fn begin_read(&self) -> StoreResult<Transaction<'static, Postgres>> {
+        self.pool
+            .begin_with(BEGIN_READ)
+            .await
+            .map_err(|error| map_error("begin transaction", error))
+    }
+}
+
+async fn commit(tx: Transaction<'static, Postgres>) -> StoreResult<()> {
+    tx.commit()
+        .await
+        .map_err(|error| map_error("commit transaction", error))
+}
+
+fn identity_row(row: &PgRow) -> Result<IdentityRow, sqlx::Error> {
+    Ok(IdentityRow {
+        id: row.try_get("id")?,
+        schema_id: row.try_get("schema_id")?,
+        traits: row.try_get::<Json<Value>, _>("traits")?.0,
+        state: row.try_get("state")?,
+        has_password: row.try_get("has_password")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
+fn identifier_row(row: &PgRow) -> Result<IdentifierRow, sqlx::Error> {
+    Ok(IdentifierRow {
+        identity_id: row.try_get("identity_id")?,
+        kind: row.try_get("kind")?,
+        value: row.try_get("value")?,
+        trait_name: row.try_get("trait_name")?,
+        channel: row.try_get("channel")?,
+    })
+}
+
+fn address_row(row: &PgRow) -> Result<AddressRow, sqlx::Error> {
+    Ok(AddressRow {
+        id: row.try_get("id")?,
+        identity_id: row.try_get("identity_id")?,
+        value: row.try_get("value")?,
+        channel: row.try_get("channel")?,
+        trait_name: row.try_get("trait_name")?,
+        verified: row.try_get("verified")?,
+        verified_at: row.try_get("verified_at")?,
+    })
+}
+
+fn session_row(row: &PgRow) -> Result<SessionRow, sqlx::Error> {
+    Ok(SessionRow {
+        id: row.try_get("id")?,
+        identity_id: row.try_get("identity_id")?,
+        token_hash: row.try_get("token_hash")?,
+        aal: row.try_get("aal")?,
+        methods: row.try_get::<Json<Value>, _>("methods")?.0,
+        issued_at: row.try_get("issued_at")?,
+        expires_at: row.try_get("expires_at")?,
+        authenticated_at: row.try_get("authenticated_at")?,
+        revoked_at: row.try_get("revoked_at")?,
+    })
+}
+
+fn decode_all<T>(
+    rows: &[PgRow],
+    decode: fn(&PgRow) -> Result<T, sqlx::Error>,
+    context: &'static str,
+) -> StoreResult<Vec<T>> {
+    rows.iter()
+        .map(|row| decode(row).map_err(|error| map_error(context, error)))
+        .collect()
+}
+
+/// Adds identifiers and addresses to identity rows: one query per table for the whole page.
+async fn complete(conn: &mut PgConnection, rows: Vec<IdentityRow>) -> StoreResult<Vec<Identity>> {
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<Uuid> = rows.iter().map(|row| row.id).collect();
+    let identifiers = sqlx::query(
+        "SELECT identity_id, kind, value, trait_name, channel FROM identity_identifiers \
+         WHERE identity_id = ANY($1) ORDER BY identity_id, position",
+    )
+    .bind(&ids)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(|error| map_error("load identifiers", error))?;
+    let addresses = sqlx::query(
+        "SELECT id, identity_id, value, channel, trait_name, verified, verified_at \
+         FROM identity_verifiable_addresses \
+         WHERE identity_id = ANY($1) ORDER BY identity_id, position",
+    )
+    .bind(&ids)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(|error| map_error("load addresses", error))?;
+    assemble(
+        rows,
+        decode_all(&identifiers, identifier_row, "decode identifier")?,
+        decode_all(&addresses, address_row, "decode address")?,
+    )
+}
+
+async fn insert_children(
+    conn: &mut PgConnection,
+    identity_id: Uuid,
+    identifiers: &[Identifier],
+    addresses: &[VerifiableAddress],
+) -> StoreResult<()> {
+    // One statement per identifier, so a collision names exactly the identifier that collided.
+    for (position, identifier) in identifiers.iter().enumerate() {
+        sqlx::query(
+            "INSERT INTO identity_identifiers \
+             (identity_id, position, kind, value, trait_name, channel) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(identity_id)
+        .bind(position as i32)
+        .bind(identifier.kind.as_str())
+        .bind(&identifier.value)
+        .bind(&identifier.trait_name)
+        .bind(identifier.channel.map(|channel| channel.as_str()))
+        .execute(&mut *conn)
+        .await
+        .map_err(|error| map_identifier_insert_error(identifier, error))?;
+    }
+    for (position, address) in addresses.iter().enumerate() {
+        sqlx::query(
+            "INSERT INTO identity_verifiable_addresses \
+             (id, identity_id, position, value, channel, trait_name, verified, verified_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(address.id)
+        .bind(identity_id)
+        .bind(position as i32)
+        .bind(&address.value)
+        .bind(address.channel.as_str())
+        .bind(&address.trait_name)
+        .bind(address.verified)
+        .bind(address.verified_at)
+        .execute(&mut *conn)
+        .await
+        .map_err(|error| map_error("insert address", error))?;
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl IdentityStore for PostgresStore {
+    async fn insert_identity(
+        &self,
+        identity: &Identity,
+        password_hash: Option<&str>,
+    ) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        sqlx::query(
+            "INSERT INTO identities (id, schema_id, traits, state, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(identity.id)
+        .bind(&identity.schema_id)
+        .bind(Json(&identity.traits))
+        .bind(identity.state.as_str())
+        .bind(identity.created_at)
+        .bind(identity.updated_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(|error| map_error("insert identity", error))?;
+        insert_children(
+            &mut tx,
+            identity.id,
+            &identity.identifiers,
+            &identity.verifiable_addresses,
+        )
+        .await?;
+        if let Some(hash) = password_hash {
+            sqlx::query(
+                "INSERT INTO identity_credentials \
+                 (identity_id, kind, password_hash, created_at, updated_at) \
+                 VALUES ($1, 'password', $2, $3, $3)",
+            )
+            .bind(identity.id)
+            .bind(hash)
+            .bind(identity.created_at)
+            .execute(&mut *tx)
+            .await
+            .map_err(|error| map_error("insert password credential", error))?;
+        }
+        commit(tx).await
+    }
+
+    async fn update_identity(&self, identity: &Identity) -> StoreResult<bool> {
+        let mut tx = self.begin().await?;
+        // Updating the identity row first locks it, so concurrent updates of one identity queue
+        // up instead of interleaving their identifier and address rewrites.
+        let updated = sqlx::query(
+            "UPDATE identities SET schema_id = $2, traits = $3, state = $4, updated_at = $5 \
+             WHERE id = $1",
+        )
+        .bind(identity.id)
+        .bind(&identity.schema_id)
+        .bind(Json(&identity.traits))
+        .bind(identity.state.as_str())
+        .bind(identity.updated_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(|error| map_error("update identity", error))?;
+        if updated.rows_affected() == 0 {
+            return Ok(false);
+        }
+        let stored = sqlx::query(
+            "SELECT id, channel, value, verified, verified_at FROM identity_verifiable_addresses \
+             WHERE identity_id = $1",
+        )
+        .bind(identity.id)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(|error| map_error("load addresses", error))?;
+        let stored = decode_all(&stored, stored_address_row, "decode address")?;
+        let addresses = merge_addresses(&identity.verifiable_addresses, &stored);
+        sqlx::query("DELETE FROM identity_identifiers WHERE identity_id = $1")
+            .bind(identity.id)
+            .execute(&mut *tx)
+            .await
+            .map_err(|error| map_error("delete identifiers", error))?;
+        sqlx::query("DELETE FROM identity_verifiable_addresses WHERE identity_id = $1")
+            .bind(identity.id)
+            .execute(&mut *tx)
+            .await
+            .map_err(|error| map_error("delete addresses", error))?;
+        insert_children(&mut tx, identity.id, &identity.identifiers, &addresses).await?;
+        commit(tx).await?;
+        Ok(true)
+    }
+
+    async fn get_identity(&self, id: Uuid) -> StoreResult<Option<Identity>> {
+        let mut tx = self.begin_read().await?;
+        let rows = sqlx::query(concat!(identity_select!(), "WHERE i.id = $1"))
+            .bind(id)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(|error| map_error("get identity", error))?;
+        let rows = decode_all(&rows, identity_row, "decode identity")?;
+        let identities = complete(&mut tx, rows).await?;
+        commit(tx).await?;
+        Ok(identities.into_iter().next())
+    }
+
+    async fn find_by_identifier(
+        &self,
+        kind: CredentialKind,
+        value: &str,
+    ) -> StoreResult<Option<Identity>> {
+        let mut tx = self.begin_read().await?;
+        let rows = sqlx::query(concat!(
+            identity_select!(),
+            "WHERE i.id = (SELECT identity_id FROM identity_identifiers \
+                           WHERE kind = $1 AND value = $2)"
+        ))
+        .bind(kind.as_str())
+        .bind(value)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(|error| map_error("find identity by identifier", error))?;
+        let rows = decode_all(&rows, identity_row, "decode identity")?;
+        let identities = complete(&mut tx, rows).await?;
+        commit(tx).await?;
+        Ok(identities.into_iter().next())
+    }
+
+    async fn password_hash(&self, identity_id: Uuid) -> StoreResult<Option<String>> {
+        let row = sqlx::query(
+            "SELECT password_hash FROM identity_credentials \
+             WHERE identity_id = $1 AND kind = 'password'",
+        )
+        .bind(identity_id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|error| map_error("get password hash", error))?;
+        row.map(|row| row.try_get("password_hash"))
+            .transpose()
+            .map_err(|error| map_error("decode password hash", error))
+    }
+
+    async fn list_identities(&self, after: Option<Uuid>, limit: u32) -> StoreResult<Vec<Identity>> {
+        let mut tx = self.begin_read().await?;
+        let rows = sqlx::query(concat!(
+            identity_select!(),
+            "WHERE ($1::uuid IS NULL OR i.id > $1) ORDER BY i.id LIMIT $2"
+        ))
+        .bind(after)
+        .bind(i64::from(limit))
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(|error| map_error("list identities", error))?;
+        let rows = decode_all(&rows, identity_row, "decode identity")?;
+        let identities = complete(&mut tx, rows).await?;
+        commit(tx).await?;
+        Ok(identities)
+    }
+
+    async fn delete_identity(&self, id: Uuid) -> StoreResult<bool> {
+        // Credentials, identifiers, addresses and sessions go with it (ON DELETE CASCADE).
+        let deleted = sqlx::query("DELETE FROM identities WHERE id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(|error| map_error("delete identity", error))?;
+        Ok(deleted.rows_affected() > 0)
+    }
+
+    async fn mark_address_verified(
+        &self,
+        identity_id: Uuid,
+        value: &str,
+        at: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        // The first verification time is kept when an address is verified again.
+        let updated = sqlx::query(
+            "UPDATE identity_verifiable_addresses \
+             SET verified = true, verified_at = COALESCE(verified_at, $3) \
+             WHERE identity_id = $1 AND value = $2",
+        )
+        .bind(identity_id)
+        .bind(value)
+        .bind(at)
+        .execute(&self.pool)
+        .await
+        .map_err(|error| map_error("mark address verified", error))?;
+        Ok(updated.rows_affected() > 0)
+    }
+}
+
+fn stored_address_row(row: &PgRow) -> Result<StoredAddress, sqlx::Error> {
+    Ok(StoredAddress {
+        id: row.try_get("id")?,
+        channel: row.try_get("channel")?,
+        value: row.try_get("value")?,
+        verified: row.try_get("verified")?,
+        verified_at: row.try_get("verified_at")?,
+    })
+}
+
+#[async_trait]
+impl SessionStore for PostgresStore {
+    async fn insert_session(&self, session: &Session) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO sessions (id, identity_id, token_hash, aal, methods, issued_at, \
+             expires_at, authenticated_at, revoked_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(session.id)
+        .bind(session.identity_id)
+        .bind(&session.token_hash)
+        .bind(session.aal.as_str())
+        .bind(Json(&session.methods))
+        .bind(session.issued_at)
+        .bind(session.expires_at)
+        .bind(session.authenticated_at)
+        .bind(session.revoked_at)
+        .execute(&self.pool)
+        .await
+        .map_err(|error| map_error("insert session", error))?;
+        Ok(())
+    }
+
+    async fn find_by_token_hash(&self, token_hash: &[u8]) -> StoreResult<Option<Session>> {
+        let row = sqlx::query(concat!(session_select!(), "WHERE token_hash = $1"))
+            .bind(token_hash)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|error| map_error("find session by token", error))?;
+        decode_session(row)
+    }
+
+    async fn get_session(&self, id: Uuid) -> StoreResult<Option<Session>> {
+        let row = sqlx::query(concat!(session_select!(), "WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|error| map_error("get session", error))?;
+        decode_session(row)
+    }
+
+    async fn list_sessions(
+        &self,
+        identity_id: Uuid,
+        include_inactive: bool,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<Session>> {
+        let rows = sqlx::query(concat!(
+            session_select!(),
+            "WHERE identity_id = $1 AND ($2 OR (revoked_at IS NULL AND expires_at > $3)) \
+             ORDER BY issued_at DESC, id DESC"
+        ))
+        .bind(identity_id)
+        .bind(include_inactive)
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|error| map_error("list sessions", error))?;
+        decode_all(&rows, session_row, "decode session")?
+            .into_iter()
+            .map(SessionRow::into_domain)
+            .collect()
+    }
+
+    async fn revoke_session(&self, id: Uuid, at: DateTime<Utc>) -> StoreResult<bool> {
+        let updated =
+            sqlx::query("UPDATE sessions SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL")
+                .bind(id)
+                .bind(at)
+                .execute(&self.pool)
+                .await
+                .map_err(|error| map_error("revoke session", error))?;
+        Ok(updated.rows_affected() == 1)
+    }
+
+    async fn revoke_identity_sessions(
+        &self,
+        identity_id: Uuid,
+        at: DateTime<Utc>,
+    ) -> StoreResult<u32> {
+        let updated = sqlx::query(
+            "UPDATE sessions SET revoked_at = $2 WHERE identity_id = $1 AND revoked_at IS NULL",
+        )
+        .bind(identity_id)
+        .bind(at)
+        .execute(&self.pool)
+        .await
+        .map_err(|error| map_error("revoke identity sessions", error))?;
+        Ok(u32::try_from(updated.rows_affected()).unwrap_or(u32::MAX))
+    }
+
+    async fn upgrade_session(
+        &self,
+        id: Uuid,
+        expected_token_hash: &[u8],
+        upgrade: &SessionUpgrade,
+    ) -> StoreResult<bool> {
+        // One guarded statement: Postgres re-checks the WHERE clause after waiting for a
+        // concurrent writer's row lock, so only the first of several upgrades matches.
+        let updated = sqlx::query(
+            "UPDATE sessions SET token_hash = $3, aal = $4, methods = $5, authenticated_at = $6 \
+             WHERE id = $1 AND token_hash = $2 AND revoked_at IS NULL",
+        )
+        .bind(id)
+        .bind(expected_token_hash)
+        .bind(&upgrade.new_token_hash)
+        .bind(upgrade.aal.as_str())
+        .bind(Json(&upgrade.methods))
+        .bind(upgrade.authenticated_at)
+        .execute(&self.pool)
+        .await
+        .map_err(|error| map_error("upgrade session", error))?;
+        Ok(updated.rows_affected() == 1)
+    }
+}
+
+fn decode_session(row: Option<PgRow>) -> StoreResult<Option<Session>> {
+    row.map(|row| {
+        session_row(&row)
+            .map_err(|error| map_error("decode session", error))?
+            .into_domain()
+    })
+    .transpose()
 }

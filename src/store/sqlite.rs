@@ -1,5 +1,220 @@
-//! SQLite backend (the embedded default) for identities and sessions. STUB.
-use super::StoreResult;
+//! SQLite backend (the embedded default) for identities and sessions.
+//!
+//! Stored formats (see `migrations/sqlite`): ids are 16-byte BLOBs, timestamps INTEGER
+//! microseconds since the epoch (UTC; the precision Postgres keeps, and they compare as numbers),
+//! JSON is TEXT. Writes that touch several rows run in a `BEGIN IMMEDIATE` transaction: taking
+//! the write lock up front makes concurrent writers wait for the busy timeout instead of failing
+//! when a read lock cannot be upgraded.
+use super::sql_common::{
+    AddressRow, IdentifierRow, IdentityRow, SessionRow, StoredAddress, assemble, corrupt,
+    map_error, map_identifier_insert_error, map_migrate_error, merge_addresses,
+};
+use super::{IdentityStore, SessionStore, SessionUpgrade, StoreResult};
+use crate::domain::identity::{CredentialKind, Identifier, Identity, VerifiableAddress};
+use crate::domain::session::Session;
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::sqlite::{
+    SqliteArguments, SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePoolOptions,
+    SqliteRow, SqliteSynchronous,
+};
+use sqlx::{Row, Sqlite, Transaction};
+use std::str::FromStr;
+use std::time::Duration;
+use uuid::Uuid;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+/// Readers run concurrently in WAL mode; writers take turns anyway.
+const MAX_CONNECTIONS: u32 = 8;
+/// How long a writer waits for another writer's lock before the store reports `Unavailable`.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
+const BEGIN_WRITE: &str = "BEGIN IMMEDIATE";
+
+macro_rules! identity_select {
+    () => {
+        "SELECT i.id, i.schema_id, i.traits, i.state, i.created_at, i.updated_at, \
+         EXISTS (SELECT 1 FROM identity_credentials c \
+                 WHERE c.identity_id = i.id AND c.kind = 'password') AS has_password \
+         FROM identities i "
+    };
+}
+
+macro_rules! identifier_select {
+    () => {
+        "SELECT identity_id, kind, value, trait_name, channel FROM identity_identifiers "
+    };
+}
+
+macro_rules! address_select {
+    () => {
+        "SELECT id, identity_id, value, channel, trait_name, verified, verified_at \
+         FROM identity_verifiable_addresses "
+    };
+}
+
+macro_rules! session_select {
+    () => {
+        "SELECT id, identity_id, token_hash, aal, methods, issued_at, expires_at, \
+         authenticated_at, revoked_at FROM sessions "
+    };
+}
+
+/// The three queries (identities, identifiers, addresses) that load the identities a scope
+/// selects. SQLite cannot bind an array, so the page is selected again by subquery; all three
+/// run in one transaction, so they see the same rows.
+macro_rules! scoped_queries {
+    ($scope:literal) => {
+        [
+            concat!(
+                identity_select!(),
+                "WHERE i.id IN ",
+                $scope,
+                " ORDER BY i.id"
+            ),
+            concat!(
+                identifier_select!(),
+                "WHERE identity_id IN ",
+                $scope,
+                " ORDER BY identity_id, position"
+            ),
+            concat!(
+                address_select!(),
+                "WHERE identity_id IN ",
+                $scope,
+                " ORDER BY identity_id, position"
+            ),
+        ]
+    };
+}
+
+const BY_ID: [&str; 3] = scoped_queries!("(?1)");
+const BY_IDENTIFIER: [&str; 3] = scoped_queries!(
+    "(SELECT identity_id FROM identity_identifiers WHERE kind = ?1 AND value = ?2)"
+);
+const BY_PAGE: [&str; 3] = scoped_queries!(
+    "(SELECT id FROM identities WHERE (?1 IS NULL OR id > ?1) ORDER BY id LIMIT ?2)"
+);
+
+enum Scope<'a> {
+    Id(Uuid),
+    Identifier(CredentialKind, &'a str),
+    Page(Option<Uuid>, i64),
+}
+
+impl<'a> Scope<'a> {
+    fn queries(&self) -> [&'static str; 3] {
+        match self {
+            Scope::Id(_) => BY_ID,
+            Scope::Identifier(..) => BY_IDENTIFIER,
+            Scope::Page(..) => BY_PAGE,
+        }
+    }
+
+    fn bind(&self, sql: &'static str) -> sqlx::query::Query<'a, Sqlite, SqliteArguments> {
+        let query = sqlx::query(sql);
+        match *self {
+            Scope::Id(id) => query.bind(id),
+            Scope::Identifier(kind, value) => query.bind(kind.as_str()).bind(value),
+            Scope::Page(after, limit) => query.bind(after).bind(limit),
+        }
+    }
+}
+
+fn micros(at: DateTime<Utc>) -> i64 {
+    at.timestamp_micros()
+}
+
+fn from_micros(micros: i64) -> StoreResult<DateTime<Utc>> {
+    DateTime::from_timestamp_micros(micros).ok_or_else(|| corrupt("timestamp out of range"))
+}
+
+fn from_micros_opt(micros: Option<i64>) -> StoreResult<Option<DateTime<Utc>>> {
+    micros.map(from_micros).transpose()
+}
+
+fn json_text<T: serde::Serialize + ?Sized>(value: &T) -> StoreResult<String> {
+    serde_json::to_string(value)
+        .map_err(|error| super::StoreError::Internal(format!("encode json: {error}")))
+}
+
+fn parse_json(text: &str, what: &str) -> StoreResult<Value> {
+    serde_json::from_str(text).map_err(|_| corrupt(what))
+}
+
+/// Decodes a column, mapping a type mismatch (a corrupt row) to `Internal`.
+fn get<'r, T>(row: &'r SqliteRow, column: &'static str) -> StoreResult<T>
+where
+    T: sqlx::Decode<'r, Sqlite> + sqlx::Type<Sqlite>,
+{
+    row.try_get(column)
+        .map_err(|error| map_error("decode row", error))
+}
+
+fn identity_row(row: &SqliteRow) -> StoreResult<IdentityRow> {
+    Ok(IdentityRow {
+        id: get(row, "id")?,
+        schema_id: get(row, "schema_id")?,
+        traits: parse_json(&get::<String>(row, "traits")?, "identity traits")?,
+        state: get(row, "state")?,
+        has_password: get(row, "has_password")?,
+        created_at: from_micros(get(row, "created_at")?)?,
+        updated_at: from_micros(get(row, "updated_at")?)?,
+    })
+}
+
+fn identifier_row(row: &SqliteRow) -> StoreResult<IdentifierRow> {
+    Ok(IdentifierRow {
+        identity_id: get(row, "identity_id")?,
+        kind: get(row, "kind")?,
+        value: get(row, "value")?,
+        trait_name: get(row, "trait_name")?,
+        channel: get(row, "channel")?,
+    })
+}
+
+fn address_row(row: &SqliteRow) -> StoreResult<AddressRow> {
+    Ok(AddressRow {
+        id: get(row, "id")?,
+        identity_id: get(row, "identity_id")?,
+        value: get(row, "value")?,
+        channel: get(row, "channel")?,
+        trait_name: get(row, "trait_name")?,
+        verified: get(row, "verified")?,
+        verified_at: from_micros_opt(get(row, "verified_at")?)?,
+    })
+}
+
+fn stored_address_row(row: &SqliteRow) -> StoreResult<StoredAddress> {
+    Ok(StoredAddress {
+        id: get(row, "id")?,
+        channel: get(row, "channel")?,
+        value: get(row, "value")?,
+        verified: get(row, "verified")?,
+        verified_at: from_micros_opt(get(row, "verified_at")?)?,
+    })
+}
+
+fn session_row(row: &SqliteRow) -> StoreResult<SessionRow> {
+    Ok(SessionRow {
+        id: get(row, "id")?,
+        identity_id: get(row, "identity_id")?,
+        token_hash: get(row, "token_hash")?,
+        aal: get(row, "aal")?,
+        methods: parse_json(&get::<String>(row, "methods")?, "session methods")?,
+        issued_at: from_micros(get(row, "issued_at")?)?,
+        expires_at: from_micros(get(row, "expires_at")?)?,
+        authenticated_at: from_micros(get(row, "authenticated_at")?)?,
+        revoked_at: from_micros_opt(get(row, "revoked_at")?)?,
+    })
+}
+
+fn decode_session(row: Option<SqliteRow>) -> StoreResult<Option<Session>> {
+    row.map(|row| session_row(&row)?.into_domain()).transpose()
+}
 
 #[derive(Clone)]
 pub struct SqliteStore {
@@ -10,11 +225,415 @@ impl SqliteStore {
     /// Opens (creating if needed) the database and runs `migrations/sqlite`. `memory` opens a
     /// private in-memory database.
     pub async fn connect(dsn: &str) -> StoreResult<Self> {
-        let _ = dsn;
-        unimplemented!("sqlite connect")
+        let in_memory = dsn == "memory" || dsn.contains(":memory:") || dsn.contains("mode=memory");
+        let url = if dsn == "memory" {
+            "sqlite::memory:"
+        } else {
+            dsn
+        };
+        let options = SqliteConnectOptions::from_str(url)
+            .map_err(|error| map_error("parse sqlite dsn", error))?
+            .foreign_keys(true)
+            .busy_timeout(BUSY_TIMEOUT);
+        let pool = if in_memory {
+            // Every connection to `:memory:` is its own empty database, so the pool holds exactly
+            // one connection and never lets it go.
+            SqlitePoolOptions::new()
+                .max_connections(1)
+                .min_connections(1)
+                .idle_timeout(None)
+                .max_lifetime(None)
+                .acquire_timeout(ACQUIRE_TIMEOUT)
+                .connect_with(options)
+                .await
+        } else {
+            SqlitePoolOptions::new()
+                .max_connections(MAX_CONNECTIONS)
+                .acquire_timeout(ACQUIRE_TIMEOUT)
+                .connect_with(
+                    options
+                        .journal_mode(SqliteJournalMode::Wal)
+                        .synchronous(SqliteSynchronous::Normal),
+                )
+                .await
+        }
+        .map_err(|error| map_error("open sqlite database", error))?;
+        MIGRATOR.run(&pool).await.map_err(map_migrate_error)?;
+        Ok(Self { pool })
     }
 
     pub fn pool(&self) -> &sqlx::SqlitePool {
         &self.pool
+    }
+
+    async fn begin_write(&self) -> StoreResult<Transaction<'static, Sqlite>> {
+        self.pool
+            .begin_with(BEGIN_WRITE)
+            .await
+            .map_err(|error| map_error("begin transaction", error))
+    }
+
+    async fn load(&self, scope: Scope<'_>) -> StoreResult<Vec<Identity>> {
+        // A deferred transaction: in WAL mode its first read fixes the snapshot for all three.
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(|error| map_error("begin transaction", error))?;
+        let [identities_sql, identifiers_sql, addresses_sql] = scope.queries();
+        let identities = scope
+            .bind(identities_sql)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(|error| map_error("load identities", error))?;
+        if identities.is_empty() {
+            return Ok(Vec::new());
+        }
+        let identifiers = scope
+            .bind(identifiers_sql)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(|error| map_error("load identifiers", error))?;
+        let addresses = scope
+            .bind(addresses_sql)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(|error| map_error("load addresses", error))?;
+        commit(tx).await?;
+        assemble(
+            identities
+                .iter()
+                .map(identity_row)
+                .collect::<StoreResult<_>>()?,
+            identifiers
+                .iter()
+                .map(identifier_row)
+                .collect::<StoreResult<_>>()?,
+            addresses
+                .iter()
+                .map(address_row)
+                .collect::<StoreResult<_>>()?,
+        )
+    }
+}
+
+async fn commit(tx: Transaction<'static, Sqlite>) -> StoreResult<()> {
+    tx.commit()
+        .await
+        .map_err(|error| map_error("commit transaction", error))
+}
+
+async fn insert_children(
+    conn: &mut SqliteConnection,
+    identity_id: Uuid,
+    identifiers: &[Identifier],
+    addresses: &[VerifiableAddress],
+) -> StoreResult<()> {
+    // One statement per identifier, so a collision names exactly the identifier that collided.
+    for (position, identifier) in identifiers.iter().enumerate() {
+        sqlx::query(
+            "INSERT INTO identity_identifiers \
+             (identity_id, position, kind, value, trait_name, channel) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )
+        .bind(identity_id)
+        .bind(position as i64)
+        .bind(identifier.kind.as_str())
+        .bind(&identifier.value)
+        .bind(&identifier.trait_name)
+        .bind(identifier.channel.map(|channel| channel.as_str()))
+        .execute(&mut *conn)
+        .await
+        .map_err(|error| map_identifier_insert_error(identifier, error))?;
+    }
+    for (position, address) in addresses.iter().enumerate() {
+        sqlx::query(
+            "INSERT INTO identity_verifiable_addresses \
+             (id, identity_id, position, value, channel, trait_name, verified, verified_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        )
+        .bind(address.id)
+        .bind(identity_id)
+        .bind(position as i64)
+        .bind(&address.value)
+        .bind(address.channel.as_str())
+        .bind(&address.trait_name)
+        .bind(address.verified)
+        .bind(address.verified_at.map(micros))
+        .execute(&mut *conn)
+        .await
+        .map_err(|error| map_error("insert address", error))?;
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl IdentityStore for SqliteStore {
+    async fn insert_identity(
+        &self,
+        identity: &Identity,
+        password_hash: Option<&str>,
+    ) -> StoreResult<()> {
+        let traits = json_text(&identity.traits)?;
+        let mut tx = self.begin_write().await?;
+        sqlx::query(
+            "INSERT INTO identities (id, schema_id, traits, state, created_at, updated_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )
+        .bind(identity.id)
+        .bind(&identity.schema_id)
+        .bind(traits)
+        .bind(identity.state.as_str())
+        .bind(micros(identity.created_at))
+        .bind(micros(identity.updated_at))
+        .execute(&mut *tx)
+        .await
+        .map_err(|error| map_error("insert identity", error))?;
+        insert_children(
+            &mut tx,
+            identity.id,
+            &identity.identifiers,
+            &identity.verifiable_addresses,
+        )
+        .await?;
+        if let Some(hash) = password_hash {
+            sqlx::query(
+                "INSERT INTO identity_credentials \
+                 (identity_id, kind, password_hash, created_at, updated_at) \
+                 VALUES (?1, 'password', ?2, ?3, ?3)",
+            )
+            .bind(identity.id)
+            .bind(hash)
+            .bind(micros(identity.created_at))
+            .execute(&mut *tx)
+            .await
+            .map_err(|error| map_error("insert password credential", error))?;
+        }
+        commit(tx).await
+    }
+
+    async fn update_identity(&self, identity: &Identity) -> StoreResult<bool> {
+        let traits = json_text(&identity.traits)?;
+        let mut tx = self.begin_write().await?;
+        let updated = sqlx::query(
+            "UPDATE identities SET schema_id = ?2, traits = ?3, state = ?4, updated_at = ?5 \
+             WHERE id = ?1",
+        )
+        .bind(identity.id)
+        .bind(&identity.schema_id)
+        .bind(traits)
+        .bind(identity.state.as_str())
+        .bind(micros(identity.updated_at))
+        .execute(&mut *tx)
+        .await
+        .map_err(|error| map_error("update identity", error))?;
+        if updated.rows_affected() == 0 {
+            return Ok(false);
+        }
+        let stored = sqlx::query(
+            "SELECT id, channel, value, verified, verified_at FROM identity_verifiable_addresses \
+             WHERE identity_id = ?1",
+        )
+        .bind(identity.id)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(|error| map_error("load addresses", error))?;
+        let stored = stored
+            .iter()
+            .map(stored_address_row)
+            .collect::<StoreResult<Vec<_>>>()?;
+        let addresses = merge_addresses(&identity.verifiable_addresses, &stored);
+        sqlx::query("DELETE FROM identity_identifiers WHERE identity_id = ?1")
+            .bind(identity.id)
+            .execute(&mut *tx)
+            .await
+            .map_err(|error| map_error("delete identifiers", error))?;
+        sqlx::query("DELETE FROM identity_verifiable_addresses WHERE identity_id = ?1")
+            .bind(identity.id)
+            .execute(&mut *tx)
+            .await
+            .map_err(|error| map_error("delete addresses", error))?;
+        insert_children(&mut tx, identity.id, &identity.identifiers, &addresses).await?;
+        commit(tx).await?;
+        Ok(true)
+    }
+
+    async fn get_identity(&self, id: Uuid) -> StoreResult<Option<Identity>> {
+        Ok(self.load(Scope::Id(id)).await?.into_iter().next())
+    }
+
+    async fn find_by_identifier(
+        &self,
+        kind: CredentialKind,
+        value: &str,
+    ) -> StoreResult<Option<Identity>> {
+        Ok(self
+            .load(Scope::Identifier(kind, value))
+            .await?
+            .into_iter()
+            .next())
+    }
+
+    async fn password_hash(&self, identity_id: Uuid) -> StoreResult<Option<String>> {
+        let row = sqlx::query(
+            "SELECT password_hash FROM identity_credentials \
+             WHERE identity_id = ?1 AND kind = 'password'",
+        )
+        .bind(identity_id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|error| map_error("get password hash", error))?;
+        row.map(|row| get(&row, "password_hash")).transpose()
+    }
+
+    async fn list_identities(&self, after: Option<Uuid>, limit: u32) -> StoreResult<Vec<Identity>> {
+        self.load(Scope::Page(after, i64::from(limit))).await
+    }
+
+    async fn delete_identity(&self, id: Uuid) -> StoreResult<bool> {
+        // Credentials, identifiers, addresses and sessions go with it (ON DELETE CASCADE, with
+        // foreign keys switched on for every connection).
+        let deleted = sqlx::query("DELETE FROM identities WHERE id = ?1")
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(|error| map_error("delete identity", error))?;
+        Ok(deleted.rows_affected() > 0)
+    }
+
+    async fn mark_address_verified(
+        &self,
+        identity_id: Uuid,
+        value: &str,
+        at: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        // The first verification time is kept when an address is verified again.
+        let updated = sqlx::query(
+            "UPDATE identity_verifiable_addresses \
+             SET verified = 1, verified_at = COALESCE(verified_at, ?3) \
+             WHERE identity_id = ?1 AND value = ?2",
+        )
+        .bind(identity_id)
+        .bind(value)
+        .bind(micros(at))
+        .execute(&self.pool)
+        .await
+        .map_err(|error| map_error("mark address verified", error))?;
+        Ok(updated.rows_affected() > 0)
+    }
+}
+
+#[async_trait]
+impl SessionStore for SqliteStore {
+    async fn insert_session(&self, session: &Session) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO sessions (id, identity_id, token_hash, aal, methods, issued_at, \
+             expires_at, authenticated_at, revoked_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        )
+        .bind(session.id)
+        .bind(session.identity_id)
+        .bind(&session.token_hash)
+        .bind(session.aal.as_str())
+        .bind(json_text(&session.methods)?)
+        .bind(micros(session.issued_at))
+        .bind(micros(session.expires_at))
+        .bind(micros(session.authenticated_at))
+        .bind(session.revoked_at.map(micros))
+        .execute(&self.pool)
+        .await
+        .map_err(|error| map_error("insert session", error))?;
+        Ok(())
+    }
+
+    async fn find_by_token_hash(&self, token_hash: &[u8]) -> StoreResult<Option<Session>> {
+        let row = sqlx::query(concat!(session_select!(), "WHERE token_hash = ?1"))
+            .bind(token_hash)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|error| map_error("find session by token", error))?;
+        decode_session(row)
+    }
+
+    async fn get_session(&self, id: Uuid) -> StoreResult<Option<Session>> {
+        let row = sqlx::query(concat!(session_select!(), "WHERE id = ?1"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|error| map_error("get session", error))?;
+        decode_session(row)
+    }
+
+    async fn list_sessions(
+        &self,
+        identity_id: Uuid,
+        include_inactive: bool,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<Session>> {
+        let rows = sqlx::query(concat!(
+            session_select!(),
+            "WHERE identity_id = ?1 AND (?2 OR (revoked_at IS NULL AND expires_at > ?3)) \
+             ORDER BY issued_at DESC, id DESC"
+        ))
+        .bind(identity_id)
+        .bind(include_inactive)
+        .bind(micros(now))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|error| map_error("list sessions", error))?;
+        rows.iter()
+            .map(|row| session_row(row)?.into_domain())
+            .collect()
+    }
+
+    async fn revoke_session(&self, id: Uuid, at: DateTime<Utc>) -> StoreResult<bool> {
+        let updated =
+            sqlx::query("UPDATE sessions SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL")
+                .bind(id)
+                .bind(micros(at))
+                .execute(&self.pool)
+                .await
+                .map_err(|error| map_error("revoke session", error))?;
+        Ok(updated.rows_affected() == 1)
+    }
+
+    async fn revoke_identity_sessions(
+        &self,
+        identity_id: Uuid,
+        at: DateTime<Utc>,
+    ) -> StoreResult<u32> {
+        let updated = sqlx::query(
+            "UPDATE sessions SET revoked_at = ?2 WHERE identity_id = ?1 AND revoked_at IS NULL",
+        )
+        .bind(identity_id)
+        .bind(micros(at))
+        .execute(&self.pool)
+        .await
+        .map_err(|error| map_error("revoke identity sessions", error))?;
+        Ok(u32::try_from(updated.rows_affected()).unwrap_or(u32::MAX))
+    }
+
+    async fn upgrade_session(
+        &self,
+        id: Uuid,
+        expected_token_hash: &[u8],
+        upgrade: &SessionUpgrade,
+    ) -> StoreResult<bool> {
+        // One guarded statement; SQLite runs writers one at a time, so only the first of several
+        // concurrent upgrades still finds the expected token.
+        let updated = sqlx::query(
+            "UPDATE sessions SET token_hash = ?3, aal = ?4, methods = ?5, authenticated_at = ?6 \
+             WHERE id = ?1 AND token_hash = ?2 AND revoked_at IS NULL",
+        )
+        .bind(id)
+        .bind(expected_token_hash)
+        .bind(&upgrade.new_token_hash)
+        .bind(upgrade.aal.as_str())
+        .bind(json_text(&upgrade.methods)?)
+        .bind(micros(upgrade.authenticated_at))
+        .execute(&self.pool)
+        .await
+        .map_err(|error| map_error("upgrade session", error))?;
+        Ok(updated.rows_affected() == 1)
     }
 }

@@ -1,11 +1,83 @@
-//! Shared helpers for integration tests. PLACEHOLDER until the stores branch lands.
-#![allow(dead_code)]
+//! Helpers shared by the integration test crates: real Postgres and Redis servers come from
+//! `scripts/services.sh`, and every test gets its own database or key prefix so tests can run in
+//! parallel and against a server that earlier runs have used.
+#![allow(dead_code)] // each test crate uses a different subset
+
 pub mod server;
 
-pub async fn fresh_postgres_database() -> String {
-    unimplemented!()
+use sqlx::Connection;
+use uuid::Uuid;
+
+pub const POSTGRES_ENV: &str = "TWOFOLD_TEST_POSTGRES_URL";
+pub const REDIS_ENV: &str = "TWOFOLD_TEST_REDIS_URL";
+
+/// The value of a service variable. Missing services fail the test: a suite that skips itself
+/// silently looks green while testing nothing.
+pub fn service_url(variable: &str) -> String {
+    match std::env::var(variable) {
+        Ok(url) if !url.is_empty() => url,
+        _ => panic!(
+            "{variable} is not set: start the test services with `eval \"$(scripts/services.sh)\"` \
+             (as root) and run the tests from the same shell"
+        ),
+    }
+}
+
+/// Creates an empty, uniquely named database on the server `TWOFOLD_TEST_POSTGRES_URL` points
+/// at and returns a DSN for it. Databases are left behind for inspection; they are named
+/// `twofold_test_<uuid>` so they are easy to drop in bulk.
+pub async fn fresh_postgres_dsn() -> String {
+    let base = service_url(POSTGRES_ENV);
+    let name = format!("twofold_test_{}", Uuid::now_v7().simple());
+    let mut connection = sqlx::PgConnection::connect(&base)
+        .await
+        .unwrap_or_else(|error| panic!("connect to {POSTGRES_ENV}: {error}"));
+    // The name is generated above from hex digits only, so formatting it in is safe.
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut connection)
+        .await
+        .unwrap_or_else(|error| panic!("create database {name}: {error}"));
+    let _ = connection.close().await;
+    with_database(&base, &name)
+}
+
+/// Replaces the database (path) of a `postgres://` URL, keeping credentials and parameters.
+fn with_database(url: &str, database: &str) -> String {
+    let (without_query, query) = match url.split_once('?') {
+        Some((head, query)) => (head, Some(query)),
+        None => (url, None),
+    };
+    let authority_start = without_query.find("://").map_or(0, |index| index + 3);
+    let server = match without_query[authority_start..].find('/') {
+        Some(slash) => &without_query[..authority_start + slash],
+        None => without_query,
+    };
+    match query {
+        Some(query) => format!("{server}/{database}?{query}"),
+        None => format!("{server}/{database}"),
+    }
 }
 
 pub fn redis_url() -> String {
-    unimplemented!()
+    service_url(REDIS_ENV)
+}
+
+/// A key prefix no other test (or earlier run) uses.
+pub fn unique_redis_prefix() -> String {
+    format!("twofold-test:{}:", Uuid::now_v7().simple())
+}
+
+#[test]
+fn replaces_the_database_of_a_url() {
+    assert_eq!(
+        with_database(
+            "postgres://u:p@127.0.0.1:5432/postgres?sslmode=disable",
+            "x"
+        ),
+        "postgres://u:p@127.0.0.1:5432/x?sslmode=disable"
+    );
+    assert_eq!(
+        with_database("postgres://127.0.0.1", "x"),
+        "postgres://127.0.0.1/x"
+    );
 }

@@ -46,7 +46,7 @@ impl TestServer {
                 config.redis.url = None;
             }
             Backend::PostgresRedis => {
-                config.dsn = Some(super::fresh_postgres_database().await);
+                config.dsn = Some(super::fresh_postgres_dsn().await);
                 config.redis.url = Some(super::redis_url());
             }
         }

@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# Makes Postgres 15 and a private Redis available for the integration tests on a Debian 12
+# machine (run as root), and prints `export` lines for them on stdout.
+#
+#   eval "$(scripts/services.sh)"
+#
+# Idempotent: packages, the cluster and a running server are reused. Progress goes to stderr so
+# that only the export lines reach `eval`.
+set -euo pipefail
+
+log() { echo "services: $*" >&2; }
+
+PG_VERSION=15
+PG_CLUSTER=main
+PG_PASSWORD=postgres
+# The private Redis lives under the repository (ignored by git) so reruns find it again.
+REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+STATE_DIR="${TWOFOLD_SERVICES_DIR:-$REPO_ROOT/.test-services}"
+
+if [ "$(id -u)" -ne 0 ]; then
+    log "must run as root (installs packages and starts postgres)"
+    exit 1
+fi
+
+# --- packages ---------------------------------------------------------------------------------
+missing=()
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+[ -x "/usr/lib/postgresql/$PG_VERSION/bin/postgres" ] || missing+=(postgresql)
+if [ "${#missing[@]}" -gt 0 ]; then
+    log "installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update >&2
+    # Both are asked for so a machine missing either ends up with both; an installed postgresql
+    # is left as it is.
+    apt-get install -y redis-server postgresql >&2
+fi
+
+# --- postgres ---------------------------------------------------------------------------------
+if ! pg_lsclusters -h 2>/dev/null | awk '{print $1" "$2}' | grep -qx "$PG_VERSION $PG_CLUSTER"; then
+    log "creating postgres cluster $PG_VERSION/$PG_CLUSTER"
+    pg_createcluster "$PG_VERSION" "$PG_CLUSTER" >&2
+fi
+if pg_lsclusters -h | awk -v v="$PG_VERSION" -v c="$PG_CLUSTER" '$1==v && $2==c {print $4}' | grep -qx online; then
+    log "postgres $PG_VERSION/$PG_CLUSTER already running"
+else
+    log "starting postgres $PG_VERSION/$PG_CLUSTER"
+    pg_ctlcluster --skip-systemctl-redirect "$PG_VERSION" "$PG_CLUSTER" start >&2
+fi
+PG_PORT="$(pg_lsclusters -h | awk -v v="$PG_VERSION" -v c="$PG_CLUSTER" '$1==v && $2==c {print $3}')"
+for _ in $(seq 1 50); do
+    if runuser -u postgres -- pg_isready -q -p "$PG_PORT"; then break; fi
+    sleep 0.2
+done
+runuser -u postgres -- psql -q -p "$PG_PORT" -v ON_ERROR_STOP=1 \
+    -c "ALTER USER postgres PASSWORD '$PG_PASSWORD'" >&2
+
+# --- redis ------------------------------------------------------------------------------------
+mkdir -p "$STATE_DIR"
+REDIS_PORT=""
+if [ -f "$STATE_DIR/redis.port" ]; then
+    port="$(cat "$STATE_DIR/redis.port")"
+    if redis-cli -p "$port" ping 2>/dev/null | grep -qx PONG; then
+        REDIS_PORT="$port"
+        log "redis already running on port $REDIS_PORT"
+    fi
+fi
+if [ -z "$REDIS_PORT" ]; then
+    # Ask the kernel for a free ephemeral port; the tiny race until redis binds it is acceptable
+    # for a test helper.
+    REDIS_PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')"
+    log "starting redis on port $REDIS_PORT"
+    redis-server --daemonize yes --bind 127.0.0.1 --port "$REDIS_PORT" --save "" --appendonly no \
+        --dir "$STATE_DIR" --pidfile "$STATE_DIR/redis.pid" --logfile "$STATE_DIR/redis.log" >&2
+    for _ in $(seq 1 50); do
+        if redis-cli -p "$REDIS_PORT" ping 2>/dev/null | grep -qx PONG; then break; fi
+        sleep 0.1
+    done
+    redis-cli -p "$REDIS_PORT" ping >/dev/null
+    echo "$REDIS_PORT" >"$STATE_DIR/redis.port"
+fi
+
+echo "export TWOFOLD_TEST_POSTGRES_URL=postgres://postgres:$PG_PASSWORD@127.0.0.1:$PG_PORT/postgres"
+echo "export TWOFOLD_TEST_REDIS_URL=redis://127.0.0.1:$REDIS_PORT"

@@ -1,0 +1,1167 @@
+//! One conformance suite per store trait, run against every backend: identities and sessions
+//! against Postgres, a SQLite file and in-memory SQLite; flows against Redis and process memory.
+//!
+//! Postgres and Redis are real servers: `eval "$(scripts/services.sh)"` first. Without them the
+//! Postgres and Redis tests fail (they never skip).
+mod support;
+
+use chrono::{DateTime, Duration as ChronoDuration, Utc};
+use serde_json::json;
+use std::sync::Arc;
+use std::time::Duration;
+use twofold::domain::aal::{Aal, Channel};
+use twofold::domain::identity::{
+    CredentialKind, Identifier, Identity, IdentityState, VerifiableAddress,
+};
+use twofold::domain::session::{AuthenticationMethod, MethodKind, Session};
+use twofold::store::{FlowStore, IdentityStore, SessionStore, SessionUpgrade, StoreError};
+use uuid::Uuid;
+
+/// Both SQL backends implement both traits on one handle.
+trait SqlStore: IdentityStore + SessionStore + Clone {}
+impl<T: IdentityStore + SessionStore + Clone> SqlStore for T {}
+
+/// Stores keep microseconds (Postgres's precision), so test timestamps are cut to that.
+fn now() -> DateTime<Utc> {
+    let now = Utc::now();
+    DateTime::from_timestamp_micros(now.timestamp_micros()).expect("now is in range")
+}
+
+fn unique() -> String {
+    Uuid::new_v4().simple().to_string()
+}
+
+fn unique_phone() -> String {
+    let digits: String = Uuid::new_v4()
+        .as_u128()
+        .to_string()
+        .chars()
+        .take(9)
+        .collect();
+    format!("+1555{digits}")
+}
+
+/// An identity with an email (password and code identifier) and a phone (code identifier),
+/// the phone already verified.
+fn identity_with(email: &str, phone: &str) -> Identity {
+    let at = now();
+    Identity {
+        id: Uuid::now_v7(),
+        schema_id: "default".into(),
+        traits: json!({ "email": email, "phone": phone, "name": { "first": "Ada" } }),
+        state: IdentityState::Active,
+        identifiers: vec![
+            Identifier {
+                kind: CredentialKind::Password,
+                value: email.into(),
+                trait_name: "email".into(),
+                channel: None,
+            },
+            Identifier {
+                kind: CredentialKind::Code,
+                value: email.into(),
+                trait_name: "email".into(),
+                channel: Some(Channel::Email),
+            },
+            Identifier {
+                kind: CredentialKind::Code,
+                value: phone.into(),
+                trait_name: "phone".into(),
+                channel: Some(Channel::Sms),
+            },
+        ],
+        verifiable_addresses: vec![
+            VerifiableAddress {
+                id: Uuid::new_v4(),
+                value: email.into(),
+                channel: Channel::Email,
+                trait_name: "email".into(),
+                verified: false,
+                verified_at: None,
+            },
+            VerifiableAddress {
+                id: Uuid::new_v4(),
+                value: phone.into(),
+                channel: Channel::Sms,
+                trait_name: "phone".into(),
+                verified: true,
+                verified_at: Some(at - ChronoDuration::days(1)),
+            },
+        ],
+        has_password: false,
+        created_at: at,
+        updated_at: at,
+    }
+}
+
+fn new_identity() -> Identity {
+    identity_with(&format!("{}@example.com", unique()), &unique_phone())
+}
+
+fn email_of(identity: &Identity) -> String {
+    identity.traits["email"]
+        .as_str()
+        .expect("email trait")
+        .to_owned()
+}
+
+fn phone_of(identity: &Identity) -> String {
+    identity.traits["phone"]
+        .as_str()
+        .expect("phone trait")
+        .to_owned()
+}
+
+const HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA";
+
+fn token_hash() -> Vec<u8> {
+    [Uuid::new_v4().into_bytes(), Uuid::new_v4().into_bytes()].concat()
+}
+
+fn session_for(identity_id: Uuid, issued_at: DateTime<Utc>, expires_at: DateTime<Utc>) -> Session {
+    Session {
+        id: Uuid::now_v7(),
+        identity_id,
+        token_hash: token_hash(),
+        aal: Aal::Aal1,
+        methods: vec![AuthenticationMethod {
+            method: MethodKind::Password,
+            aal: Aal::Aal1,
+            completed_at: issued_at,
+            channel: None,
+            address_hash: None,
+        }],
+        issued_at,
+        expires_at,
+        authenticated_at: issued_at,
+        revoked_at: None,
+    }
+}
+
+fn ids(identities: &[Identity]) -> Vec<Uuid> {
+    identities.iter().map(|identity| identity.id).collect()
+}
+
+fn session_ids(sessions: &[Session]) -> Vec<Uuid> {
+    sessions.iter().map(|session| session.id).collect()
+}
+
+/// The identity/session suite. Each case gets a fresh, empty store.
+mod sql_cases {
+    use super::*;
+
+    pub async fn round_trip<S: SqlStore>(store: &S) {
+        let with_password = new_identity();
+        store
+            .insert_identity(&with_password, Some(HASH))
+            .await
+            .expect("insert");
+        let stored = store
+            .get_identity(with_password.id)
+            .await
+            .expect("get")
+            .expect("exists");
+        assert_eq!(
+            stored,
+            Identity {
+                has_password: true,
+                ..with_password.clone()
+            }
+        );
+
+        let without_password = new_identity();
+        store
+            .insert_identity(&without_password, None)
+            .await
+            .expect("insert");
+        let stored = store
+            .get_identity(without_password.id)
+            .await
+            .expect("get")
+            .expect("exists");
+        assert_eq!(stored, without_password);
+
+        assert!(
+            store
+                .get_identity(Uuid::now_v7())
+                .await
+                .expect("get")
+                .is_none()
+        );
+    }
+
+    pub async fn duplicate_identifier_writes_nothing<S: SqlStore>(store: &S) {
+        let first = new_identity();
+        store
+            .insert_identity(&first, Some(HASH))
+            .await
+            .expect("insert first");
+
+        // Same phone, different email: the phone's code identifier collides.
+        let same_phone = identity_with(&format!("{}@example.com", unique()), &phone_of(&first));
+        let error = store
+            .insert_identity(&same_phone, Some(HASH))
+            .await
+            .expect_err("duplicate phone");
+        match error {
+            StoreError::IdentifierTaken { kind, trait_name } => {
+                assert_eq!((kind, trait_name.as_str()), ("code", "phone"));
+            }
+            other => panic!("expected IdentifierTaken, got {other:?}"),
+        }
+        assert!(
+            store
+                .get_identity(same_phone.id)
+                .await
+                .expect("get")
+                .is_none()
+        );
+        let by_new_email = store
+            .find_by_identifier(CredentialKind::Password, &email_of(&same_phone))
+            .await
+            .expect("find");
+        assert!(
+            by_new_email.is_none(),
+            "identifiers of the rejected identity were written"
+        );
+        assert!(
+            store
+                .password_hash(same_phone.id)
+                .await
+                .expect("hash")
+                .is_none()
+        );
+
+        // Same email: the first identifier (password, email) collides.
+        let same_email = identity_with(&email_of(&first), &unique_phone());
+        match store.insert_identity(&same_email, None).await {
+            Err(StoreError::IdentifierTaken { kind, trait_name }) => {
+                assert_eq!((kind, trait_name.as_str()), ("password", "email"));
+            }
+            other => panic!("expected IdentifierTaken, got {other:?}"),
+        }
+        assert!(
+            store
+                .get_identity(same_email.id)
+                .await
+                .expect("get")
+                .is_none()
+        );
+        assert_eq!(
+            store.list_identities(None, 10).await.expect("list").len(),
+            1
+        );
+    }
+
+    pub async fn find_by_identifier_per_kind<S: SqlStore>(store: &S) {
+        let identity = new_identity();
+        let other = new_identity();
+        store
+            .insert_identity(&identity, None)
+            .await
+            .expect("insert");
+        store
+            .insert_identity(&other, None)
+            .await
+            .expect("insert other");
+        let (email, phone) = (email_of(&identity), phone_of(&identity));
+
+        for (kind, value) in [
+            (CredentialKind::Password, &email),
+            (CredentialKind::Code, &email),
+            (CredentialKind::Code, &phone),
+        ] {
+            let found = store.find_by_identifier(kind, value).await.expect("find");
+            assert_eq!(
+                found.map(|found| found.id),
+                Some(identity.id),
+                "{kind:?} {value}"
+            );
+        }
+        // The phone is no password identifier; identifiers are exact, normalised values.
+        for (kind, value) in [
+            (CredentialKind::Password, phone.clone()),
+            (CredentialKind::Password, email.to_uppercase()),
+            (CredentialKind::Code, "nobody@example.com".to_owned()),
+        ] {
+            let found = store.find_by_identifier(kind, &value).await.expect("find");
+            assert!(found.is_none(), "{kind:?} {value} found something");
+        }
+    }
+
+    pub async fn password_hash<S: SqlStore>(store: &S) {
+        let with_password = new_identity();
+        let without_password = new_identity();
+        store
+            .insert_identity(&with_password, Some(HASH))
+            .await
+            .expect("insert");
+        store
+            .insert_identity(&without_password, None)
+            .await
+            .expect("insert");
+        assert_eq!(
+            store
+                .password_hash(with_password.id)
+                .await
+                .expect("hash")
+                .as_deref(),
+            Some(HASH)
+        );
+        assert_eq!(
+            store
+                .password_hash(without_password.id)
+                .await
+                .expect("hash"),
+            None
+        );
+        assert_eq!(
+            store.password_hash(Uuid::now_v7()).await.expect("hash"),
+            None
+        );
+    }
+
+    pub async fn list_pagination<S: SqlStore>(store: &S) {
+        let mut created = Vec::new();
+        for _ in 0..5 {
+            let identity = new_identity();
+            store
+                .insert_identity(&identity, None)
+                .await
+                .expect("insert");
+            created.push(identity);
+        }
+        let mut pages = Vec::new();
+        let mut after = None;
+        loop {
+            let page = store.list_identities(after, 2).await.expect("list");
+            if page.is_empty() {
+                break;
+            }
+            after = page.last().map(|identity| identity.id);
+            pages.push(ids(&page));
+        }
+        let expected: Vec<Vec<Uuid>> = ids(&created).chunks(2).map(<[Uuid]>::to_vec).collect();
+        assert_eq!(pages, expected);
+        // Pages carry complete identities, each with its own identifiers and addresses.
+        let full_page = store.list_identities(None, 10).await.expect("list");
+        assert_eq!(full_page, created);
+    }
+
+    pub async fn update_replaces_identifiers_and_keeps_verification<S: SqlStore>(store: &S) {
+        let original = new_identity();
+        store
+            .insert_identity(&original, Some(HASH))
+            .await
+            .expect("insert");
+        let old_email = email_of(&original);
+        let new_email = format!("{}@example.com", unique());
+        let phone = phone_of(&original);
+
+        let mut changed = identity_with(&new_email, &phone);
+        changed.id = original.id;
+        changed.created_at = original.created_at;
+        changed.updated_at = original.updated_at + ChronoDuration::seconds(5);
+        changed.traits["name"]["first"] = json!("Grace");
+        changed.state = IdentityState::Inactive;
+        // The caller passes the phone as unverified; the stored verification survives.
+        for address in &mut changed.verifiable_addresses {
+            address.verified = false;
+            address.verified_at = None;
+        }
+        assert!(store.update_identity(&changed).await.expect("update"));
+
+        let stored = store
+            .get_identity(original.id)
+            .await
+            .expect("get")
+            .expect("exists");
+        assert_eq!(stored.traits, changed.traits);
+        assert_eq!(stored.state, IdentityState::Inactive);
+        assert_eq!(stored.updated_at, changed.updated_at);
+        assert_eq!(stored.created_at, original.created_at);
+        assert_eq!(stored.identifiers, changed.identifiers);
+        assert!(stored.has_password, "update must not touch credentials");
+
+        let stored_phone = &stored.verifiable_addresses[1];
+        let original_phone = &original.verifiable_addresses[1];
+        assert_eq!(stored_phone.value, phone);
+        assert!(stored_phone.verified);
+        assert_eq!(stored_phone.verified_at, original_phone.verified_at);
+        assert_eq!(
+            stored_phone.id, original_phone.id,
+            "a remaining address keeps its id"
+        );
+        let stored_email = &stored.verifiable_addresses[0];
+        assert_eq!(
+            (stored_email.value.as_str(), stored_email.verified),
+            (new_email.as_str(), false)
+        );
+        assert_eq!(stored.verifiable_addresses.len(), 2);
+
+        for kind in [CredentialKind::Password, CredentialKind::Code] {
+            let by_old = store
+                .find_by_identifier(kind, &old_email)
+                .await
+                .expect("find");
+            assert!(
+                by_old.is_none(),
+                "old {kind:?} identifier still finds the identity"
+            );
+            let by_new = store
+                .find_by_identifier(kind, &new_email)
+                .await
+                .expect("find");
+            assert_eq!(by_new.map(|found| found.id), Some(original.id));
+        }
+
+        // A given verification is kept too.
+        let mut verify_email = stored.clone();
+        let verified_at = now();
+        verify_email.verifiable_addresses[0].verified = true;
+        verify_email.verifiable_addresses[0].verified_at = Some(verified_at);
+        assert!(store.update_identity(&verify_email).await.expect("update"));
+        let stored = store
+            .get_identity(original.id)
+            .await
+            .expect("get")
+            .expect("exists");
+        assert_eq!(
+            stored.verifiable_addresses[0].verified_at,
+            Some(verified_at)
+        );
+
+        let mut unknown = new_identity();
+        unknown.id = Uuid::now_v7();
+        assert!(
+            !store
+                .update_identity(&unknown)
+                .await
+                .expect("update unknown")
+        );
+        assert!(store.get_identity(unknown.id).await.expect("get").is_none());
+    }
+
+    pub async fn update_with_taken_identifier_changes_nothing<S: SqlStore>(store: &S) {
+        let first = new_identity();
+        let second = new_identity();
+        store.insert_identity(&first, None).await.expect("insert");
+        store.insert_identity(&second, None).await.expect("insert");
+
+        let mut stealing = identity_with(&email_of(&second), &unique_phone());
+        stealing.id = first.id;
+        match store.update_identity(&stealing).await {
+            Err(StoreError::IdentifierTaken { kind, trait_name }) => {
+                assert_eq!((kind, trait_name.as_str()), ("password", "email"));
+            }
+            other => panic!("expected IdentifierTaken, got {other:?}"),
+        }
+        let stored = store
+            .get_identity(first.id)
+            .await
+            .expect("get")
+            .expect("exists");
+        assert_eq!(stored, first);
+    }
+
+    pub async fn mark_address_verified<S: SqlStore>(store: &S) {
+        let identity = new_identity();
+        store
+            .insert_identity(&identity, None)
+            .await
+            .expect("insert");
+        let email = email_of(&identity);
+        let at = now();
+        assert!(
+            store
+                .mark_address_verified(identity.id, &email, at)
+                .await
+                .expect("mark")
+        );
+        let stored = store
+            .get_identity(identity.id)
+            .await
+            .expect("get")
+            .expect("exists");
+        let address = &stored.verifiable_addresses[0];
+        assert_eq!((address.verified, address.verified_at), (true, Some(at)));
+        // The phone was verified already and stays as it was.
+        assert_eq!(
+            stored.verifiable_addresses[1],
+            identity.verifiable_addresses[1]
+        );
+
+        assert!(
+            !store
+                .mark_address_verified(identity.id, "nobody@example.com", at)
+                .await
+                .expect("mark")
+        );
+        assert!(
+            !store
+                .mark_address_verified(Uuid::now_v7(), &email, at)
+                .await
+                .expect("mark")
+        );
+    }
+
+    pub async fn delete_cascades<S: SqlStore>(store: &S) {
+        let identity = new_identity();
+        store
+            .insert_identity(&identity, Some(HASH))
+            .await
+            .expect("insert");
+        let at = now();
+        let session = session_for(identity.id, at, at + ChronoDuration::hours(1));
+        store
+            .insert_session(&session)
+            .await
+            .expect("insert session");
+
+        assert!(store.delete_identity(identity.id).await.expect("delete"));
+        assert!(
+            store
+                .get_identity(identity.id)
+                .await
+                .expect("get")
+                .is_none()
+        );
+        assert!(
+            store
+                .password_hash(identity.id)
+                .await
+                .expect("hash")
+                .is_none()
+        );
+        assert!(
+            store
+                .get_session(session.id)
+                .await
+                .expect("get session")
+                .is_none()
+        );
+        assert!(
+            store
+                .find_by_token_hash(&session.token_hash)
+                .await
+                .expect("find")
+                .is_none()
+        );
+        assert!(
+            !store
+                .delete_identity(identity.id)
+                .await
+                .expect("delete again")
+        );
+
+        // Its identifiers are free again.
+        let mut again = identity.clone();
+        again.id = Uuid::now_v7();
+        store
+            .insert_identity(&again, None)
+            .await
+            .expect("reuse identifiers");
+    }
+
+    pub async fn sessions<S: SqlStore>(store: &S) {
+        let identity = new_identity();
+        store
+            .insert_identity(&identity, None)
+            .await
+            .expect("insert");
+        let now = now();
+        let hour = ChronoDuration::hours(1);
+        let oldest = session_for(identity.id, now - hour * 3, now + hour);
+        let expired = session_for(identity.id, now - hour * 2, now - hour);
+        let newest = session_for(identity.id, now - hour, now + hour);
+        for session in [&oldest, &expired, &newest] {
+            store.insert_session(session).await.expect("insert session");
+        }
+
+        let found = store
+            .find_by_token_hash(&oldest.token_hash)
+            .await
+            .expect("find");
+        assert_eq!(found.as_ref(), Some(&oldest));
+        assert_eq!(
+            store.get_session(oldest.id).await.expect("get").as_ref(),
+            Some(&oldest)
+        );
+        assert!(
+            store
+                .get_session(Uuid::now_v7())
+                .await
+                .expect("get")
+                .is_none()
+        );
+        assert!(
+            store
+                .find_by_token_hash(&token_hash())
+                .await
+                .expect("find")
+                .is_none()
+        );
+
+        let active = store
+            .list_sessions(identity.id, false, now)
+            .await
+            .expect("list");
+        assert_eq!(session_ids(&active), vec![newest.id, oldest.id]);
+        let all = store
+            .list_sessions(identity.id, true, now)
+            .await
+            .expect("list");
+        assert_eq!(session_ids(&all), vec![newest.id, expired.id, oldest.id]);
+        assert_eq!(all[0], newest);
+
+        assert!(store.revoke_session(oldest.id, now).await.expect("revoke"));
+        assert!(
+            !store
+                .revoke_session(oldest.id, now)
+                .await
+                .expect("revoke again")
+        );
+        assert!(
+            !store
+                .revoke_session(Uuid::now_v7(), now)
+                .await
+                .expect("revoke unknown")
+        );
+        let revoked = store
+            .get_session(oldest.id)
+            .await
+            .expect("get")
+            .expect("exists");
+        assert_eq!(revoked.revoked_at, Some(now));
+        let found = store
+            .find_by_token_hash(&oldest.token_hash)
+            .await
+            .expect("find");
+        assert_eq!(
+            found.and_then(|session| session.revoked_at),
+            Some(now),
+            "revoked sessions stay findable"
+        );
+        let active = store
+            .list_sessions(identity.id, false, now)
+            .await
+            .expect("list");
+        assert_eq!(session_ids(&active), vec![newest.id]);
+
+        // The expired but unrevoked session counts; the revoked one does not.
+        let later = now + ChronoDuration::seconds(1);
+        assert_eq!(
+            store
+                .revoke_identity_sessions(identity.id, later)
+                .await
+                .expect("revoke all"),
+            2
+        );
+        assert_eq!(
+            store
+                .revoke_identity_sessions(identity.id, later)
+                .await
+                .expect("revoke all"),
+            0
+        );
+        assert!(
+            store
+                .list_sessions(identity.id, false, now)
+                .await
+                .expect("list")
+                .is_empty()
+        );
+        assert_eq!(
+            store
+                .list_sessions(identity.id, true, now)
+                .await
+                .expect("list")
+                .len(),
+            3
+        );
+        assert_eq!(
+            store
+                .list_sessions(Uuid::now_v7(), true, now)
+                .await
+                .expect("list")
+                .len(),
+            0
+        );
+    }
+
+    fn upgrade_to_aal2(at: DateTime<Utc>) -> SessionUpgrade {
+        SessionUpgrade {
+            new_token_hash: token_hash(),
+            aal: Aal::Aal2,
+            methods: vec![
+                AuthenticationMethod {
+                    method: MethodKind::Password,
+                    aal: Aal::Aal1,
+                    completed_at: at,
+                    channel: None,
+                    address_hash: None,
+                },
+                AuthenticationMethod {
+                    method: MethodKind::Code,
+                    aal: Aal::Aal2,
+                    completed_at: at,
+                    channel: Some(Channel::Sms),
+                    address_hash: Some("ab".repeat(32)),
+                },
+            ],
+            authenticated_at: at,
+        }
+    }
+
+    pub async fn upgrade_session<S: SqlStore>(store: &S) {
+        let identity = new_identity();
+        store
+            .insert_identity(&identity, None)
+            .await
+            .expect("insert");
+        let now = now();
+        let session = session_for(identity.id, now, now + ChronoDuration::hours(1));
+        store
+            .insert_session(&session)
+            .await
+            .expect("insert session");
+        let upgrade = upgrade_to_aal2(now + ChronoDuration::seconds(30));
+
+        assert!(
+            !store
+                .upgrade_session(session.id, &token_hash(), &upgrade)
+                .await
+                .expect("wrong hash")
+        );
+        assert!(
+            !store
+                .upgrade_session(Uuid::now_v7(), &session.token_hash, &upgrade)
+                .await
+                .expect("unknown")
+        );
+        assert_eq!(
+            store.get_session(session.id).await.expect("get").as_ref(),
+            Some(&session)
+        );
+
+        assert!(
+            store
+                .upgrade_session(session.id, &session.token_hash, &upgrade)
+                .await
+                .expect("upgrade")
+        );
+        assert!(
+            store
+                .find_by_token_hash(&session.token_hash)
+                .await
+                .expect("find")
+                .is_none()
+        );
+        let upgraded = store
+            .find_by_token_hash(&upgrade.new_token_hash)
+            .await
+            .expect("find")
+            .expect("exists");
+        let expected = Session {
+            token_hash: upgrade.new_token_hash.clone(),
+            aal: Aal::Aal2,
+            methods: upgrade.methods.clone(),
+            authenticated_at: upgrade.authenticated_at,
+            ..session.clone()
+        };
+        assert_eq!(upgraded, expected);
+        // The old token cannot upgrade again.
+        let again = upgrade_to_aal2(now);
+        assert!(
+            !store
+                .upgrade_session(session.id, &session.token_hash, &again)
+                .await
+                .expect("replay")
+        );
+
+        // A revoked session cannot be upgraded.
+        let revoked = session_for(identity.id, now, now + ChronoDuration::hours(1));
+        store
+            .insert_session(&revoked)
+            .await
+            .expect("insert session");
+        assert!(store.revoke_session(revoked.id, now).await.expect("revoke"));
+        assert!(
+            !store
+                .upgrade_session(revoked.id, &revoked.token_hash, &again)
+                .await
+                .expect("revoked")
+        );
+    }
+
+    pub async fn concurrent_upgrades_have_one_winner<S: SqlStore>(store: &S) {
+        let identity = new_identity();
+        store
+            .insert_identity(&identity, None)
+            .await
+            .expect("insert");
+        let now = now();
+        let session = session_for(identity.id, now, now + ChronoDuration::hours(1));
+        store
+            .insert_session(&session)
+            .await
+            .expect("insert session");
+
+        let mut tasks = Vec::new();
+        for _ in 0..32 {
+            let store = store.clone();
+            let (id, expected) = (session.id, session.token_hash.clone());
+            tasks.push(tokio::spawn(async move {
+                let upgrade = upgrade_to_aal2(now);
+                let won = store
+                    .upgrade_session(id, &expected, &upgrade)
+                    .await
+                    .expect("upgrade");
+                won.then_some(upgrade.new_token_hash)
+            }));
+        }
+        let mut winners = Vec::new();
+        for task in tasks {
+            if let Some(hash) = task.await.expect("task") {
+                winners.push(hash);
+            }
+        }
+        assert_eq!(winners.len(), 1, "exactly one concurrent upgrade must win");
+        let stored = store
+            .get_session(session.id)
+            .await
+            .expect("get")
+            .expect("exists");
+        assert_eq!(stored.token_hash, winners[0]);
+    }
+}
+
+/// The flow suite. Each case gets its own store (own key prefix on Redis).
+mod flow_cases {
+    use super::*;
+
+    const LONG: Duration = Duration::from_secs(60);
+
+    pub async fn create_get_replace<S: FlowStore>(store: Arc<S>) {
+        let id = Uuid::now_v7();
+        store
+            .create_flow(id, b"{\"step\":1}", LONG)
+            .await
+            .expect("create");
+        let flow = store.get_flow(id).await.expect("get").expect("exists");
+        assert_eq!(
+            (flow.revision, flow.document.as_slice()),
+            (1, b"{\"step\":1}".as_slice())
+        );
+
+        assert!(
+            store
+                .replace_flow(id, 1, b"{\"step\":2}")
+                .await
+                .expect("replace")
+        );
+        let flow = store.get_flow(id).await.expect("get").expect("exists");
+        assert_eq!(
+            (flow.revision, flow.document.as_slice()),
+            (2, b"{\"step\":2}".as_slice())
+        );
+
+        assert!(
+            !store
+                .replace_flow(id, 1, b"stale")
+                .await
+                .expect("stale replace")
+        );
+        assert!(
+            !store
+                .replace_flow(id, 3, b"future")
+                .await
+                .expect("future replace")
+        );
+        let flow = store.get_flow(id).await.expect("get").expect("exists");
+        assert_eq!(
+            (flow.revision, flow.document.as_slice()),
+            (2, b"{\"step\":2}".as_slice())
+        );
+
+        // Documents are bytes, not text.
+        let binary: Vec<u8> = (0..=255).collect();
+        assert!(store.replace_flow(id, 2, &binary).await.expect("replace"));
+        let flow = store.get_flow(id).await.expect("get").expect("exists");
+        assert_eq!((flow.revision, flow.document), (3, binary));
+    }
+
+    pub async fn concurrent_replacers_have_one_winner<S: FlowStore>(store: Arc<S>) {
+        let id = Uuid::now_v7();
+        store.create_flow(id, b"start", LONG).await.expect("create");
+        let mut tasks = Vec::new();
+        for writer in 0..16u8 {
+            let store = Arc::clone(&store);
+            tasks.push(tokio::spawn(async move {
+                let document = vec![writer];
+                let won = store.replace_flow(id, 1, &document).await.expect("replace");
+                won.then_some(document)
+            }));
+        }
+        let mut winners = Vec::new();
+        for task in tasks {
+            if let Some(document) = task.await.expect("task") {
+                winners.push(document);
+            }
+        }
+        assert_eq!(winners.len(), 1, "exactly one concurrent replace must win");
+        let flow = store.get_flow(id).await.expect("get").expect("exists");
+        assert_eq!((flow.revision, &flow.document), (2, &winners[0]));
+    }
+
+    pub async fn expires_after_ttl<S: FlowStore>(store: Arc<S>) {
+        let id = Uuid::now_v7();
+        store
+            .create_flow(id, b"short", Duration::from_millis(300))
+            .await
+            .expect("create");
+        assert!(store.get_flow(id).await.expect("get").is_some());
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        assert!(store.get_flow(id).await.expect("get").is_none());
+        assert!(!store.replace_flow(id, 1, b"late").await.expect("replace"));
+        assert!(
+            store.get_flow(id).await.expect("get").is_none(),
+            "a late replace revived the flow"
+        );
+    }
+
+    pub async fn replace_keeps_remaining_ttl<S: FlowStore>(store: Arc<S>) {
+        let id = Uuid::now_v7();
+        store
+            .create_flow(id, b"v1", Duration::from_millis(1000))
+            .await
+            .expect("create");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(store.replace_flow(id, 1, b"v2").await.expect("replace"));
+        // Past the original deadline, but well before a TTL restarted by the replace would end.
+        tokio::time::sleep(Duration::from_millis(900)).await;
+        assert!(
+            store.get_flow(id).await.expect("get").is_none(),
+            "replace extended or dropped the ttl"
+        );
+    }
+
+    pub async fn unknown_flow<S: FlowStore>(store: Arc<S>) {
+        let id = Uuid::now_v7();
+        assert!(store.get_flow(id).await.expect("get").is_none());
+        assert!(!store.replace_flow(id, 1, b"x").await.expect("replace"));
+        assert!(store.get_flow(id).await.expect("get").is_none());
+    }
+}
+
+/// A store plus whatever must outlive it (the SQLite file's directory).
+struct Fixture<S> {
+    store: S,
+    _dir: Option<tempfile::TempDir>,
+}
+
+mod open {
+    use super::*;
+    use twofold::store::{
+        memory::MemoryFlowStore, postgres::PostgresStore, redis::RedisFlowStore,
+        sqlite::SqliteStore,
+    };
+
+    pub async fn postgres() -> Fixture<PostgresStore> {
+        let dsn = support::fresh_postgres_dsn().await;
+        let store = PostgresStore::connect(&dsn)
+            .await
+            .expect("connect to postgres");
+        Fixture { store, _dir: None }
+    }
+
+    pub async fn sqlite_file() -> Fixture<SqliteStore> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let dsn = format!(
+            "sqlite://{}?mode=rwc",
+            dir.path().join("twofold.sqlite").display()
+        );
+        let store = SqliteStore::connect(&dsn).await.expect("open sqlite file");
+        Fixture {
+            store,
+            _dir: Some(dir),
+        }
+    }
+
+    pub async fn sqlite_memory() -> Fixture<SqliteStore> {
+        let store = SqliteStore::connect("memory")
+            .await
+            .expect("open sqlite memory");
+        Fixture { store, _dir: None }
+    }
+
+    pub async fn redis() -> Arc<RedisFlowStore> {
+        let store = RedisFlowStore::connect(&support::redis_url(), &support::unique_redis_prefix())
+            .await
+            .expect("connect to redis");
+        Arc::new(store)
+    }
+
+    pub async fn memory() -> Arc<MemoryFlowStore> {
+        Arc::new(MemoryFlowStore::new())
+    }
+}
+
+macro_rules! sql_suite {
+    ($backend:ident) => {
+        mod $backend {
+            use super::*;
+            sql_suite!(@cases $backend;
+                round_trip,
+                duplicate_identifier_writes_nothing,
+                find_by_identifier_per_kind,
+                password_hash,
+                list_pagination,
+                update_replaces_identifiers_and_keeps_verification,
+                update_with_taken_identifier_changes_nothing,
+                mark_address_verified,
+                delete_cascades,
+                sessions,
+                upgrade_session,
+                concurrent_upgrades_have_one_winner
+            );
+        }
+    };
+    (@cases $backend:ident; $($case:ident),*) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $case() {
+                let fixture = open::$backend().await;
+                sql_cases::$case(&fixture.store).await;
+            }
+        )*
+    };
+}
+
+macro_rules! flow_suite {
+    ($backend:ident) => {
+        mod $backend {
+            use super::*;
+            flow_suite!(@cases $backend;
+                create_get_replace,
+                concurrent_replacers_have_one_winner,
+                expires_after_ttl,
+                replace_keeps_remaining_ttl,
+                unknown_flow
+            );
+        }
+    };
+    (@cases $backend:ident; $($case:ident),*) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $case() {
+                flow_cases::$case(open::$backend().await).await;
+            }
+        )*
+    };
+}
+
+sql_suite!(postgres);
+sql_suite!(sqlite_file);
+sql_suite!(sqlite_memory);
+flow_suite!(redis);
+flow_suite!(memory);
+
+/// `store::open` with the embedded settings needs no servers.
+#[tokio::test]
+async fn open_embedded_in_memory() {
+    let config = twofold::config::Config {
+        dsn: Some("memory".into()),
+        ..Default::default()
+    };
+    let stores = twofold::store::open(&config).await.expect("open");
+    let identity = new_identity();
+    stores
+        .identities
+        .insert_identity(&identity, None)
+        .await
+        .expect("insert");
+    let at = now();
+    let session = session_for(identity.id, at, at + ChronoDuration::hours(1));
+    stores
+        .sessions
+        .insert_session(&session)
+        .await
+        .expect("insert session");
+    assert!(
+        stores
+            .sessions
+            .get_session(session.id)
+            .await
+            .expect("get")
+            .is_some()
+    );
+    let flow = Uuid::now_v7();
+    stores
+        .flows
+        .create_flow(flow, b"x", Duration::from_secs(5))
+        .await
+        .expect("create flow");
+    assert!(
+        stores
+            .flows
+            .get_flow(flow)
+            .await
+            .expect("get flow")
+            .is_some()
+    );
+}
+
+/// A server that is not there is `Unavailable` (retry later), not `Internal` (a bug).
+#[tokio::test]
+async fn unreachable_servers_are_unavailable() {
+    use twofold::store::{postgres::PostgresStore, redis::RedisFlowStore};
+    // Port 1 on loopback refuses connections at once.
+    let started = std::time::Instant::now();
+    match PostgresStore::connect("postgres://postgres:postgres@127.0.0.1:1/postgres").await {
+        Err(StoreError::Unavailable(_)) => {}
+        Err(other) => panic!("expected Unavailable from postgres, got {other:?}"),
+        Ok(_) => panic!("connected to nothing"),
+    }
+    match RedisFlowStore::connect("redis://127.0.0.1:1", "unused:").await {
+        Err(StoreError::Unavailable(_)) => {}
+        Err(other) => panic!("expected Unavailable from redis, got {other:?}"),
+        Ok(_) => panic!("connected to nothing"),
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "giving up took {:?}",
+        started.elapsed()
+    );
+}
+
+/// A Redis that accepts connections but never answers must not hang the caller.
+#[tokio::test]
+async fn silent_redis_times_out() {
+    use twofold::store::redis::RedisFlowStore;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let address = listener.local_addr().expect("address");
+    let accepted = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    let started = std::time::Instant::now();
+    let outcome = match RedisFlowStore::connect(&format!("redis://{address}"), "unused:").await {
+        Ok(store) => store.get_flow(Uuid::now_v7()).await.map(|_| ()),
+        Err(error) => Err(error),
+    };
+    match outcome {
+        Err(StoreError::Unavailable(_)) => {}
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "giving up took {:?}",
+        started.elapsed()
+    );
+    accepted.abort();
+}
