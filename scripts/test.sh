@@ -24,4 +24,4 @@ step "clippy"
 cargo clippy --all-targets --locked -- -D warnings
 
 step "tests"
-cargo test --all-targets --locked
+cargo test --all-targets --locked --no-fail-fast

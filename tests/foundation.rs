@@ -203,7 +203,7 @@ async fn whoami_requires_aal2_when_code_mfa_is_available(backend: Backend) {
         "selfservice:\n  methods:\n    code:\n      mfa_enabled: true\n",
     )
     .await;
-    let registered = register(&server, &unique_email("mfa"), Some("+447700900123")).await;
+    let registered = register(&server, &unique_email("mfa"), Some("+4915112345601")).await;
 
     let refused = whoami(
         &server,
@@ -239,7 +239,7 @@ async fn whoami_requires_aal2_when_code_mfa_is_available(backend: Backend) {
     )
     .await
     .expect("aal1 is the highest available");
-    let with_phone = register(&server, &unique_email("phone"), Some("+447700900124")).await;
+    let with_phone = register(&server, &unique_email("phone"), Some("+4915112345602")).await;
     let refused = whoami(
         &server,
         &with_phone.token,
@@ -371,10 +371,10 @@ async fn duplicate_identifiers_are_refused_and_named(backend: Backend) {
     assert_eq!(violated_fields(&refused), vec!["traits.email".to_owned()]);
 
     // The same phone number written differently is the same identifier.
-    register(&server, &unique_email("p1"), Some("+44 7700 900125")).await;
+    register(&server, &unique_email("p1"), Some("+49 151 12345603")).await;
     let refused = identities
         .create_identity(admin(v1::CreateIdentityRequest {
-            traits: Some(traits(&unique_email("p2"), Some("+447700900125"))),
+            traits: Some(traits(&unique_email("p2"), Some("+4915112345603"))),
             ..Default::default()
         }))
         .await
@@ -535,7 +535,7 @@ async fn identity_administration_round_trip(backend: Backend) {
         let email = unique_email(&format!("admin{index}"));
         let identity = identities
             .create_identity(admin(v1::CreateIdentityRequest {
-                traits: Some(traits(&email, Some(&format!("+44770090013{index}")))),
+                traits: Some(traits(&email, Some(&format!("+491511234561{index}")))),
                 password: PASSWORD.into(),
                 verified_addresses: vec![email.clone()],
                 ..Default::default()
@@ -618,7 +618,7 @@ async fn identity_administration_round_trip(backend: Backend) {
     let updated = identities
         .update_identity_traits(admin(v1::UpdateIdentityTraitsRequest {
             identity_id: id.clone(),
-            traits: Some(traits(&email, Some("+447700900199"))),
+            traits: Some(traits(&email, Some("+4915112345699"))),
         }))
         .await
         .expect("update")
@@ -629,7 +629,7 @@ async fn identity_administration_round_trip(backend: Backend) {
         updated
             .code_addresses
             .iter()
-            .any(|a| a.value == "+447700900199")
+            .any(|a| a.value == "+4915112345699")
     );
     assert!(
         updated
