@@ -14,7 +14,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use uuid::Uuid;
 
+pub mod codes;
 pub mod memory;
+pub mod placeholder;
 pub mod postgres;
 pub mod redis;
 pub mod sql_common;
@@ -166,6 +168,10 @@ pub struct Stores {
     pub identities: Arc<dyn IdentityStore>,
     pub sessions: Arc<dyn SessionStore>,
     pub flows: Arc<dyn FlowStore>,
+    pub challenges: Arc<dyn codes::ChallengeStore>,
+    pub limits: Arc<dyn codes::RateLimiter>,
+    pub budget: Arc<dyn codes::FailureBudgetStore>,
+    pub outbox: Arc<dyn codes::Outbox>,
 }
 
 /// Opens the backends the configuration names: `dsn` picks Postgres or SQLite (the embedded
@@ -190,10 +196,15 @@ pub async fn open(config: &crate::config::Config) -> StoreResult<Stores> {
         Some(url) => Arc::new(redis::RedisFlowStore::connect(url, REDIS_KEY_PREFIX).await?),
         None => Arc::new(memory::MemoryFlowStore::new()),
     };
+    let placeholder = Arc::new(placeholder::Placeholder);
     Ok(Stores {
         identities,
         sessions,
         flows,
+        challenges: placeholder.clone(),
+        limits: placeholder.clone(),
+        budget: placeholder.clone(),
+        outbox: placeholder,
     })
 }
 

@@ -1,0 +1,288 @@
+//! Storage for the code engine: challenges and send/verify rate limits live in Redis (or
+//! memory); the per-identity failure budget, the courier outbox and audit events live in SQL,
+//! so a Redis restart resets none of them.
+use super::StoreResult;
+use crate::domain::aal::Channel;
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use std::time::Duration;
+use uuid::Uuid;
+
+/// One code challenge: the MAC of the current code and everything it is bound to. The code
+/// itself is never stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Challenge {
+    pub id: Uuid,
+    pub identity_id: Uuid,
+    /// Normalised address the code went to (E.164 phone or lower-cased email).
+    pub address: String,
+    pub channel: Channel,
+    /// What the code is for: `login:<flow id>` or `verify:<caller's purpose>`.
+    pub purpose: String,
+    /// HMAC-SHA256 of the current code (32 bytes).
+    pub mac: Vec<u8>,
+    /// Submissions counted against the current code.
+    pub attempts: u32,
+    /// Codes sent for this challenge so far (1 after the first send).
+    pub sends: u32,
+    pub expires_at: DateTime<Utc>,
+    pub resend_available_at: DateTime<Utc>,
+    pub consumed: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AttemptOutcome {
+    /// The code matched; the challenge is now consumed (exactly one caller ever sees this).
+    Verified(Challenge),
+    /// Wrong code; `attempts_left` more submissions are allowed for this code.
+    Wrong {
+        attempts_left: u32,
+    },
+    /// `max_attempts` were already used for this code; nothing was compared.
+    TooManyAttempts,
+    /// The code is past `expires_at` at `now`; nothing was compared.
+    Expired,
+    /// The challenge was already consumed.
+    AlreadyUsed,
+    NotFound,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReplaceOutcome {
+    /// The new MAC is in place: attempts reset to 0, sends + 1, new expiry and cooldown.
+    Replaced(Challenge),
+    /// The resend cooldown has not passed; nothing changed.
+    Cooldown {
+        available_at: DateTime<Utc>,
+    },
+    AlreadyUsed,
+    NotFound,
+}
+
+#[async_trait]
+pub trait ChallengeStore: Send + Sync + 'static {
+    /// Stores a new challenge; it disappears after `ttl`.
+    async fn create_challenge(&self, challenge: &Challenge, ttl: Duration) -> StoreResult<()>;
+
+    async fn get_challenge(&self, id: Uuid) -> StoreResult<Option<Challenge>>;
+
+    /// One atomic step: refuse when consumed, expired at `now`, or `attempts >= max_attempts`;
+    /// otherwise count the attempt, compare every candidate with the stored MAC in constant
+    /// time, and on a match mark the challenge consumed. Concurrent calls with the right code
+    /// yield exactly one `Verified`.
+    async fn attempt(
+        &self,
+        id: Uuid,
+        candidates: &[[u8; 32]],
+        now: DateTime<Utc>,
+        max_attempts: u32,
+    ) -> StoreResult<AttemptOutcome>;
+
+    /// Resend: atomically replaces the MAC if the challenge is unconsumed and
+    /// `now >= resend_available_at`; the old code stops working in the same step.
+    async fn replace_code(
+        &self,
+        id: Uuid,
+        mac: &[u8],
+        now: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+        resend_available_at: DateTime<Utc>,
+        ttl: Duration,
+    ) -> StoreResult<ReplaceOutcome>;
+
+    /// Idempotency for senders: remembers `key → challenge_id` for `ttl` unless the key is
+    /// already taken, in which case the first challenge id is returned and nothing changes.
+    async fn remember_request(
+        &self,
+        key: &str,
+        challenge_id: Uuid,
+        ttl: Duration,
+    ) -> StoreResult<Option<Uuid>>;
+
+    /// Forgets a key remembered by `remember_request` (used when the send behind it failed).
+    async fn forget_request(&self, key: &str) -> StoreResult<()>;
+}
+
+/// Fixed-window counters for send and verify limits.
+#[async_trait]
+pub trait RateLimiter: Send + Sync + 'static {
+    /// Counts one hit for `key` in the window of length `window` that contains `now`. Returns
+    /// `Ok(count)` while the count is within `limit`, else `Err(retry_after)`: the time until
+    /// the window ends.
+    async fn hit(
+        &self,
+        key: &str,
+        limit: u32,
+        window: Duration,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Result<u32, Duration>>;
+}
+
+/// Where an identity stands against its failure budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FailureState {
+    /// Wrong codes counted in the current window.
+    pub failures: u32,
+    /// Set while the identity is locked out of code verification.
+    pub locked_until: Option<DateTime<Utc>>,
+}
+
+/// The per-identity failure budget across all flows and challenges, kept in SQL.
+#[async_trait]
+pub trait FailureBudgetStore: Send + Sync + 'static {
+    /// The identity's state at `now` (windows and lockouts that ended count as zero).
+    async fn failure_state(
+        &self,
+        identity_id: Uuid,
+        now: DateTime<Utc>,
+    ) -> StoreResult<FailureState>;
+
+    /// Atomically counts one failure in the window `[start, start + window)` that is current at
+    /// `now` (a new window starts when the old one ended). When the count reaches `budget` the
+    /// identity is locked for `window × 2^(earlier lockouts)` (growing delay) and the count starts
+    /// again. Returns the state after counting.
+    async fn record_failure(
+        &self,
+        identity_id: Uuid,
+        now: DateTime<Utc>,
+        budget: u32,
+        window: Duration,
+    ) -> StoreResult<FailureState>;
+
+    /// A success: clears failures, lockouts and their growth.
+    async fn reset_failures(&self, identity_id: Uuid) -> StoreResult<()>;
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MessageStatus {
+    Queued,
+    Processing,
+    Sent,
+    Abandoned,
+}
+
+impl MessageStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MessageStatus::Queued => "queued",
+            MessageStatus::Processing => "processing",
+            MessageStatus::Sent => "sent",
+            MessageStatus::Abandoned => "abandoned",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "queued" => Some(MessageStatus::Queued),
+            "processing" => Some(MessageStatus::Processing),
+            "sent" => Some(MessageStatus::Sent),
+            "abandoned" => Some(MessageStatus::Abandoned),
+            _ => None,
+        }
+    }
+}
+
+/// An outgoing message. Its template data (which holds the code) is sealed by the domain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxMessage {
+    pub id: Uuid,
+    pub channel: Channel,
+    /// Normalised recipient address.
+    pub recipient: String,
+    /// Template type, for example `login_code`.
+    pub template_type: String,
+    /// Locale for rendering (`en` when none was asked for).
+    pub locale: String,
+    /// Sealed template data (XChaCha20-Poly1305, associated data = message id).
+    pub sealed_data: Vec<u8>,
+    pub identity_id: Option<Uuid>,
+    pub status: MessageStatus,
+    /// Delivery attempts made so far.
+    pub send_count: u32,
+    /// A message still undelivered after this instant is abandoned, never sent (its code died).
+    pub not_after: Option<DateTime<Utc>>,
+    /// When a worker may (re)try it.
+    pub next_attempt_at: DateTime<Utc>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// One try to hand a message to a gateway.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryAttempt {
+    pub message_id: Uuid,
+    pub attempted_at: DateTime<Utc>,
+    pub gateway: String,
+    pub succeeded: bool,
+    /// The gateway's error (never containing the message body).
+    pub error: Option<String>,
+    pub provider_message_id: Option<String>,
+}
+
+/// What a worker decided after an attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttemptResult {
+    Sent,
+    RetryAt(DateTime<Utc>),
+    Abandoned,
+}
+
+/// An authentication event for the audit trail (security requirement L2).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEvent {
+    pub id: Uuid,
+    /// For example `code.sent`, `code.verified`, `code.failed`, `code.locked_out`,
+    /// `code.rate_limited`, `session.aal_changed`.
+    pub event: String,
+    pub identity_id: Option<Uuid>,
+    pub flow_id: Option<Uuid>,
+    /// SHA-256 (hex) of the address, never the address itself.
+    pub address_hash: Option<String>,
+    pub client_ip: Option<String>,
+    pub occurred_at: DateTime<Utc>,
+}
+
+#[async_trait]
+pub trait Outbox: Send + Sync + 'static {
+    /// Queues the message and records its audit event in one transaction.
+    async fn enqueue(&self, message: &OutboxMessage, audit: &AuditEvent) -> StoreResult<()>;
+
+    async fn record_audit(&self, event: &AuditEvent) -> StoreResult<()>;
+
+    /// Claims up to `limit` messages that are queued and due at `now`, or processing with a
+    /// lease that ran out (a worker died), marking them processing until `now + lease`.
+    /// Concurrent workers never claim the same message (`FOR UPDATE SKIP LOCKED` on Postgres).
+    async fn claim_due(
+        &self,
+        now: DateTime<Utc>,
+        limit: u32,
+        lease: Duration,
+    ) -> StoreResult<Vec<OutboxMessage>>;
+
+    /// Records the attempt, bumps `send_count` and applies the result (sent, back to queued at
+    /// the given time, or abandoned) in one transaction.
+    async fn finish_attempt(
+        &self,
+        attempt: &DeliveryAttempt,
+        result: AttemptResult,
+    ) -> StoreResult<()>;
+
+    /// Abandons a claimed or queued message without an attempt (for example its code expired).
+    async fn abandon(&self, id: Uuid, now: DateTime<Utc>) -> StoreResult<()>;
+
+    async fn get_message(&self, id: Uuid) -> StoreResult<Option<OutboxMessage>>;
+
+    async fn attempts(&self, id: Uuid) -> StoreResult<Vec<DeliveryAttempt>>;
+
+    /// Messages newest first, optionally filtered, starting after `before` (a message id).
+    async fn list_messages(
+        &self,
+        status: Option<MessageStatus>,
+        recipient: Option<&str>,
+        before: Option<Uuid>,
+        limit: u32,
+    ) -> StoreResult<Vec<OutboxMessage>>;
+
+    /// Audit events of an identity, oldest first (for tests and investigations).
+    async fn audit_events(&self, identity_id: Uuid) -> StoreResult<Vec<AuditEvent>>;
+}
