@@ -3,6 +3,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tokio::net::TcpListener;
 use twofold::config::{self, Loaded};
+use twofold::courier::Senders;
+use twofold::courier::log_sender::LogSender;
+use twofold::courier::worker::Worker;
 use twofold::domain::clock::SystemClock;
 use twofold::domain::{Context, Settings};
 use twofold::server::{self, Listeners};
@@ -130,10 +133,56 @@ pub async fn serve(path: Option<&Path>) -> Result<(), String> {
         "twofold is serving"
     );
 
-    let context = Context::new(Settings { config, schemas }, stores, Arc::new(SystemClock));
-    server::run(Listeners { public, admin }, context, shutdown_signal())
+    let context = Context::new(
+        Settings::new(config, schemas),
+        stores,
+        Arc::new(SystemClock),
+    );
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let courier =
+        tokio::spawn(Worker::new(context.clone(), development_senders()).run(wait_for(stopped)));
+    let served = server::run(Listeners { public, admin }, context, async move {
+        shutdown_signal().await;
+        let _ = stop.send(true);
+    })
+    .await;
+    let _ = courier.await;
+    served.map_err(|error| error.to_string())
+}
+
+/// Runs only the courier worker, for deployments that scale delivery apart from the API.
+pub async fn courier_watch(path: Option<&Path>) -> Result<(), String> {
+    let Loaded {
+        config,
+        schemas,
+        warnings,
+    } = load_config(path)?;
+    init_logging(&config);
+    for warning in &warnings {
+        tracing::warn!("{warning}");
+    }
+    let stores = store::open(&config)
         .await
-        .map_err(|error| error.to_string())
+        .map_err(|error| error.to_string())?;
+    let context = Context::new(
+        Settings::new(config, schemas),
+        stores,
+        Arc::new(SystemClock),
+    );
+    tracing::info!("courier is watching the outbox");
+    Worker::new(context, development_senders())
+        .run(shutdown_signal())
+        .await;
+    Ok(())
+}
+
+/// Until real gateways are configurable, every message goes to the development log sender.
+fn development_senders() -> Senders {
+    Senders::single(Arc::new(LogSender))
+}
+
+async fn wait_for(mut stopped: tokio::sync::watch::Receiver<bool>) {
+    let _ = stopped.wait_for(|stop| *stop).await;
 }
 
 pub async fn migrate(path: Option<&Path>) -> Result<(), String> {

@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod config;
+pub mod courier;
 pub mod domain;
 pub mod proto;
 pub mod server;

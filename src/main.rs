@@ -27,6 +27,17 @@ enum Command {
     Serve,
     /// Apply database migrations and exit.
     Migrate,
+    /// The courier that delivers queued messages.
+    Courier {
+        #[command(subcommand)]
+        command: CourierCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum CourierCommand {
+    /// Deliver queued messages until stopped (`serve` runs the same worker).
+    Watch,
 }
 
 #[tokio::main]
@@ -35,6 +46,9 @@ async fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve => cli::serve(cli.config.as_deref()).await,
         Command::Migrate => cli::migrate(cli.config.as_deref()).await,
+        Command::Courier {
+            command: CourierCommand::Watch,
+        } => cli::courier_watch(cli.config.as_deref()).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

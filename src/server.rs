@@ -6,6 +6,7 @@
 //! configuration, courier; gRPC only and guarded by the admin API key). Health and reflection
 //! are served on both without credentials, so probes and `grpcurl describe` work.
 use crate::api::auth::AdminKeyCheck;
+use crate::api::code::CodeApi;
 use crate::api::flow::FlowApi;
 use crate::api::identity::IdentityApi;
 use crate::api::session::SessionApi;
@@ -193,7 +194,7 @@ fn serve_admin(
         check.clone(),
     );
     let codes = InterceptedService::new(
-        v1::code_service_server::CodeServiceServer::new(NotYetServed)
+        v1::code_service_server::CodeServiceServer::new(CodeApi::new(context.clone()))
             .max_decoding_message_size(limit),
         check.clone(),
     );

@@ -1,8 +1,11 @@
 //! Conversions between protobuf messages and domain types. Pure functions; no I/O.
 use super::error::invalid_field;
 use crate::domain::aal::{Aal, Channel, RequiredAal};
-use crate::domain::flows::{FlowState, LoginFlow, RegistrationFlow, UiMessage, UiMessageKind};
+use crate::domain::flows::{
+    CodeChoice, FlowState, LoginFlow, RegistrationFlow, UiMessage, UiMessageKind,
+};
 use crate::domain::identity::{Identity, IdentityState, VerifiableAddress};
+use crate::domain::mask::mask_address;
 use crate::domain::session::{AuthenticationMethod, MethodKind, Session};
 use crate::domain::sessions::SessionView;
 use crate::proto::v1;
@@ -233,6 +236,16 @@ pub fn registration_flow_to_proto(
     }
 }
 
+/// Addresses are shown masked: a flow id may be seen by more eyes than the address's owner.
+fn code_choice_to_proto(choice: &CodeChoice) -> v1::CodeChoice {
+    v1::CodeChoice {
+        address_id: choice.address_id.to_string(),
+        masked_address: mask_address(&choice.value),
+        channel: channel_to_proto(choice.channel) as i32,
+        r#trait: choice.trait_name.clone(),
+    }
+}
+
 pub fn login_flow_to_proto(flow: &LoginFlow) -> v1::LoginFlow {
     v1::LoginFlow {
         id: flow.id.to_string(),
@@ -242,9 +255,9 @@ pub fn login_flow_to_proto(flow: &LoginFlow) -> v1::LoginFlow {
         issued_at: Some(timestamp(flow.issued_at)),
         expires_at: Some(timestamp(flow.expires_at)),
         methods: flow.methods.clone(),
-        code_choices: Vec::new(),
-        code_sent_to: None,
-        resend_available_at: None,
+        code_choices: flow.choices.iter().map(code_choice_to_proto).collect(),
+        code_sent_to: flow.sent_to.as_ref().map(code_choice_to_proto),
+        resend_available_at: flow.resend_available_at.map(timestamp),
         messages: flow.messages.iter().map(message_to_proto).collect(),
     }
 }

@@ -4,8 +4,7 @@ use super::convert::{
     aal_from_proto, identity_to_proto, login_flow_to_proto, parse_uuid, registration_flow_to_proto,
     session_to_proto, struct_to_json,
 };
-use super::error::not_implemented;
-use crate::domain::{Context, flows};
+use crate::domain::{Context, flows, login_code};
 use crate::proto::v1;
 use crate::proto::v1::flow_service_server::FlowService;
 use tonic::{Request, Response, Status};
@@ -139,22 +138,50 @@ impl FlowService for FlowApi {
 
     async fn send_login_code(
         &self,
-        _request: Request<v1::SendLoginCodeRequest>,
+        request: Request<v1::SendLoginCodeRequest>,
     ) -> Result<Response<v1::SendLoginCodeResponse>, Status> {
-        Err(not_implemented("login by code"))
+        let token = session_token(request.metadata());
+        let request = request.into_inner();
+        let flow_id = parse_uuid("flow_id", &request.flow_id)?;
+        let flow = login_code::send_login_code(
+            &self.context,
+            flow_id,
+            &request.address_id,
+            &request.identifier,
+            token.as_deref(),
+        )
+        .await?;
+        Ok(Response::new(v1::SendLoginCodeResponse {
+            flow: Some(login_flow_to_proto(&flow)),
+        }))
     }
 
     async fn resend_login_code(
         &self,
-        _request: Request<v1::ResendLoginCodeRequest>,
+        request: Request<v1::ResendLoginCodeRequest>,
     ) -> Result<Response<v1::ResendLoginCodeResponse>, Status> {
-        Err(not_implemented("login by code"))
+        let token = session_token(request.metadata());
+        let flow_id = parse_uuid("flow_id", &request.get_ref().flow_id)?;
+        let flow = login_code::resend_login_code(&self.context, flow_id, token.as_deref()).await?;
+        Ok(Response::new(v1::ResendLoginCodeResponse {
+            flow: Some(login_flow_to_proto(&flow)),
+        }))
     }
 
     async fn submit_login_code(
         &self,
-        _request: Request<v1::SubmitLoginCodeRequest>,
+        request: Request<v1::SubmitLoginCodeRequest>,
     ) -> Result<Response<v1::SubmitLoginCodeResponse>, Status> {
-        Err(not_implemented("login by code"))
+        let token = session_token(request.metadata());
+        let request = request.into_inner();
+        let flow_id = parse_uuid("flow_id", &request.flow_id)?;
+        let logged_in =
+            login_code::submit_login_code(&self.context, flow_id, &request.code, token.as_deref())
+                .await?;
+        Ok(Response::new(v1::SubmitLoginCodeResponse {
+            session: Some(session_to_proto(&logged_in.session, None, true)),
+            session_token: logged_in.token.expose().to_owned(),
+            flow: Some(login_flow_to_proto(&logged_in.flow)),
+        }))
     }
 }

@@ -2,6 +2,7 @@
 //! `tonic::Status` in `error` only; credentials are read in `auth` only.
 
 pub mod auth;
+pub mod code;
 pub mod convert;
 pub mod error;
 pub mod flow;

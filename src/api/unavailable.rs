@@ -1,9 +1,8 @@
-//! Services that are part of the contract but served by later releases: `CodeService`,
-//! `ConfigService` and `CourierService`. They answer `UNIMPLEMENTED` with reason
+//! Services that are part of the contract but served by later releases: `ConfigService` and
+//! `CourierService`. They answer `UNIMPLEMENTED` with reason
 //! `NOT_IMPLEMENTED`, so SDKs generated now keep working when they land.
 use super::error::not_implemented;
 use crate::proto::v1;
-use crate::proto::v1::code_service_server::CodeService;
 use crate::proto::v1::config_service_server::ConfigService;
 use crate::proto::v1::courier_service_server::CourierService;
 use tonic::{Request, Response, Status};
@@ -12,20 +11,6 @@ use tonic::{Request, Response, Status};
 pub struct NotYetServed;
 
 type Answer<T> = Result<Response<T>, Status>;
-
-#[tonic::async_trait]
-impl CodeService for NotYetServed {
-    async fn send_code(&self, _: Request<v1::SendCodeRequest>) -> Answer<v1::SendCodeResponse> {
-        Err(not_implemented("CodeService.SendCode"))
-    }
-
-    async fn verify_code(
-        &self,
-        _: Request<v1::VerifyCodeRequest>,
-    ) -> Answer<v1::VerifyCodeResponse> {
-        Err(not_implemented("CodeService.VerifyCode"))
-    }
-}
 
 #[tonic::async_trait]
 impl ConfigService for NotYetServed {

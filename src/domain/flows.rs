@@ -40,7 +40,7 @@ pub enum UiMessageKind {
 }
 
 impl UiMessage {
-    fn info(id: u32, text: &str) -> Self {
+    pub(super) fn info(id: u32, text: &str) -> Self {
         Self {
             id,
             text: text.to_owned(),
@@ -73,24 +73,50 @@ pub struct LoginFlow {
     /// The session an AAL2 flow steps up; only that session may drive the flow.
     #[serde(default)]
     pub session_id: Option<Uuid>,
+    /// AAL2: the identity being stepped up. Passwordless: the identity the typed identifier
+    /// belongs to, if any (never shown, so the flow does not reveal whether it exists).
+    #[serde(default)]
+    pub identity_id: Option<Uuid>,
+    /// AAL2: the addresses a code may go to.
+    #[serde(default)]
+    pub choices: Vec<CodeChoice>,
+    /// The address the current code went to.
+    #[serde(default)]
+    pub sent_to: Option<CodeChoice>,
+    /// The challenge holding the current code; `None` for a passwordless flow whose identifier
+    /// matched nobody (it looks sent, but nothing can verify).
+    #[serde(default)]
+    pub challenge_id: Option<Uuid>,
+    #[serde(default)]
+    pub resend_available_at: Option<DateTime<Utc>>,
     #[serde(default)]
     pub messages: Vec<UiMessage>,
+}
+
+/// One address a code can be sent to in a flow. `address_id` is opaque and per flow, so the
+/// client picks an address without ever sending one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CodeChoice {
+    pub address_id: Uuid,
+    pub trait_name: String,
+    pub value: String,
+    pub channel: super::aal::Channel,
 }
 
 /// The stored document; tagged so a registration flow id cannot be used as a login flow.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
-enum FlowDocument {
+pub(super) enum FlowDocument {
     Registration(RegistrationFlow),
     Login(LoginFlow),
 }
 
-struct Loaded<T> {
-    flow: T,
-    revision: u64,
+pub(super) struct Loaded<T> {
+    pub flow: T,
+    pub revision: u64,
 }
 
-fn encode(document: &FlowDocument) -> DomainResult<Vec<u8>> {
+pub(super) fn encode(document: &FlowDocument) -> DomainResult<Vec<u8>> {
     serde_json::to_vec(document)
         .map_err(|error| DomainError::Internal(format!("flow encoding failed: {error}")))
 }
@@ -107,7 +133,7 @@ async fn load(context: &Context, id: Uuid) -> DomainResult<(FlowDocument, u64)> 
     Ok((document, stored.revision))
 }
 
-async fn save(
+pub(super) async fn save(
     context: &Context,
     id: Uuid,
     revision: u64,
@@ -125,7 +151,11 @@ async fn save(
     Ok(revision + 1)
 }
 
-fn check_open(expires_at: DateTime<Utc>, state: FlowState, now: DateTime<Utc>) -> DomainResult<()> {
+pub(super) fn check_open(
+    expires_at: DateTime<Utc>,
+    state: FlowState,
+    now: DateTime<Utc>,
+) -> DomainResult<()> {
     if now >= expires_at {
         return Err(DomainError::FlowExpired);
     }
@@ -135,7 +165,7 @@ fn check_open(expires_at: DateTime<Utc>, state: FlowState, now: DateTime<Utc>) -
     Ok(())
 }
 
-fn lifespan_from(now: DateTime<Utc>, lifespan: std::time::Duration) -> DateTime<Utc> {
+pub(super) fn lifespan_from(now: DateTime<Utc>, lifespan: std::time::Duration) -> DateTime<Utc> {
     now + chrono::Duration::from_std(lifespan).unwrap_or(chrono::Duration::hours(1))
 }
 
@@ -269,7 +299,7 @@ pub async fn submit_registration_flow(
 // ---------------------------------------------------------------- login
 
 /// Kratos 1010004.
-const MESSAGE_COMPLETE_SECOND_FACTOR: u32 = 1_010_004;
+pub(super) const MESSAGE_COMPLETE_SECOND_FACTOR: u32 = 1_010_004;
 
 pub struct LoginFlowRequest<'a> {
     pub requested_aal: Option<Aal>,
@@ -318,6 +348,11 @@ pub async fn create_login_flow(
                 expires_at: lifespan_from(now, login.lifespan),
                 methods,
                 session_id: None,
+                identity_id: None,
+                choices: Vec::new(),
+                sent_to: None,
+                challenge_id: None,
+                resend_available_at: None,
                 messages: Vec::new(),
             };
             let document = encode(&FlowDocument::Login(flow.clone()))?;
@@ -328,28 +363,11 @@ pub async fn create_login_flow(
                 .await?;
             Ok(flow)
         }
-        Aal::Aal2 => {
-            let session = match sessions::authenticate(context, request.session_token).await {
-                Ok(session) => session,
-                Err(DomainError::SessionInactive) => return Err(DomainError::SessionAal1Required),
-                Err(other) => return Err(other),
-            };
-            if session.aal >= Aal::Aal2 && !request.refresh {
-                return Err(DomainError::SessionAlreadyAvailable);
-            }
-            if !(code.enabled && code.mfa_enabled) {
-                return Err(DomainError::MethodDisabled("code"));
-            }
-            // The code as a second factor (sending, choosing an address, submitting) is the
-            // next piece of work; until it lands an AAL2 flow cannot be completed, so none is
-            // created rather than leaving the caller with a flow that goes nowhere.
-            let _ = MESSAGE_COMPLETE_SECOND_FACTOR;
-            Err(DomainError::NotImplemented)
-        }
+        Aal::Aal2 => super::login_code::create_aal2_flow(context, request).await,
     }
 }
 
-async fn load_login(context: &Context, id: Uuid) -> DomainResult<Loaded<LoginFlow>> {
+pub(super) async fn load_login(context: &Context, id: Uuid) -> DomainResult<Loaded<LoginFlow>> {
     match load(context, id).await? {
         (FlowDocument::Login(flow), revision) => Ok(Loaded { flow, revision }),
         _ => Err(DomainError::FlowNotFound),

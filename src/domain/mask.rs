@@ -34,3 +34,10 @@ mod tests {
         assert_eq!(mask_address("12345"), "*****");
     }
 }
+
+/// SHA-256 (hex) of a normalised address: lets audit records and sessions refer to an address
+/// without holding it.
+pub fn address_hash(address: &str) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(address.as_bytes()))
+}

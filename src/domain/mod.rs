@@ -2,12 +2,14 @@
 //! Redis; it talks to storage through the traits in `crate::store`.
 
 pub mod aal;
+pub mod challenges;
 pub mod clock;
 pub mod code;
 pub mod error;
 pub mod flows;
 pub mod identities;
 pub mod identity;
+pub mod login_code;
 pub mod mask;
 pub mod password;
 pub mod schema;
@@ -15,6 +17,7 @@ pub mod seal;
 pub mod session;
 pub mod sessions;
 pub mod token;
+pub mod verification;
 
 pub use error::{DomainError, FieldViolation};
 
@@ -30,6 +33,47 @@ use std::sync::Arc;
 pub struct Settings {
     pub config: Config,
     pub schemas: SchemaRegistry,
+    code_mac: code::CodeMac,
+    sealer: seal::Sealer,
+}
+
+impl Settings {
+    /// Derives the keys for code MACs (`secrets.default`) and sealing (`secrets.cipher`, else
+    /// `secrets.default`). Without configured secrets a random one is made for this process:
+    /// fine for a single embedded server, but codes then die with a restart and replicas
+    /// disagree, so it is announced.
+    pub fn new(mut config: Config, schemas: SchemaRegistry) -> Self {
+        if config.secrets.default.is_empty() {
+            tracing::warn!(
+                "no secrets.default configured; using a random secret for this process (codes do not survive a restart)"
+            );
+            config
+                .secrets
+                .default
+                .push(token::SessionToken::generate().expose().to_owned());
+        }
+        let cipher_secrets = if config.secrets.cipher.is_empty() {
+            &config.secrets.default
+        } else {
+            &config.secrets.cipher
+        };
+        let sealer = seal::Sealer::new(cipher_secrets);
+        let code_mac = code::CodeMac::new(&config.secrets.default);
+        Self {
+            config,
+            schemas,
+            code_mac,
+            sealer,
+        }
+    }
+
+    pub fn code_mac(&self) -> &code::CodeMac {
+        &self.code_mac
+    }
+
+    pub fn sealer(&self) -> &seal::Sealer {
+        &self.sealer
+    }
 }
 
 /// Everything a domain operation needs: settings, storage and the clock.
@@ -38,6 +82,9 @@ pub struct Context {
     settings: Arc<Settings>,
     pub stores: Stores,
     pub clock: Arc<dyn Clock>,
+    /// Wakes the courier worker when a message was queued, so delivery starts at once instead
+    /// of at the next poll.
+    pub courier_wakeup: Arc<tokio::sync::Notify>,
 }
 
 impl Context {
@@ -46,6 +93,7 @@ impl Context {
             settings: Arc::new(settings),
             stores,
             clock,
+            courier_wakeup: Arc::new(tokio::sync::Notify::new()),
         }
     }
 

@@ -56,10 +56,7 @@ impl TestServer {
 
         let stores = twofold::store::open(&config).await.expect("stores open");
         let context = Context::new(
-            Settings {
-                config,
-                schemas: loaded.schemas,
-            },
+            Settings::new(config, loaded.schemas),
             stores,
             Arc::new(SystemClock),
         );

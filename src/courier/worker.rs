@@ -1,0 +1,138 @@
+//! The outbox worker. Several workers (replicas) can run at once: claiming is exclusive in the
+//! store, so each message goes to the gateway once.
+use super::render::{render, webotp_domain};
+use super::{SendError, Senders};
+use crate::domain::Context;
+use crate::domain::challenges::CodeTemplateData;
+use crate::store::StoreResult;
+use crate::store::codes::{AttemptResult, DeliveryAttempt, OutboxMessage};
+use std::future::Future;
+use std::time::Duration;
+
+/// How often an idle worker looks for due messages (retries, other replicas' messages).
+const POLL_INTERVAL: Duration = Duration::from_millis(500);
+/// Messages claimed per round.
+const BATCH: u32 = 32;
+/// A claimed message returns to the pool if its worker dies for this long.
+const LEASE: Duration = Duration::from_secs(60);
+const BASE_BACKOFF: Duration = Duration::from_secs(1);
+const MAX_BACKOFF: Duration = Duration::from_secs(300);
+
+pub struct Worker {
+    context: Context,
+    senders: Senders,
+}
+
+impl Worker {
+    pub fn new(context: Context, senders: Senders) -> Self {
+        Self { context, senders }
+    }
+
+    /// Works until `shutdown` completes; store outages are logged and retried next round.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        loop {
+            if let Err(error) = self.run_once().await {
+                tracing::warn!(error = %error, "courier round failed; retrying");
+            }
+            tokio::select! {
+                _ = &mut shutdown => break,
+                _ = self.context.courier_wakeup.notified() => {}
+                _ = tokio::time::sleep(POLL_INTERVAL) => {}
+            }
+        }
+        tracing::info!("courier stopped");
+    }
+
+    /// One round: claims due messages and tries each once. Returns how many were handled.
+    pub async fn run_once(&self) -> StoreResult<usize> {
+        let now = self.context.clock.now();
+        let claimed = self
+            .context
+            .stores
+            .outbox
+            .claim_due(now, BATCH, LEASE)
+            .await?;
+        let count = claimed.len();
+        for message in claimed {
+            self.deliver(message).await?;
+        }
+        Ok(count)
+    }
+
+    async fn deliver(&self, message: OutboxMessage) -> StoreResult<()> {
+        let now = self.context.clock.now();
+        let outbox = &self.context.stores.outbox;
+        if message.not_after.is_some_and(|not_after| now >= not_after) {
+            tracing::info!(message_id = %message.id, "courier message abandoned: its code expired before delivery");
+            return outbox.abandon(message.id, now).await;
+        }
+        let settings = self.context.settings();
+        let sender = self.senders.for_channel(message.channel);
+        let data = settings
+            .sealer()
+            .open(&message.sealed_data, message.id.as_bytes())
+            .ok()
+            .and_then(|plain| serde_json::from_slice::<CodeTemplateData>(&plain).ok());
+        let Some(data) = data else {
+            // Sealed with a secret that is gone: it can never be sent.
+            tracing::error!(message_id = %message.id, "courier message cannot be opened with the configured secrets");
+            return outbox.abandon(message.id, now).await;
+        };
+        let domain = webotp_domain(settings.config.serve.public.base_url.as_deref());
+        let rendered = render(&message, &data, &domain);
+        let outcome = sender.send(&rendered).await;
+        let attempted_at = self.context.clock.now();
+        let attempts_made = message.send_count + 1;
+        let retries = settings.config.courier.message_retries;
+        let (attempt, result) = match outcome {
+            Ok(delivered) => (
+                DeliveryAttempt {
+                    message_id: message.id,
+                    attempted_at,
+                    gateway: sender.gateway().to_owned(),
+                    succeeded: true,
+                    error: None,
+                    provider_message_id: delivered.provider_message_id,
+                },
+                AttemptResult::Sent,
+            ),
+            Err(SendError { retryable, reason }) => {
+                let result = if retryable && attempts_made <= retries {
+                    AttemptResult::RetryAt(attempted_at + backoff(attempts_made))
+                } else {
+                    AttemptResult::Abandoned
+                };
+                (
+                    DeliveryAttempt {
+                        message_id: message.id,
+                        attempted_at,
+                        gateway: sender.gateway().to_owned(),
+                        succeeded: false,
+                        error: Some(reason),
+                        provider_message_id: None,
+                    },
+                    result,
+                )
+            }
+        };
+        tracing::info!(
+            message_id = %message.id,
+            gateway = sender.gateway(),
+            channel = message.channel.as_str(),
+            outcome = ?result,
+            "courier attempt"
+        );
+        outbox.finish_attempt(&attempt, result).await
+    }
+}
+
+/// Exponential backoff with ±20 % jitter, so retries from many replicas do not line up.
+fn backoff(attempts_made: u32) -> chrono::Duration {
+    use rand::RngExt;
+    let exponential = BASE_BACKOFF
+        .saturating_mul(1u32 << attempts_made.min(16))
+        .min(MAX_BACKOFF);
+    let jitter = rand::rng().random_range(0.8..1.2);
+    chrono::Duration::from_std(exponential.mul_f64(jitter)).unwrap_or(chrono::Duration::seconds(1))
+}

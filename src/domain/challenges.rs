@@ -1,0 +1,419 @@
+//! The code engine shared by login flows and `CodeService`: send a code to one of an identity's
+//! code addresses, resend it, verify it. Storage keeps only a MAC of the code; delivery data is
+//! sealed into the outbox; every decision is audited.
+use super::Context;
+use super::code::Code;
+use super::error::{DomainError, DomainResult, FieldViolation};
+use super::identity::Identifier;
+use super::mask::address_hash;
+use crate::store::codes::{
+    AttemptOutcome, AuditEvent, Challenge, MessageStatus, OutboxMessage, ReplaceOutcome,
+};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+use uuid::Uuid;
+
+/// Challenges outlive their code a little so a late submission reads "expired" (counted as
+/// such) instead of "not found".
+const CHALLENGE_GRACE: Duration = Duration::from_secs(300);
+const HOUR: Duration = Duration::from_secs(3600);
+
+/// Template data sealed into the outbox; the courier opens it at send time.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CodeTemplateData {
+    pub code: String,
+    pub identity_id: Uuid,
+    pub expires_at: DateTime<Utc>,
+    pub expires_in_minutes: u64,
+    pub purpose: String,
+}
+
+/// Which message a code goes out in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CodeTemplate {
+    /// A login step (AAL2 step-up or passwordless).
+    LoginCode,
+    /// A `CodeService` verification.
+    VerificationCode,
+}
+
+impl CodeTemplate {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CodeTemplate::LoginCode => "login_code",
+            CodeTemplate::VerificationCode => "verification_code",
+        }
+    }
+}
+
+pub struct SendRequest<'a> {
+    /// Chosen by the caller so it can be remembered (idempotency) before anything is sent.
+    pub challenge_id: Uuid,
+    pub identity_id: Uuid,
+    /// One of the identity's own code addresses; the caller resolved it, never typed it in.
+    pub address: &'a Identifier,
+    pub purpose: String,
+    pub template: CodeTemplate,
+    pub locale: String,
+    pub flow_id: Option<Uuid>,
+}
+
+fn std_to_chrono(duration: Duration) -> chrono::Duration {
+    chrono::Duration::from_std(duration).unwrap_or(chrono::Duration::MAX)
+}
+
+fn audit(
+    event: &str,
+    identity_id: Uuid,
+    flow_id: Option<Uuid>,
+    address: Option<&str>,
+    now: DateTime<Utc>,
+) -> AuditEvent {
+    AuditEvent {
+        id: Uuid::now_v7(),
+        event: event.to_owned(),
+        identity_id: Some(identity_id),
+        flow_id,
+        address_hash: address.map(address_hash),
+        client_ip: None,
+        occurred_at: now,
+    }
+}
+
+/// Send limits per address and per identity (hourly windows). Over the limit nothing reaches
+/// the outbox and the caller learns when to retry.
+async fn check_send_limits(
+    context: &Context,
+    identity_id: Uuid,
+    address: &str,
+    flow_id: Option<Uuid>,
+) -> DomainResult<()> {
+    let settings = context.settings();
+    let limits = &settings.config.selfservice.methods.code.config;
+    let now = context.clock.now();
+    let keys = [
+        (
+            format!("send:address:{}", address_hash(address)),
+            limits.sends_per_address_per_hour,
+        ),
+        (
+            format!("send:identity:{identity_id}"),
+            limits.sends_per_identity_per_hour,
+        ),
+    ];
+    for (key, limit) in keys {
+        if let Err(retry_after) = context.stores.limits.hit(&key, limit, HOUR, now).await? {
+            context
+                .stores
+                .outbox
+                .record_audit(&audit(
+                    "code.rate_limited",
+                    identity_id,
+                    flow_id,
+                    Some(address),
+                    now,
+                ))
+                .await?;
+            return Err(DomainError::RateLimited { retry_after });
+        }
+    }
+    Ok(())
+}
+
+async fn enqueue_code(
+    context: &Context,
+    challenge: &Challenge,
+    code: &Code,
+    template: CodeTemplate,
+    locale: &str,
+    flow_id: Option<Uuid>,
+) -> DomainResult<()> {
+    let settings = context.settings();
+    let now = context.clock.now();
+    let message_id = Uuid::now_v7();
+    let data = CodeTemplateData {
+        code: code.expose().to_owned(),
+        identity_id: challenge.identity_id,
+        expires_at: challenge.expires_at,
+        expires_in_minutes: settings
+            .config
+            .selfservice
+            .methods
+            .code
+            .config
+            .lifespan
+            .as_secs()
+            .div_ceil(60),
+        purpose: challenge.purpose.clone(),
+    };
+    let plaintext = serde_json::to_vec(&data)
+        .map_err(|error| DomainError::Internal(format!("template data: {error}")))?;
+    let message = OutboxMessage {
+        id: message_id,
+        channel: challenge.channel,
+        recipient: challenge.address.clone(),
+        template_type: template.as_str().to_owned(),
+        locale: if locale.is_empty() {
+            "en".to_owned()
+        } else {
+            locale.to_owned()
+        },
+        sealed_data: settings.sealer().seal(&plaintext, message_id.as_bytes()),
+        identity_id: Some(challenge.identity_id),
+        status: MessageStatus::Queued,
+        send_count: 0,
+        not_after: Some(challenge.expires_at),
+        next_attempt_at: now,
+        created_at: now,
+        updated_at: now,
+    };
+    let event = audit(
+        "code.sent",
+        challenge.identity_id,
+        flow_id,
+        Some(&challenge.address),
+        now,
+    );
+    context.stores.outbox.enqueue(&message, &event).await?;
+    context.courier_wakeup.notify_one();
+    tracing::info!(
+        challenge_id = %challenge.id,
+        identity_id = %challenge.identity_id,
+        channel = challenge.channel.as_str(),
+        template = template.as_str(),
+        "code queued for delivery"
+    );
+    Ok(())
+}
+
+/// Creates a challenge with a fresh code and queues its delivery.
+pub async fn send(context: &Context, request: SendRequest<'_>) -> DomainResult<Challenge> {
+    let channel = request
+        .address
+        .channel
+        .ok_or_else(|| DomainError::Internal("code address without a channel".into()))?;
+    check_send_limits(
+        context,
+        request.identity_id,
+        &request.address.value,
+        request.flow_id,
+    )
+    .await?;
+    let settings = context.settings();
+    let code_config = &settings.config.selfservice.methods.code.config;
+    let now = context.clock.now();
+    let id = request.challenge_id;
+    let code = Code::generate(code_config.length);
+    let challenge = Challenge {
+        id,
+        identity_id: request.identity_id,
+        address: request.address.value.clone(),
+        channel,
+        purpose: request.purpose,
+        mac: settings.code_mac().sign(&id.to_string(), &code).to_vec(),
+        attempts: 0,
+        sends: 1,
+        expires_at: now + std_to_chrono(code_config.lifespan),
+        resend_available_at: now + std_to_chrono(code_config.resend_cooldown),
+        consumed: false,
+    };
+    context
+        .stores
+        .challenges
+        .create_challenge(&challenge, code_config.lifespan + CHALLENGE_GRACE)
+        .await?;
+    enqueue_code(
+        context,
+        &challenge,
+        &code,
+        request.template,
+        &request.locale,
+        request.flow_id,
+    )
+    .await?;
+    Ok(challenge)
+}
+
+/// Replaces the challenge's code with a new one after the cooldown; the old code dies in the
+/// same atomic step.
+pub async fn resend(
+    context: &Context,
+    challenge_id: Uuid,
+    template: CodeTemplate,
+    locale: &str,
+    flow_id: Option<Uuid>,
+) -> DomainResult<Challenge> {
+    let current = context
+        .stores
+        .challenges
+        .get_challenge(challenge_id)
+        .await?
+        .ok_or(DomainError::ChallengeNotFound)?;
+    let settings = context.settings();
+    let code_config = &settings.config.selfservice.methods.code.config;
+    let now = context.clock.now();
+    if current.consumed {
+        return Err(DomainError::FlowStateInvalid);
+    }
+    if now < current.resend_available_at {
+        return Err(cooldown(current.resend_available_at, now));
+    }
+    check_send_limits(context, current.identity_id, &current.address, flow_id).await?;
+    let code = Code::generate(code_config.length);
+    let mac = settings.code_mac().sign(&challenge_id.to_string(), &code);
+    let outcome = context
+        .stores
+        .challenges
+        .replace_code(
+            challenge_id,
+            &mac,
+            now,
+            now + std_to_chrono(code_config.lifespan),
+            now + std_to_chrono(code_config.resend_cooldown),
+            code_config.lifespan + CHALLENGE_GRACE,
+        )
+        .await?;
+    let challenge = match outcome {
+        ReplaceOutcome::Replaced(challenge) => challenge,
+        ReplaceOutcome::Cooldown { available_at } => return Err(cooldown(available_at, now)),
+        ReplaceOutcome::AlreadyUsed => return Err(DomainError::FlowStateInvalid),
+        ReplaceOutcome::NotFound => return Err(DomainError::ChallengeNotFound),
+    };
+    enqueue_code(context, &challenge, &code, template, locale, flow_id).await?;
+    Ok(challenge)
+}
+
+fn cooldown(available_at: DateTime<Utc>, now: DateTime<Utc>) -> DomainError {
+    let wait = (available_at - now).to_std().unwrap_or_default();
+    // Round up so a client that waits exactly this long is never refused again.
+    DomainError::CodeResendCooldown {
+        retry_after: Duration::from_secs(wait.as_secs() + u64::from(wait.subsec_nanos() > 0)),
+    }
+}
+
+/// Strict input check: exactly the configured number of ASCII digits. Anything else is
+/// refused before it touches a challenge, so it never counts as a guess.
+pub fn parse_code(context: &Context, input: &str) -> DomainResult<Code> {
+    let length = context
+        .settings()
+        .config
+        .selfservice
+        .methods
+        .code
+        .config
+        .length;
+    Code::parse(input, length).ok_or_else(|| {
+        DomainError::Validation(vec![FieldViolation::new(
+            "code",
+            format!("must be exactly {length} digits (0-9)"),
+        )])
+    })
+}
+
+/// Verifies `code` against the challenge, which must belong to `identity_id` and `purpose`.
+/// A locked identity gets the same answer for the right code as for a wrong one.
+pub async fn verify(
+    context: &Context,
+    challenge_id: Uuid,
+    identity_id: Uuid,
+    purpose: &str,
+    code: &Code,
+    flow_id: Option<Uuid>,
+) -> DomainResult<Challenge> {
+    let settings = context.settings();
+    let code_config = &settings.config.selfservice.methods.code.config;
+    let now = context.clock.now();
+    let Some(challenge) = context
+        .stores
+        .challenges
+        .get_challenge(challenge_id)
+        .await?
+    else {
+        return Err(DomainError::ChallengeNotFound);
+    };
+    if challenge.identity_id != identity_id || challenge.purpose != purpose {
+        return Err(DomainError::CodeInvalid);
+    }
+
+    let state = context
+        .stores
+        .budget
+        .failure_state(identity_id, now)
+        .await?;
+    if state.locked_until.is_some() {
+        context
+            .stores
+            .outbox
+            .record_audit(&audit(
+                "code.locked_out",
+                identity_id,
+                flow_id,
+                Some(&challenge.address),
+                now,
+            ))
+            .await?;
+        tracing::warn!(identity_id = %identity_id, "code verification refused: identity locked out");
+        return Err(DomainError::CodeInvalid);
+    }
+
+    let candidates = settings
+        .code_mac()
+        .candidates(&challenge_id.to_string(), code);
+    let outcome = context
+        .stores
+        .challenges
+        .attempt(challenge_id, &candidates, now, code_config.max_submissions)
+        .await?;
+    match outcome {
+        AttemptOutcome::Verified(challenge) => {
+            context.stores.budget.reset_failures(identity_id).await?;
+            context
+                .stores
+                .outbox
+                .record_audit(&audit(
+                    "code.verified",
+                    identity_id,
+                    flow_id,
+                    Some(&challenge.address),
+                    now,
+                ))
+                .await?;
+            tracing::info!(challenge_id = %challenge_id, identity_id = %identity_id, "code verified");
+            Ok(challenge)
+        }
+        AttemptOutcome::Wrong { .. } => {
+            let after = context
+                .stores
+                .budget
+                .record_failure(
+                    identity_id,
+                    now,
+                    code_config.identity_failure_budget,
+                    code_config.failure_window,
+                )
+                .await?;
+            let event = if after.locked_until.is_some() {
+                "code.locked_out"
+            } else {
+                "code.failed"
+            };
+            context
+                .stores
+                .outbox
+                .record_audit(&audit(
+                    event,
+                    identity_id,
+                    flow_id,
+                    Some(&challenge.address),
+                    now,
+                ))
+                .await?;
+            tracing::info!(challenge_id = %challenge_id, identity_id = %identity_id, "wrong code submitted");
+            Err(DomainError::CodeInvalid)
+        }
+        AttemptOutcome::TooManyAttempts => Err(DomainError::CodeSubmittedTooOften),
+        AttemptOutcome::Expired | AttemptOutcome::AlreadyUsed => Err(DomainError::CodeInvalid),
+        AttemptOutcome::NotFound => Err(DomainError::ChallengeNotFound),
+    }
+}

@@ -1,0 +1,528 @@
+//! Login by one-time code: the AAL2 step-up of an existing session (the seed's scenario) and,
+//! when `passwordless_enabled`, the AAL1 login by a code to a typed identifier.
+use super::aal::{Aal, Channel};
+use super::challenges::{self, CodeTemplate, SendRequest};
+use super::error::{DomainError, DomainResult, FieldViolation};
+use super::flows::{
+    CodeChoice, FlowDocument, FlowState, LoggedIn, LoginFlow, LoginFlowRequest,
+    MESSAGE_COMPLETE_SECOND_FACTOR, UiMessage, check_open, encode, lifespan_from, load_login, save,
+};
+use super::identities::normalise_identifier;
+use super::identity::{CredentialKind, Identifier, Identity, IdentityState};
+use super::mask::{address_hash, mask_address};
+use super::session::{AuthenticationMethod, MethodKind, Session};
+use super::token::SessionToken;
+use super::{Context, Settings, sessions};
+use crate::store::SessionUpgrade;
+use uuid::Uuid;
+
+/// Kratos 1010023 "Send code to {address}".
+const MESSAGE_SEND_CODE_TO: u32 = 1_010_023;
+/// Kratos 1010025 "A code was sent to your address…".
+const MESSAGE_CODE_SENT: u32 = 1_010_025;
+
+/// Addresses that may serve as this session's second factor: code addresses whose channel the
+/// policy accepts, minus any address a code already went to for this session (both factors must
+/// differ; Kratos bug #4317).
+fn second_factor_choices(
+    settings: &Settings,
+    identity: &Identity,
+    session: &Session,
+) -> Vec<CodeChoice> {
+    let used: Vec<&str> = session
+        .methods
+        .iter()
+        .filter(|method| method.method == MethodKind::Code)
+        .filter_map(|method| method.address_hash.as_deref())
+        .collect();
+    identity
+        .code_addresses()
+        .filter_map(|address| {
+            let channel = address.channel?;
+            let allowed = sessions::code_channel_counts_as_aal2(settings, channel)
+                && !used.contains(&address_hash(&address.value).as_str());
+            allowed.then(|| CodeChoice {
+                address_id: Uuid::new_v4(),
+                trait_name: address.trait_name.clone(),
+                value: address.value.clone(),
+                channel,
+            })
+        })
+        .collect()
+}
+
+fn purpose(flow_id: Uuid) -> String {
+    format!("login:{flow_id}")
+}
+
+fn as_identifier(choice: &CodeChoice) -> Identifier {
+    Identifier {
+        kind: CredentialKind::Code,
+        value: choice.value.clone(),
+        trait_name: choice.trait_name.clone(),
+        channel: Some(choice.channel),
+    }
+}
+
+fn code_sent_message(choice: &CodeChoice) -> UiMessage {
+    let mut message = UiMessage::info(
+        MESSAGE_CODE_SENT,
+        "A code was sent to your address. Please enter it below.",
+    );
+    message
+        .context
+        .push(("address".into(), mask_address(&choice.value)));
+    message
+}
+
+/// Sends the flow's code to `choice` and records it in the flow (not yet saved).
+async fn send_to(
+    context: &Context,
+    flow: &mut LoginFlow,
+    identity_id: Uuid,
+    choice: CodeChoice,
+) -> DomainResult<()> {
+    let challenge = challenges::send(
+        context,
+        SendRequest {
+            challenge_id: Uuid::new_v4(),
+            identity_id,
+            address: &as_identifier(&choice),
+            purpose: purpose(flow.id),
+            template: CodeTemplate::LoginCode,
+            locale: String::new(),
+            flow_id: Some(flow.id),
+        },
+    )
+    .await?;
+    flow.state = FlowState::CodeSent;
+    flow.challenge_id = Some(challenge.id);
+    flow.resend_available_at = Some(challenge.resend_available_at);
+    flow.messages = vec![code_sent_message(&choice)];
+    flow.sent_to = Some(choice);
+    Ok(())
+}
+
+pub(super) async fn create_aal2_flow(
+    context: &Context,
+    request: LoginFlowRequest<'_>,
+) -> DomainResult<LoginFlow> {
+    let settings = context.settings();
+    let session = match sessions::authenticate(context, request.session_token).await {
+        Ok(session) => session,
+        Err(DomainError::SessionInactive) => return Err(DomainError::SessionAal1Required),
+        Err(other) => return Err(other),
+    };
+    if session.aal >= Aal::Aal2 && !request.refresh {
+        return Err(DomainError::SessionAlreadyAvailable);
+    }
+    let code = &settings.config.selfservice.methods.code;
+    if !(code.enabled && code.mfa_enabled) {
+        return Err(DomainError::MethodDisabled("code"));
+    }
+    let identity = context
+        .stores
+        .identities
+        .get_identity(session.identity_id)
+        .await?
+        .ok_or(DomainError::SessionInactive)?;
+
+    let mut choices = second_factor_choices(&settings, &identity, &session);
+    if !request.via.is_empty() {
+        let via = request.via;
+        let is_code_trait = settings
+            .schemas
+            .get(&identity.schema_id)
+            .is_some_and(|schema| {
+                schema
+                    .code_traits()
+                    .any(|markers| markers.trait_name == via)
+            });
+        if !is_code_trait {
+            return Err(DomainError::ViaTraitUnknown(via.to_owned()));
+        }
+        if !identity
+            .code_addresses()
+            .any(|address| address.trait_name == via)
+        {
+            return Err(DomainError::ViaTraitEmpty(via.to_owned()));
+        }
+        choices.retain(|choice| choice.trait_name == via);
+        if choices.is_empty() {
+            // The trait has a value, but the policy does not accept it as a second factor.
+            return Err(DomainError::AddressNotAllowed);
+        }
+    }
+    if choices.is_empty() {
+        return Err(DomainError::MethodDisabled("code"));
+    }
+
+    let now = context.clock.now();
+    let lifespan = settings.config.selfservice.flows.login.lifespan;
+    let mut flow = LoginFlow {
+        id: Uuid::new_v4(),
+        requested_aal: Aal::Aal2,
+        refresh: request.refresh,
+        state: FlowState::ChooseMethod,
+        issued_at: now,
+        expires_at: lifespan_from(now, lifespan),
+        methods: vec!["code".to_owned()],
+        session_id: Some(session.id),
+        identity_id: Some(identity.id),
+        choices: choices.clone(),
+        sent_to: None,
+        challenge_id: None,
+        resend_available_at: None,
+        messages: vec![UiMessage::info(
+            MESSAGE_COMPLETE_SECOND_FACTOR,
+            "Please complete the second authentication challenge.",
+        )],
+    };
+    for choice in &choices {
+        let mut message = UiMessage::info(
+            MESSAGE_SEND_CODE_TO,
+            &format!("Send code to {}", mask_address(&choice.value)),
+        );
+        message
+            .context
+            .push(("address".into(), mask_address(&choice.value)));
+        flow.messages.push(message);
+    }
+    // One address and no other second factor: send at once, as Kratos's "fast login" does.
+    if let [only] = choices.as_slice() {
+        send_to(context, &mut flow, identity.id, only.clone()).await?;
+    }
+    context
+        .stores
+        .flows
+        .create_flow(
+            flow.id,
+            &encode(&FlowDocument::Login(flow.clone()))?,
+            lifespan,
+        )
+        .await?;
+    Ok(flow)
+}
+
+/// The caller must hold the session the AAL2 flow was created for.
+async fn owning_session(
+    context: &Context,
+    flow: &LoginFlow,
+    token: Option<&str>,
+) -> DomainResult<Option<Session>> {
+    let Some(owner) = flow.session_id else {
+        return Ok(None);
+    };
+    let session = sessions::authenticate(context, token).await?;
+    if session.id != owner {
+        return Err(DomainError::FlowSessionMismatch);
+    }
+    Ok(Some(session))
+}
+
+fn ensure_resend_allowed(flow: &LoginFlow, now: chrono::DateTime<chrono::Utc>) -> DomainResult<()> {
+    if let Some(available_at) = flow.resend_available_at
+        && flow.state == FlowState::CodeSent
+        && now < available_at
+    {
+        let wait = (available_at - now).to_std().unwrap_or_default();
+        return Err(DomainError::CodeResendCooldown {
+            retry_after: std::time::Duration::from_secs(
+                wait.as_secs() + u64::from(wait.subsec_nanos() > 0),
+            ),
+        });
+    }
+    Ok(())
+}
+
+pub async fn send_login_code(
+    context: &Context,
+    flow_id: Uuid,
+    address_id: &str,
+    identifier: &str,
+    token: Option<&str>,
+) -> DomainResult<LoginFlow> {
+    let loaded = load_login(context, flow_id).await?;
+    let mut flow = loaded.flow;
+    let now = context.clock.now();
+    check_open(flow.expires_at, flow.state, now)?;
+    let session = owning_session(context, &flow, token).await?;
+    // Picking another address must not bypass the resend cooldown.
+    ensure_resend_allowed(&flow, now)?;
+
+    match flow.requested_aal {
+        Aal::Aal2 => {
+            let identity_id = session
+                .map(|s| s.identity_id)
+                .ok_or(DomainError::FlowStateInvalid)?;
+            let address_id = Uuid::parse_str(address_id.trim()).map_err(|_| {
+                DomainError::Validation(vec![FieldViolation::new(
+                    "address_id",
+                    "must be one of the flow's code_choices",
+                )])
+            })?;
+            let choice = flow
+                .choices
+                .iter()
+                .find(|choice| choice.address_id == address_id)
+                .cloned()
+                .ok_or(DomainError::AddressNotAllowed)?;
+            send_to(context, &mut flow, identity_id, choice).await?;
+        }
+        Aal::Aal1 => send_passwordless(context, &mut flow, identifier).await?,
+    }
+    save(
+        context,
+        flow_id,
+        loaded.revision,
+        &FlowDocument::Login(flow.clone()),
+    )
+    .await?;
+    Ok(flow)
+}
+
+/// Passwordless: the answer is the same whether the identifier exists or not, and a code goes
+/// out only to an identity's own code address.
+async fn send_passwordless(
+    context: &Context,
+    flow: &mut LoginFlow,
+    identifier: &str,
+) -> DomainResult<()> {
+    if !flow.methods.iter().any(|method| method == "code") {
+        return Err(DomainError::MethodDisabled("code"));
+    }
+    if identifier.trim().is_empty() {
+        return Err(DomainError::Validation(vec![FieldViolation::new(
+            "identifier",
+            "is required",
+        )]));
+    }
+    let value = normalise_identifier(identifier);
+    let identity = context
+        .stores
+        .identities
+        .find_by_identifier(CredentialKind::Code, &value)
+        .await?
+        .filter(|identity| identity.state == IdentityState::Active);
+    let address = identity.as_ref().and_then(|identity| {
+        identity
+            .code_addresses()
+            .find(|address| address.value == value)
+            .cloned()
+    });
+    let channel = address
+        .as_ref()
+        .and_then(|address| address.channel)
+        .unwrap_or(if value.contains('@') {
+            Channel::Email
+        } else {
+            Channel::Sms
+        });
+    // The trait is not revealed: it would tell a stranger which field matched.
+    let choice = CodeChoice {
+        address_id: Uuid::new_v4(),
+        trait_name: String::new(),
+        value,
+        channel,
+    };
+    match (identity, address) {
+        (Some(identity), Some(_)) => {
+            send_to(context, flow, identity.id, choice).await?;
+            flow.identity_id = Some(identity.id);
+        }
+        _ => {
+            let settings = context.settings();
+            let cooldown = settings
+                .config
+                .selfservice
+                .methods
+                .code
+                .config
+                .resend_cooldown;
+            flow.state = FlowState::CodeSent;
+            flow.challenge_id = None;
+            flow.identity_id = None;
+            flow.resend_available_at = Some(
+                context.clock.now() + chrono::Duration::from_std(cooldown).unwrap_or_default(),
+            );
+            flow.messages = vec![code_sent_message(&choice)];
+            flow.sent_to = Some(choice);
+        }
+    }
+    Ok(())
+}
+
+pub async fn resend_login_code(
+    context: &Context,
+    flow_id: Uuid,
+    token: Option<&str>,
+) -> DomainResult<LoginFlow> {
+    let loaded = load_login(context, flow_id).await?;
+    let mut flow = loaded.flow;
+    let now = context.clock.now();
+    check_open(flow.expires_at, flow.state, now)?;
+    owning_session(context, &flow, token).await?;
+    if flow.state != FlowState::CodeSent {
+        return Err(DomainError::FlowStateInvalid);
+    }
+    ensure_resend_allowed(&flow, now)?;
+    match flow.challenge_id {
+        Some(challenge_id) => {
+            let challenge = challenges::resend(
+                context,
+                challenge_id,
+                CodeTemplate::LoginCode,
+                "",
+                Some(flow.id),
+            )
+            .await?;
+            flow.resend_available_at = Some(challenge.resend_available_at);
+        }
+        None => {
+            let cooldown = context
+                .settings()
+                .config
+                .selfservice
+                .methods
+                .code
+                .config
+                .resend_cooldown;
+            flow.resend_available_at =
+                Some(now + chrono::Duration::from_std(cooldown).unwrap_or_default());
+        }
+    }
+    save(
+        context,
+        flow_id,
+        loaded.revision,
+        &FlowDocument::Login(flow.clone()),
+    )
+    .await?;
+    Ok(flow)
+}
+
+pub async fn submit_login_code(
+    context: &Context,
+    flow_id: Uuid,
+    input: &str,
+    token: Option<&str>,
+) -> DomainResult<LoggedIn> {
+    let code = challenges::parse_code(context, input)?;
+    let loaded = load_login(context, flow_id).await?;
+    let mut flow = loaded.flow;
+    let now = context.clock.now();
+    check_open(flow.expires_at, flow.state, now)?;
+    let session = owning_session(context, &flow, token).await?;
+    if flow.state != FlowState::CodeSent {
+        return Err(DomainError::FlowStateInvalid);
+    }
+    let (Some(challenge_id), Some(identity_id)) = (flow.challenge_id, flow.identity_id) else {
+        // A passwordless flow for an unknown identifier: no code can be right.
+        return Err(DomainError::CodeInvalid);
+    };
+    let challenge = challenges::verify(
+        context,
+        challenge_id,
+        identity_id,
+        &purpose(flow.id),
+        &code,
+        Some(flow.id),
+    )
+    .await?;
+
+    let completed_at = context.clock.now();
+    let (session, token) = match (flow.requested_aal, session) {
+        (Aal::Aal2, Some(session)) => {
+            let method = AuthenticationMethod {
+                method: MethodKind::Code,
+                aal: Aal::Aal2,
+                completed_at,
+                channel: Some(challenge.channel),
+                address_hash: Some(address_hash(&challenge.address)),
+            };
+            upgrade(context, session, method).await?
+        }
+        _ => {
+            let method = AuthenticationMethod {
+                method: MethodKind::Code,
+                aal: Aal::Aal1,
+                completed_at,
+                channel: Some(challenge.channel),
+                address_hash: Some(address_hash(&challenge.address)),
+            };
+            sessions::issue(context, identity_id, vec![method]).await?
+        }
+    };
+    // Entering the code proved control of the address.
+    context
+        .stores
+        .identities
+        .mark_address_verified(identity_id, &challenge.address, completed_at)
+        .await?;
+    flow.state = FlowState::PassedChallenge;
+    flow.messages.clear();
+    // The code was consumed exactly once above; a concurrent change to the flow document does
+    // not undo that, so a lost compare-and-swap here is not an error for this caller.
+    let _ = save(
+        context,
+        flow_id,
+        loaded.revision,
+        &FlowDocument::Login(flow.clone()),
+    )
+    .await;
+    Ok(LoggedIn {
+        session,
+        token,
+        flow,
+    })
+}
+
+/// Raises the session to AAL2 under a new token; the old token stops working in the same step.
+async fn upgrade(
+    context: &Context,
+    session: Session,
+    method: AuthenticationMethod,
+) -> DomainResult<(Session, SessionToken)> {
+    let token = SessionToken::generate();
+    let mut methods = session.methods.clone();
+    methods.push(method.clone());
+    let upgrade = SessionUpgrade {
+        new_token_hash: token.hash(),
+        aal: Aal::Aal2,
+        methods: methods.clone(),
+        authenticated_at: method.completed_at,
+    };
+    if !context
+        .stores
+        .sessions
+        .upgrade_session(session.id, &session.token_hash, &upgrade)
+        .await?
+    {
+        // Revoked or upgraded by someone else in the meantime.
+        return Err(DomainError::SessionInactive);
+    }
+    context
+        .stores
+        .outbox
+        .record_audit(&crate::store::codes::AuditEvent {
+            id: Uuid::now_v7(),
+            event: "session.aal_changed".into(),
+            identity_id: Some(session.identity_id),
+            flow_id: None,
+            address_hash: method.address_hash.clone(),
+            client_ip: None,
+            occurred_at: method.completed_at,
+        })
+        .await?;
+    tracing::info!(session_id = %session.id, identity_id = %session.identity_id, "session raised to aal2");
+    Ok((
+        Session {
+            token_hash: upgrade.new_token_hash,
+            aal: Aal::Aal2,
+            methods,
+            authenticated_at: upgrade.authenticated_at,
+            ..session
+        },
+        token,
+    ))
+}
