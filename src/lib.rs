@@ -11,4 +11,5 @@ pub mod courier;
 pub mod domain;
 pub mod proto;
 pub mod server;
+
 pub mod store;

@@ -3,6 +3,7 @@
 //! parallel and against a server that earlier runs have used.
 #![allow(dead_code)] // each test crate uses a different subset
 
+pub mod logs;
 pub mod server;
 
 use sqlx::Connection;

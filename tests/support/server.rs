@@ -9,7 +9,9 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tonic::transport::Channel;
 use twofold::config::Config;
-use twofold::domain::clock::SystemClock;
+use twofold::courier::worker::Worker;
+use twofold::courier::{Delivered, OutgoingMessage, SendError, Sender, Senders};
+use twofold::domain::clock::ManualClock;
 use twofold::domain::{Context, Settings};
 use twofold::proto::v1;
 use twofold::server::{Listeners, run};
@@ -29,14 +31,111 @@ pub struct TestServer {
     pub public: SocketAddr,
     pub admin: SocketAddr,
     pub context: Context,
+    /// Every message the courier delivered, through the test sender.
+    pub outbox: Captured,
+    pub clock: Arc<ManualClock>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
+    courier: Option<JoinHandle<()>>,
+}
+
+/// How a test server is set up beyond its YAML.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    /// Run the courier worker (off for tests that drive delivery themselves).
+    pub courier: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self { courier: true }
+    }
+}
+
+/// The test stand-in for a gateway: nothing real can receive messages inside a test process
+/// for the development channel, so it records what the courier hands over.
+#[derive(Clone, Default)]
+pub struct Captured {
+    messages: Arc<std::sync::Mutex<Vec<OutgoingMessage>>>,
+    arrived: Arc<tokio::sync::Notify>,
+}
+
+#[async_trait::async_trait]
+impl Sender for Captured {
+    fn gateway(&self) -> &str {
+        "test"
+    }
+
+    async fn send(&self, message: &OutgoingMessage) -> Result<Delivered, SendError> {
+        self.messages.lock().unwrap().push(message.clone());
+        self.arrived.notify_waiters();
+        Ok(Delivered {
+            provider_message_id: Some(format!("test-{}", message.id)),
+        })
+    }
+}
+
+impl Captured {
+    pub fn all(&self) -> Vec<OutgoingMessage> {
+        self.messages.lock().unwrap().clone()
+    }
+
+    pub fn count_to(&self, recipient: &str) -> usize {
+        self.all()
+            .iter()
+            .filter(|m| m.recipient == recipient)
+            .count()
+    }
+
+    /// Waits for the `nth` (0-based) message to `recipient` and returns it.
+    pub async fn nth_to(&self, recipient: &str, nth: usize) -> OutgoingMessage {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let arrived = self.arrived.notified();
+            if let Some(message) = self
+                .all()
+                .into_iter()
+                .filter(|m| m.recipient == recipient)
+                .nth(nth)
+            {
+                return message;
+            }
+            if tokio::time::timeout_at(deadline, arrived).await.is_err() {
+                panic!(
+                    "no message #{nth} to {recipient} arrived; got {:?}",
+                    self.all()
+                );
+            }
+        }
+    }
+
+    /// The code of the `nth` message to `recipient`.
+    pub async fn code_to(&self, recipient: &str, nth: usize) -> String {
+        code_in(&self.nth_to(recipient, nth).await.body)
+    }
+}
+
+/// The code in a rendered message: the WebOTP line's `#123456` for SMS, the line of digits for
+/// email.
+pub fn code_in(body: &str) -> String {
+    if let Some((_, code)) = body.rsplit_once('#') {
+        return code.trim().to_owned();
+    }
+    body.lines()
+        .map(str::trim)
+        .find(|line| !line.is_empty() && line.bytes().all(|b| b.is_ascii_digit()))
+        .expect("a code in the message")
+        .to_owned()
 }
 
 impl TestServer {
     /// Starts a server whose configuration is `yaml` (Kratos keys) plus the test's storage,
     /// admin key and CORS allow-list.
     pub async fn start(backend: Backend, yaml: &str) -> Self {
+        Self::start_with(backend, yaml, Options::default()).await
+    }
+
+    pub async fn start_with(backend: Backend, yaml: &str, options: Options) -> Self {
         let loaded =
             twofold::config::parse_document(yaml, None).expect("test configuration is valid");
         let mut config: Config = loaded.config;
@@ -54,12 +153,17 @@ impl TestServer {
         config.serve.public.cors.enabled = true;
         config.serve.public.cors.allowed_origins = vec![ALLOWED_ORIGIN.into()];
 
+        if config.secrets.default.is_empty() {
+            config.secrets.default = vec!["test-secret-0123456789abcdef".into()];
+        }
         let stores = twofold::store::open(&config).await.expect("stores open");
-        let context = Context::new(
-            Settings::new(config, loaded.schemas),
-            stores,
-            Arc::new(SystemClock),
-        );
+        let clock = Arc::new(ManualClock::new(chrono::Utc::now()));
+        let context = Context::new(Settings::new(config, loaded.schemas), stores, clock.clone());
+        let outbox = Captured::default();
+        let courier = options.courier.then(|| {
+            let worker = Worker::new(context.clone(), Senders::single(Arc::new(outbox.clone())));
+            tokio::spawn(worker.run(std::future::pending::<()>()))
+        });
         let public = TcpListener::bind("127.0.0.1:0").await.expect("bind public");
         let admin = TcpListener::bind("127.0.0.1:0").await.expect("bind admin");
         let (public_address, admin_address) =
@@ -77,8 +181,11 @@ impl TestServer {
             public: public_address,
             admin: admin_address,
             context,
+            outbox,
+            clock,
             stop: Some(stop),
             task: Some(task),
+            courier,
         }
     }
 
@@ -116,6 +223,30 @@ impl TestServer {
         if let Some(task) = self.task.take() {
             task.await.expect("server task ends cleanly");
         }
+        if let Some(courier) = self.courier.take() {
+            courier.abort();
+        }
+    }
+
+    /// The server's (manual) clock reading.
+    pub fn clock_now(&self) -> chrono::DateTime<chrono::Utc> {
+        use twofold::domain::clock::Clock;
+        self.clock.now()
+    }
+
+    /// Runs one courier round by hand (for servers started without the worker).
+    pub async fn deliver_once(&self) -> usize {
+        Worker::new(
+            self.context.clone(),
+            Senders::single(Arc::new(self.outbox.clone())),
+        )
+        .run_once()
+        .await
+        .expect("courier round")
+    }
+
+    pub async fn codes(&self) -> v1::code_service_client::CodeServiceClient<Channel> {
+        v1::code_service_client::CodeServiceClient::new(self.admin_channel().await)
     }
 }
 
@@ -123,6 +254,9 @@ impl Drop for TestServer {
     fn drop(&mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
+        }
+        if let Some(courier) = self.courier.take() {
+            courier.abort();
         }
     }
 }

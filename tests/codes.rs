@@ -1,0 +1,1219 @@
+//! The seed's scenario and the code engine held to `reference/security.md` (sections Codes,
+//! Guessing, Sessions), over real gRPC on the embedded default and on Postgres + Redis. Codes
+//! are read from what the courier delivered through the test sender. Test names carry the
+//! requirement they show (c1…, g1…, a1…).
+
+mod support;
+
+use support::server::{
+    Backend, Options, TestServer, admin, reason, traits, unique_email, violated_fields, with_bearer,
+};
+use tonic::Code;
+use twofold::proto::v1;
+
+macro_rules! on_every_backend {
+    ($($scenario:ident),* $(,)?) => {$(
+        mod $scenario {
+            use super::*;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn embedded() {
+                support::logs::capture();
+                super::$scenario(Backend::Embedded).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres_redis() {
+                support::logs::capture();
+                super::$scenario(Backend::PostgresRedis).await;
+            }
+        }
+    )*};
+}
+
+on_every_backend!(
+    seed_scenario_step_up_by_sms_via_phone,
+    choose_method_lists_every_code_address,
+    via_names_a_code_trait_with_a_value,
+    c1_codes_are_six_ascii_digits,
+    c2_no_code_is_stored_or_queued_in_plaintext,
+    c3_a_code_submitted_one_second_late_fails,
+    c4_sixty_four_concurrent_right_codes_upgrade_once,
+    c5_a_code_is_bound_to_its_flow_and_identity,
+    c6_resend_kills_the_old_code_and_has_a_cooldown,
+    c7_malformed_codes_are_refused_without_counting,
+    g1_max_submissions_then_even_the_right_code_fails,
+    g2_g4_identity_budget_across_flows_and_locked_answers_look_wrong,
+    a1_a2_aal_enforced_and_token_rotated,
+    a5_s5_email_policy_and_different_factors,
+    passwordless_login_by_code_is_enumeration_safe,
+    code_service_send_verify_idempotent,
+    courier_abandons_messages_whose_code_expired,
+    l1_no_code_token_or_phone_in_logs,
+);
+
+const PASSWORD: &str = "correct horse battery staple";
+const MFA: &str = "selfservice:\n  methods:\n    code:\n      mfa_enabled: true\n";
+const PHONE: &str = "+4915112345678";
+
+struct User {
+    identity_id: String,
+    email: String,
+    phone: Option<String>,
+    /// AAL1 session token from a password login.
+    token: String,
+}
+
+/// Registers (email + optional phone) and logs in with the password: an AAL1 session.
+async fn register_user(server: &TestServer, phone: Option<&str>) -> User {
+    let email = unique_email("user");
+    let mut flows = server.flows().await;
+    let flow = flows
+        .create_registration_flow(v1::CreateRegistrationFlowRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .flow
+        .unwrap();
+    let registered = flows
+        .submit_registration_flow(v1::SubmitRegistrationFlowRequest {
+            flow_id: flow.id,
+            traits: Some(traits(&email, phone)),
+            password: PASSWORD.into(),
+        })
+        .await
+        .expect("registration")
+        .into_inner();
+    let login = flows
+        .create_login_flow(v1::CreateLoginFlowRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .flow
+        .unwrap();
+    let logged_in = flows
+        .submit_login_password(v1::SubmitLoginPasswordRequest {
+            flow_id: login.id,
+            identifier: email.clone(),
+            password: PASSWORD.into(),
+        })
+        .await
+        .expect("password login")
+        .into_inner();
+    User {
+        identity_id: registered.identity.unwrap().id,
+        email: email.to_lowercase(),
+        phone: phone.map(|_| PHONE.to_owned()),
+        token: logged_in.session_token,
+    }
+}
+
+/// A unique valid German mobile number, so tests sharing a database never collide.
+fn unique_phone() -> String {
+    let suffix = uuid::Uuid::new_v4().as_u128() % 100_000_000;
+    format!("+49151{suffix:08}")
+}
+
+async fn user_with_phone(server: &TestServer) -> User {
+    let phone = unique_phone();
+    let mut user = register_user(server, Some(&phone)).await;
+    user.phone = Some(phone);
+    user
+}
+
+async fn aal2_flow(
+    server: &TestServer,
+    token: &str,
+    via: &str,
+) -> Result<v1::LoginFlow, tonic::Status> {
+    server
+        .flows()
+        .await
+        .create_login_flow(with_bearer(
+            v1::CreateLoginFlowRequest {
+                requested_aal: v1::AuthenticatorAssuranceLevel::Aal2 as i32,
+                via: via.into(),
+                ..Default::default()
+            },
+            token,
+        ))
+        .await
+        .map(|response| response.into_inner().flow.expect("flow"))
+}
+
+async fn submit(
+    server: &TestServer,
+    token: &str,
+    flow_id: &str,
+    code: &str,
+) -> Result<v1::SubmitLoginCodeResponse, tonic::Status> {
+    server
+        .flows()
+        .await
+        .submit_login_code(with_bearer(
+            v1::SubmitLoginCodeRequest {
+                flow_id: flow_id.into(),
+                code: code.into(),
+            },
+            token,
+        ))
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+async fn whoami(
+    server: &TestServer,
+    token: &str,
+    required: v1::RequiredAal,
+) -> Result<v1::Session, tonic::Status> {
+    server
+        .sessions()
+        .await
+        .who_am_i(with_bearer(
+            v1::WhoAmIRequest {
+                required_aal: required as i32,
+            },
+            token,
+        ))
+        .await
+        .map(|response| response.into_inner().session.expect("session"))
+}
+
+/// A code that is certainly not `code`.
+fn wrong(code: &str) -> String {
+    let first = if code.starts_with('9') { '0' } else { '9' };
+    format!("{first}{}", &code[1..])
+}
+
+fn with_config(extra: &str) -> String {
+    format!("selfservice:\n  methods:\n    code:\n      mfa_enabled: true\n      config:\n{extra}")
+}
+
+async fn seed_scenario_step_up_by_sms_via_phone(backend: Backend) {
+    let server = TestServer::start(backend, MFA).await;
+    let user = user_with_phone(&server).await;
+    let phone = user.phone.clone().unwrap();
+
+    // `?aal=aal2&via=phone`: exactly one address, so the code goes out at once.
+    let flow = aal2_flow(&server, &user.token, "phone")
+        .await
+        .expect("aal2 flow");
+    assert_eq!(flow.state, v1::FlowState::CodeSent as i32);
+    assert_eq!(
+        flow.requested_aal,
+        v1::AuthenticatorAssuranceLevel::Aal2 as i32
+    );
+    let sent_to = flow.code_sent_to.clone().expect("sent to");
+    assert_eq!(sent_to.channel, v1::Channel::Sms as i32);
+    assert_eq!(
+        sent_to.masked_address,
+        twofold::domain::mask::mask_address(&phone)
+    );
+    assert!(!sent_to.masked_address.contains(&phone[4..10]));
+    assert!(
+        flow.messages.iter().any(|m| m.id == 1_010_004),
+        "kratos message ids"
+    );
+    assert!(flow.messages.iter().any(|m| m.id == 1_010_025));
+    assert!(flow.resend_available_at.is_some());
+
+    let sms = server.outbox.nth_to(&phone, 0).await;
+    let code = support::server::code_in(&sms.body);
+    assert!(sms.body.contains("Your login code is:"));
+    assert!(
+        sms.body.ends_with(&format!("@localhost #{code}")),
+        "webotp line: {:?}",
+        sms.body
+    );
+
+    let upgraded = submit(&server, &user.token, &flow.id, &code)
+        .await
+        .expect("right code");
+    assert_ne!(
+        upgraded.session_token, user.token,
+        "a new token replaces the old one"
+    );
+    let session = upgraded.session.expect("session");
+    assert_eq!(session.aal, v1::AuthenticatorAssuranceLevel::Aal2 as i32);
+    let methods: Vec<(i32, i32)> = session
+        .authentication_methods
+        .iter()
+        .map(|m| (m.method, m.aal))
+        .collect();
+    assert_eq!(
+        methods,
+        vec![
+            (
+                v1::AuthenticationMethodType::Password as i32,
+                v1::AuthenticatorAssuranceLevel::Aal1 as i32
+            ),
+            (
+                v1::AuthenticationMethodType::Code as i32,
+                v1::AuthenticatorAssuranceLevel::Aal2 as i32
+            ),
+        ]
+    );
+    assert_eq!(
+        upgraded.flow.unwrap().state,
+        v1::FlowState::PassedChallenge as i32
+    );
+
+    let session = whoami(
+        &server,
+        &upgraded.session_token,
+        v1::RequiredAal::HighestAvailable,
+    )
+    .await
+    .expect("aal2");
+    let identity = session.identity.expect("identity");
+    let address = identity
+        .verifiable_addresses
+        .iter()
+        .find(|a| a.value == phone)
+        .expect("phone address");
+    assert!(address.verified, "entering the code verified the phone");
+    let refused = whoami(&server, &user.token, v1::RequiredAal::Aal1)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        reason(&refused),
+        "SESSION_INACTIVE",
+        "the old token stopped working"
+    );
+
+    // Already at AAL2: another AAL2 flow needs `refresh`.
+    let again = aal2_flow(&server, &upgraded.session_token, "phone")
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&again), "SESSION_ALREADY_AVAILABLE");
+    server.stop().await;
+}
+
+async fn choose_method_lists_every_code_address(backend: Backend) {
+    let server = TestServer::start(backend, MFA).await;
+    let user = user_with_phone(&server).await;
+    let flow = aal2_flow(&server, &user.token, "").await.expect("flow");
+    assert_eq!(
+        flow.state,
+        v1::FlowState::ChooseMethod as i32,
+        "two addresses: the user chooses"
+    );
+    let channels: Vec<i32> = flow.code_choices.iter().map(|c| c.channel).collect();
+    assert_eq!(
+        channels,
+        vec![v1::Channel::Email as i32, v1::Channel::Sms as i32]
+    );
+    assert!(
+        flow.code_choices
+            .iter()
+            .all(|c| c.masked_address.contains('*'))
+    );
+    assert_eq!(
+        server.outbox.count_to(&user.email),
+        0,
+        "nothing sent before a choice"
+    );
+
+    let email_choice = flow
+        .code_choices
+        .iter()
+        .find(|c| c.channel == v1::Channel::Email as i32)
+        .unwrap();
+    let mut flows = server.flows().await;
+    let sent = flows
+        .send_login_code(with_bearer(
+            v1::SendLoginCodeRequest {
+                flow_id: flow.id.clone(),
+                address_id: email_choice.address_id.clone(),
+                ..Default::default()
+            },
+            &user.token,
+        ))
+        .await
+        .expect("send")
+        .into_inner()
+        .flow
+        .unwrap();
+    assert_eq!(sent.state, v1::FlowState::CodeSent as i32);
+    let email = server.outbox.nth_to(&user.email, 0).await;
+    assert_eq!(email.subject.as_deref(), Some("Your login code"));
+
+    // An address id that is not one of the flow's choices is refused: no made-up addresses.
+    let refused = flows
+        .send_login_code(with_bearer(
+            v1::SendLoginCodeRequest {
+                flow_id: flow.id.clone(),
+                address_id: uuid::Uuid::new_v4().to_string(),
+                ..Default::default()
+            },
+            &user.token,
+        ))
+        .await
+        .unwrap_err();
+    assert!(["ADDRESS_NOT_ALLOWED", "CODE_RESEND_COOLDOWN"].contains(&reason(&refused).as_str()));
+
+    let code = support::server::code_in(&email.body);
+    let upgraded = submit(&server, &user.token, &flow.id, &code)
+        .await
+        .expect("email code");
+    assert_eq!(
+        upgraded.session.unwrap().aal,
+        v1::AuthenticatorAssuranceLevel::Aal2 as i32
+    );
+    server.stop().await;
+}
+
+async fn via_names_a_code_trait_with_a_value(backend: Backend) {
+    let server = TestServer::start(backend, MFA).await;
+    let without_phone = register_user(&server, None).await;
+    let refused = aal2_flow(&server, &without_phone.token, "phone")
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&refused), "VIA_TRAIT_EMPTY");
+    assert_eq!(violated_fields(&refused), vec!["via".to_owned()]);
+    let refused = aal2_flow(&server, &without_phone.token, "nickname")
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument);
+    assert_eq!(reason(&refused), "VIA_TRAIT_UNKNOWN");
+    // Without a session there is nothing to step up.
+    let refused = server
+        .flows()
+        .await
+        .create_login_flow(v1::CreateLoginFlowRequest {
+            requested_aal: v1::AuthenticatorAssuranceLevel::Aal2 as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&refused), "SESSION_AAL1_REQUIRED");
+    server.stop().await;
+
+    // With code MFA off, the AAL2 flow is refused.
+    let server = TestServer::start(backend, "").await;
+    let user = user_with_phone(&server).await;
+    let refused = aal2_flow(&server, &user.token, "phone").await.unwrap_err();
+    assert_eq!(reason(&refused), "METHOD_DISABLED");
+    server.stop().await;
+}
+
+async fn c1_codes_are_six_ascii_digits(backend: Backend) {
+    let server = TestServer::start(backend, MFA).await;
+    let user = user_with_phone(&server).await;
+    let phone = user.phone.clone().unwrap();
+    let mut seen_leading_zero_support = Vec::new();
+    for nth in 0..3 {
+        let flow = aal2_flow(&server, &user.token, "phone")
+            .await
+            .expect("flow");
+        let code = server.outbox.code_to(&phone, nth).await;
+        assert_eq!(code.len(), 6, "{code}");
+        assert!(code.bytes().all(|b| b.is_ascii_digit()), "{code}");
+        seen_leading_zero_support.push(code);
+        let _ = flow;
+    }
+    // Three flows, three independent codes (equal codes would hint at a broken generator).
+    seen_leading_zero_support.dedup();
+    assert_eq!(seen_leading_zero_support.len(), 3);
+    server.stop().await;
+
+    // A configured length above six is honoured.
+    let server = TestServer::start(backend, &with_config("        length: 8\n")).await;
+    let user = user_with_phone(&server).await;
+    aal2_flow(&server, &user.token, "phone")
+        .await
+        .expect("flow");
+    let code = server.outbox.code_to(user.phone.as_ref().unwrap(), 0).await;
+    assert_eq!(code.len(), 8);
+    server.stop().await;
+}
+
+async fn c2_no_code_is_stored_or_queued_in_plaintext(backend: Backend) {
+    let server = TestServer::start(backend, MFA).await;
+    let user = user_with_phone(&server).await;
+    let phone = user.phone.clone().unwrap();
+    let flow = aal2_flow(&server, &user.token, "phone")
+        .await
+        .expect("flow");
+    let code = server.outbox.code_to(&phone, 0).await;
+
+    // The outbox holds sealed data only.
+    let messages = server
+        .context
+        .stores
+        .outbox
+        .list_messages(None, Some(&phone), None, 10)
+        .await
+        .unwrap();
+    assert_eq!(messages.len(), 1);
+    assert!(
+        !messages[0]
+            .sealed_data
+            .windows(code.len())
+            .any(|w| w == code.as_bytes())
+    );
+    // The challenge holds a MAC, not the code.
+    let flow_id = uuid::Uuid::parse_str(&flow.id).unwrap();
+    let stored_flow = server
+        .context
+        .stores
+        .flows
+        .get_flow(flow_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&stored_flow.document).contains(&code));
+
+    if backend == Backend::PostgresRedis {
+        // Every value of every table, and every Redis value under Twofold's prefix.
+        let dsn = server.context.settings().config.dsn.clone().unwrap();
+        let mut connection = <sqlx::PgConnection as sqlx::Connection>::connect(&dsn)
+            .await
+            .unwrap();
+        let tables: Vec<String> = sqlx::query_scalar(
+            "SELECT table_name::text FROM information_schema.tables WHERE table_schema = 'public' AND table_name <> '_sqlx_migrations'",
+        )
+        .fetch_all(&mut connection)
+        .await
+        .unwrap();
+        assert!(tables.len() >= 5, "{tables:?}");
+        for table in tables {
+            let query = format!(
+                "SELECT coalesce(string_agg(row_to_json(t)::text, ''), '') FROM \"{table}\" t"
+            );
+            let dump: String = sqlx::query_scalar(sqlx::AssertSqlSafe(query))
+                .fetch_one(&mut connection)
+                .await
+                .unwrap();
+            assert!(!dump.contains(&code), "table {table} holds the code");
+            assert!(
+                !dump.contains(&user.token),
+                "table {table} holds a session token"
+            );
+        }
+        let client = redis::Client::open(support::redis_url()).unwrap();
+        let mut redis = client.get_multiplexed_async_connection().await.unwrap();
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg("twofold:*")
+            .query_async(&mut redis)
+            .await
+            .unwrap();
+        assert!(!keys.is_empty());
+        for key in keys {
+            let kind: String = redis::cmd("TYPE")
+                .arg(&key)
+                .query_async(&mut redis)
+                .await
+                .unwrap();
+            let dump = match kind.as_str() {
+                "hash" => {
+                    let fields: Vec<Vec<u8>> = redis::cmd("HGETALL")
+                        .arg(&key)
+                        .query_async(&mut redis)
+                        .await
+                        .unwrap();
+                    fields.concat()
+                }
+                "string" => redis::cmd("GET")
+                    .arg(&key)
+                    .query_async::<Vec<u8>>(&mut redis)
+                    .await
+                    .unwrap_or_default(),
+                _ => Vec::new(),
+            };
+            assert!(
+                !dump.windows(code.len()).any(|w| w == code.as_bytes()),
+                "redis key {key} holds the code"
+            );
+        }
+    }
+    server.stop().await;
+}
+
+async fn c3_a_code_submitted_one_second_late_fails(backend: Backend) {
+    let server = TestServer::start(backend, MFA).await;
+    let user = user_with_phone(&server).await;
+    let phone = user.phone.clone().unwrap();
+
+    // Just in time: 15 minutes less one second later, the code works.
+    let flow = aal2_flow(&server, &user.token, "phone").await.unwrap();
+    let code = server.outbox.code_to(&phone, 0).await;
+    server
+        .clock
+        .advance(chrono::Duration::minutes(15) - chrono::Duration::seconds(1));
+    let upgraded = submit(&server, &user.token, &flow.id, &code)
+        .await
+        .expect("in time");
+
+    // One second late, the right code fails.
+    let flow = aal2_flow_refresh(&server, &upgraded.session_token).await;
+    let code = server.outbox.code_to(&phone, 1).await;
+    server
+        .clock
+        .advance(chrono::Duration::minutes(15) + chrono::Duration::seconds(1));
+    let late = submit(&server, &upgraded.session_token, &flow.id, &code)
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&late), "CODE_INVALID");
+    server.stop().await;
+}
+
+async fn aal2_flow_refresh(server: &TestServer, token: &str) -> v1::LoginFlow {
+    server
+        .flows()
+        .await
+        .create_login_flow(with_bearer(
+            v1::CreateLoginFlowRequest {
+                requested_aal: v1::AuthenticatorAssuranceLevel::Aal2 as i32,
+                via: "phone".into(),
+                refresh: true,
+            },
+            token,
+        ))
+        .await
+        .expect("refresh flow")
+        .into_inner()
+        .flow
+        .unwrap()
+}
+
+async fn c4_sixty_four_concurrent_right_codes_upgrade_once(backend: Backend) {
+    let server = TestServer::start(backend, MFA).await;
+    let user = user_with_phone(&server).await;
+    let flow = aal2_flow(&server, &user.token, "phone").await.unwrap();
+    let code = server.outbox.code_to(user.phone.as_ref().unwrap(), 0).await;
+
+    let channel = server.public_channel().await;
+    let mut tasks = Vec::new();
+    for _ in 0..64 {
+        let mut flows = v1::flow_service_client::FlowServiceClient::new(channel.clone());
+        let request = with_bearer(
+            v1::SubmitLoginCodeRequest {
+                flow_id: flow.id.clone(),
+                code: code.clone(),
+            },
+            &user.token,
+        );
+        tasks.push(tokio::spawn(async move {
+            flows.submit_login_code(request).await
+        }));
+    }
+    let mut tokens = Vec::new();
+    for task in tasks {
+        if let Ok(response) = task.await.unwrap() {
+            tokens.push(response.into_inner().session_token);
+        }
+    }
+    assert_eq!(tokens.len(), 1, "exactly one submission succeeds");
+    let sessions = server
+        .session_admin()
+        .await
+        .list_identity_sessions(admin(v1::ListIdentitySessionsRequest {
+            identity_id: user.identity_id.clone(),
+            include_inactive: true,
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .sessions;
+    let aal2: Vec<_> = sessions
+        .iter()
+        .filter(|s| s.aal == v1::AuthenticatorAssuranceLevel::Aal2 as i32)
+        .collect();
+    assert_eq!(aal2.len(), 1, "exactly one session upgrade exists");
+    whoami(&server, &tokens[0], v1::RequiredAal::HighestAvailable)
+        .await
+        .expect("the winner's token works");
+    server.stop().await;
+}
+
+async fn c5_a_code_is_bound_to_its_flow_and_identity(backend: Backend) {
+    let server = TestServer::start(backend, MFA).await;
+    let alice = user_with_phone(&server).await;
+    let bob = user_with_phone(&server).await;
+    let alice_flow = aal2_flow(&server, &alice.token, "phone").await.unwrap();
+    let alice_code = server
+        .outbox
+        .code_to(alice.phone.as_ref().unwrap(), 0)
+        .await;
+    let alice_second = aal2_flow(&server, &alice.token, "phone").await.unwrap();
+    let bob_flow = aal2_flow(&server, &bob.token, "phone").await.unwrap();
+
+    // Flow A's code fails in flow B of the same user, and in another user's flow.
+    let refused = submit(&server, &alice.token, &alice_second.id, &alice_code)
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&refused), "CODE_INVALID");
+    let refused = submit(&server, &bob.token, &bob_flow.id, &alice_code)
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&refused), "CODE_INVALID");
+    // Another user's session cannot drive Alice's flow at all.
+    let refused = submit(&server, &bob.token, &alice_flow.id, &alice_code)
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&refused), "FLOW_SESSION_MISMATCH");
+    // In its own flow it still works (the wrong tries elsewhere did not burn it).
+    submit(&server, &alice.token, &alice_flow.id, &alice_code)
+        .await
+        .expect("own flow");
+    server.stop().await;
+}
+
+async fn c6_resend_kills_the_old_code_and_has_a_cooldown(backend: Backend) {
+    let server = TestServer::start(backend, MFA).await;
+    let user = user_with_phone(&server).await;
+    let phone = user.phone.clone().unwrap();
+    let flow = aal2_flow(&server, &user.token, "phone").await.unwrap();
+    let old_code = server.outbox.code_to(&phone, 0).await;
+
+    let mut flows = server.flows().await;
+    let resend = v1::ResendLoginCodeRequest {
+        flow_id: flow.id.clone(),
+    };
+    let refused = flows
+        .resend_login_code(with_bearer(resend.clone(), &user.token))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::ResourceExhausted);
+    assert_eq!(reason(&refused), "CODE_RESEND_COOLDOWN");
+    let details = tonic_types::StatusExt::get_error_details(&refused);
+    let retry = details
+        .retry_info()
+        .expect("RetryInfo")
+        .retry_delay
+        .expect("delay");
+    assert!(retry.as_secs() > 0 && retry.as_secs() <= 30, "{retry:?}");
+
+    server.clock.advance(chrono::Duration::seconds(31));
+    let resent = flows
+        .resend_login_code(with_bearer(resend, &user.token))
+        .await
+        .expect("resend")
+        .into_inner();
+    assert_eq!(resent.flow.unwrap().state, v1::FlowState::CodeSent as i32);
+    let new_code = server.outbox.code_to(&phone, 1).await;
+    if new_code != old_code {
+        let refused = submit(&server, &user.token, &flow.id, &old_code)
+            .await
+            .unwrap_err();
+        assert_eq!(
+            reason(&refused),
+            "CODE_INVALID",
+            "the old code died with the resend"
+        );
+    }
+    submit(&server, &user.token, &flow.id, &new_code)
+        .await
+        .expect("new code works");
+    server.stop().await;
+}
+
+async fn c7_malformed_codes_are_refused_without_counting(backend: Backend) {
+    let server = TestServer::start(backend, MFA).await;
+    let user = user_with_phone(&server).await;
+    let flow = aal2_flow(&server, &user.token, "phone").await.unwrap();
+    let code = server.outbox.code_to(user.phone.as_ref().unwrap(), 0).await;
+    let full_width: String = code
+        .chars()
+        .map(|c| char::from_u32(c as u32 - '0' as u32 + 0xFF10).unwrap())
+        .collect();
+    let malformed = [
+        full_width,
+        format!("{} {}", &code[..3], &code[3..]),
+        format!("{code}0"),
+        code[..5].to_owned(),
+        format!(" {code}"),
+        "abcdef".to_owned(),
+        String::new(),
+    ];
+    // More malformed inputs than max_submissions: had they counted, the right code would fail.
+    for input in malformed.iter().chain(malformed.iter()) {
+        let refused = submit(&server, &user.token, &flow.id, input)
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), Code::InvalidArgument, "{input:?}");
+        assert_eq!(reason(&refused), "VALIDATION_FAILED", "{input:?}");
+        assert_eq!(violated_fields(&refused), vec!["code".to_owned()]);
+    }
+    submit(&server, &user.token, &flow.id, &code)
+        .await
+        .expect("nothing was counted");
+    server.stop().await;
+}
+
+async fn g1_max_submissions_then_even_the_right_code_fails(backend: Backend) {
+    let server = TestServer::start(backend, MFA).await;
+    let user = user_with_phone(&server).await;
+    let phone = user.phone.clone().unwrap();
+    let flow = aal2_flow(&server, &user.token, "phone").await.unwrap();
+    let code = server.outbox.code_to(&phone, 0).await;
+    for _ in 0..5 {
+        let refused = submit(&server, &user.token, &flow.id, &wrong(&code))
+            .await
+            .unwrap_err();
+        assert_eq!(reason(&refused), "CODE_INVALID");
+    }
+    let refused = submit(&server, &user.token, &flow.id, &code)
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&refused), "CODE_SUBMITTED_TOO_OFTEN");
+    // A new code gives a fresh set of tries (unlike Kratos, the flow is not dead).
+    server.clock.advance(chrono::Duration::seconds(31));
+    server
+        .flows()
+        .await
+        .resend_login_code(with_bearer(
+            v1::ResendLoginCodeRequest {
+                flow_id: flow.id.clone(),
+            },
+            &user.token,
+        ))
+        .await
+        .expect("resend");
+    let new_code = server.outbox.code_to(&phone, 1).await;
+    submit(&server, &user.token, &flow.id, &new_code)
+        .await
+        .expect("new code works");
+    server.stop().await;
+}
+
+async fn g2_g4_identity_budget_across_flows_and_locked_answers_look_wrong(backend: Backend) {
+    let server = TestServer::start(
+        backend,
+        &with_config("        identity_failure_budget: 8\n        max_submissions: 3\n"),
+    )
+    .await;
+    let user = user_with_phone(&server).await;
+    let phone = user.phone.clone().unwrap();
+    let identity_id = uuid::Uuid::parse_str(&user.identity_id).unwrap();
+    // Many flows × a few guesses: 4 flows × 3 = 12 guesses, but the budget is 8.
+    let mut answers = Vec::new();
+    for nth in 0..4 {
+        let flow = aal2_flow(&server, &user.token, "phone").await.unwrap();
+        let code = server.outbox.code_to(&phone, nth).await;
+        for _ in 0..3 {
+            answers.push(reason(
+                &submit(&server, &user.token, &flow.id, &wrong(&code))
+                    .await
+                    .unwrap_err(),
+            ));
+        }
+    }
+    assert!(answers.iter().all(|r| r == "CODE_INVALID"), "{answers:?}");
+    let state = server
+        .context
+        .stores
+        .budget
+        .failure_state(identity_id, server.clock_now())
+        .await
+        .unwrap();
+    assert!(
+        state.locked_until.is_some(),
+        "the identity is locked after its budget: {state:?}"
+    );
+
+    // Locked: the right code gets the same answer as a wrong one (G4).
+    let flow = aal2_flow(&server, &user.token, "phone").await.unwrap();
+    let code = server.outbox.code_to(&phone, 4).await;
+    let right = submit(&server, &user.token, &flow.id, &code)
+        .await
+        .unwrap_err();
+    let wrong_answer = submit(&server, &user.token, &flow.id, &wrong(&code))
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&right), "CODE_INVALID");
+    assert_eq!(right.code(), wrong_answer.code());
+    assert_eq!(right.message(), wrong_answer.message());
+
+    // The budget lives in SQL, not Redis, and audit records show the lockout (L2).
+    let events = server
+        .context
+        .stores
+        .outbox
+        .audit_events(identity_id)
+        .await
+        .unwrap();
+    assert!(
+        events.iter().any(|e| e.event == "code.locked_out"),
+        "{:?}",
+        events.iter().map(|e| &e.event).collect::<Vec<_>>()
+    );
+    assert!(events.iter().filter(|e| e.event == "code.failed").count() >= 7);
+    assert!(events.iter().all(|e| {
+        e.address_hash
+            .as_deref()
+            .is_none_or(|h| !h.contains(&phone))
+    }));
+
+    // Lockout is temporary (G3): after it ends, a new code works and resets the count.
+    server.clock.advance(chrono::Duration::hours(25));
+    let flow = aal2_flow(&server, &user.token, "phone").await.unwrap();
+    let code = server.outbox.code_to(&phone, 5).await;
+    submit(&server, &user.token, &flow.id, &code)
+        .await
+        .expect("unlocked");
+    let state = server
+        .context
+        .stores
+        .budget
+        .failure_state(identity_id, server.clock_now())
+        .await
+        .unwrap();
+    assert_eq!(state.failures, 0);
+    server.stop().await;
+}
+
+async fn a1_a2_aal_enforced_and_token_rotated(backend: Backend) {
+    let server = TestServer::start(backend, MFA).await;
+    let user = user_with_phone(&server).await;
+    let refused = whoami(&server, &user.token, v1::RequiredAal::HighestAvailable)
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&refused), "SESSION_AAL2_REQUIRED");
+    let flow = aal2_flow(&server, &user.token, "phone").await.unwrap();
+    let code = server.outbox.code_to(user.phone.as_ref().unwrap(), 0).await;
+    let upgraded = submit(&server, &user.token, &flow.id, &code).await.unwrap();
+    assert!(upgraded.session_token.len() >= 40);
+    whoami(
+        &server,
+        &upgraded.session_token,
+        v1::RequiredAal::HighestAvailable,
+    )
+    .await
+    .expect("aal2 passes");
+    assert_eq!(
+        reason(
+            &whoami(&server, &user.token, v1::RequiredAal::Aal1)
+                .await
+                .unwrap_err()
+        ),
+        "SESSION_INACTIVE"
+    );
+    server.stop().await;
+}
+
+async fn a5_s5_email_policy_and_different_factors(backend: Backend) {
+    // S5: email codes do not count as a second factor.
+    let server = TestServer::start(
+        backend,
+        &with_config("        email_counts_as_aal2: false\n"),
+    )
+    .await;
+    let user = user_with_phone(&server).await;
+    let flow = aal2_flow(&server, &user.token, "").await.unwrap();
+    assert_eq!(
+        flow.state,
+        v1::FlowState::CodeSent as i32,
+        "only the phone is left, so it is sent at once"
+    );
+    assert_eq!(flow.code_choices.len(), 1);
+    assert_eq!(flow.code_choices[0].channel, v1::Channel::Sms as i32);
+    let refused = aal2_flow(&server, &user.token, "email").await.unwrap_err();
+    assert_eq!(reason(&refused), "ADDRESS_NOT_ALLOWED");
+    let email_only = register_user(&server, None).await;
+    let refused = aal2_flow(&server, &email_only.token, "").await.unwrap_err();
+    assert_eq!(reason(&refused), "METHOD_DISABLED");
+    whoami(
+        &server,
+        &email_only.token,
+        v1::RequiredAal::HighestAvailable,
+    )
+    .await
+    .expect("nothing above aal1 is available");
+    server.stop().await;
+
+    // A5: a session whose first factor was a code to the email cannot use that email again.
+    let server = TestServer::start(backend, MFA).await;
+    let user = user_with_phone(&server).await;
+    let identity_id = uuid::Uuid::parse_str(&user.identity_id).unwrap();
+    let (_, token) = twofold::domain::sessions::issue(
+        &server.context,
+        identity_id,
+        vec![twofold::domain::session::AuthenticationMethod {
+            method: twofold::domain::session::MethodKind::Code,
+            aal: twofold::domain::aal::Aal::Aal1,
+            completed_at: server.clock_now(),
+            channel: Some(twofold::domain::aal::Channel::Email),
+            address_hash: Some(twofold::domain::mask::address_hash(&user.email)),
+        }],
+    )
+    .await
+    .unwrap();
+    let flow = aal2_flow(&server, token.expose(), "").await.unwrap();
+    let channels: Vec<i32> = flow.code_choices.iter().map(|c| c.channel).collect();
+    assert_eq!(
+        channels,
+        vec![v1::Channel::Sms as i32],
+        "the email that was the first factor is not offered"
+    );
+    let refused = aal2_flow(&server, token.expose(), "email")
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&refused), "ADDRESS_NOT_ALLOWED");
+    server.stop().await;
+}
+
+async fn passwordless_login_by_code_is_enumeration_safe(backend: Backend) {
+    let server = TestServer::start(
+        backend,
+        "selfservice:\n  methods:\n    code:\n      passwordless_enabled: true\n",
+    )
+    .await;
+    let user = user_with_phone(&server).await;
+    let mut flows = server.flows().await;
+    let send = |identifier: String| {
+        let mut flows = flows.clone();
+        async move {
+            let flow = flows
+                .create_login_flow(v1::CreateLoginFlowRequest::default())
+                .await
+                .unwrap()
+                .into_inner()
+                .flow
+                .unwrap();
+            assert!(flow.methods.contains(&"code".to_owned()));
+            let sent = flows
+                .send_login_code(v1::SendLoginCodeRequest {
+                    flow_id: flow.id,
+                    identifier,
+                    ..Default::default()
+                })
+                .await
+                .expect("send")
+                .into_inner()
+                .flow
+                .unwrap();
+            sent
+        }
+    };
+    let known = send(user.email.to_uppercase()).await;
+    let unknown = send(unique_email("nobody")).await;
+    // Same shape for both: state, channel, messages (ids and masked text aside).
+    assert_eq!(known.state, unknown.state);
+    assert_eq!(known.methods, unknown.methods);
+    assert_eq!(
+        known.messages.iter().map(|m| m.id).collect::<Vec<_>>(),
+        unknown.messages.iter().map(|m| m.id).collect::<Vec<_>>()
+    );
+    let (k, u) = (
+        known.code_sent_to.clone().unwrap(),
+        unknown.code_sent_to.clone().unwrap(),
+    );
+    assert_eq!(
+        (k.channel, k.r#trait.as_str()),
+        (u.channel, u.r#trait.as_str())
+    );
+    assert_eq!(known.code_choices.len(), unknown.code_choices.len());
+
+    let code = server.outbox.code_to(&user.email, 0).await;
+    let logged_in = flows
+        .submit_login_code(v1::SubmitLoginCodeRequest {
+            flow_id: known.id.clone(),
+            code: code.clone(),
+        })
+        .await
+        .expect("passwordless login")
+        .into_inner();
+    let session = logged_in.session.unwrap();
+    assert_eq!(session.aal, v1::AuthenticatorAssuranceLevel::Aal1 as i32);
+    assert_eq!(
+        session.authentication_methods[0].method,
+        v1::AuthenticationMethodType::Code as i32
+    );
+    let refused = flows
+        .submit_login_code(v1::SubmitLoginCodeRequest {
+            flow_id: unknown.id,
+            code,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&refused), "CODE_INVALID");
+    assert_eq!(
+        server.outbox.all().len(),
+        1,
+        "nothing was sent for the unknown identifier"
+    );
+    server.stop().await;
+}
+
+async fn code_service_send_verify_idempotent(backend: Backend) {
+    let server = TestServer::start(backend, "").await;
+    let user = user_with_phone(&server).await;
+    let phone = user.phone.clone().unwrap();
+    let mut codes = server.codes().await;
+    let request = v1::SendCodeRequest {
+        identity_id: user.identity_id.clone(),
+        target: Some(v1::send_code_request::Target::Via("phone".into())),
+        purpose: "confirm-payout".into(),
+        locale: String::new(),
+        request_id: "payout-42".into(),
+    };
+    let first = codes
+        .send_code(admin(request.clone()))
+        .await
+        .expect("send")
+        .into_inner();
+    assert_eq!(first.channel, v1::Channel::Sms as i32);
+    assert!(first.masked_address.contains('*'));
+    let retry = codes
+        .send_code(admin(request))
+        .await
+        .expect("retry")
+        .into_inner();
+    assert_eq!(
+        retry.challenge_id, first.challenge_id,
+        "a retry returns the first challenge"
+    );
+    let code = server.outbox.code_to(&phone, 0).await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(server.outbox.count_to(&phone), 1, "and sends nothing");
+    assert!(
+        server
+            .outbox
+            .nth_to(&phone, 0)
+            .await
+            .body
+            .contains("verification code")
+    );
+
+    let verify = |code: String, purpose: &str| v1::VerifyCodeRequest {
+        challenge_id: first.challenge_id.clone(),
+        code,
+        purpose: purpose.into(),
+    };
+    let answer = codes
+        .verify_code(admin(verify(wrong(&code), "confirm-payout")))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!answer.verified);
+    assert_eq!(answer.failure_reason, v1::ErrorReason::CodeInvalid as i32);
+    let answer = codes
+        .verify_code(admin(verify(code.clone(), "another-purpose")))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!answer.verified, "a code verifies only for its purpose");
+    let answer = codes
+        .verify_code(admin(verify(code.clone(), "confirm-payout")))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(answer.verified);
+    assert_eq!(answer.identity_id, user.identity_id);
+    let answer = codes
+        .verify_code(admin(verify(code, "confirm-payout")))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!answer.verified, "single use");
+
+    // S1: only the identity's own addresses.
+    let refused = codes
+        .send_code(admin(v1::SendCodeRequest {
+            identity_id: user.identity_id.clone(),
+            target: Some(v1::send_code_request::Target::Address(
+                "+4915199999999".into(),
+            )),
+            purpose: "x".into(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&refused), "ADDRESS_NOT_ALLOWED");
+    let refused = codes
+        .send_code(admin(v1::SendCodeRequest {
+            identity_id: user.identity_id.clone(),
+            target: None,
+            purpose: "x".into(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(violated_fields(&refused), vec!["target".to_owned()]);
+    let refused = codes
+        .verify_code(admin(v1::VerifyCodeRequest {
+            challenge_id: uuid::Uuid::new_v4().to_string(),
+            code: "123456".into(),
+            purpose: "x".into(),
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&refused), "CHALLENGE_NOT_FOUND");
+    server.stop().await;
+}
+
+async fn courier_abandons_messages_whose_code_expired(backend: Backend) {
+    let server = TestServer::start_with(backend, MFA, Options { courier: false }).await;
+    let user = user_with_phone(&server).await;
+    let phone = user.phone.clone().unwrap();
+    aal2_flow(&server, &user.token, "phone").await.unwrap();
+    server.clock.advance(chrono::Duration::minutes(16));
+    assert_eq!(server.deliver_once().await, 1);
+    assert_eq!(
+        server.outbox.count_to(&phone),
+        0,
+        "an expired code is never sent"
+    );
+    let messages = server
+        .context
+        .stores
+        .outbox
+        .list_messages(None, Some(&phone), None, 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        messages[0].status,
+        twofold::store::codes::MessageStatus::Abandoned
+    );
+
+    // A fresh one is delivered and its attempt recorded.
+    let refreshed = aal2_flow(&server, &user.token, "phone").await.unwrap();
+    assert_eq!(server.deliver_once().await, 1);
+    assert_eq!(server.outbox.count_to(&phone), 1);
+    let messages = server
+        .context
+        .stores
+        .outbox
+        .list_messages(None, Some(&phone), None, 10)
+        .await
+        .unwrap();
+    let sent = messages
+        .iter()
+        .find(|m| m.status == twofold::store::codes::MessageStatus::Sent)
+        .expect("sent");
+    let attempts = server
+        .context
+        .stores
+        .outbox
+        .attempts(sent.id)
+        .await
+        .unwrap();
+    assert_eq!(attempts.len(), 1);
+    assert!(attempts[0].succeeded);
+    let _ = refreshed;
+    server.stop().await;
+}
+
+async fn l1_no_code_token_or_phone_in_logs(backend: Backend) {
+    let server = TestServer::start(backend, MFA).await;
+    let user = user_with_phone(&server).await;
+    let phone = user.phone.clone().unwrap();
+    let flow = aal2_flow(&server, &user.token, "phone").await.unwrap();
+    let code = server.outbox.code_to(&phone, 0).await;
+    let _ = submit(&server, &user.token, &flow.id, &wrong(&code)).await;
+    let upgraded = submit(&server, &user.token, &flow.id, &code).await.unwrap();
+    let logs = support::logs::text();
+    assert!(logs.contains("code verified"), "the capture works");
+    for secret in [
+        code.as_str(),
+        user.token.as_str(),
+        upgraded.session_token.as_str(),
+        phone.as_str(),
+        &phone[3..],
+    ] {
+        assert!(!logs.contains(secret), "a log line holds a secret");
+    }
+    server.stop().await;
+}
