@@ -779,11 +779,12 @@ async fn g1_max_submissions_then_even_the_right_code_fails(backend: Backend) {
 }
 
 async fn g2_g4_identity_budget_across_flows_and_locked_answers_look_wrong(backend: Backend) {
-    let server = TestServer::start(
-        backend,
-        &with_config("        identity_failure_budget: 8\n        max_submissions: 3\n"),
-    )
-    .await;
+    // Sessions outlive the lockout, so the same session can try again after it.
+    let yaml = format!(
+        "session:\n  lifespan: 72h\n{}",
+        with_config("        identity_failure_budget: 8\n        max_submissions: 3\n")
+    );
+    let server = TestServer::start(backend, &yaml).await;
     let user = user_with_phone(&server).await;
     let phone = user.phone.clone().unwrap();
     let identity_id = uuid::Uuid::parse_str(&user.identity_id).unwrap();

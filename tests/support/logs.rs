@@ -19,13 +19,14 @@ impl Write for BufferWriter {
     }
 }
 
-/// Installs the capturing subscriber once per test binary, at the most verbose level.
+/// Installs the capturing subscriber once per test binary: everything Twofold logs at any
+/// level, and what its libraries log at the `info` level an operator would run with.
 pub fn capture() {
     BUFFER.get_or_init(|| {
         let buffer = Arc::new(Mutex::new(Vec::new()));
         let writer = BufferWriter(buffer.clone());
         let _ = tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::TRACE)
+            .with_env_filter(tracing_subscriber::EnvFilter::new("info,twofold=trace"))
             .with_ansi(false)
             .with_writer(move || writer.clone())
             .try_init();
