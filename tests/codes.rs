@@ -974,7 +974,7 @@ async fn passwordless_login_by_code_is_enumeration_safe(backend: Backend) {
                 .flow
                 .unwrap();
             assert!(flow.methods.contains(&"code".to_owned()));
-            let sent = flows
+            flows
                 .send_login_code(v1::SendLoginCodeRequest {
                     flow_id: flow.id,
                     identifier,
@@ -984,8 +984,7 @@ async fn passwordless_login_by_code_is_enumeration_safe(backend: Backend) {
                 .expect("send")
                 .into_inner()
                 .flow
-                .unwrap();
-            sent
+                .unwrap()
         }
     };
     let known = send(user.email.to_uppercase()).await;

@@ -15,6 +15,13 @@ pub fn mask_address(address: &str) -> String {
     format!("{head}{}{tail}", "*".repeat(chars.len() - 6))
 }
 
+/// SHA-256 (hex) of a normalised address: lets audit records and sessions refer to an address
+/// without holding it.
+pub fn address_hash(address: &str) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(address.as_bytes()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::mask_address;
@@ -33,11 +40,4 @@ mod tests {
     fn short_values_are_fully_masked() {
         assert_eq!(mask_address("12345"), "*****");
     }
-}
-
-/// SHA-256 (hex) of a normalised address: lets audit records and sessions refer to an address
-/// without holding it.
-pub fn address_hash(address: &str) -> String {
-    use sha2::{Digest, Sha256};
-    hex::encode(Sha256::digest(address.as_bytes()))
 }
