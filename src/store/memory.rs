@@ -1,12 +1,16 @@
-//! In-process store for short-lived state on the embedded default (one replica only).
+//! In-process store for short-lived state on the embedded default (one replica only): flows,
+//! code challenges and rate-limit windows.
 //!
 //! Entries carry their expiry instant; an expired entry is treated as absent at once and removed
 //! lazily (when looked at, and in a sweep on each create), so no background task is needed.
-use super::{FlowStore, StoreResult, StoredFlow};
+use super::codes::{AttemptOutcome, Challenge, ChallengeStore, RateLimiter, ReplaceOutcome};
+use super::{FlowStore, StoreError, StoreResult, StoredFlow};
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
+use subtle::{Choice, ConstantTimeEq};
 use uuid::Uuid;
 
 struct Entry {
@@ -88,5 +92,220 @@ impl FlowStore for MemoryFlowStore {
             document: document.to_vec(),
         };
         Ok(true)
+    }
+}
+
+struct ChallengeEntry {
+    challenge: Challenge,
+    expires_at: Instant,
+}
+
+#[derive(Default)]
+struct CodeState {
+    challenges: HashMap<Uuid, ChallengeEntry>,
+    requests: HashMap<String, (Uuid, Instant)>,
+    /// Counters by (key, window index), each dropped once its window is over.
+    windows: HashMap<(String, i64), (u32, Instant)>,
+    /// Hits since the last sweep of `windows`.
+    hits_since_sweep: u32,
+}
+
+/// Sweeping the counters on every hit would make each hit cost O(keys).
+const WINDOW_SWEEP_EVERY: u32 = 1024;
+
+/// Challenges, sender idempotency keys and rate-limit windows for the embedded default, with the
+/// same semantics as the Redis store. One mutex makes every operation atomic.
+#[derive(Default)]
+pub struct MemoryCodeStore {
+    state: Mutex<CodeState>,
+}
+
+impl MemoryCodeStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn state(&self) -> MutexGuard<'_, CodeState> {
+        // As for flows: every critical section leaves the maps consistent.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn live_challenge<'a>(
+        challenges: &'a mut HashMap<Uuid, ChallengeEntry>,
+        id: &Uuid,
+        now: Instant,
+    ) -> Option<&'a mut ChallengeEntry> {
+        if challenges
+            .get(id)
+            .is_some_and(|entry| entry.expires_at <= now)
+        {
+            challenges.remove(id);
+        }
+        challenges.get_mut(id)
+    }
+}
+
+#[async_trait]
+impl ChallengeStore for MemoryCodeStore {
+    async fn create_challenge(&self, challenge: &Challenge, ttl: Duration) -> StoreResult<()> {
+        if challenge.mac.len() != 32 {
+            return Err(StoreError::Internal(
+                "challenge mac must be 32 bytes".into(),
+            ));
+        }
+        let now = Instant::now();
+        let mut state = self.state();
+        state.challenges.retain(|_, entry| entry.expires_at > now);
+        state
+            .requests
+            .retain(|_, (_, expires_at)| *expires_at > now);
+        state.challenges.insert(
+            challenge.id,
+            ChallengeEntry {
+                challenge: challenge.clone(),
+                expires_at: now + ttl,
+            },
+        );
+        Ok(())
+    }
+
+    async fn get_challenge(&self, id: Uuid) -> StoreResult<Option<Challenge>> {
+        let mut state = self.state();
+        Ok(
+            Self::live_challenge(&mut state.challenges, &id, Instant::now())
+                .map(|entry| entry.challenge.clone()),
+        )
+    }
+
+    async fn attempt(
+        &self,
+        id: Uuid,
+        candidates: &[[u8; 32]],
+        now: DateTime<Utc>,
+        max_attempts: u32,
+    ) -> StoreResult<AttemptOutcome> {
+        let mut state = self.state();
+        let Some(entry) = Self::live_challenge(&mut state.challenges, &id, Instant::now()) else {
+            return Ok(AttemptOutcome::NotFound);
+        };
+        let challenge = &mut entry.challenge;
+        if challenge.consumed {
+            return Ok(AttemptOutcome::AlreadyUsed);
+        }
+        if now >= challenge.expires_at {
+            return Ok(AttemptOutcome::Expired);
+        }
+        if challenge.attempts >= max_attempts {
+            return Ok(AttemptOutcome::TooManyAttempts);
+        }
+        challenge.attempts += 1;
+        // Every candidate is compared in full, whatever the earlier ones gave.
+        let found = candidates.iter().fold(Choice::from(0), |found, candidate| {
+            found | challenge.mac.as_slice().ct_eq(candidate.as_slice())
+        });
+        if bool::from(found) {
+            challenge.consumed = true;
+            return Ok(AttemptOutcome::Verified(challenge.clone()));
+        }
+        Ok(AttemptOutcome::Wrong {
+            attempts_left: max_attempts - challenge.attempts,
+        })
+    }
+
+    async fn replace_code(
+        &self,
+        id: Uuid,
+        mac: &[u8],
+        now: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+        resend_available_at: DateTime<Utc>,
+        ttl: Duration,
+    ) -> StoreResult<ReplaceOutcome> {
+        if mac.len() != 32 {
+            return Err(StoreError::Internal(
+                "challenge mac must be 32 bytes".into(),
+            ));
+        }
+        let instant = Instant::now();
+        let mut state = self.state();
+        let Some(entry) = Self::live_challenge(&mut state.challenges, &id, instant) else {
+            return Ok(ReplaceOutcome::NotFound);
+        };
+        let challenge = &mut entry.challenge;
+        if challenge.consumed {
+            return Ok(ReplaceOutcome::AlreadyUsed);
+        }
+        if now < challenge.resend_available_at {
+            return Ok(ReplaceOutcome::Cooldown {
+                available_at: challenge.resend_available_at,
+            });
+        }
+        challenge.mac = mac.to_vec();
+        challenge.attempts = 0;
+        challenge.sends = challenge.sends.saturating_add(1);
+        challenge.expires_at = expires_at;
+        challenge.resend_available_at = resend_available_at;
+        entry.expires_at = instant + ttl;
+        Ok(ReplaceOutcome::Replaced(entry.challenge.clone()))
+    }
+
+    async fn remember_request(
+        &self,
+        key: &str,
+        challenge_id: Uuid,
+        ttl: Duration,
+    ) -> StoreResult<Option<Uuid>> {
+        let now = Instant::now();
+        let mut state = self.state();
+        if let Some((first, expires_at)) = state.requests.get(key)
+            && *expires_at > now
+        {
+            return Ok(Some(*first));
+        }
+        state
+            .requests
+            .insert(key.to_owned(), (challenge_id, now + ttl));
+        Ok(None)
+    }
+
+    async fn forget_request(&self, key: &str) -> StoreResult<()> {
+        self.state().requests.remove(key);
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl RateLimiter for MemoryCodeStore {
+    async fn hit(
+        &self,
+        key: &str,
+        limit: u32,
+        window: Duration,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Result<u32, Duration>> {
+        let window_ms = i64::try_from(window.as_millis()).unwrap_or(i64::MAX).max(1);
+        let now_ms = now.timestamp_millis();
+        let index = now_ms.div_euclid(window_ms);
+        let remaining_ms = (index + 1) * window_ms - now_ms;
+        let remaining = Duration::from_millis(u64::try_from(remaining_ms).unwrap_or(0));
+        let instant = Instant::now();
+        let mut state = self.state();
+        state.hits_since_sweep += 1;
+        if state.hits_since_sweep >= WINDOW_SWEEP_EVERY {
+            state.hits_since_sweep = 0;
+            state.windows.retain(|_, (_, until)| *until > instant);
+        }
+        // Kept one window longer than needed, as in Redis, for callers whose clocks lag.
+        let (count, _) = state
+            .windows
+            .entry((key.to_owned(), index))
+            .or_insert((0, instant + remaining + window));
+        *count = count.saturating_add(1);
+        if *count > limit {
+            return Ok(Err(remaining));
+        }
+        Ok(Ok(*count))
     }
 }

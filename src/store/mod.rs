@@ -1,9 +1,10 @@
 //! Storage traits the domain depends on, and their backends.
 //!
-//! Durable records (identities, credentials, sessions) live in a SQL database: Postgres in
-//! production, SQLite on the embedded default. Short-lived records with a TTL (flows, and code
-//! challenges later) live in Redis, or in process memory on the embedded default. Every trait has
-//! one conformance suite (`tests/store_conformance.rs`) that runs against every backend.
+//! Durable records (identities, credentials, sessions, the failure budget, the courier outbox and
+//! audit events) live in a SQL database: Postgres in production, SQLite on the embedded default.
+//! Short-lived records with a TTL (flows, code challenges and rate-limit windows) live in Redis,
+//! or in process memory on the embedded default. Every trait has one conformance suite
+//! (`tests/store_conformance.rs`) that runs against every backend.
 
 use crate::domain::aal::Aal;
 use crate::domain::identity::{CredentialKind, Identity};
@@ -16,9 +17,9 @@ use uuid::Uuid;
 
 pub mod codes;
 pub mod memory;
-pub mod placeholder;
 pub mod postgres;
 pub mod redis;
+pub mod redis_codes;
 pub mod sql_common;
 pub mod sqlite;
 
@@ -178,13 +179,19 @@ pub struct Stores {
 /// file when unset), `redis.url` picks Redis or the in-process store.
 pub async fn open(config: &crate::config::Config) -> StoreResult<Stores> {
     let dsn = config.dsn.as_deref().unwrap_or(DEFAULT_SQLITE_DSN);
-    let (identities, sessions): (Arc<dyn IdentityStore>, Arc<dyn SessionStore>) =
+    type Sql = (
+        Arc<dyn IdentityStore>,
+        Arc<dyn SessionStore>,
+        Arc<dyn codes::FailureBudgetStore>,
+        Arc<dyn codes::Outbox>,
+    );
+    let (identities, sessions, budget, outbox): Sql =
         if dsn.starts_with("postgres://") || dsn.starts_with("postgresql://") {
-            let store = postgres::PostgresStore::connect(dsn).await?;
-            (Arc::new(store.clone()), Arc::new(store))
+            let store = Arc::new(postgres::PostgresStore::connect(dsn).await?);
+            (store.clone(), store.clone(), store.clone(), store)
         } else if dsn == "memory" || dsn.starts_with("sqlite:") {
-            let store = sqlite::SqliteStore::connect(dsn).await?;
-            (Arc::new(store.clone()), Arc::new(store))
+            let store = Arc::new(sqlite::SqliteStore::connect(dsn).await?);
+            (store.clone(), store.clone(), store.clone(), store)
         } else {
             // The DSN may hold a password, so only its scheme goes into the message.
             let scheme = dsn.split(':').next().unwrap_or_default();
@@ -192,19 +199,44 @@ pub async fn open(config: &crate::config::Config) -> StoreResult<Stores> {
                 "unsupported dsn scheme {scheme:?}: expected postgres://, sqlite: or memory"
             )));
         };
-    let flows: Arc<dyn FlowStore> = match config.redis.url.as_deref() {
-        Some(url) => Arc::new(redis::RedisFlowStore::connect(url, REDIS_KEY_PREFIX).await?),
-        None => Arc::new(memory::MemoryFlowStore::new()),
+    let (flows, challenges, limits): (
+        Arc<dyn FlowStore>,
+        Arc<dyn codes::ChallengeStore>,
+        Arc<dyn codes::RateLimiter>,
+    ) = match config.redis.url.as_deref() {
+        Some(url) => {
+            // One connection manager (it multiplexes) for flows and codes.
+            let connection = redis::connect_manager(url).await?;
+            let codes = Arc::new(redis_codes::RedisCodeStore::with_connection(
+                connection.clone(),
+                REDIS_KEY_PREFIX,
+            ));
+            (
+                Arc::new(redis::RedisFlowStore::with_connection(
+                    connection,
+                    REDIS_KEY_PREFIX,
+                )),
+                codes.clone(),
+                codes,
+            )
+        }
+        None => {
+            let codes = Arc::new(memory::MemoryCodeStore::new());
+            (
+                Arc::new(memory::MemoryFlowStore::new()),
+                codes.clone(),
+                codes,
+            )
+        }
     };
-    let placeholder = Arc::new(placeholder::Placeholder);
     Ok(Stores {
         identities,
         sessions,
         flows,
-        challenges: placeholder.clone(),
-        limits: placeholder.clone(),
-        budget: placeholder.clone(),
-        outbox: placeholder,
+        challenges,
+        limits,
+        budget,
+        outbox,
     })
 }
 

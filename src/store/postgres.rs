@@ -1,13 +1,18 @@
-//! Postgres backend for identities and sessions.
+//! Postgres backend for identities, sessions, the failure budget and the courier outbox.
 //!
 //! Queries are checked at run time (`sqlx::query` + `bind`): there is no database at build time.
 //! Writes that touch several rows run in one transaction; reads that span tables run in one
 //! REPEATABLE READ transaction so an identity is never assembled from two different versions.
-use super::sql_common::{
-    AddressRow, IdentifierRow, IdentityRow, SessionRow, StoredAddress, assemble, map_error,
-    map_identifier_insert_error, map_migrate_error, merge_addresses,
+use super::codes::{
+    AttemptResult, AuditEvent, DeliveryAttempt, FailureBudgetStore, FailureState, MessageStatus,
+    Outbox, OutboxMessage,
 };
-use super::{IdentityStore, SessionStore, SessionUpgrade, StoreResult};
+use super::sql_common::{
+    AddressRow, FailureRow, IdentifierRow, IdentityRow, MessageRow, SessionRow, StoredAddress,
+    after_attempt, assemble, count_failure, lease_end, map_error, map_identifier_insert_error,
+    map_migrate_error, merge_addresses,
+};
+use super::{IdentityStore, SessionStore, SessionUpgrade, StoreError, StoreResult};
 use crate::domain::identity::{CredentialKind, Identifier, Identity, VerifiableAddress};
 use crate::domain::session::Session;
 use async_trait::async_trait;
@@ -539,4 +544,352 @@ fn decode_session(row: Option<PgRow>) -> StoreResult<Option<Session>> {
             .into_domain()
     })
     .transpose()
+}
+
+macro_rules! message_columns {
+    () => {
+        "id, channel, recipient, template_type, locale, sealed_data, identity_id, status, \
+         send_count, not_after, next_attempt_at, created_at, updated_at"
+    };
+}
+
+fn message_row(row: &PgRow) -> Result<MessageRow, sqlx::Error> {
+    Ok(MessageRow {
+        id: row.try_get("id")?,
+        channel: row.try_get("channel")?,
+        recipient: row.try_get("recipient")?,
+        template_type: row.try_get("template_type")?,
+        locale: row.try_get("locale")?,
+        sealed_data: row.try_get("sealed_data")?,
+        identity_id: row.try_get("identity_id")?,
+        status: row.try_get("status")?,
+        send_count: i64::from(row.try_get::<i32, _>("send_count")?),
+        not_after: row.try_get("not_after")?,
+        next_attempt_at: row.try_get("next_attempt_at")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
+fn decode_messages(rows: &[PgRow]) -> StoreResult<Vec<OutboxMessage>> {
+    decode_all(rows, message_row, "decode message")?
+        .into_iter()
+        .map(MessageRow::into_domain)
+        .collect()
+}
+
+fn failure_row(row: &PgRow) -> Result<FailureRow, sqlx::Error> {
+    Ok(FailureRow {
+        window_started_at: row.try_get("window_started_at")?,
+        window_ends_at: row.try_get("window_ends_at")?,
+        failures: i64::from(row.try_get::<i32, _>("failures")?),
+        lockouts: i64::from(row.try_get::<i32, _>("lockouts")?),
+        locked_until: row.try_get("locked_until")?,
+    })
+}
+
+fn counter(value: i64, what: &'static str) -> StoreResult<i32> {
+    i32::try_from(value).map_err(|_| StoreError::Internal(format!("{what} out of range")))
+}
+
+async fn insert_audit(conn: &mut PgConnection, event: &AuditEvent) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO audit_events \
+         (id, event, identity_id, flow_id, address_hash, client_ip, occurred_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(event.id)
+    .bind(&event.event)
+    .bind(event.identity_id)
+    .bind(event.flow_id)
+    .bind(&event.address_hash)
+    .bind(&event.client_ip)
+    .bind(event.occurred_at)
+    .execute(conn)
+    .await
+    .map_err(|error| map_error("insert audit event", error))?;
+    Ok(())
+}
+
+#[async_trait]
+impl FailureBudgetStore for PostgresStore {
+    async fn failure_state(
+        &self,
+        identity_id: Uuid,
+        now: DateTime<Utc>,
+    ) -> StoreResult<FailureState> {
+        let row = sqlx::query("SELECT * FROM identity_code_failures WHERE identity_id = $1")
+            .bind(identity_id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|error| map_error("get failure state", error))?;
+        match row {
+            Some(row) => failure_row(&row)
+                .map_err(|error| map_error("decode failure state", error))?
+                .state_at(now),
+            None => Ok(FailureState {
+                failures: 0,
+                locked_until: None,
+            }),
+        }
+    }
+
+    async fn record_failure(
+        &self,
+        identity_id: Uuid,
+        now: DateTime<Utc>,
+        budget: u32,
+        window: Duration,
+    ) -> StoreResult<FailureState> {
+        let mut tx = self.begin().await?;
+        // The row is read under FOR UPDATE, so concurrent failures of one identity queue up and
+        // each sees the count the previous one wrote. The empty insert first gives a new
+        // identity a row to lock (a lock on a missing row would lock nothing).
+        sqlx::query(
+            "INSERT INTO identity_code_failures \
+             (identity_id, window_started_at, window_ends_at, failures, lockouts) \
+             VALUES ($1, $2, $2, 0, 0) ON CONFLICT (identity_id) DO NOTHING",
+        )
+        .bind(identity_id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(|error| map_error("create failure state", error))?;
+        let row =
+            sqlx::query("SELECT * FROM identity_code_failures WHERE identity_id = $1 FOR UPDATE")
+                .bind(identity_id)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(|error| map_error("lock failure state", error))?;
+        let row = failure_row(&row).map_err(|error| map_error("decode failure state", error))?;
+        let next = count_failure(Some(row), now, budget, window)?;
+        sqlx::query(
+            "UPDATE identity_code_failures SET window_started_at = $2, window_ends_at = $3, \
+             failures = $4, lockouts = $5, locked_until = $6 WHERE identity_id = $1",
+        )
+        .bind(identity_id)
+        .bind(next.window_started_at)
+        .bind(next.window_ends_at)
+        .bind(counter(next.failures, "failure count")?)
+        .bind(counter(next.lockouts, "lockout count")?)
+        .bind(next.locked_until)
+        .execute(&mut *tx)
+        .await
+        .map_err(|error| map_error("record failure", error))?;
+        commit(tx).await?;
+        next.state_at(now)
+    }
+
+    async fn reset_failures(&self, identity_id: Uuid) -> StoreResult<()> {
+        sqlx::query("DELETE FROM identity_code_failures WHERE identity_id = $1")
+            .bind(identity_id)
+            .execute(&self.pool)
+            .await
+            .map_err(|error| map_error("reset failures", error))?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Outbox for PostgresStore {
+    async fn enqueue(&self, message: &OutboxMessage, audit: &AuditEvent) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        sqlx::query(concat!(
+            "INSERT INTO courier_messages (",
+            message_columns!(),
+            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
+        ))
+        .bind(message.id)
+        .bind(message.channel.as_str())
+        .bind(&message.recipient)
+        .bind(&message.template_type)
+        .bind(&message.locale)
+        .bind(&message.sealed_data)
+        .bind(message.identity_id)
+        .bind(message.status.as_str())
+        .bind(counter(i64::from(message.send_count), "send count")?)
+        .bind(message.not_after)
+        .bind(message.next_attempt_at)
+        .bind(message.created_at)
+        .bind(message.updated_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(|error| map_error("enqueue message", error))?;
+        insert_audit(&mut tx, audit).await?;
+        commit(tx).await
+    }
+
+    async fn record_audit(&self, event: &AuditEvent) -> StoreResult<()> {
+        let mut conn = self
+            .pool
+            .acquire()
+            .await
+            .map_err(|error| map_error("acquire connection", error))?;
+        insert_audit(&mut conn, event).await
+    }
+
+    async fn claim_due(
+        &self,
+        now: DateTime<Utc>,
+        limit: u32,
+        lease: Duration,
+    ) -> StoreResult<Vec<OutboxMessage>> {
+        // SKIP LOCKED: a worker passes over rows another worker is claiming right now instead
+        // of waiting for them, and the outer UPDATE re-checks its rows, so no row is claimed
+        // twice.
+        let rows = sqlx::query(concat!(
+            "UPDATE courier_messages SET status = 'processing', lease_until = $2, \
+             updated_at = $1 \
+             WHERE id IN (SELECT id FROM courier_messages \
+                          WHERE (status = 'queued' AND next_attempt_at <= $1) \
+                             OR (status = 'processing' AND lease_until <= $1) \
+                          ORDER BY next_attempt_at, id LIMIT $3 \
+                          FOR UPDATE SKIP LOCKED) \
+             RETURNING ",
+            message_columns!()
+        ))
+        .bind(now)
+        .bind(lease_end(now, lease))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|error| map_error("claim due messages", error))?;
+        let mut messages = decode_messages(&rows)?;
+        messages.sort_by_key(|message| (message.next_attempt_at, message.id));
+        Ok(messages)
+    }
+
+    async fn finish_attempt(
+        &self,
+        attempt: &DeliveryAttempt,
+        result: AttemptResult,
+    ) -> StoreResult<()> {
+        let (status, next_attempt_at) = after_attempt(result);
+        let mut tx = self.begin().await?;
+        sqlx::query(
+            "INSERT INTO courier_message_attempts \
+             (message_id, attempted_at, gateway, succeeded, error, provider_message_id) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(attempt.message_id)
+        .bind(attempt.attempted_at)
+        .bind(&attempt.gateway)
+        .bind(attempt.succeeded)
+        .bind(&attempt.error)
+        .bind(&attempt.provider_message_id)
+        .execute(&mut *tx)
+        .await
+        .map_err(|error| map_error("record delivery attempt", error))?;
+        sqlx::query(
+            "UPDATE courier_messages SET status = $2, send_count = send_count + 1, \
+             next_attempt_at = COALESCE($3, next_attempt_at), lease_until = NULL, \
+             updated_at = $4 WHERE id = $1",
+        )
+        .bind(attempt.message_id)
+        .bind(status.as_str())
+        .bind(next_attempt_at)
+        .bind(attempt.attempted_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(|error| map_error("finish delivery attempt", error))?;
+        commit(tx).await
+    }
+
+    async fn abandon(&self, id: Uuid, now: DateTime<Utc>) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE courier_messages SET status = 'abandoned', lease_until = NULL, \
+             updated_at = $2 WHERE id = $1 AND status IN ('queued', 'processing')",
+        )
+        .bind(id)
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .map_err(|error| map_error("abandon message", error))?;
+        Ok(())
+    }
+
+    async fn get_message(&self, id: Uuid) -> StoreResult<Option<OutboxMessage>> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            message_columns!(),
+            " FROM courier_messages WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|error| map_error("get message", error))?;
+        Ok(decode_messages(&rows)?.into_iter().next())
+    }
+
+    async fn attempts(&self, id: Uuid) -> StoreResult<Vec<DeliveryAttempt>> {
+        let rows = sqlx::query(
+            "SELECT message_id, attempted_at, gateway, succeeded, error, provider_message_id \
+             FROM courier_message_attempts WHERE message_id = $1 ORDER BY attempted_at, id",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|error| map_error("list delivery attempts", error))?;
+        decode_all(&rows, attempt_row, "decode delivery attempt")
+    }
+
+    async fn list_messages(
+        &self,
+        status: Option<MessageStatus>,
+        recipient: Option<&str>,
+        before: Option<Uuid>,
+        limit: u32,
+    ) -> StoreResult<Vec<OutboxMessage>> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            message_columns!(),
+            " FROM courier_messages \
+             WHERE ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR recipient = $2) \
+               AND ($3::uuid IS NULL OR id < $3) \
+             ORDER BY id DESC LIMIT $4"
+        ))
+        .bind(status.map(MessageStatus::as_str))
+        .bind(recipient)
+        .bind(before)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|error| map_error("list messages", error))?;
+        decode_messages(&rows)
+    }
+
+    async fn audit_events(&self, identity_id: Uuid) -> StoreResult<Vec<AuditEvent>> {
+        let rows = sqlx::query(
+            "SELECT id, event, identity_id, flow_id, address_hash, client_ip, occurred_at \
+             FROM audit_events WHERE identity_id = $1 ORDER BY occurred_at, id",
+        )
+        .bind(identity_id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|error| map_error("list audit events", error))?;
+        decode_all(&rows, audit_row, "decode audit event")
+    }
+}
+
+fn attempt_row(row: &PgRow) -> Result<DeliveryAttempt, sqlx::Error> {
+    Ok(DeliveryAttempt {
+        message_id: row.try_get("message_id")?,
+        attempted_at: row.try_get("attempted_at")?,
+        gateway: row.try_get("gateway")?,
+        succeeded: row.try_get("succeeded")?,
+        error: row.try_get("error")?,
+        provider_message_id: row.try_get("provider_message_id")?,
+    })
+}
+
+fn audit_row(row: &PgRow) -> Result<AuditEvent, sqlx::Error> {
+    Ok(AuditEvent {
+        id: row.try_get("id")?,
+        event: row.try_get("event")?,
+        identity_id: row.try_get("identity_id")?,
+        flow_id: row.try_get("flow_id")?,
+        address_hash: row.try_get("address_hash")?,
+        client_ip: row.try_get("client_ip")?,
+        occurred_at: row.try_get("occurred_at")?,
+    })
 }

@@ -43,19 +43,18 @@ impl RedisFlowStore {
     /// Connects through a connection manager (reconnects on its own). Keys are
     /// `<key_prefix>flow:<id>`, so several test runs can share one server.
     pub async fn connect(url: &str, key_prefix: &str) -> StoreResult<Self> {
-        let client =
-            redis::Client::open(url).map_err(|error| map_error("parse redis url", error))?;
-        let config = ConnectionManagerConfig::new()
-            .set_response_timeout(Some(RESPONSE_TIMEOUT))
-            .set_connection_timeout(Some(CONNECTION_TIMEOUT))
-            .set_number_of_retries(RECONNECT_RETRIES);
-        let connection = ConnectionManager::new_with_config(client, config)
-            .await
-            .map_err(|error| map_error("connect to redis", error))?;
-        Ok(Self {
+        Ok(Self::with_connection(
+            connect_manager(url).await?,
+            key_prefix,
+        ))
+    }
+
+    /// A flow store on an existing connection manager (shared with the code store).
+    pub fn with_connection(connection: ConnectionManager, key_prefix: &str) -> Self {
+        Self {
             connection,
             key_prefix: key_prefix.to_owned(),
-        })
+        }
     }
 
     fn key(&self, id: Uuid) -> String {
@@ -63,9 +62,21 @@ impl RedisFlowStore {
     }
 }
 
+/// Opens a connection manager with the store's timeouts; clones of it share one connection.
+pub async fn connect_manager(url: &str) -> StoreResult<ConnectionManager> {
+    let client = redis::Client::open(url).map_err(|error| map_error("parse redis url", error))?;
+    let config = ConnectionManagerConfig::new()
+        .set_response_timeout(Some(RESPONSE_TIMEOUT))
+        .set_connection_timeout(Some(CONNECTION_TIMEOUT))
+        .set_number_of_retries(RECONNECT_RETRIES);
+    ConnectionManager::new_with_config(client, config)
+        .await
+        .map_err(|error| map_error("connect to redis", error))
+}
+
 /// Connection trouble (refused, dropped, timed out) is `Unavailable`; anything else, such as a
 /// script error or an unexpected reply, is `Internal`.
-fn map_error(context: &'static str, error: redis::RedisError) -> StoreError {
+pub(crate) fn map_error(context: &'static str, error: redis::RedisError) -> StoreError {
     if error.is_io_error()
         || error.is_timeout()
         || error.is_connection_refusal()

@@ -5,6 +5,7 @@
 //! into the structs below; everything after that is shared, so both backends validate stored
 //! data the same way and a corrupt row is `StoreError::Internal`, never a panic.
 
+use super::codes::{AttemptResult, FailureState, MessageStatus, OutboxMessage};
 use super::{StoreError, StoreResult};
 use crate::domain::aal::{Aal, Channel};
 use crate::domain::identity::{
@@ -271,4 +272,136 @@ pub(crate) fn merge_addresses(
             }
         })
         .collect()
+}
+
+/// Lockouts double up to this many times; past it the delay stays at `window × 2^16`.
+const MAX_LOCKOUT_DOUBLINGS: u32 = 16;
+
+/// An identity's row in `identity_code_failures`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct FailureRow {
+    pub window_started_at: DateTime<Utc>,
+    pub window_ends_at: DateTime<Utc>,
+    pub failures: i64,
+    pub lockouts: i64,
+    pub locked_until: Option<DateTime<Utc>>,
+}
+
+impl FailureRow {
+    /// The state at `now`: a window or lockout that ended counts as nothing.
+    pub(crate) fn state_at(&self, now: DateTime<Utc>) -> StoreResult<FailureState> {
+        let failures = if now < self.window_ends_at {
+            u32::try_from(self.failures).map_err(|_| corrupt("failure count"))?
+        } else {
+            0
+        };
+        Ok(FailureState {
+            failures,
+            locked_until: self.locked_until.filter(|until| *until > now),
+        })
+    }
+}
+
+/// The row after counting one failure at `now`. Both SQL backends read the row under a write
+/// lock, call this, and write the result back, so the budget rules live in one place.
+pub(crate) fn count_failure(
+    row: Option<FailureRow>,
+    now: DateTime<Utc>,
+    budget: u32,
+    window: std::time::Duration,
+) -> StoreResult<FailureRow> {
+    let window = chrono::TimeDelta::from_std(window)
+        .map_err(|_| StoreError::Internal("failure window out of range".into()))?;
+    let window_ends_at = now
+        .checked_add_signed(window)
+        .unwrap_or(DateTime::<Utc>::MAX_UTC);
+    let mut next = match row {
+        Some(row) if now >= row.window_started_at && now < row.window_ends_at => row,
+        Some(row) => FailureRow {
+            window_started_at: now,
+            window_ends_at,
+            failures: 0,
+            ..row
+        },
+        None => FailureRow {
+            window_started_at: now,
+            window_ends_at,
+            failures: 0,
+            lockouts: 0,
+            locked_until: None,
+        },
+    };
+    next.failures += 1;
+    if next.failures >= i64::from(budget.max(1)) {
+        let doublings = u32::try_from(next.lockouts)
+            .unwrap_or(u32::MAX)
+            .min(MAX_LOCKOUT_DOUBLINGS);
+        let delay = window
+            .checked_mul(1 << doublings)
+            .unwrap_or(chrono::TimeDelta::MAX);
+        next.locked_until = Some(
+            now.checked_add_signed(delay)
+                .unwrap_or(DateTime::<Utc>::MAX_UTC),
+        );
+        next.lockouts += 1;
+        next.failures = 0;
+        next.window_started_at = now;
+        next.window_ends_at = window_ends_at;
+    }
+    Ok(next)
+}
+
+/// A row of `courier_messages`, decoded by each backend.
+pub(crate) struct MessageRow {
+    pub id: Uuid,
+    pub channel: String,
+    pub recipient: String,
+    pub template_type: String,
+    pub locale: String,
+    pub sealed_data: Vec<u8>,
+    pub identity_id: Option<Uuid>,
+    pub status: String,
+    pub send_count: i64,
+    pub not_after: Option<DateTime<Utc>>,
+    pub next_attempt_at: DateTime<Utc>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl MessageRow {
+    pub(crate) fn into_domain(self) -> StoreResult<OutboxMessage> {
+        Ok(OutboxMessage {
+            id: self.id,
+            channel: parse_channel(&self.channel)?,
+            recipient: self.recipient,
+            template_type: self.template_type,
+            locale: self.locale,
+            sealed_data: self.sealed_data,
+            identity_id: self.identity_id,
+            status: MessageStatus::parse(&self.status)
+                .ok_or_else(|| corrupt("unknown message status"))?,
+            send_count: u32::try_from(self.send_count).map_err(|_| corrupt("send count"))?,
+            not_after: self.not_after,
+            next_attempt_at: self.next_attempt_at,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+        })
+    }
+}
+
+/// The status and next attempt time a finished attempt leaves a message in.
+pub(crate) fn after_attempt(result: AttemptResult) -> (MessageStatus, Option<DateTime<Utc>>) {
+    match result {
+        AttemptResult::Sent => (MessageStatus::Sent, None),
+        AttemptResult::RetryAt(at) => (MessageStatus::Queued, Some(at)),
+        AttemptResult::Abandoned => (MessageStatus::Abandoned, None),
+    }
+}
+
+/// A lease as a time span, saturating on absurd values.
+pub(crate) fn lease_end(now: DateTime<Utc>, lease: std::time::Duration) -> DateTime<Utc> {
+    chrono::TimeDelta::from_std(lease)
+        .ok()
+        .and_then(|lease| now.checked_add_signed(lease))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
 }

@@ -1,13 +1,19 @@
-//! SQLite backend (the embedded default) for identities and sessions.
+//! SQLite backend (the embedded default) for identities, sessions, the failure budget and the
+//! courier outbox.
 //!
 //! Stored formats (see `migrations/sqlite`): ids are 16-byte BLOBs, timestamps INTEGER
 //! microseconds since the epoch (UTC; the precision Postgres keeps, and they compare as numbers),
 //! JSON is TEXT. Writes that touch several rows run in a `BEGIN IMMEDIATE` transaction: taking
 //! the write lock up front makes concurrent writers wait for the busy timeout instead of failing
 //! when a read lock cannot be upgraded.
+use super::codes::{
+    AttemptResult, AuditEvent, DeliveryAttempt, FailureBudgetStore, FailureState, MessageStatus,
+    Outbox, OutboxMessage,
+};
 use super::sql_common::{
-    AddressRow, IdentifierRow, IdentityRow, SessionRow, StoredAddress, assemble, corrupt,
-    map_error, map_identifier_insert_error, map_migrate_error, merge_addresses,
+    AddressRow, FailureRow, IdentifierRow, IdentityRow, MessageRow, SessionRow, StoredAddress,
+    after_attempt, assemble, corrupt, count_failure, lease_end, map_error,
+    map_identifier_insert_error, map_migrate_error, merge_addresses,
 };
 use super::{IdentityStore, SessionStore, SessionUpgrade, StoreResult};
 use crate::domain::identity::{CredentialKind, Identifier, Identity, VerifiableAddress};
@@ -635,5 +641,339 @@ impl SessionStore for SqliteStore {
         .await
         .map_err(|error| map_error("upgrade session", error))?;
         Ok(updated.rows_affected() == 1)
+    }
+}
+
+macro_rules! message_columns {
+    () => {
+        "id, channel, recipient, template_type, locale, sealed_data, identity_id, status, \
+         send_count, not_after, next_attempt_at, created_at, updated_at"
+    };
+}
+
+fn message_row(row: &SqliteRow) -> StoreResult<MessageRow> {
+    Ok(MessageRow {
+        id: get(row, "id")?,
+        channel: get(row, "channel")?,
+        recipient: get(row, "recipient")?,
+        template_type: get(row, "template_type")?,
+        locale: get(row, "locale")?,
+        sealed_data: get(row, "sealed_data")?,
+        identity_id: get(row, "identity_id")?,
+        status: get(row, "status")?,
+        send_count: get(row, "send_count")?,
+        not_after: from_micros_opt(get(row, "not_after")?)?,
+        next_attempt_at: from_micros(get(row, "next_attempt_at")?)?,
+        created_at: from_micros(get(row, "created_at")?)?,
+        updated_at: from_micros(get(row, "updated_at")?)?,
+    })
+}
+
+fn decode_messages(rows: &[SqliteRow]) -> StoreResult<Vec<OutboxMessage>> {
+    rows.iter()
+        .map(|row| message_row(row)?.into_domain())
+        .collect()
+}
+
+fn failure_row(row: &SqliteRow) -> StoreResult<FailureRow> {
+    Ok(FailureRow {
+        window_started_at: from_micros(get(row, "window_started_at")?)?,
+        window_ends_at: from_micros(get(row, "window_ends_at")?)?,
+        failures: get(row, "failures")?,
+        lockouts: get(row, "lockouts")?,
+        locked_until: from_micros_opt(get(row, "locked_until")?)?,
+    })
+}
+
+fn attempt_row(row: &SqliteRow) -> StoreResult<DeliveryAttempt> {
+    Ok(DeliveryAttempt {
+        message_id: get(row, "message_id")?,
+        attempted_at: from_micros(get(row, "attempted_at")?)?,
+        gateway: get(row, "gateway")?,
+        succeeded: get(row, "succeeded")?,
+        error: get(row, "error")?,
+        provider_message_id: get(row, "provider_message_id")?,
+    })
+}
+
+fn audit_row(row: &SqliteRow) -> StoreResult<AuditEvent> {
+    Ok(AuditEvent {
+        id: get(row, "id")?,
+        event: get(row, "event")?,
+        identity_id: get(row, "identity_id")?,
+        flow_id: get(row, "flow_id")?,
+        address_hash: get(row, "address_hash")?,
+        client_ip: get(row, "client_ip")?,
+        occurred_at: from_micros(get(row, "occurred_at")?)?,
+    })
+}
+
+async fn insert_audit(conn: &mut SqliteConnection, event: &AuditEvent) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO audit_events \
+         (id, event, identity_id, flow_id, address_hash, client_ip, occurred_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )
+    .bind(event.id)
+    .bind(&event.event)
+    .bind(event.identity_id)
+    .bind(event.flow_id)
+    .bind(&event.address_hash)
+    .bind(&event.client_ip)
+    .bind(micros(event.occurred_at))
+    .execute(conn)
+    .await
+    .map_err(|error| map_error("insert audit event", error))?;
+    Ok(())
+}
+
+#[async_trait]
+impl FailureBudgetStore for SqliteStore {
+    async fn failure_state(
+        &self,
+        identity_id: Uuid,
+        now: DateTime<Utc>,
+    ) -> StoreResult<FailureState> {
+        let row = sqlx::query("SELECT * FROM identity_code_failures WHERE identity_id = ?1")
+            .bind(identity_id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|error| map_error("get failure state", error))?;
+        match row {
+            Some(row) => failure_row(&row)?.state_at(now),
+            None => Ok(FailureState {
+                failures: 0,
+                locked_until: None,
+            }),
+        }
+    }
+
+    async fn record_failure(
+        &self,
+        identity_id: Uuid,
+        now: DateTime<Utc>,
+        budget: u32,
+        window: Duration,
+    ) -> StoreResult<FailureState> {
+        // BEGIN IMMEDIATE holds the database's write lock from the read to the write, so
+        // concurrent failures are counted one after the other.
+        let mut tx = self.begin_write().await?;
+        let row = sqlx::query("SELECT * FROM identity_code_failures WHERE identity_id = ?1")
+            .bind(identity_id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(|error| map_error("lock failure state", error))?;
+        let row = row.as_ref().map(failure_row).transpose()?;
+        let next = count_failure(row, now, budget, window)?;
+        sqlx::query(
+            "INSERT INTO identity_code_failures \
+             (identity_id, window_started_at, window_ends_at, failures, lockouts, locked_until) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
+             ON CONFLICT (identity_id) DO UPDATE SET window_started_at = excluded.window_started_at, \
+             window_ends_at = excluded.window_ends_at, failures = excluded.failures, \
+             lockouts = excluded.lockouts, locked_until = excluded.locked_until",
+        )
+        .bind(identity_id)
+        .bind(micros(next.window_started_at))
+        .bind(micros(next.window_ends_at))
+        .bind(next.failures)
+        .bind(next.lockouts)
+        .bind(next.locked_until.map(micros))
+        .execute(&mut *tx)
+        .await
+        .map_err(|error| map_error("record failure", error))?;
+        commit(tx).await?;
+        next.state_at(now)
+    }
+
+    async fn reset_failures(&self, identity_id: Uuid) -> StoreResult<()> {
+        sqlx::query("DELETE FROM identity_code_failures WHERE identity_id = ?1")
+            .bind(identity_id)
+            .execute(&self.pool)
+            .await
+            .map_err(|error| map_error("reset failures", error))?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Outbox for SqliteStore {
+    async fn enqueue(&self, message: &OutboxMessage, audit: &AuditEvent) -> StoreResult<()> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query(concat!(
+            "INSERT INTO courier_messages (",
+            message_columns!(),
+            ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
+        ))
+        .bind(message.id)
+        .bind(message.channel.as_str())
+        .bind(&message.recipient)
+        .bind(&message.template_type)
+        .bind(&message.locale)
+        .bind(&message.sealed_data)
+        .bind(message.identity_id)
+        .bind(message.status.as_str())
+        .bind(i64::from(message.send_count))
+        .bind(message.not_after.map(micros))
+        .bind(micros(message.next_attempt_at))
+        .bind(micros(message.created_at))
+        .bind(micros(message.updated_at))
+        .execute(&mut *tx)
+        .await
+        .map_err(|error| map_error("enqueue message", error))?;
+        insert_audit(&mut tx, audit).await?;
+        commit(tx).await
+    }
+
+    async fn record_audit(&self, event: &AuditEvent) -> StoreResult<()> {
+        let mut conn = self
+            .pool
+            .acquire()
+            .await
+            .map_err(|error| map_error("acquire connection", error))?;
+        insert_audit(&mut conn, event).await
+    }
+
+    async fn claim_due(
+        &self,
+        now: DateTime<Utc>,
+        limit: u32,
+        lease: Duration,
+    ) -> StoreResult<Vec<OutboxMessage>> {
+        // One writer at a time: the immediate transaction makes choosing and marking the rows
+        // one step for every other claimer.
+        let mut tx = self.begin_write().await?;
+        let rows = sqlx::query(concat!(
+            "UPDATE courier_messages SET status = 'processing', lease_until = ?2, \
+             updated_at = ?1 \
+             WHERE id IN (SELECT id FROM courier_messages \
+                          WHERE (status = 'queued' AND next_attempt_at <= ?1) \
+                             OR (status = 'processing' AND lease_until <= ?1) \
+                          ORDER BY next_attempt_at, id LIMIT ?3) \
+             RETURNING ",
+            message_columns!()
+        ))
+        .bind(micros(now))
+        .bind(micros(lease_end(now, lease)))
+        .bind(i64::from(limit))
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(|error| map_error("claim due messages", error))?;
+        commit(tx).await?;
+        let mut messages = decode_messages(&rows)?;
+        messages.sort_by_key(|message| (message.next_attempt_at, message.id));
+        Ok(messages)
+    }
+
+    async fn finish_attempt(
+        &self,
+        attempt: &DeliveryAttempt,
+        result: AttemptResult,
+    ) -> StoreResult<()> {
+        let (status, next_attempt_at) = after_attempt(result);
+        let mut tx = self.begin_write().await?;
+        sqlx::query(
+            "INSERT INTO courier_message_attempts \
+             (message_id, attempted_at, gateway, succeeded, error, provider_message_id) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )
+        .bind(attempt.message_id)
+        .bind(micros(attempt.attempted_at))
+        .bind(&attempt.gateway)
+        .bind(attempt.succeeded)
+        .bind(&attempt.error)
+        .bind(&attempt.provider_message_id)
+        .execute(&mut *tx)
+        .await
+        .map_err(|error| map_error("record delivery attempt", error))?;
+        sqlx::query(
+            "UPDATE courier_messages SET status = ?2, send_count = send_count + 1, \
+             next_attempt_at = COALESCE(?3, next_attempt_at), lease_until = NULL, \
+             updated_at = ?4 WHERE id = ?1",
+        )
+        .bind(attempt.message_id)
+        .bind(status.as_str())
+        .bind(next_attempt_at.map(micros))
+        .bind(micros(attempt.attempted_at))
+        .execute(&mut *tx)
+        .await
+        .map_err(|error| map_error("finish delivery attempt", error))?;
+        commit(tx).await
+    }
+
+    async fn abandon(&self, id: Uuid, now: DateTime<Utc>) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE courier_messages SET status = 'abandoned', lease_until = NULL, \
+             updated_at = ?2 WHERE id = ?1 AND status IN ('queued', 'processing')",
+        )
+        .bind(id)
+        .bind(micros(now))
+        .execute(&self.pool)
+        .await
+        .map_err(|error| map_error("abandon message", error))?;
+        Ok(())
+    }
+
+    async fn get_message(&self, id: Uuid) -> StoreResult<Option<OutboxMessage>> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            message_columns!(),
+            " FROM courier_messages WHERE id = ?1"
+        ))
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|error| map_error("get message", error))?;
+        Ok(decode_messages(&rows)?.into_iter().next())
+    }
+
+    async fn attempts(&self, id: Uuid) -> StoreResult<Vec<DeliveryAttempt>> {
+        let rows = sqlx::query(
+            "SELECT message_id, attempted_at, gateway, succeeded, error, provider_message_id \
+             FROM courier_message_attempts WHERE message_id = ?1 ORDER BY attempted_at, id",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|error| map_error("list delivery attempts", error))?;
+        rows.iter().map(attempt_row).collect()
+    }
+
+    async fn list_messages(
+        &self,
+        status: Option<MessageStatus>,
+        recipient: Option<&str>,
+        before: Option<Uuid>,
+        limit: u32,
+    ) -> StoreResult<Vec<OutboxMessage>> {
+        // Ids are UUIDv7 BLOBs, whose byte order is creation order.
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            message_columns!(),
+            " FROM courier_messages \
+             WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR recipient = ?2) \
+               AND (?3 IS NULL OR id < ?3) \
+             ORDER BY id DESC LIMIT ?4"
+        ))
+        .bind(status.map(MessageStatus::as_str))
+        .bind(recipient)
+        .bind(before)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|error| map_error("list messages", error))?;
+        decode_messages(&rows)
+    }
+
+    async fn audit_events(&self, identity_id: Uuid) -> StoreResult<Vec<AuditEvent>> {
+        let rows = sqlx::query(
+            "SELECT id, event, identity_id, flow_id, address_hash, client_ip, occurred_at \
+             FROM audit_events WHERE identity_id = ?1 ORDER BY occurred_at, id",
+        )
+        .bind(identity_id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|error| map_error("list audit events", error))?;
+        rows.iter().map(audit_row).collect()
     }
 }
