@@ -22,8 +22,8 @@ const MESSAGE_SEND_CODE_TO: u32 = 1_010_023;
 const MESSAGE_CODE_SENT: u32 = 1_010_025;
 
 /// Addresses that may serve as this session's second factor: code addresses whose channel the
-/// policy accepts, minus any address a code already went to for this session (both factors must
-/// differ; Kratos bug #4317).
+/// policy accepts, minus any address whose code was this session's first factor (both factors
+/// must differ; Kratos bug #4317). An earlier second factor may be used again to refresh.
 fn second_factor_choices(
     settings: &Settings,
     identity: &Identity,
@@ -32,7 +32,7 @@ fn second_factor_choices(
     let used: Vec<&str> = session
         .methods
         .iter()
-        .filter(|method| method.method == MethodKind::Code)
+        .filter(|method| method.method == MethodKind::Code && method.aal == Aal::Aal1)
         .filter_map(|method| method.address_hash.as_deref())
         .collect();
     identity
@@ -98,7 +98,10 @@ async fn send_to(
     flow.state = FlowState::CodeSent;
     flow.challenge_id = Some(challenge.id);
     flow.resend_available_at = Some(challenge.resend_available_at);
-    flow.messages = vec![code_sent_message(&choice)];
+    // Keep the standing instruction (1010004); the choices' "send code to" texts are done.
+    flow.messages
+        .retain(|message| message.id == MESSAGE_COMPLETE_SECOND_FACTOR);
+    flow.messages.push(code_sent_message(&choice));
     flow.sent_to = Some(choice);
     Ok(())
 }
