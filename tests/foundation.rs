@@ -488,8 +488,15 @@ async fn admin_calls_need_the_admin_key(backend: Backend) {
         .await
         .unwrap_err();
     assert_eq!(reason(&refused), "ADMIN_KEY_REQUIRED");
-    let unimplemented = codes
-        .send_code(admin(v1::SendCodeRequest::default()))
+    let mut configs =
+        v1::config_service_client::ConfigServiceClient::new(server.admin_channel().await);
+    let refused = configs
+        .get_config(v1::GetConfigRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&refused), "ADMIN_KEY_REQUIRED");
+    let unimplemented = configs
+        .get_config(admin(v1::GetConfigRequest::default()))
         .await
         .unwrap_err();
     assert_eq!(unimplemented.code(), Code::Unimplemented);
