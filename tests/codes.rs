@@ -52,6 +52,50 @@ on_every_backend!(
     l1_no_code_token_or_phone_in_logs,
 );
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a4_replicas_share_flows_and_revocation_holds_on_every_replica() {
+    support::logs::capture();
+    let first = TestServer::start(Backend::PostgresRedis, MFA).await;
+    let second = first.replica().await;
+    let user = user_with_phone(&first).await;
+
+    // A flow started on one replica continues on the other.
+    let flow = aal2_flow(&first, &user.token, "phone").await.unwrap();
+    let code = first.outbox.code_to(user.phone.as_ref().unwrap(), 0).await;
+    let upgraded = submit(&second, &user.token, &flow.id, &code)
+        .await
+        .expect("second replica");
+    whoami(
+        &first,
+        &upgraded.session_token,
+        v1::RequiredAal::HighestAvailable,
+    )
+    .await
+    .expect("first replica sees the upgrade");
+    assert_eq!(
+        reason(
+            &whoami(&first, &user.token, v1::RequiredAal::Aal1)
+                .await
+                .unwrap_err()
+        ),
+        "SESSION_INACTIVE"
+    );
+
+    // Logging out on one replica ends the session on the other at once.
+    second
+        .sessions()
+        .await
+        .logout(with_bearer(v1::LogoutRequest {}, &upgraded.session_token))
+        .await
+        .expect("logout");
+    let refused = whoami(&first, &upgraded.session_token, v1::RequiredAal::Aal1)
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&refused), "SESSION_INACTIVE");
+    second.stop().await;
+    first.stop().await;
+}
+
 const PASSWORD: &str = "correct horse battery staple";
 const MFA: &str = "selfservice:\n  methods:\n    code:\n      mfa_enabled: true\n";
 const PHONE: &str = "+4915112345678";

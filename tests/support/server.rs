@@ -159,6 +159,10 @@ impl TestServer {
         let stores = twofold::store::open(&config).await.expect("stores open");
         let clock = Arc::new(ManualClock::new(chrono::Utc::now()));
         let context = Context::new(Settings::new(config, loaded.schemas), stores, clock.clone());
+        Self::serve(context, clock, options).await
+    }
+
+    async fn serve(context: Context, clock: Arc<ManualClock>, options: Options) -> Self {
         let outbox = Captured::default();
         let courier = options.courier.then(|| {
             let worker = Worker::new(context.clone(), Senders::single(Arc::new(outbox.clone())));
@@ -226,6 +230,21 @@ impl TestServer {
         if let Some(courier) = self.courier.take() {
             courier.abort();
         }
+    }
+
+    /// A second replica on the same Postgres and Redis (and the same clock): replicas are
+    /// stateless, so any of them can continue what another started. Its courier is off, so
+    /// every message is captured by the first server's worker.
+    pub async fn replica(&self) -> TestServer {
+        let settings = self.context.settings();
+        let config = settings.config.clone();
+        let stores = twofold::store::open(&config).await.expect("stores open");
+        let context = Context::new(
+            Settings::new(config, settings.schemas.clone()),
+            stores,
+            self.clock.clone(),
+        );
+        Self::serve(context, self.clock.clone(), Options { courier: false }).await
     }
 
     /// The server's (manual) clock reading.
