@@ -26,6 +26,16 @@ fn load_config(path: Option<&Path>) -> Result<Loaded, String> {
     })
 }
 
+/// Loads the configuration, starts logging as it says, and reports what it ignored.
+fn start(path: Option<&Path>) -> Result<Loaded, String> {
+    let loaded = load_config(path)?;
+    init_logging(&loaded.config);
+    for warning in &loaded.warnings {
+        tracing::warn!("{warning}");
+    }
+    Ok(loaded)
+}
+
 fn init_logging(config: &config::Config) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log.level));
@@ -99,12 +109,8 @@ pub async fn serve(path: Option<&Path>) -> Result<(), String> {
     let Loaded {
         mut config,
         schemas,
-        warnings,
-    } = load_config(path)?;
-    init_logging(&config);
-    for warning in &warnings {
-        tracing::warn!("{warning}");
-    }
+        ..
+    } = start(path)?;
     ensure_admin_key(&mut config)?;
     let stores = store::open(&config)
         .await
@@ -153,14 +159,8 @@ pub async fn serve(path: Option<&Path>) -> Result<(), String> {
 /// Runs only the courier worker, for deployments that scale delivery apart from the API.
 pub async fn courier_watch(path: Option<&Path>) -> Result<(), String> {
     let Loaded {
-        config,
-        schemas,
-        warnings,
-    } = load_config(path)?;
-    init_logging(&config);
-    for warning in &warnings {
-        tracing::warn!("{warning}");
-    }
+        config, schemas, ..
+    } = start(path)?;
     let stores = store::open(&config)
         .await
         .map_err(|error| error.to_string())?;
@@ -186,13 +186,7 @@ async fn wait_for(mut stopped: tokio::sync::watch::Receiver<bool>) {
 }
 
 pub async fn migrate(path: Option<&Path>) -> Result<(), String> {
-    let Loaded {
-        config, warnings, ..
-    } = load_config(path)?;
-    init_logging(&config);
-    for warning in &warnings {
-        tracing::warn!("{warning}");
-    }
+    let Loaded { config, .. } = start(path)?;
     store::migrate(&config)
         .await
         .map_err(|error| error.to_string())?;

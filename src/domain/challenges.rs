@@ -284,7 +284,8 @@ pub async fn resend(
     Ok(challenge)
 }
 
-fn cooldown(available_at: DateTime<Utc>, now: DateTime<Utc>) -> DomainError {
+/// The cooldown answer for a resend asked for at `now`.
+pub(super) fn cooldown(available_at: DateTime<Utc>, now: DateTime<Utc>) -> DomainError {
     let wait = (available_at - now).to_std().unwrap_or_default();
     // Round up so a client that waits exactly this long is never refused again.
     DomainError::CodeResendCooldown {

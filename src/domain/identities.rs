@@ -1,9 +1,9 @@
 //! Identity administration: create, read, list, update traits, delete. Traits are validated and
 //! normalised by the identity schema before anything is stored.
 use super::error::{DomainError, DomainResult, FieldViolation};
-use super::identity::{CredentialKind, Identity, IdentityState, VerifiableAddress};
+use super::identity::{CredentialKind, Identifier, Identity, IdentityState, VerifiableAddress};
 use super::schema::{AddressCandidate, ExtractedTraits, IdentitySchema};
-use super::{Context, password};
+use super::{Context, Settings, password};
 use crate::store::StoreError;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -235,6 +235,31 @@ pub async fn delete_identity(context: &Context, id: Uuid) -> DomainResult<()> {
     }
     tracing::info!(identity_id = %id, "identity deleted");
     Ok(())
+}
+
+/// The identity's code address in trait `via`: the trait must be a code identifier in the
+/// identity's schema (else `ViaTraitUnknown`) and hold a value (else `ViaTraitEmpty`).
+pub fn code_address_via(
+    settings: &Settings,
+    identity: &Identity,
+    via: &str,
+) -> DomainResult<Identifier> {
+    let is_code_trait = settings
+        .schemas
+        .get(&identity.schema_id)
+        .is_some_and(|schema| {
+            schema
+                .code_traits()
+                .any(|markers| markers.trait_name == via)
+        });
+    if !is_code_trait {
+        return Err(DomainError::ViaTraitUnknown(via.to_owned()));
+    }
+    identity
+        .code_addresses()
+        .find(|address| address.trait_name == via)
+        .cloned()
+        .ok_or_else(|| DomainError::ViaTraitEmpty(via.to_owned()))
 }
 
 /// Brings a typed identifier to the stored form: emails lower-cased, phone numbers in E.164.

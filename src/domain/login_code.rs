@@ -7,7 +7,7 @@ use super::flows::{
     CodeChoice, FlowDocument, FlowState, LoggedIn, LoginFlow, LoginFlowRequest,
     MESSAGE_COMPLETE_SECOND_FACTOR, UiMessage, check_open, encode, lifespan_from, load_login, save,
 };
-use super::identities::normalise_identifier;
+use super::identities::{code_address_via, normalise_identifier};
 use super::identity::{CredentialKind, Identifier, Identity, IdentityState};
 use super::mask::{address_hash, mask_address};
 use super::session::{AuthenticationMethod, MethodKind, Session};
@@ -132,25 +132,8 @@ pub(super) async fn create_aal2_flow(
 
     let mut choices = second_factor_choices(&settings, &identity, &session);
     if !request.via.is_empty() {
-        let via = request.via;
-        let is_code_trait = settings
-            .schemas
-            .get(&identity.schema_id)
-            .is_some_and(|schema| {
-                schema
-                    .code_traits()
-                    .any(|markers| markers.trait_name == via)
-            });
-        if !is_code_trait {
-            return Err(DomainError::ViaTraitUnknown(via.to_owned()));
-        }
-        if !identity
-            .code_addresses()
-            .any(|address| address.trait_name == via)
-        {
-            return Err(DomainError::ViaTraitEmpty(via.to_owned()));
-        }
-        choices.retain(|choice| choice.trait_name == via);
+        let address = code_address_via(&settings, &identity, request.via)?;
+        choices.retain(|choice| choice.trait_name == address.trait_name);
         if choices.is_empty() {
             // The trait has a value, but the policy does not accept it as a second factor.
             return Err(DomainError::AddressNotAllowed);
@@ -224,18 +207,12 @@ async fn owning_session(
 }
 
 fn ensure_resend_allowed(flow: &LoginFlow, now: chrono::DateTime<chrono::Utc>) -> DomainResult<()> {
-    if let Some(available_at) = flow.resend_available_at
-        && flow.state == FlowState::CodeSent
-        && now < available_at
-    {
-        let wait = (available_at - now).to_std().unwrap_or_default();
-        return Err(DomainError::CodeResendCooldown {
-            retry_after: std::time::Duration::from_secs(
-                wait.as_secs() + u64::from(wait.subsec_nanos() > 0),
-            ),
-        });
+    match flow.resend_available_at {
+        Some(available_at) if flow.state == FlowState::CodeSent && now < available_at => {
+            Err(challenges::cooldown(available_at, now))
+        }
+        _ => Ok(()),
     }
-    Ok(())
 }
 
 pub async fn send_login_code(
@@ -434,27 +411,17 @@ pub async fn submit_login_code(
     .await?;
 
     let completed_at = context.clock.now();
-    let (session, token) = match (flow.requested_aal, session) {
-        (Aal::Aal2, Some(session)) => {
-            let method = AuthenticationMethod {
-                method: MethodKind::Code,
-                aal: Aal::Aal2,
-                completed_at,
-                channel: Some(challenge.channel),
-                address_hash: Some(address_hash(&challenge.address)),
-            };
-            upgrade(context, session, method).await?
-        }
-        _ => {
-            let method = AuthenticationMethod {
-                method: MethodKind::Code,
-                aal: Aal::Aal1,
-                completed_at,
-                channel: Some(challenge.channel),
-                address_hash: Some(address_hash(&challenge.address)),
-            };
-            sessions::issue(context, identity_id, vec![method]).await?
-        }
+    let method = AuthenticationMethod {
+        method: MethodKind::Code,
+        aal: flow.requested_aal,
+        completed_at,
+        channel: Some(challenge.channel),
+        address_hash: Some(address_hash(&challenge.address)),
+    };
+    let (session, token) = match session {
+        // AAL2 flows always have an owning session; passwordless ones never do.
+        Some(session) => upgrade(context, session, method).await?,
+        None => sessions::issue(context, identity_id, vec![method]).await?,
     };
     // Entering the code proved control of the address.
     context

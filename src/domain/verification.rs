@@ -3,7 +3,7 @@
 use super::Context;
 use super::challenges::{self, CodeTemplate, SendRequest};
 use super::error::{DomainError, DomainResult, FieldViolation};
-use super::identities::normalise_identifier;
+use super::identities::{code_address_via, normalise_identifier};
 use crate::store::codes::Challenge;
 use uuid::Uuid;
 
@@ -62,24 +62,7 @@ pub async fn send_code(context: &Context, request: SendCode<'_>) -> DomainResult
     let identity = super::identities::get_identity(context, request.identity_id).await?;
     let settings = context.settings();
     let address = match target {
-        Target::Via(via) => {
-            let is_code_trait = settings
-                .schemas
-                .get(&identity.schema_id)
-                .is_some_and(|schema| {
-                    schema
-                        .code_traits()
-                        .any(|markers| markers.trait_name == via)
-                });
-            if !is_code_trait {
-                return Err(DomainError::ViaTraitUnknown(via.to_owned()));
-            }
-            identity
-                .code_addresses()
-                .find(|address| address.trait_name == via)
-                .cloned()
-                .ok_or_else(|| DomainError::ViaTraitEmpty(via.to_owned()))?
-        }
+        Target::Via(via) => code_address_via(&settings, &identity, via)?,
         Target::Address(value) => {
             let value = normalise_identifier(value);
             identity
