@@ -1503,7 +1503,16 @@ mod durable_cases {
                 .failures,
             0
         );
-        // A new window starts: two old failures plus one new one do not lock.
+        // A replica whose clock lags counts in the same window instead of starting afresh.
+        assert_eq!(
+            store
+                .record_failure(identity_id, t0 - seconds(1), 5, WINDOW)
+                .await
+                .expect("record")
+                .failures,
+            3
+        );
+        // A new window starts: the earlier failures no longer count towards a lockout.
         assert_eq!(
             store
                 .record_failure(identity_id, t0 + seconds(60), 3, WINDOW)
@@ -2095,6 +2104,37 @@ async fn open_embedded_in_memory() {
             .await
             .expect("get flow")
             .is_some()
+    );
+    // The code-engine stores are real backends, not placeholders.
+    assert!(
+        stores
+            .challenges
+            .get_challenge(Uuid::now_v7())
+            .await
+            .expect("get challenge")
+            .is_none()
+    );
+    assert_eq!(
+        stores
+            .limits
+            .hit(&unique(), 1, Duration::from_secs(60), at)
+            .await
+            .expect("hit"),
+        Ok(1)
+    );
+    let failures = stores
+        .budget
+        .record_failure(identity.id, at, 5, Duration::from_secs(60))
+        .await
+        .expect("record failure");
+    assert_eq!(failures.failures, 1);
+    assert!(
+        stores
+            .outbox
+            .list_messages(None, None, None, 10)
+            .await
+            .expect("list messages")
+            .is_empty()
     );
 }
 
