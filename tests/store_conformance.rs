@@ -2138,6 +2138,37 @@ async fn open_embedded_in_memory() {
     );
 }
 
+/// `store::open` with Postgres and Redis puts the code-engine stores on them.
+#[tokio::test]
+async fn open_with_servers() {
+    let mut config = twofold::config::Config {
+        dsn: Some(support::fresh_postgres_dsn().await),
+        ..Default::default()
+    };
+    config.redis.url = Some(support::redis_url());
+    let stores = twofold::store::open(&config).await.expect("open");
+    let key = format!("open-test:{}", unique());
+    let at = now();
+    for count in 1..=2 {
+        assert_eq!(
+            stores
+                .limits
+                .hit(&key, 5, Duration::from_secs(60), at)
+                .await
+                .expect("hit"),
+            Ok(count)
+        );
+    }
+    assert!(
+        stores
+            .outbox
+            .list_messages(None, None, None, 10)
+            .await
+            .expect("list messages")
+            .is_empty()
+    );
+}
+
 /// A server that is not there is `Unavailable` (retry later), not `Internal` (a bug).
 #[tokio::test]
 async fn unreachable_servers_are_unavailable() {
