@@ -1,5 +1,6 @@
-//! One conformance suite per store trait, run against every backend: identities and sessions
-//! against Postgres, a SQLite file and in-memory SQLite; flows against Redis and process memory.
+//! One conformance suite per store trait, run against every backend: identities, sessions, the
+//! failure budget and the outbox against Postgres, a SQLite file and in-memory SQLite; flows,
+//! code challenges and rate limits against Redis and process memory.
 //!
 //! Postgres and Redis are real servers: `eval "$(scripts/services.sh)"` first. Without them the
 //! Postgres and Redis tests fail (they never skip).
@@ -954,6 +955,922 @@ mod flow_cases {
     }
 }
 
+/// Challenges and rate limits: Redis and process memory.
+mod code_cases {
+    use super::*;
+    use twofold::store::codes::{
+        AttemptOutcome, Challenge, ChallengeStore, RateLimiter, ReplaceOutcome,
+    };
+
+    const TTL: Duration = Duration::from_secs(60);
+
+    fn mac() -> [u8; 32] {
+        let mut mac = [0u8; 32];
+        mac[..16].copy_from_slice(Uuid::new_v4().as_bytes());
+        mac[16..].copy_from_slice(Uuid::new_v4().as_bytes());
+        mac
+    }
+
+    fn challenge(at: DateTime<Utc>, right: &[u8; 32]) -> Challenge {
+        Challenge {
+            id: Uuid::now_v7(),
+            identity_id: Uuid::now_v7(),
+            address: unique_phone(),
+            channel: Channel::Sms,
+            purpose: format!("login:{}", Uuid::now_v7()),
+            mac: right.to_vec(),
+            attempts: 0,
+            sends: 1,
+            expires_at: at + ChronoDuration::minutes(10),
+            resend_available_at: at + ChronoDuration::seconds(30),
+            consumed: false,
+        }
+    }
+
+    async fn created<S: ChallengeStore>(store: &S, at: DateTime<Utc>) -> (Challenge, [u8; 32]) {
+        let right = mac();
+        let challenge = challenge(at, &right);
+        store
+            .create_challenge(&challenge, TTL)
+            .await
+            .expect("create");
+        (challenge, right)
+    }
+
+    pub async fn challenge_round_trip<S: ChallengeStore + RateLimiter>(store: Arc<S>) {
+        let (challenge, _) = created(&*store, now()).await;
+        let stored = store
+            .get_challenge(challenge.id)
+            .await
+            .expect("get")
+            .expect("exists");
+        assert_eq!(stored, challenge);
+        let unknown = Uuid::now_v7();
+        assert!(store.get_challenge(unknown).await.expect("get").is_none());
+        assert_eq!(
+            store
+                .attempt(unknown, &[mac()], now(), 5)
+                .await
+                .expect("attempt"),
+            AttemptOutcome::NotFound
+        );
+    }
+
+    pub async fn wrong_codes_count_up_to_max<S: ChallengeStore + RateLimiter>(store: Arc<S>) {
+        let at = now();
+        let (challenge, right) = created(&*store, at).await;
+        for left in [2, 1, 0] {
+            assert_eq!(
+                store
+                    .attempt(challenge.id, &[mac()], at, 3)
+                    .await
+                    .expect("attempt"),
+                AttemptOutcome::Wrong {
+                    attempts_left: left
+                }
+            );
+        }
+        assert_eq!(
+            store
+                .attempt(challenge.id, &[right], at, 3)
+                .await
+                .expect("attempt"),
+            AttemptOutcome::TooManyAttempts,
+            "the right code after max attempts"
+        );
+        let stored = store
+            .get_challenge(challenge.id)
+            .await
+            .expect("get")
+            .expect("exists");
+        assert_eq!((stored.attempts, stored.consumed), (3, false));
+    }
+
+    pub async fn expired_code_is_not_counted<S: ChallengeStore + RateLimiter>(store: Arc<S>) {
+        let at = now();
+        let (challenge, right) = created(&*store, at).await;
+        let late = challenge.expires_at + ChronoDuration::seconds(1);
+        assert_eq!(
+            store
+                .attempt(challenge.id, &[right], late, 5)
+                .await
+                .expect("attempt"),
+            AttemptOutcome::Expired
+        );
+        let stored = store
+            .get_challenge(challenge.id)
+            .await
+            .expect("get")
+            .expect("exists");
+        assert_eq!((stored.attempts, stored.consumed), (0, false));
+        // Just before the deadline it still works.
+        let in_time = challenge.expires_at - ChronoDuration::seconds(1);
+        assert!(matches!(
+            store
+                .attempt(challenge.id, &[right], in_time, 5)
+                .await
+                .expect("attempt"),
+            AttemptOutcome::Verified(_)
+        ));
+    }
+
+    pub async fn right_code_verifies_once<S: ChallengeStore + RateLimiter>(store: Arc<S>) {
+        let at = now();
+        let (challenge, right) = created(&*store, at).await;
+        assert_eq!(
+            store
+                .attempt(challenge.id, &[mac()], at, 5)
+                .await
+                .expect("attempt"),
+            AttemptOutcome::Wrong { attempts_left: 4 }
+        );
+        let verified = store
+            .attempt(challenge.id, &[right], at, 5)
+            .await
+            .expect("attempt");
+        assert_eq!(
+            verified,
+            AttemptOutcome::Verified(Challenge {
+                attempts: 2,
+                consumed: true,
+                ..challenge.clone()
+            })
+        );
+        assert_eq!(
+            store
+                .attempt(challenge.id, &[right], at, 5)
+                .await
+                .expect("attempt"),
+            AttemptOutcome::AlreadyUsed
+        );
+        assert!(
+            store
+                .get_challenge(challenge.id)
+                .await
+                .expect("get")
+                .expect("exists")
+                .consumed
+        );
+    }
+
+    pub async fn concurrent_right_codes_verify_once<S: ChallengeStore + RateLimiter>(
+        store: Arc<S>,
+    ) {
+        let at = now();
+        let (challenge, right) = created(&*store, at).await;
+        let mut tasks = Vec::new();
+        for _ in 0..64 {
+            let store = Arc::clone(&store);
+            tasks.push(tokio::spawn(async move {
+                store
+                    .attempt(challenge.id, &[right], at, 5)
+                    .await
+                    .expect("attempt")
+            }));
+        }
+        let mut verified = 0;
+        for task in tasks {
+            match task.await.expect("task") {
+                AttemptOutcome::Verified(_) => verified += 1,
+                AttemptOutcome::AlreadyUsed => {}
+                other => panic!("unexpected outcome {other:?}"),
+            }
+        }
+        assert_eq!(verified, 1, "exactly one concurrent submission may verify");
+    }
+
+    pub async fn any_candidate_may_match<S: ChallengeStore + RateLimiter>(store: Arc<S>) {
+        let at = now();
+        let (challenge, right) = created(&*store, at).await;
+        assert!(matches!(
+            store
+                .attempt(challenge.id, &[mac(), right], at, 5)
+                .await
+                .expect("attempt"),
+            AttemptOutcome::Verified(_)
+        ));
+        // A near miss (one bit off) is wrong.
+        let (other, right) = created(&*store, at).await;
+        let mut near = right;
+        near[31] ^= 1;
+        assert_eq!(
+            store
+                .attempt(other.id, &[near], at, 5)
+                .await
+                .expect("attempt"),
+            AttemptOutcome::Wrong { attempts_left: 4 }
+        );
+    }
+
+    pub async fn replace_code<S: ChallengeStore + RateLimiter>(store: Arc<S>) {
+        let at = now();
+        let (challenge, old) = created(&*store, at).await;
+        assert_eq!(
+            store
+                .attempt(challenge.id, &[mac()], at, 5)
+                .await
+                .expect("attempt"),
+            AttemptOutcome::Wrong { attempts_left: 4 }
+        );
+        let new = mac();
+        let expires_at = at + ChronoDuration::minutes(20);
+        let resend_at = at + ChronoDuration::minutes(1);
+        assert_eq!(
+            store
+                .replace_code(challenge.id, &new, at, expires_at, resend_at, TTL)
+                .await
+                .expect("replace"),
+            ReplaceOutcome::Cooldown {
+                available_at: challenge.resend_available_at
+            }
+        );
+        let after = challenge.resend_available_at;
+        let replaced = store
+            .replace_code(challenge.id, &new, after, expires_at, resend_at, TTL)
+            .await
+            .expect("replace");
+        let expected = Challenge {
+            mac: new.to_vec(),
+            attempts: 0,
+            sends: 2,
+            expires_at,
+            resend_available_at: resend_at,
+            ..challenge.clone()
+        };
+        assert_eq!(replaced, ReplaceOutcome::Replaced(expected.clone()));
+        assert_eq!(
+            store.get_challenge(challenge.id).await.expect("get"),
+            Some(expected)
+        );
+        assert_eq!(
+            store
+                .attempt(challenge.id, &[old], after, 5)
+                .await
+                .expect("attempt"),
+            AttemptOutcome::Wrong { attempts_left: 4 },
+            "the old code still works"
+        );
+        assert!(matches!(
+            store
+                .attempt(challenge.id, &[new], after, 5)
+                .await
+                .expect("attempt"),
+            AttemptOutcome::Verified(_)
+        ));
+        assert_eq!(
+            store
+                .replace_code(challenge.id, &mac(), resend_at, expires_at, resend_at, TTL)
+                .await
+                .expect("replace"),
+            ReplaceOutcome::AlreadyUsed
+        );
+        assert_eq!(
+            store
+                .replace_code(Uuid::now_v7(), &mac(), at, expires_at, resend_at, TTL)
+                .await
+                .expect("replace"),
+            ReplaceOutcome::NotFound
+        );
+    }
+
+    pub async fn challenge_expires_after_ttl<S: ChallengeStore + RateLimiter>(store: Arc<S>) {
+        let right = mac();
+        let challenge = challenge(now(), &right);
+        store
+            .create_challenge(&challenge, Duration::from_millis(300))
+            .await
+            .expect("create");
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        assert!(
+            store
+                .get_challenge(challenge.id)
+                .await
+                .expect("get")
+                .is_none()
+        );
+        assert_eq!(
+            store
+                .attempt(challenge.id, &[right], now(), 5)
+                .await
+                .expect("attempt"),
+            AttemptOutcome::NotFound
+        );
+    }
+
+    pub async fn remember_request<S: ChallengeStore + RateLimiter>(store: Arc<S>) {
+        let key = format!("send:{}", unique());
+        let (first, second) = (Uuid::now_v7(), Uuid::now_v7());
+        assert_eq!(
+            store
+                .remember_request(&key, first, TTL)
+                .await
+                .expect("remember"),
+            None
+        );
+        assert_eq!(
+            store
+                .remember_request(&key, second, TTL)
+                .await
+                .expect("remember"),
+            Some(first)
+        );
+        store.forget_request(&key).await.expect("forget");
+        assert_eq!(
+            store
+                .remember_request(&key, second, TTL)
+                .await
+                .expect("remember"),
+            None
+        );
+        assert_eq!(
+            store
+                .remember_request(&key, first, TTL)
+                .await
+                .expect("remember"),
+            Some(second)
+        );
+        store
+            .forget_request(&format!("never:{}", unique()))
+            .await
+            .expect("forget unknown");
+    }
+
+    pub async fn rate_limit_windows<S: ChallengeStore + RateLimiter>(store: Arc<S>) {
+        let key = format!("address:{}", unique());
+        let window = Duration::from_secs(60);
+        let at = now();
+        for count in 1..=3 {
+            assert_eq!(
+                store.hit(&key, 3, window, at).await.expect("hit"),
+                Ok(count)
+            );
+        }
+        let retry_after = store
+            .hit(&key, 3, window, at)
+            .await
+            .expect("hit")
+            .expect_err("over the limit");
+        assert!(
+            retry_after <= window && retry_after > Duration::ZERO,
+            "{retry_after:?}"
+        );
+        let other = format!("address:{}", unique());
+        assert_eq!(store.hit(&other, 3, window, at).await.expect("hit"), Ok(1));
+        let next_window = at + ChronoDuration::seconds(60);
+        assert_eq!(
+            store.hit(&key, 3, window, next_window).await.expect("hit"),
+            Ok(1)
+        );
+    }
+}
+
+/// The failure budget and the outbox: Postgres and SQLite.
+mod durable_cases {
+    use super::*;
+    use std::collections::HashSet;
+    use twofold::store::codes::{
+        AttemptResult, AuditEvent, DeliveryAttempt, FailureBudgetStore, FailureState,
+        MessageStatus, Outbox, OutboxMessage,
+    };
+
+    const WINDOW: Duration = Duration::from_secs(60);
+
+    fn seconds(count: i64) -> ChronoDuration {
+        ChronoDuration::seconds(count)
+    }
+
+    async fn stored_identity<S: IdentityStore>(store: &S) -> Uuid {
+        let identity = new_identity();
+        store
+            .insert_identity(&identity, None)
+            .await
+            .expect("insert identity");
+        identity.id
+    }
+
+    pub async fn concurrent_failures_all_count<S: SqlStore + FailureBudgetStore>(store: &S) {
+        let identity_id = stored_identity(store).await;
+        let at = now();
+        let mut tasks = Vec::new();
+        for _ in 0..100 {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move {
+                store
+                    .record_failure(identity_id, at, 1000, Duration::from_secs(3600))
+                    .await
+                    .expect("record failure")
+            }));
+        }
+        let mut seen = Vec::new();
+        for task in tasks {
+            seen.push(task.await.expect("task").failures);
+        }
+        seen.sort_unstable();
+        assert_eq!(
+            seen,
+            (1..=100).collect::<Vec<u32>>(),
+            "every failure saw its own count"
+        );
+        assert_eq!(
+            store.failure_state(identity_id, at).await.expect("state"),
+            FailureState {
+                failures: 100,
+                locked_until: None
+            }
+        );
+    }
+
+    pub async fn lockout_grows_and_resets<S: SqlStore + FailureBudgetStore>(store: &S) {
+        let identity_id = stored_identity(store).await;
+        let t0 = now();
+        let window = seconds(60);
+        assert_eq!(
+            store.failure_state(identity_id, t0).await.expect("state"),
+            FailureState {
+                failures: 0,
+                locked_until: None
+            }
+        );
+        for failures in 1..=2 {
+            assert_eq!(
+                store
+                    .record_failure(identity_id, t0, 3, WINDOW)
+                    .await
+                    .expect("record"),
+                FailureState {
+                    failures,
+                    locked_until: None
+                }
+            );
+        }
+        let locked = FailureState {
+            failures: 0,
+            locked_until: Some(t0 + window),
+        };
+        assert_eq!(
+            store
+                .record_failure(identity_id, t0, 3, WINDOW)
+                .await
+                .expect("record"),
+            locked
+        );
+        assert_eq!(
+            store
+                .failure_state(identity_id, t0 + seconds(59))
+                .await
+                .expect("state"),
+            locked
+        );
+
+        let t1 = t0 + window;
+        assert_eq!(
+            store.failure_state(identity_id, t1).await.expect("state"),
+            FailureState {
+                failures: 0,
+                locked_until: None
+            },
+            "the lockout is over"
+        );
+        for _ in 0..2 {
+            store
+                .record_failure(identity_id, t1, 3, WINDOW)
+                .await
+                .expect("record");
+        }
+        assert_eq!(
+            store
+                .record_failure(identity_id, t1, 3, WINDOW)
+                .await
+                .expect("record"),
+            FailureState {
+                failures: 0,
+                locked_until: Some(t1 + window * 2)
+            },
+            "the second lockout lasts twice as long"
+        );
+
+        store.reset_failures(identity_id).await.expect("reset");
+        assert_eq!(
+            store.failure_state(identity_id, t1).await.expect("state"),
+            FailureState {
+                failures: 0,
+                locked_until: None
+            }
+        );
+        for _ in 0..2 {
+            store
+                .record_failure(identity_id, t1, 3, WINDOW)
+                .await
+                .expect("record");
+        }
+        assert_eq!(
+            store
+                .record_failure(identity_id, t1, 3, WINDOW)
+                .await
+                .expect("record"),
+            FailureState {
+                failures: 0,
+                locked_until: Some(t1 + window)
+            },
+            "a success clears the growth"
+        );
+    }
+
+    pub async fn failures_expire_with_their_window<S: SqlStore + FailureBudgetStore>(store: &S) {
+        let identity_id = stored_identity(store).await;
+        let t0 = now();
+        store
+            .record_failure(identity_id, t0, 3, WINDOW)
+            .await
+            .expect("record");
+        store
+            .record_failure(identity_id, t0 + seconds(30), 3, WINDOW)
+            .await
+            .expect("record");
+        assert_eq!(
+            store
+                .failure_state(identity_id, t0 + seconds(59))
+                .await
+                .expect("state")
+                .failures,
+            2
+        );
+        assert_eq!(
+            store
+                .failure_state(identity_id, t0 + seconds(60))
+                .await
+                .expect("state")
+                .failures,
+            0
+        );
+        // A replica whose clock lags counts in the same window instead of starting afresh.
+        assert_eq!(
+            store
+                .record_failure(identity_id, t0 - seconds(1), 5, WINDOW)
+                .await
+                .expect("record")
+                .failures,
+            3
+        );
+        // A new window starts: the earlier failures no longer count towards a lockout.
+        assert_eq!(
+            store
+                .record_failure(identity_id, t0 + seconds(60), 3, WINDOW)
+                .await
+                .expect("record"),
+            FailureState {
+                failures: 1,
+                locked_until: None
+            }
+        );
+    }
+
+    fn message(recipient: &str, at: DateTime<Utc>) -> OutboxMessage {
+        OutboxMessage {
+            id: Uuid::now_v7(),
+            channel: Channel::Sms,
+            recipient: recipient.to_owned(),
+            template_type: "login_code".into(),
+            locale: "en".into(),
+            sealed_data: (0..=255).chain(0..=255).collect(),
+            identity_id: Some(Uuid::now_v7()),
+            status: MessageStatus::Queued,
+            send_count: 0,
+            not_after: Some(at + ChronoDuration::minutes(15)),
+            next_attempt_at: at,
+            created_at: at,
+            updated_at: at,
+        }
+    }
+
+    fn audit_for(message: &OutboxMessage, at: DateTime<Utc>) -> AuditEvent {
+        AuditEvent {
+            id: Uuid::now_v7(),
+            event: "code.sent".into(),
+            identity_id: message.identity_id,
+            flow_id: Some(Uuid::now_v7()),
+            address_hash: Some("ab".repeat(32)),
+            client_ip: Some("203.0.113.7".into()),
+            occurred_at: at,
+        }
+    }
+
+    async fn enqueued<S: Outbox>(store: &S, recipient: &str, at: DateTime<Utc>) -> OutboxMessage {
+        let message = message(recipient, at);
+        store
+            .enqueue(&message, &audit_for(&message, at))
+            .await
+            .expect("enqueue");
+        message
+    }
+
+    fn attempt(message_id: Uuid, at: DateTime<Utc>, succeeded: bool) -> DeliveryAttempt {
+        DeliveryAttempt {
+            message_id,
+            attempted_at: at,
+            gateway: "twilio".into(),
+            succeeded,
+            error: (!succeeded).then(|| "gateway timeout".to_owned()),
+            provider_message_id: succeeded.then(|| "SM123".to_owned()),
+        }
+    }
+
+    fn message_ids(messages: &[OutboxMessage]) -> Vec<Uuid> {
+        messages.iter().map(|message| message.id).collect()
+    }
+
+    pub async fn outbox_lifecycle<S: SqlStore + Outbox>(store: &S) {
+        let t0 = now();
+        let message = message(&unique_phone(), t0);
+        let audit = audit_for(&message, t0);
+        store.enqueue(&message, &audit).await.expect("enqueue");
+        assert_eq!(
+            store.get_message(message.id).await.expect("get"),
+            Some(message.clone())
+        );
+        let identity_id = message.identity_id.expect("identity");
+        assert_eq!(
+            store.audit_events(identity_id).await.expect("audit"),
+            vec![audit.clone()]
+        );
+        assert!(
+            store
+                .get_message(Uuid::now_v7())
+                .await
+                .expect("get")
+                .is_none()
+        );
+
+        let lease = Duration::from_secs(30);
+        let claimed = store.claim_due(t0, 10, lease).await.expect("claim");
+        assert_eq!(
+            claimed,
+            vec![OutboxMessage {
+                status: MessageStatus::Processing,
+                updated_at: t0,
+                ..message.clone()
+            }]
+        );
+        assert!(
+            store
+                .claim_due(t0, 10, lease)
+                .await
+                .expect("claim")
+                .is_empty(),
+            "leased"
+        );
+
+        let retry_at = t0 + seconds(60);
+        store
+            .finish_attempt(
+                &attempt(message.id, t0, false),
+                AttemptResult::RetryAt(retry_at),
+            )
+            .await
+            .expect("finish");
+        let waiting = store
+            .get_message(message.id)
+            .await
+            .expect("get")
+            .expect("exists");
+        assert_eq!(
+            (waiting.status, waiting.send_count, waiting.next_attempt_at),
+            (MessageStatus::Queued, 1, retry_at)
+        );
+        assert!(
+            store
+                .claim_due(retry_at - seconds(1), 10, lease)
+                .await
+                .expect("claim")
+                .is_empty(),
+            "claimable before its retry time"
+        );
+        assert_eq!(
+            message_ids(&store.claim_due(retry_at, 10, lease).await.expect("claim")),
+            vec![message.id]
+        );
+        store
+            .finish_attempt(&attempt(message.id, retry_at, true), AttemptResult::Sent)
+            .await
+            .expect("finish");
+        let sent = store
+            .get_message(message.id)
+            .await
+            .expect("get")
+            .expect("exists");
+        assert_eq!(
+            sent,
+            OutboxMessage {
+                status: MessageStatus::Sent,
+                send_count: 2,
+                next_attempt_at: retry_at,
+                updated_at: retry_at,
+                ..message.clone()
+            }
+        );
+        assert_eq!(
+            store.attempts(message.id).await.expect("attempts"),
+            vec![
+                attempt(message.id, t0, false),
+                attempt(message.id, retry_at, true)
+            ]
+        );
+        assert!(
+            store
+                .claim_due(retry_at + seconds(3600), 10, lease)
+                .await
+                .expect("claim")
+                .is_empty(),
+            "a sent message was claimed again"
+        );
+
+        let later = t0 + seconds(1);
+        let event = AuditEvent {
+            event: "code.verified".into(),
+            occurred_at: later,
+            ..audit_for(&message, later)
+        };
+        store.record_audit(&event).await.expect("record audit");
+        assert_eq!(
+            store.audit_events(identity_id).await.expect("audit"),
+            vec![audit, event]
+        );
+    }
+
+    pub async fn expired_lease_is_claimed_again<S: SqlStore + Outbox>(store: &S) {
+        let t0 = now();
+        let message = enqueued(store, &unique_phone(), t0).await;
+        let lease = Duration::from_secs(30);
+        assert_eq!(
+            message_ids(&store.claim_due(t0, 10, lease).await.expect("claim")),
+            vec![message.id]
+        );
+        assert!(
+            store
+                .claim_due(t0 + seconds(29), 10, lease)
+                .await
+                .expect("claim")
+                .is_empty()
+        );
+        assert_eq!(
+            message_ids(
+                &store
+                    .claim_due(t0 + seconds(30), 10, lease)
+                    .await
+                    .expect("claim")
+            ),
+            vec![message.id],
+            "a dead worker's message is never picked up again"
+        );
+    }
+
+    pub async fn abandon<S: SqlStore + Outbox>(store: &S) {
+        let t0 = now();
+        let queued = enqueued(store, &unique_phone(), t0).await;
+        let claimed = enqueued(store, &unique_phone(), t0).await;
+        let claims = store.claim_due(t0, 1, WINDOW).await.expect("claim");
+        assert_eq!(claims.len(), 1);
+        let (first, second) = if claims[0].id == queued.id {
+            (queued, claimed)
+        } else {
+            (claimed, queued)
+        };
+        store
+            .abandon(first.id, t0 + seconds(1))
+            .await
+            .expect("abandon");
+        store
+            .abandon(second.id, t0 + seconds(2))
+            .await
+            .expect("abandon");
+        for (message, at) in [(&first, t0 + seconds(1)), (&second, t0 + seconds(2))] {
+            let stored = store
+                .get_message(message.id)
+                .await
+                .expect("get")
+                .expect("exists");
+            assert_eq!(
+                (stored.status, stored.updated_at, stored.send_count),
+                (MessageStatus::Abandoned, at, 0)
+            );
+        }
+        assert!(
+            store
+                .claim_due(t0 + seconds(3600), 10, WINDOW)
+                .await
+                .expect("claim")
+                .is_empty()
+        );
+        assert!(store.attempts(first.id).await.expect("attempts").is_empty());
+    }
+
+    pub async fn list_filters_and_pages<S: SqlStore + Outbox>(store: &S) {
+        let t0 = now();
+        let (alice, bob) = (unique_phone(), unique_phone());
+        let mut alices = Vec::new();
+        for _ in 0..5 {
+            alices.push(enqueued(store, &alice, t0).await.id);
+        }
+        let mut bobs = Vec::new();
+        for _ in 0..2 {
+            bobs.push(enqueued(store, &bob, t0).await.id);
+        }
+        store.abandon(alices[1], t0).await.expect("abandon");
+        let newest_first = |mut ids: Vec<Uuid>| {
+            ids.sort_unstable_by(|a, b| b.cmp(a));
+            ids
+        };
+        let all = newest_first([alices.clone(), bobs.clone()].concat());
+        assert_eq!(
+            message_ids(
+                &store
+                    .list_messages(None, None, None, 100)
+                    .await
+                    .expect("list")
+            ),
+            all
+        );
+
+        let alices_desc = newest_first(alices.clone());
+        let page1 = store
+            .list_messages(None, Some(&alice), None, 2)
+            .await
+            .expect("list");
+        assert_eq!(message_ids(&page1), alices_desc[..2]);
+        let page2 = store
+            .list_messages(None, Some(&alice), Some(page1[1].id), 2)
+            .await
+            .expect("list");
+        assert_eq!(message_ids(&page2), alices_desc[2..4]);
+        let page3 = store
+            .list_messages(None, Some(&alice), Some(page2[1].id), 2)
+            .await
+            .expect("list");
+        assert_eq!(message_ids(&page3), alices_desc[4..]);
+
+        assert_eq!(
+            message_ids(
+                &store
+                    .list_messages(Some(MessageStatus::Abandoned), None, None, 10)
+                    .await
+                    .expect("list")
+            ),
+            vec![alices[1]]
+        );
+        let queued_bob = store
+            .list_messages(Some(MessageStatus::Queued), Some(&bob), None, 10)
+            .await
+            .expect("list");
+        assert_eq!(message_ids(&queued_bob), newest_first(bobs));
+        // The sealed data comes back byte for byte.
+        assert_eq!(
+            queued_bob[0].sealed_data,
+            (0..=255).chain(0..=255).collect::<Vec<u8>>()
+        );
+        assert!(
+            store
+                .list_messages(Some(MessageStatus::Sent), None, None, 10)
+                .await
+                .expect("list")
+                .is_empty()
+        );
+    }
+
+    pub async fn concurrent_claimers_never_share<S: SqlStore + Outbox>(store: &S) {
+        let t0 = now();
+        let mut expected = HashSet::new();
+        for _ in 0..60 {
+            expected.insert(enqueued(store, &unique_phone(), t0).await.id);
+        }
+        let mut workers = Vec::new();
+        for _ in 0..4 {
+            let store = store.clone();
+            workers.push(tokio::spawn(async move {
+                let mut mine = Vec::new();
+                loop {
+                    let batch = store.claim_due(t0, 5, WINDOW).await.expect("claim");
+                    if batch.is_empty() {
+                        return mine;
+                    }
+                    mine.extend(batch.into_iter().map(|message| message.id));
+                    tokio::task::yield_now().await;
+                }
+            }));
+        }
+        let mut claimed = Vec::new();
+        for worker in workers {
+            claimed.extend(worker.await.expect("worker"));
+        }
+        let unique_claims: HashSet<Uuid> = claimed.iter().copied().collect();
+        assert_eq!(
+            unique_claims.len(),
+            claimed.len(),
+            "a message was claimed twice"
+        );
+        assert_eq!(unique_claims, expected);
+    }
+}
+
 /// A store plus whatever must outlive it (the SQLite file's directory).
 struct Fixture<S> {
     store: S,
@@ -963,7 +1880,10 @@ struct Fixture<S> {
 mod open {
     use super::*;
     use twofold::store::{
-        memory::MemoryFlowStore, postgres::PostgresStore, redis::RedisFlowStore,
+        memory::{MemoryCodeStore, MemoryFlowStore},
+        postgres::PostgresStore,
+        redis::RedisFlowStore,
+        redis_codes::RedisCodeStore,
         sqlite::SqliteStore,
     };
 
@@ -1004,6 +1924,17 @@ mod open {
 
     pub async fn memory() -> Arc<MemoryFlowStore> {
         Arc::new(MemoryFlowStore::new())
+    }
+
+    pub async fn redis_codes() -> Arc<RedisCodeStore> {
+        let store = RedisCodeStore::connect(&support::redis_url(), &support::unique_redis_prefix())
+            .await
+            .expect("connect to redis");
+        Arc::new(store)
+    }
+
+    pub async fn memory_codes() -> Arc<MemoryCodeStore> {
+        Arc::new(MemoryCodeStore::new())
     }
 }
 
@@ -1061,11 +1992,75 @@ macro_rules! flow_suite {
     };
 }
 
+macro_rules! code_suite {
+    ($backend:ident) => {
+        mod $backend {
+            use super::*;
+            code_suite!(@cases $backend;
+                challenge_round_trip,
+                wrong_codes_count_up_to_max,
+                expired_code_is_not_counted,
+                right_code_verifies_once,
+                concurrent_right_codes_verify_once,
+                any_candidate_may_match,
+                replace_code,
+                challenge_expires_after_ttl,
+                remember_request,
+                rate_limit_windows
+            );
+        }
+    };
+    (@cases $backend:ident; $($case:ident),*) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $case() {
+                code_cases::$case(open::$backend().await).await;
+            }
+        )*
+    };
+}
+
+macro_rules! durable_suite {
+    ($backend:ident) => {
+        mod $backend {
+            use super::*;
+            durable_suite!(@cases $backend;
+                concurrent_failures_all_count,
+                lockout_grows_and_resets,
+                failures_expire_with_their_window,
+                outbox_lifecycle,
+                expired_lease_is_claimed_again,
+                abandon,
+                list_filters_and_pages,
+                concurrent_claimers_never_share
+            );
+        }
+    };
+    (@cases $backend:ident; $($case:ident),*) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $case() {
+                let fixture = open::$backend().await;
+                durable_cases::$case(&fixture.store).await;
+            }
+        )*
+    };
+}
+
 sql_suite!(postgres);
 sql_suite!(sqlite_file);
 sql_suite!(sqlite_memory);
 flow_suite!(redis);
 flow_suite!(memory);
+
+mod codes {
+    use super::*;
+    code_suite!(redis_codes);
+    code_suite!(memory_codes);
+    durable_suite!(postgres);
+    durable_suite!(sqlite_file);
+    durable_suite!(sqlite_memory);
+}
 
 /// `store::open` with the embedded settings needs no servers.
 #[tokio::test]
@@ -1109,6 +2104,68 @@ async fn open_embedded_in_memory() {
             .await
             .expect("get flow")
             .is_some()
+    );
+    // The code-engine stores are real backends, not placeholders.
+    assert!(
+        stores
+            .challenges
+            .get_challenge(Uuid::now_v7())
+            .await
+            .expect("get challenge")
+            .is_none()
+    );
+    assert_eq!(
+        stores
+            .limits
+            .hit(&unique(), 1, Duration::from_secs(60), at)
+            .await
+            .expect("hit"),
+        Ok(1)
+    );
+    let failures = stores
+        .budget
+        .record_failure(identity.id, at, 5, Duration::from_secs(60))
+        .await
+        .expect("record failure");
+    assert_eq!(failures.failures, 1);
+    assert!(
+        stores
+            .outbox
+            .list_messages(None, None, None, 10)
+            .await
+            .expect("list messages")
+            .is_empty()
+    );
+}
+
+/// `store::open` with Postgres and Redis puts the code-engine stores on them.
+#[tokio::test]
+async fn open_with_servers() {
+    let mut config = twofold::config::Config {
+        dsn: Some(support::fresh_postgres_dsn().await),
+        ..Default::default()
+    };
+    config.redis.url = Some(support::redis_url());
+    let stores = twofold::store::open(&config).await.expect("open");
+    let key = format!("open-test:{}", unique());
+    let at = now();
+    for count in 1..=2 {
+        assert_eq!(
+            stores
+                .limits
+                .hit(&key, 5, Duration::from_secs(60), at)
+                .await
+                .expect("hit"),
+            Ok(count)
+        );
+    }
+    assert!(
+        stores
+            .outbox
+            .list_messages(None, None, None, 10)
+            .await
+            .expect("list messages")
+            .is_empty()
     );
 }
 

@@ -193,7 +193,7 @@ fn parse_instant(text: &str) -> StoreResult<DateTime<Utc>> {
 
 /// A challenge from its hash fields (as `HGETALL` lists them: name, value, name, value, ...).
 fn decode_challenge(id: Uuid, flat: &[String]) -> StoreResult<Challenge> {
-    if flat.len() % 2 != 0 {
+    if !flat.len().is_multiple_of(2) {
         return Err(corrupt("odd field list"));
     }
     let fields: HashMap<String, String> = flat

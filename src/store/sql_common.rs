@@ -316,7 +316,9 @@ pub(crate) fn count_failure(
         .checked_add_signed(window)
         .unwrap_or(DateTime::<Utc>::MAX_UTC);
     let mut next = match row {
-        Some(row) if now >= row.window_started_at && now < row.window_ends_at => row,
+        // A replica whose clock lags a little still counts in the current window rather than
+        // starting a fresh one (which would forgive the failures so far).
+        Some(row) if now < row.window_ends_at => row,
         Some(row) => FailureRow {
             window_started_at: now,
             window_ends_at,
@@ -339,9 +341,13 @@ pub(crate) fn count_failure(
         let delay = window
             .checked_mul(1 << doublings)
             .unwrap_or(chrono::TimeDelta::MAX);
+        let until = now
+            .checked_add_signed(delay)
+            .unwrap_or(DateTime::<Utc>::MAX_UTC);
+        // A lockout never shortens one already running.
         next.locked_until = Some(
-            now.checked_add_signed(delay)
-                .unwrap_or(DateTime::<Utc>::MAX_UTC),
+            next.locked_until
+                .map_or(until, |current| current.max(until)),
         );
         next.lockouts += 1;
         next.failures = 0;
