@@ -7,7 +7,7 @@ use twofold::courier::Senders;
 use twofold::courier::log_sender::LogSender;
 use twofold::courier::worker::Worker;
 use twofold::domain::clock::SystemClock;
-use twofold::domain::{Context, Settings};
+use twofold::domain::{Context, Settings, configuration};
 use twofold::server::{self, Listeners};
 use twofold::store;
 
@@ -144,15 +144,21 @@ pub async fn serve(path: Option<&Path>) -> Result<(), String> {
         stores,
         Arc::new(SystemClock),
     );
+    configuration::bootstrap(&context)
+        .await
+        .map_err(|error| error.to_string())?;
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let courier =
-        tokio::spawn(Worker::new(context.clone(), development_senders()).run(wait_for(stopped)));
+    let courier = tokio::spawn(
+        Worker::new(context.clone(), development_senders()).run(wait_for(stopped.clone())),
+    );
+    let follower = tokio::spawn(configuration::follow(context.clone(), wait_for(stopped)));
     let served = server::run(Listeners { public, admin }, context, async move {
         shutdown_signal().await;
         let _ = stop.send(true);
     })
     .await;
     let _ = courier.await;
+    let _ = follower.await;
     served.map_err(|error| error.to_string())
 }
 
@@ -169,10 +175,17 @@ pub async fn courier_watch(path: Option<&Path>) -> Result<(), String> {
         stores,
         Arc::new(SystemClock),
     );
+    configuration::bootstrap(&context)
+        .await
+        .map_err(|error| error.to_string())?;
     tracing::info!("courier is watching the outbox");
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let follower = tokio::spawn(configuration::follow(context.clone(), wait_for(stopped)));
     Worker::new(context, development_senders())
         .run(shutdown_signal())
         .await;
+    let _ = stop.send(true);
+    let _ = follower.await;
     Ok(())
 }
 

@@ -7,6 +7,7 @@
 //! are served on both without credentials, so probes and `grpcurl describe` work.
 use crate::api::auth::AdminKeyCheck;
 use crate::api::code::CodeApi;
+use crate::api::config::ConfigApi;
 use crate::api::flow::FlowApi;
 use crate::api::identity::IdentityApi;
 use crate::api::session::SessionApi;
@@ -199,7 +200,7 @@ fn serve_admin(
         check.clone(),
     );
     let configs = InterceptedService::new(
-        v1::config_service_server::ConfigServiceServer::new(NotYetServed)
+        v1::config_service_server::ConfigServiceServer::new(ConfigApi::new(context.clone()))
             .max_decoding_message_size(limit),
         check.clone(),
     );

@@ -163,6 +163,19 @@ impl From<DomainError> for Status {
             DomainError::ChallengeNotFound => {
                 simple(Code::NotFound, ErrorReason::ChallengeNotFound)
             }
+            DomainError::ConfigInvalid(violations) => status(
+                Code::InvalidArgument,
+                ErrorReason::ConfigInvalid,
+                message,
+                &violations,
+                None,
+            ),
+            DomainError::ConfigVersionConflict => {
+                simple(Code::Aborted, ErrorReason::ConfigVersionConflict)
+            }
+            DomainError::ConfigVersionNotFound => {
+                simple(Code::NotFound, ErrorReason::ConfigVersionNotFound)
+            }
             DomainError::NotImplemented => not_implemented("this operation"),
             DomainError::Store(StoreError::Unavailable(cause)) => {
                 tracing::error!(error = %cause, "storage unavailable");

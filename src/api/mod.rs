@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod code;
+pub mod config;
 pub mod convert;
 pub mod error;
 pub mod flow;

@@ -70,6 +70,12 @@ pub enum DomainError {
     AddressNotAllowed,
     #[error("challenge not found")]
     ChallengeNotFound,
+    #[error("the configuration is invalid")]
+    ConfigInvalid(Vec<FieldViolation>),
+    #[error("the configuration changed since it was read; read it again")]
+    ConfigVersionConflict,
+    #[error("configuration version not found")]
+    ConfigVersionNotFound,
     #[error("not implemented")]
     NotImplemented,
     #[error(transparent)]

@@ -5,6 +5,7 @@ pub mod aal;
 pub mod challenges;
 pub mod clock;
 pub mod code;
+pub mod configuration;
 pub mod error;
 pub mod flows;
 pub mod identities;
@@ -33,6 +34,9 @@ use std::sync::Arc;
 pub struct Settings {
     pub config: Config,
     pub schemas: SchemaRegistry,
+    /// The stored configuration version this is (0 before any was stored).
+    pub version: u64,
+    pub etag: String,
     code_mac: code::CodeMac,
     sealer: seal::Sealer,
 }
@@ -62,9 +66,18 @@ impl Settings {
         Self {
             config,
             schemas,
+            version: 0,
+            etag: String::new(),
             code_mac,
             sealer,
         }
+    }
+
+    /// The same settings, marked as stored version `version`.
+    pub fn at_version(mut self, version: u64, etag: String) -> Self {
+        self.version = version;
+        self.etag = etag;
+        self
     }
 
     pub fn code_mac(&self) -> &code::CodeMac {
@@ -79,7 +92,9 @@ impl Settings {
 /// Everything a domain operation needs: settings, storage and the clock.
 #[derive(Clone)]
 pub struct Context {
-    settings: Arc<Settings>,
+    /// Swapped whole when the configuration changes; readers clone the inner `Arc` once per
+    /// request, so a request never sees two versions.
+    settings: Arc<std::sync::RwLock<Arc<Settings>>>,
     pub stores: Stores,
     pub clock: Arc<dyn Clock>,
     /// Wakes the courier worker when a message was queued, so delivery starts at once instead
@@ -90,7 +105,7 @@ pub struct Context {
 impl Context {
     pub fn new(settings: Settings, stores: Stores, clock: Arc<dyn Clock>) -> Self {
         Self {
-            settings: Arc::new(settings),
+            settings: Arc::new(std::sync::RwLock::new(Arc::new(settings))),
             stores,
             clock,
             courier_wakeup: Arc::new(tokio::sync::Notify::new()),
@@ -99,6 +114,17 @@ impl Context {
 
     /// One consistent snapshot of the settings for the current request.
     pub fn settings(&self) -> Arc<Settings> {
-        self.settings.clone()
+        self.settings
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// Puts new settings in force for every request that starts from now on.
+    pub fn replace_settings(&self, settings: Settings) {
+        *self
+            .settings
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(settings);
     }
 }

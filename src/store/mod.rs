@@ -16,6 +16,7 @@ use std::time::Duration;
 use uuid::Uuid;
 
 pub mod codes;
+pub mod config_versions;
 pub mod memory;
 pub mod postgres;
 pub mod redis;
@@ -173,25 +174,18 @@ pub struct Stores {
     pub limits: Arc<dyn codes::RateLimiter>,
     pub budget: Arc<dyn codes::FailureBudgetStore>,
     pub outbox: Arc<dyn codes::Outbox>,
+    pub configs: Arc<dyn config_versions::ConfigVersionStore>,
 }
 
 /// Opens the backends the configuration names: `dsn` picks Postgres or SQLite (the embedded
 /// file when unset), `redis.url` picks Redis or the in-process store.
 pub async fn open(config: &crate::config::Config) -> StoreResult<Stores> {
     let dsn = config.dsn.as_deref().unwrap_or(DEFAULT_SQLITE_DSN);
-    type Sql = (
-        Arc<dyn IdentityStore>,
-        Arc<dyn SessionStore>,
-        Arc<dyn codes::FailureBudgetStore>,
-        Arc<dyn codes::Outbox>,
-    );
-    let (identities, sessions, budget, outbox): Sql =
+    let sql: Arc<dyn SqlStore> =
         if dsn.starts_with("postgres://") || dsn.starts_with("postgresql://") {
-            let store = Arc::new(postgres::PostgresStore::connect(dsn).await?);
-            (store.clone(), store.clone(), store.clone(), store)
+            Arc::new(postgres::PostgresStore::connect(dsn).await?)
         } else if dsn == "memory" || dsn.starts_with("sqlite:") {
-            let store = Arc::new(sqlite::SqliteStore::connect(dsn).await?);
-            (store.clone(), store.clone(), store.clone(), store)
+            Arc::new(sqlite::SqliteStore::connect(dsn).await?)
         } else {
             // The DSN may hold a password, so only its scheme goes into the message.
             let scheme = dsn.split(':').next().unwrap_or_default();
@@ -230,14 +224,34 @@ pub async fn open(config: &crate::config::Config) -> StoreResult<Stores> {
         }
     };
     Ok(Stores {
-        identities,
-        sessions,
+        identities: sql.clone(),
+        sessions: sql.clone(),
+        budget: sql.clone(),
+        outbox: sql.clone(),
+        configs: sql,
         flows,
         challenges,
         limits,
-        budget,
-        outbox,
     })
+}
+
+/// Everything the SQL database holds; each SQL backend implements all of it.
+pub trait SqlStore:
+    IdentityStore
+    + SessionStore
+    + codes::FailureBudgetStore
+    + codes::Outbox
+    + config_versions::ConfigVersionStore
+{
+}
+
+impl<T> SqlStore for T where
+    T: IdentityStore
+        + SessionStore
+        + codes::FailureBudgetStore
+        + codes::Outbox
+        + config_versions::ConfigVersionStore
+{
 }
 
 /// Prefix of every key Twofold writes to Redis, so it can share a server with other software.

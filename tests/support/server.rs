@@ -37,6 +37,7 @@ pub struct TestServer {
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
     courier: Option<JoinHandle<()>>,
+    follower: Option<JoinHandle<()>>,
 }
 
 /// How a test server is set up beyond its YAML.
@@ -159,11 +160,18 @@ impl TestServer {
         let stores = twofold::store::open(&config).await.expect("stores open");
         let clock = Arc::new(ManualClock::new(chrono::Utc::now()));
         let context = Context::new(Settings::new(config, loaded.schemas), stores, clock.clone());
+        twofold::domain::configuration::bootstrap(&context)
+            .await
+            .expect("configuration stored");
         Self::serve(context, clock, options).await
     }
 
     async fn serve(context: Context, clock: Arc<ManualClock>, options: Options) -> Self {
         let outbox = Captured::default();
+        let follower = tokio::spawn(twofold::domain::configuration::follow(
+            context.clone(),
+            std::future::pending::<()>(),
+        ));
         let courier = options.courier.then(|| {
             let worker = Worker::new(context.clone(), Senders::single(Arc::new(outbox.clone())));
             tokio::spawn(worker.run(std::future::pending::<()>()))
@@ -190,6 +198,7 @@ impl TestServer {
             stop: Some(stop),
             task: Some(task),
             courier,
+            follower: Some(follower),
         }
     }
 
@@ -244,6 +253,9 @@ impl TestServer {
             stores,
             self.clock.clone(),
         );
+        twofold::domain::configuration::bootstrap(&context)
+            .await
+            .expect("configuration loaded");
         Self::serve(context, self.clock.clone(), Options { courier: false }).await
     }
 
@@ -276,6 +288,9 @@ impl Drop for TestServer {
         }
         if let Some(courier) = self.courier.take() {
             courier.abort();
+        }
+        if let Some(follower) = self.follower.take() {
+            follower.abort();
         }
     }
 }
