@@ -495,8 +495,15 @@ async fn admin_calls_need_the_admin_key(backend: Backend) {
         .await
         .unwrap_err();
     assert_eq!(reason(&refused), "ADMIN_KEY_REQUIRED");
-    let unimplemented = configs
-        .get_config(admin(v1::GetConfigRequest::default()))
+    let mut courier =
+        v1::courier_service_client::CourierServiceClient::new(server.admin_channel().await);
+    let refused = courier
+        .list_messages(v1::ListMessagesRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&refused), "ADMIN_KEY_REQUIRED");
+    let unimplemented = courier
+        .list_messages(admin(v1::ListMessagesRequest::default()))
         .await
         .unwrap_err();
     assert_eq!(unimplemented.code(), Code::Unimplemented);
