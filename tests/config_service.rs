@@ -428,3 +428,86 @@ async fn identity_schemas_can_be_listed_and_added(backend: Backend) {
     assert_eq!(reason(&missing), "SCHEMA_NOT_FOUND");
     server.stop().await;
 }
+
+/// After a restart the newest stored version stays in force, unless the configuration file was
+/// edited since it was last stored: then the file is stored as a new version and wins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_keeps_api_changes_unless_the_file_changed() {
+    use std::sync::Arc;
+    use twofold::domain::clock::SystemClock;
+    use twofold::domain::configuration::{bootstrap, update_config};
+    use twofold::domain::{Context, Settings};
+
+    let directory = tempfile::tempdir().unwrap();
+    let dsn = format!(
+        "sqlite://{}?mode=rwc",
+        directory.path().join("twofold.sqlite").display()
+    );
+    let start = |yaml: String| {
+        let dsn = dsn.clone();
+        async move {
+            let loaded = twofold::config::parse_document(&yaml, None).unwrap();
+            let mut config = loaded.config;
+            config.dsn = Some(dsn);
+            let stores = twofold::store::open(&config).await.unwrap();
+            let context = Context::new(
+                Settings::new(config, loaded.schemas),
+                stores,
+                Arc::new(SystemClock),
+            );
+            bootstrap(&context).await.unwrap();
+            context
+        }
+    };
+    let file = format!("secrets:\n  default: [{SECRET}]\n");
+
+    let first = start(file.clone()).await;
+    assert_eq!(first.settings().version, 1);
+    let document = twofold::domain::configuration::get_config(
+        &first,
+        twofold::domain::configuration::Format::Yaml,
+    )
+    .unwrap()
+    .document
+    .replace("mfa_enabled: false", "mfa_enabled: true");
+    let etag = first.settings().etag.clone();
+    update_config(&first, &document, &etag)
+        .await
+        .expect("api change");
+    drop(first);
+
+    let restarted = start(file.clone()).await;
+    assert_eq!(
+        restarted.settings().version,
+        2,
+        "the api change survives a restart"
+    );
+    assert!(
+        restarted
+            .settings()
+            .config
+            .selfservice
+            .methods
+            .code
+            .mfa_enabled
+    );
+    drop(restarted);
+
+    let edited = start(format!(
+        "{file}selfservice:\n  methods:\n    code:\n      config:\n        lifespan: 10m\n"
+    ))
+    .await;
+    let settings = edited.settings();
+    assert_eq!(
+        settings.version, 3,
+        "the edited file is stored as a new version"
+    );
+    assert_eq!(
+        settings.config.selfservice.methods.code.config.lifespan,
+        std::time::Duration::from_secs(600)
+    );
+    assert!(
+        !settings.config.selfservice.methods.code.mfa_enabled,
+        "the file wins"
+    );
+}

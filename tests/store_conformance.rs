@@ -1332,6 +1332,7 @@ mod durable_cases {
         AttemptResult, AuditEvent, DeliveryAttempt, FailureBudgetStore, FailureState,
         MessageStatus, Outbox, OutboxMessage,
     };
+    use twofold::store::config_versions::{ConfigSource, ConfigVersion, ConfigVersionStore};
 
     const WINDOW: Duration = Duration::from_secs(60);
 
@@ -1724,6 +1725,88 @@ mod durable_cases {
         );
     }
 
+    /// Versions follow each other; of two writers of the same version exactly one wins; a gap
+    /// is refused; reads by number, by source and newest first.
+    pub async fn config_versions_are_sequential<S: ConfigVersionStore>(store: &S) {
+        let version = |number: u64, source: ConfigSource| ConfigVersion {
+            version: number,
+            document: format!("{{\"n\":{number}}}"),
+            etag: format!("etag-{number}"),
+            source,
+            created_at: now(),
+        };
+        // Each fixture has its own database, so numbering starts at 1.
+        assert_eq!(store.latest_config_version().await.unwrap(), None);
+        assert!(
+            store
+                .insert_config_version(&version(1, ConfigSource::File))
+                .await
+                .unwrap()
+        );
+        assert!(
+            !store
+                .insert_config_version(&version(1, ConfigSource::Api))
+                .await
+                .unwrap(),
+            "taken"
+        );
+        assert!(
+            !store
+                .insert_config_version(&version(3, ConfigSource::Api))
+                .await
+                .unwrap(),
+            "gap"
+        );
+        let (api, rollback) = (
+            version(2, ConfigSource::Api),
+            version(2, ConfigSource::Rollback),
+        );
+        let (a, b) = tokio::join!(
+            store.insert_config_version(&api),
+            store.insert_config_version(&rollback)
+        );
+        assert_eq!(
+            [a.unwrap(), b.unwrap()].iter().filter(|won| **won).count(),
+            1
+        );
+        assert_eq!(store.latest_config_version().await.unwrap(), Some(2));
+        assert_eq!(store.latest_config().await.unwrap().unwrap().version, 2);
+        let first = store.config_version(1).await.unwrap().unwrap();
+        assert_eq!(
+            first,
+            version(1, ConfigSource::File).with_created_at(first.created_at)
+        );
+        assert_eq!(
+            store
+                .latest_config_from(ConfigSource::File)
+                .await
+                .unwrap()
+                .unwrap()
+                .version,
+            1
+        );
+        let listed: Vec<u64> = store
+            .list_config_versions()
+            .await
+            .unwrap()
+            .iter()
+            .map(|v| v.version)
+            .collect();
+        assert_eq!(listed, vec![2, 1]);
+        assert_eq!(store.config_version(9).await.unwrap(), None);
+    }
+
+    trait WithCreatedAt {
+        fn with_created_at(self, at: DateTime<Utc>) -> Self;
+    }
+
+    impl WithCreatedAt for ConfigVersion {
+        fn with_created_at(mut self, at: DateTime<Utc>) -> Self {
+            self.created_at = at;
+            self
+        }
+    }
+
     pub async fn abandon<S: SqlStore + Outbox>(store: &S) {
         let t0 = now();
         let queued = enqueued(store, &unique_phone(), t0).await;
@@ -2032,7 +2115,8 @@ macro_rules! durable_suite {
                 expired_lease_is_claimed_again,
                 abandon,
                 list_filters_and_pages,
-                concurrent_claimers_never_share
+                concurrent_claimers_never_share,
+                config_versions_are_sequential
             );
         }
     };
