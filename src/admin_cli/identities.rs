@@ -36,16 +36,8 @@ pub enum IdentitiesCommand {
 
 #[derive(Args, Debug)]
 pub struct CreateArgs {
-    /// Traits as a JSON object.
-    #[arg(
-        long,
-        required_unless_present = "traits_file",
-        conflicts_with = "traits_file"
-    )]
-    traits: Option<String>,
-    /// File holding the traits as a JSON object.
-    #[arg(long)]
-    traits_file: Option<PathBuf>,
+    #[command(flatten)]
+    source: TraitsSource,
     /// Identity schema id; the default schema when omitted.
     #[arg(long)]
     schema: Option<String>,
@@ -53,6 +45,18 @@ pub struct CreateArgs {
     /// users could see it).
     #[arg(long)]
     password_stdin: bool,
+}
+
+/// Exactly one of the two; a struct of its own so clap checks that, not our code.
+#[derive(Args, Debug)]
+#[group(required = true, multiple = false)]
+struct TraitsSource {
+    /// Traits as a JSON object.
+    #[arg(long)]
+    traits: Option<String>,
+    /// File holding the traits as a JSON object.
+    #[arg(long)]
+    traits_file: Option<PathBuf>,
 }
 
 type Client = IdentityServiceClient<tonic::transport::Channel>;
@@ -114,7 +118,7 @@ async fn create(admin: &Admin, client: &mut Client, args: CreateArgs) -> Outcome
 }
 
 fn read_traits(args: &CreateArgs) -> Result<serde_json::Value, Failure> {
-    let (text, origin) = match (&args.traits, &args.traits_file) {
+    let (text, origin) = match (&args.source.traits, &args.source.traits_file) {
         (Some(text), _) => (text.clone(), "--traits".to_owned()),
         (None, Some(path)) => (read_file(path)?, path.display().to_string()),
         // clap requires exactly one of them.
