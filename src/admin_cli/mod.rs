@@ -75,7 +75,12 @@ pub struct Admin {
 
 impl Admin {
     pub async fn connect(args: &AdminArgs) -> Result<Self, Failure> {
-        let key = args.api_key.as_deref().map(bearer).transpose()?;
+        let key = args
+            .api_key
+            .as_deref()
+            .filter(|key| !key.trim().is_empty())
+            .map(bearer)
+            .transpose()?;
         let endpoint = Endpoint::from_shared(args.admin_url.clone())
             .map_err(|_| Failure::Usage(format!("invalid admin url {:?}", args.admin_url)))?
             .connect_timeout(CONNECT_TIMEOUT)
