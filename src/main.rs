@@ -1,10 +1,16 @@
-//! The `twofold` binary: parse the command line, load the configuration, run.
+//! The `twofold` binary: parse the command line, load the configuration, run; or, for the
+//! admin subcommands, talk to a running server's admin listener.
 #![forbid(unsafe_code)]
 
+use admin_cli::AdminArgs;
+use admin_cli::config::ConfigCommand;
+use admin_cli::identities::IdentitiesCommand;
+use admin_cli::schema::SchemaCommand;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+mod admin_cli;
 mod cli;
 
 #[derive(Parser)]
@@ -32,6 +38,27 @@ enum Command {
         #[command(subcommand)]
         command: CourierCommand,
     },
+    /// Read, validate and change the configuration of a running server.
+    Config {
+        #[command(flatten)]
+        admin: AdminArgs,
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Read and change the identity schemas of a running server.
+    Schema {
+        #[command(flatten)]
+        admin: AdminArgs,
+        #[command(subcommand)]
+        command: SchemaCommand,
+    },
+    /// Administer identities on a running server.
+    Identities {
+        #[command(flatten)]
+        admin: AdminArgs,
+        #[command(subcommand)]
+        command: IdentitiesCommand,
+    },
 }
 
 #[derive(Subcommand)]
@@ -49,6 +76,17 @@ async fn main() -> ExitCode {
         Command::Courier {
             command: CourierCommand::Watch,
         } => cli::courier_watch(cli.config.as_deref()).await,
+        // The admin commands choose their own exit codes (1 refused, 2 usage or connection).
+        Command::Config { admin, command } => {
+            return admin_cli::run(&admin, |client| admin_cli::config::run(client, command)).await;
+        }
+        Command::Schema { admin, command } => {
+            return admin_cli::run(&admin, |client| admin_cli::schema::run(client, command)).await;
+        }
+        Command::Identities { admin, command } => {
+            return admin_cli::run(&admin, |client| admin_cli::identities::run(client, command))
+                .await;
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
