@@ -268,29 +268,143 @@ async fn an_unreachable_admin_url_exits_2_with_a_readable_message() {
     );
 }
 
-/// ConfigService is part of the contract but not served yet; the CLI must say so plainly.
+/// The seed's steps with Twofold's own CLI: get the configuration into a file, set
+/// `mfa_enabled: true`, update the configuration from the file; the next AAL2 login flow offers
+/// the code method, without a restart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn config_service_calls_report_not_implemented_readably() {
+async fn seed_steps_with_the_cli() {
     let server = TestServer::start(Backend::Embedded, "").await;
-    for args in [
-        &["config", "get"][..],
-        &["config", "versions"][..],
-        &["schema", "list"][..],
-        &["schema", "get", "default"][..],
-    ] {
-        let refused = admin(&server, args).await;
-        assert_eq!(refused.code, 1, "{args:?}: {}", refused.stderr);
-        assert!(refused.stdout.is_empty(), "{args:?}: {}", refused.stdout);
-        assert!(
-            refused.stderr.starts_with("twofold: ConfigService."),
-            "{args:?}: {}",
-            refused.stderr
-        );
-        assert!(
-            refused.stderr.contains("(reason NOT_IMPLEMENTED)"),
-            "{args:?}: {}",
-            refused.stderr
-        );
-    }
+    let directory = tempfile::tempdir().unwrap();
+    let file = directory.path().join("identity-config.yaml");
+
+    let got = admin(&server, &["config", "get", "--format", "yaml"]).await;
+    assert_eq!(got.code, 0, "{}", got.stderr);
+    assert!(got.stderr.contains("# version 1 etag "), "{}", got.stderr);
+    assert!(got.stdout.contains("mfa_enabled: false"));
+    std::fs::write(
+        &file,
+        got.stdout
+            .replace("mfa_enabled: false", "mfa_enabled: true"),
+    )
+    .unwrap();
+    let path = file.to_str().unwrap();
+
+    let validated = admin(&server, &["config", "validate", "--file", path]).await;
+    assert_eq!(validated.code, 0, "{}", validated.stderr);
+    let updated = admin(&server, &["config", "update", "--file", path]).await;
+    assert_eq!(updated.code, 0, "{}", updated.stderr);
+    assert!(
+        updated.stdout.contains("updated to version 2"),
+        "{}",
+        updated.stdout
+    );
+    assert!(
+        server
+            .context
+            .settings()
+            .config
+            .selfservice
+            .methods
+            .code
+            .mfa_enabled,
+        "applied without a restart"
+    );
+
+    // A stale etag is refused, naming the reason.
+    let etag = got.stderr.split("etag ").nth(1).unwrap().trim().to_owned();
+    let stale = admin(
+        &server,
+        &["config", "update", "--file", path, "--etag", &etag],
+    )
+    .await;
+    assert_eq!(stale.code, 1);
+    assert!(
+        stale.stderr.contains("CONFIG_VERSION_CONFLICT"),
+        "{}",
+        stale.stderr
+    );
+
+    // An invalid document: every problem with its key, exit 1, nothing changed.
+    let bad = directory.path().join("bad.yaml");
+    std::fs::write(
+        &bad,
+        got.stdout
+            .replace("mfa_enabled: false", "mfa_enabled: true")
+            .replace("passwordless_enabled: false", "passwordless_enabled: true"),
+    )
+    .unwrap();
+    let invalid = admin(
+        &server,
+        &["config", "validate", "--file", bad.to_str().unwrap()],
+    )
+    .await;
+    assert_eq!(invalid.code, 1);
+    assert!(
+        invalid
+            .stdout
+            .contains("selfservice.methods.code.mfa_enabled:")
+            || invalid
+                .stderr
+                .contains("selfservice.methods.code.mfa_enabled"),
+        "{} {}",
+        invalid.stdout,
+        invalid.stderr
+    );
+    let refused = admin(
+        &server,
+        &["config", "update", "--file", bad.to_str().unwrap()],
+    )
+    .await;
+    assert_eq!(refused.code, 1);
+    assert!(
+        refused.stderr.contains("CONFIG_INVALID")
+            && refused
+                .stderr
+                .contains("selfservice.methods.code.mfa_enabled"),
+        "{}",
+        refused.stderr
+    );
+
+    let versions = admin(&server, &["config", "versions"]).await;
+    assert_eq!(versions.code, 0, "{}", versions.stderr);
+    assert!(versions.stdout.lines().count() >= 3, "{}", versions.stdout);
+    let rolled = admin(&server, &["config", "rollback", "1"]).await;
+    assert_eq!(rolled.code, 0, "{}", rolled.stderr);
+    assert!(
+        !server
+            .context
+            .settings()
+            .config
+            .selfservice
+            .methods
+            .code
+            .mfa_enabled,
+        "rolled back"
+    );
+
+    let schemas = admin(&server, &["schema", "list"]).await;
+    assert_eq!(schemas.code, 0, "{}", schemas.stderr);
+    assert!(schemas.stdout.contains("default"));
+    let schema = admin(&server, &["schema", "get", "default"]).await;
+    assert!(schema.json()["properties"]["traits"]["properties"]["phone"].is_object());
+    let broken = directory.path().join("broken.json");
+    std::fs::write(&broken, r#"{"type": 12}"#).unwrap();
+    let refused = admin(
+        &server,
+        &[
+            "schema",
+            "put",
+            "broken",
+            "--file",
+            broken.to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert_eq!(refused.code, 1);
+    assert!(
+        refused.stderr.contains("CONFIG_INVALID"),
+        "{}",
+        refused.stderr
+    );
     server.stop().await;
 }

@@ -12,8 +12,11 @@ pub trait Clock: Send + Sync + 'static {
 pub struct SystemClock;
 
 impl Clock for SystemClock {
+    /// Microseconds, the precision both SQL backends keep, so what a call returns equals what a
+    /// later read of the same record returns.
     fn now(&self) -> DateTime<Utc> {
-        Utc::now()
+        use chrono::SubsecRound;
+        Utc::now().trunc_subsecs(6)
     }
 }
 
@@ -23,7 +26,8 @@ pub struct ManualClock(Mutex<DateTime<Utc>>);
 
 impl ManualClock {
     pub fn new(start: DateTime<Utc>) -> Self {
-        Self(Mutex::new(start))
+        use chrono::SubsecRound;
+        Self(Mutex::new(start.trunc_subsecs(6)))
     }
 
     pub fn advance(&self, by: Duration) {
