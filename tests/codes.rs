@@ -3,33 +3,16 @@
 //! are read from what the courier delivered through the test sender. Test names carry the
 //! requirement they show (c1…, g1…, a1…).
 
+#[macro_use]
 mod support;
 
+use support::flows::{PASSWORD, aal2_flow, password_login, register, unique_phone, whoami};
+
 use support::server::{
-    Backend, Options, TestServer, admin, reason, traits, unique_email, violated_fields, with_bearer,
+    Backend, Options, TestServer, admin, reason, unique_email, violated_fields, with_bearer,
 };
 use tonic::Code;
 use twofold::proto::v1;
-
-macro_rules! on_every_backend {
-    ($($scenario:ident),* $(,)?) => {$(
-        mod $scenario {
-            use super::*;
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn embedded() {
-                support::logs::capture();
-                super::$scenario(Backend::Embedded).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres_redis() {
-                support::logs::capture();
-                super::$scenario(Backend::PostgresRedis).await;
-            }
-        }
-    )*};
-}
 
 on_every_backend!(
     seed_scenario_step_up_by_sms_via_phone,
@@ -96,7 +79,6 @@ async fn a4_replicas_share_flows_and_revocation_holds_on_every_replica() {
     first.stop().await;
 }
 
-const PASSWORD: &str = "correct horse battery staple";
 const MFA: &str = "selfservice:\n  methods:\n    code:\n      mfa_enabled: true\n";
 const PHONE: &str = "+4915112345678";
 
@@ -110,52 +92,16 @@ struct User {
 
 /// Registers (email + optional phone) and logs in with the password: an AAL1 session.
 async fn register_user(server: &TestServer, phone: Option<&str>) -> User {
-    let email = unique_email("user");
-    let mut flows = server.flows().await;
-    let flow = flows
-        .create_registration_flow(v1::CreateRegistrationFlowRequest::default())
+    let registered = register(server, &unique_email("user"), phone).await;
+    let logged_in = password_login(server, &registered.email, PASSWORD)
         .await
-        .unwrap()
-        .into_inner()
-        .flow
-        .unwrap();
-    let registered = flows
-        .submit_registration_flow(v1::SubmitRegistrationFlowRequest {
-            flow_id: flow.id,
-            traits: Some(traits(&email, phone)),
-            password: PASSWORD.into(),
-        })
-        .await
-        .expect("registration")
-        .into_inner();
-    let login = flows
-        .create_login_flow(v1::CreateLoginFlowRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .flow
-        .unwrap();
-    let logged_in = flows
-        .submit_login_password(v1::SubmitLoginPasswordRequest {
-            flow_id: login.id,
-            identifier: email.clone(),
-            password: PASSWORD.into(),
-        })
-        .await
-        .expect("password login")
-        .into_inner();
+        .expect("password login");
     User {
-        identity_id: registered.identity.unwrap().id,
-        email: email.to_lowercase(),
+        identity_id: registered.identity_id,
+        email: registered.email.to_lowercase(),
         phone: phone.map(|_| PHONE.to_owned()),
         token: logged_in.session_token,
     }
-}
-
-/// A unique valid German mobile number, so tests sharing a database never collide.
-fn unique_phone() -> String {
-    let suffix = uuid::Uuid::new_v4().as_u128() % 100_000_000;
-    format!("+49151{suffix:08}")
 }
 
 async fn user_with_phone(server: &TestServer) -> User {
@@ -163,26 +109,6 @@ async fn user_with_phone(server: &TestServer) -> User {
     let mut user = register_user(server, Some(&phone)).await;
     user.phone = Some(phone);
     user
-}
-
-async fn aal2_flow(
-    server: &TestServer,
-    token: &str,
-    via: &str,
-) -> Result<v1::LoginFlow, tonic::Status> {
-    server
-        .flows()
-        .await
-        .create_login_flow(with_bearer(
-            v1::CreateLoginFlowRequest {
-                requested_aal: v1::AuthenticatorAssuranceLevel::Aal2 as i32,
-                via: via.into(),
-                ..Default::default()
-            },
-            token,
-        ))
-        .await
-        .map(|response| response.into_inner().flow.expect("flow"))
 }
 
 async fn submit(
@@ -203,24 +129,6 @@ async fn submit(
         ))
         .await
         .map(tonic::Response::into_inner)
-}
-
-async fn whoami(
-    server: &TestServer,
-    token: &str,
-    required: v1::RequiredAal,
-) -> Result<v1::Session, tonic::Status> {
-    server
-        .sessions()
-        .await
-        .who_am_i(with_bearer(
-            v1::WhoAmIRequest {
-                required_aal: required as i32,
-            },
-            token,
-        ))
-        .await
-        .map(|response| response.into_inner().session.expect("session"))
 }
 
 /// A code that is certainly not `code`.

@@ -2,35 +2,18 @@
 //! update the config from the file" steps at run time, on every replica; versions, rollback,
 //! conflicts, invalid documents and identity schemas.
 
+#[macro_use]
 mod support;
 
+use support::flows::{register, unique_phone};
+
 use support::server::{
-    ADMIN_KEY, Backend, TestServer, admin, reason, traits, unique_email, violated_fields,
-    with_bearer,
+    ADMIN_KEY, Backend, TestServer, admin, reason, unique_email, violated_fields,
 };
 use tonic::Code;
 use twofold::proto::v1;
 
-const PASSWORD: &str = "correct horse battery staple";
 const SECRET: &str = "test-secret-0123456789abcdef";
-
-macro_rules! on_every_backend {
-    ($($scenario:ident),* $(,)?) => {$(
-        mod $scenario {
-            use super::*;
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn embedded() {
-                super::$scenario(Backend::Embedded).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres_redis() {
-                super::$scenario(Backend::PostgresRedis).await;
-            }
-        }
-    )*};
-}
 
 on_every_backend!(
     seed_steps_turn_on_code_mfa_without_a_restart,
@@ -65,43 +48,14 @@ async fn update(
         .map(tonic::Response::into_inner)
 }
 
-/// Registers with email and phone and logs in with the password: an AAL1 session token.
+/// Registers with email and phone: an AAL1 session token and the identity id.
 async fn aal1_session(server: &TestServer) -> (String, String) {
-    let mut flows = server.flows().await;
-    let flow = flows
-        .create_registration_flow(v1::CreateRegistrationFlowRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .flow
-        .unwrap();
-    let phone = format!("+49151{:08}", uuid::Uuid::new_v4().as_u128() % 100_000_000);
-    let registered = flows
-        .submit_registration_flow(v1::SubmitRegistrationFlowRequest {
-            flow_id: flow.id,
-            traits: Some(traits(&unique_email("config"), Some(&phone))),
-            password: PASSWORD.into(),
-        })
-        .await
-        .expect("registration")
-        .into_inner();
-    (registered.session_token, registered.identity.unwrap().id)
+    let registered = register(server, &unique_email("config"), Some(&unique_phone())).await;
+    (registered.token, registered.identity_id)
 }
 
 async fn aal2_flow(server: &TestServer, token: &str) -> Result<v1::LoginFlow, tonic::Status> {
-    server
-        .flows()
-        .await
-        .create_login_flow(with_bearer(
-            v1::CreateLoginFlowRequest {
-                requested_aal: v1::AuthenticatorAssuranceLevel::Aal2 as i32,
-                via: "phone".into(),
-                ..Default::default()
-            },
-            token,
-        ))
-        .await
-        .map(|response| response.into_inner().flow.unwrap())
+    support::flows::aal2_flow(server, token, "phone").await
 }
 
 async fn seed_steps_turn_on_code_mfa_without_a_restart(backend: Backend) {

@@ -2,7 +2,10 @@
 //! password login, WhoAmI with AAL enforcement, identity schema errors, admin key, sessions,
 //! limits, health, reflection and grpc-web with CORS.
 
+#[macro_use]
 mod support;
+
+use support::flows::{PASSWORD, password_login, register, whoami};
 
 use support::server::{
     ADMIN_KEY, Backend, TestServer, admin, reason, traits, unique_email, violated_fields,
@@ -10,25 +13,6 @@ use support::server::{
 };
 use tonic::Code;
 use twofold::proto::v1;
-
-/// Runs each scenario once per backend, as `<scenario>::embedded` and `<scenario>::postgres_redis`.
-macro_rules! on_every_backend {
-    ($($scenario:ident),* $(,)?) => {$(
-        mod $scenario {
-            use super::*;
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn embedded() {
-                super::$scenario(Backend::Embedded).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres_redis() {
-                super::$scenario(Backend::PostgresRedis).await;
-            }
-        }
-    )*};
-}
 
 on_every_backend!(
     register_login_whoami_logout,
@@ -43,82 +27,6 @@ on_every_backend!(
     admin_revocation_takes_effect_at_once,
     aal2_login_flow_needs_a_session,
 );
-
-const PASSWORD: &str = "correct horse battery staple";
-
-struct Registered {
-    identity_id: String,
-    token: String,
-    email: String,
-}
-
-async fn register(server: &TestServer, email: &str, phone: Option<&str>) -> Registered {
-    let mut flows = server.flows().await;
-    let flow = flows
-        .create_registration_flow(v1::CreateRegistrationFlowRequest::default())
-        .await
-        .expect("registration flow")
-        .into_inner()
-        .flow
-        .expect("flow");
-    let submitted = flows
-        .submit_registration_flow(v1::SubmitRegistrationFlowRequest {
-            flow_id: flow.id,
-            traits: Some(traits(email, phone)),
-            password: PASSWORD.into(),
-        })
-        .await
-        .expect("registration succeeds")
-        .into_inner();
-    Registered {
-        identity_id: submitted.identity.expect("identity").id,
-        token: submitted.session_token,
-        email: email.to_owned(),
-    }
-}
-
-async fn password_login(
-    server: &TestServer,
-    identifier: &str,
-    password: &str,
-) -> Result<v1::SubmitLoginPasswordResponse, tonic::Status> {
-    let mut flows = server.flows().await;
-    let flow = flows
-        .create_login_flow(v1::CreateLoginFlowRequest {
-            requested_aal: v1::AuthenticatorAssuranceLevel::Aal1 as i32,
-            ..Default::default()
-        })
-        .await?
-        .into_inner()
-        .flow
-        .expect("flow");
-    flows
-        .submit_login_password(v1::SubmitLoginPasswordRequest {
-            flow_id: flow.id,
-            identifier: identifier.into(),
-            password: password.into(),
-        })
-        .await
-        .map(tonic::Response::into_inner)
-}
-
-async fn whoami(
-    server: &TestServer,
-    token: &str,
-    required: v1::RequiredAal,
-) -> Result<v1::Session, tonic::Status> {
-    server
-        .sessions()
-        .await
-        .who_am_i(with_bearer(
-            v1::WhoAmIRequest {
-                required_aal: required as i32,
-            },
-            token,
-        ))
-        .await
-        .map(|response| response.into_inner().session.expect("session"))
-}
 
 async fn register_login_whoami_logout(backend: Backend) {
     let server = TestServer::start(backend, "").await;

@@ -3,6 +3,30 @@
 //! parallel and against a server that earlier runs have used.
 #![allow(dead_code)] // each test crate uses a different subset
 
+/// Runs each scenario once per backend, as `<scenario>::embedded` and
+/// `<scenario>::postgres_redis`, with the server's log captured.
+#[allow(unused_macros)]
+macro_rules! on_every_backend {
+    ($($scenario:ident),* $(,)?) => {$(
+        mod $scenario {
+            use super::*;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn embedded() {
+                support::logs::capture();
+                super::$scenario(Backend::Embedded).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres_redis() {
+                support::logs::capture();
+                super::$scenario(Backend::PostgresRedis).await;
+            }
+        }
+    )*};
+}
+
+pub mod flows;
 pub mod logs;
 pub mod server;
 
