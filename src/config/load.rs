@@ -101,6 +101,8 @@ const OPEN_KEYS: &[&str] = &[
     "courier.channels",
     "courier.templates",
     "courier.http",
+    "courier.twilio",
+    "courier.sns",
 ];
 
 /// Keys below open ones that Kratos users commonly set from the environment (the SMTP password
@@ -111,6 +113,13 @@ const OPEN_ENV_KEYS: &[&str] = &[
     "courier.smtp.from_name",
     "courier.smtp.local_name",
     "courier.smtp.headers",
+    "courier.twilio.account_sid",
+    "courier.twilio.auth_token",
+    "courier.twilio.from",
+    "courier.twilio.messaging_service_sid",
+    "courier.sns.region",
+    "courier.sns.access_key_id",
+    "courier.sns.secret_access_key",
 ];
 
 const ENV_PREFIX: &str = "TWOFOLD_";

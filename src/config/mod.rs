@@ -335,6 +335,16 @@ pub struct CourierConfig {
     pub templates: Option<serde_json::Value>,
     pub delivery_strategy: Option<String>,
     pub http: Option<serde_json::Value>,
+    /// Twofold: Twilio's Messages API for SMS.
+    pub twilio: Option<serde_json::Value>,
+    /// Twofold: Amazon SNS `Publish` to a phone number for SMS.
+    pub sns: Option<serde_json::Value>,
+    /// Twofold: which gateway sends email: `smtp` or `log`. Unset: `smtp` when
+    /// `courier.smtp` is configured, else `log`.
+    pub email_sender: Option<String>,
+    /// Twofold: which gateway sends SMS: a `courier.channels[].id` of type http (Kratos's `sms`
+    /// channel), `twilio`, `sns` or `log`. Unset: the first that is configured, else `log`.
+    pub sms_sender: Option<String>,
 }
 
 impl Default for CourierConfig {
@@ -347,6 +357,10 @@ impl Default for CourierConfig {
             templates: None,
             delivery_strategy: None,
             http: None,
+            twilio: None,
+            sns: None,
+            email_sender: None,
+            sms_sender: None,
         }
     }
 }

@@ -21,7 +21,16 @@ pub struct OutgoingMessage {
     pub template_type: String,
     /// Email subject; `None` for SMS.
     pub subject: Option<String>,
+    /// Plain-text body (the SMS text, or the email's text part).
     pub body: String,
+    /// The email's HTML part, when the template has one.
+    pub html_body: Option<String>,
+    /// BCP 47 locale the message was rendered in.
+    pub locale: String,
+    /// What the template saw, for gateways that build their own request (the HTTP webhook):
+    /// `{to, code, login_code, identity_id, expires_in_minutes, request_url_domain, locale,
+    /// purpose}`. Holds the code: never log it.
+    pub template_data: serde_json::Value,
 }
 
 impl std::fmt::Debug for OutgoingMessage {

@@ -44,6 +44,18 @@ pub fn render(message: &OutboxMessage, data: &CodeTemplateData, domain: &str) ->
         template_type: message.template_type.clone(),
         subject,
         body,
+        html_body: None,
+        locale: message.locale.clone(),
+        template_data: serde_json::json!({
+            "to": message.recipient,
+            "code": data.code,
+            "login_code": data.code,
+            "identity_id": data.identity_id,
+            "expires_in_minutes": data.expires_in_minutes,
+            "request_url_domain": domain,
+            "locale": message.locale,
+            "purpose": data.purpose,
+        }),
     }
 }
 
