@@ -8,10 +8,10 @@
 use crate::api::auth::AdminKeyCheck;
 use crate::api::code::CodeApi;
 use crate::api::config::ConfigApi;
+use crate::api::courier::CourierApi;
 use crate::api::flow::FlowApi;
 use crate::api::identity::IdentityApi;
 use crate::api::session::SessionApi;
-use crate::api::unavailable::NotYetServed;
 use crate::config::CorsConfig;
 use crate::domain::Context;
 use crate::proto::{self, v1};
@@ -205,7 +205,7 @@ fn serve_admin(
         check.clone(),
     );
     let courier = InterceptedService::new(
-        v1::courier_service_server::CourierServiceServer::new(NotYetServed)
+        v1::courier_service_server::CourierServiceServer::new(CourierApi::new(context.clone()))
             .max_decoding_message_size(limit),
         check.clone(),
     );

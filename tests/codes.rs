@@ -1145,6 +1145,62 @@ async fn courier_abandons_messages_whose_code_expired(backend: Backend) {
     assert_eq!(attempts.len(), 1);
     assert!(attempts[0].succeeded);
     let _ = refreshed;
+
+    // CourierService shows both, filtered and masked, with attempts and never a body.
+    let mut courier =
+        v1::courier_service_client::CourierServiceClient::new(server.admin_channel().await);
+    let abandoned = courier
+        .list_messages(admin(v1::ListMessagesRequest {
+            status: v1::MessageStatus::Abandoned as i32,
+            recipient: phone.clone(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .messages;
+    assert_eq!(abandoned.len(), 1);
+    assert_eq!(
+        abandoned[0].masked_recipient,
+        twofold::domain::mask::mask_address(&phone)
+    );
+    let all = courier
+        .list_messages(admin(v1::ListMessagesRequest {
+            recipient: phone.clone(),
+            page_size: 1,
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(all.messages.len(), 1);
+    assert!(
+        !all.next_page_token.is_empty(),
+        "two messages, pages of one"
+    );
+    let detail = courier
+        .get_message(admin(v1::GetMessageRequest {
+            message_id: sent.id.to_string(),
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .message
+        .unwrap();
+    assert_eq!(detail.status, v1::MessageStatus::Sent as i32);
+    assert_eq!(detail.attempts.len(), 1);
+    assert_eq!(detail.attempts[0].gateway, "test");
+    assert!(
+        !format!("{detail:?}").contains(&phone),
+        "no full number in the answer"
+    );
+    let missing = courier
+        .get_message(admin(v1::GetMessageRequest {
+            message_id: uuid::Uuid::new_v4().to_string(),
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&missing), "MESSAGE_NOT_FOUND");
     server.stop().await;
 }
 

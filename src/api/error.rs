@@ -176,6 +176,7 @@ impl From<DomainError> for Status {
             DomainError::ConfigVersionNotFound => {
                 simple(Code::NotFound, ErrorReason::ConfigVersionNotFound)
             }
+            DomainError::MessageNotFound => simple(Code::NotFound, ErrorReason::MessageNotFound),
             DomainError::NotImplemented => not_implemented("this operation"),
             DomainError::Store(StoreError::Unavailable(cause)) => {
                 tracing::error!(error = %cause, "storage unavailable");

@@ -203,6 +203,9 @@ fn build(
         .map_err(|error| single_problem("", describe_serde_error(&error.to_string())))?;
     let mut problems = validate(&config);
     let schemas = compile_schemas(&config, base_dir, &mut problems);
+    if let Err(template_problems) = crate::courier::templates::Templates::compile(&config) {
+        problems.extend(template_problems);
+    }
     if !problems.is_empty() {
         return Err(ConfigProblems(problems));
     }

@@ -1,7 +1,7 @@
-//! Built-in message texts. SMS bodies end with the WebOTP line `@<domain> #<code>` so browsers
-//! and phones can offer the code for autofill; texts follow Kratos's so users see familiar words.
+//! Turns a queued message into what a gateway sends: opens nothing itself (the worker does), fills
+//! the template context, renders with the configured templates.
 use super::OutgoingMessage;
-use crate::domain::aal::Channel;
+use super::templates::Templates;
 use crate::domain::challenges::CodeTemplateData;
 use crate::store::codes::OutboxMessage;
 
@@ -14,49 +14,40 @@ pub fn webotp_domain(base_url: Option<&str>) -> String {
         .unwrap_or_else(|| "localhost".to_owned())
 }
 
-pub fn render(message: &OutboxMessage, data: &CodeTemplateData, domain: &str) -> OutgoingMessage {
-    let (what, subject) = match message.template_type.as_str() {
-        "login_code" => ("login code", "Your login code"),
-        _ => ("verification code", "Your verification code"),
-    };
-    let minutes = data.expires_in_minutes;
-    let (subject, body) = match message.channel {
-        Channel::Sms => (
-            None,
-            format!(
-                "Your {what} is: {code}\n\nIt expires in {minutes} minutes.\n\n@{domain} #{code}",
-                code = data.code
-            ),
-        ),
-        Channel::Email => (
-            Some(subject.to_owned()),
-            format!(
-                "Hi,\n\nplease enter the following code:\n\n{code}\n\nIt expires in {minutes} minutes. \
-                 If you did not ask for it, you can ignore this message.",
-                code = data.code
-            ),
-        ),
-    };
-    OutgoingMessage {
+/// Renders a queued message with the configured templates.
+pub fn render(
+    templates: &Templates,
+    message: &OutboxMessage,
+    data: &CodeTemplateData,
+    domain: &str,
+) -> Result<OutgoingMessage, String> {
+    let template_data = serde_json::json!({
+        "to": message.recipient,
+        "code": data.code,
+        "login_code": data.code,
+        "identity_id": data.identity_id,
+        "expires_in_minutes": data.expires_in_minutes,
+        "request_url_domain": domain,
+        "locale": message.locale,
+        "purpose": data.purpose,
+    });
+    let rendered = templates.render(
+        &message.template_type,
+        message.channel,
+        &message.locale,
+        &template_data,
+    )?;
+    Ok(OutgoingMessage {
         id: message.id,
         channel: message.channel,
         recipient: message.recipient.clone(),
         template_type: message.template_type.clone(),
-        subject,
-        body,
-        html_body: None,
+        subject: rendered.subject,
+        body: rendered.text,
+        html_body: rendered.html,
         locale: message.locale.clone(),
-        template_data: serde_json::json!({
-            "to": message.recipient,
-            "code": data.code,
-            "login_code": data.code,
-            "identity_id": data.identity_id,
-            "expires_in_minutes": data.expires_in_minutes,
-            "request_url_domain": domain,
-            "locale": message.locale,
-            "purpose": data.purpose,
-        }),
-    }
+        template_data,
+    })
 }
 
 #[cfg(test)]

@@ -80,7 +80,13 @@ impl Worker {
             return outbox.abandon(message.id, now).await;
         };
         let domain = webotp_domain(settings.config.serve.public.base_url.as_deref());
-        let rendered = render(&message, &data, &domain);
+        let rendered = match render(settings.templates(), &message, &data, &domain) {
+            Ok(rendered) => rendered,
+            Err(error) => {
+                tracing::error!(message_id = %message.id, error = %error, "courier message cannot be rendered");
+                return outbox.abandon(message.id, now).await;
+            }
+        };
         let outcome = sender.send(&rendered).await;
         let attempted_at = self.context.clock.now();
         let attempts_made = message.send_count + 1;

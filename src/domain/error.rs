@@ -76,6 +76,8 @@ pub enum DomainError {
     ConfigVersionConflict,
     #[error("configuration version not found")]
     ConfigVersionNotFound,
+    #[error("message not found")]
+    MessageNotFound,
     #[error("not implemented")]
     NotImplemented,
     #[error(transparent)]

@@ -6,6 +6,7 @@ pub mod challenges;
 pub mod clock;
 pub mod code;
 pub mod configuration;
+pub mod courier_admin;
 pub mod error;
 pub mod flows;
 pub mod identities;
@@ -39,6 +40,7 @@ pub struct Settings {
     pub etag: String,
     code_mac: code::CodeMac,
     sealer: seal::Sealer,
+    templates: crate::courier::templates::Templates,
 }
 
 impl Settings {
@@ -63,6 +65,16 @@ impl Settings {
         };
         let sealer = seal::Sealer::new(cipher_secrets);
         let code_mac = code::CodeMac::new(&config.secrets.default);
+        // Loading validated the templates; if their files changed since, fall back to the
+        // built-in texts rather than stop delivering.
+        let templates =
+            crate::courier::templates::Templates::compile(&config).unwrap_or_else(|problems| {
+                tracing::error!(
+                    problems = problems.len(),
+                    "message templates no longer compile; using the built-in texts"
+                );
+                crate::courier::templates::Templates::built_in()
+            });
         Self {
             config,
             schemas,
@@ -70,7 +82,12 @@ impl Settings {
             etag: String::new(),
             code_mac,
             sealer,
+            templates,
         }
+    }
+
+    pub fn templates(&self) -> &crate::courier::templates::Templates {
+        &self.templates
     }
 
     /// The same settings, marked as stored version `version`.
