@@ -3,8 +3,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tokio::net::TcpListener;
 use twofold::config::{self, Loaded};
-use twofold::courier::Senders;
-use twofold::courier::log_sender::LogSender;
 use twofold::courier::worker::Worker;
 use twofold::domain::clock::SystemClock;
 use twofold::domain::{Context, Settings, configuration};
@@ -148,9 +146,7 @@ pub async fn serve(path: Option<&Path>) -> Result<(), String> {
         .await
         .map_err(|error| error.to_string())?;
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let courier = tokio::spawn(
-        Worker::new(context.clone(), development_senders()).run(wait_for(stopped.clone())),
-    );
+    let courier = tokio::spawn(Worker::configured(context.clone()).run(wait_for(stopped.clone())));
     let follower = tokio::spawn(configuration::follow(context.clone(), wait_for(stopped)));
     let served = server::run(Listeners { public, admin }, context, async move {
         shutdown_signal().await;
@@ -181,17 +177,10 @@ pub async fn courier_watch(path: Option<&Path>) -> Result<(), String> {
     tracing::info!("courier is watching the outbox");
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let follower = tokio::spawn(configuration::follow(context.clone(), wait_for(stopped)));
-    Worker::new(context, development_senders())
-        .run(shutdown_signal())
-        .await;
+    Worker::configured(context).run(shutdown_signal()).await;
     let _ = stop.send(true);
     let _ = follower.await;
     Ok(())
-}
-
-/// Until real gateways are configurable, every message goes to the development log sender.
-fn development_senders() -> Senders {
-    Senders::single(Arc::new(LogSender))
 }
 
 async fn wait_for(mut stopped: tokio::sync::watch::Receiver<bool>) {

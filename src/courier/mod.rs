@@ -3,6 +3,7 @@
 //! messages whose code died before they could be delivered. Requests never send anything
 //! themselves, so their timing does not reveal whether a message went out.
 
+pub mod gateways;
 pub mod log_sender;
 pub mod render;
 pub mod templates;

@@ -18,14 +18,52 @@ const LEASE: Duration = Duration::from_secs(60);
 const BASE_BACKOFF: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
 
+/// Where a worker's senders come from.
+enum SenderSource {
+    /// Given once (tests, or a deployment that wires its own).
+    Fixed(Senders),
+    /// Built from `courier.*` and rebuilt whenever the configuration version changes, so a
+    /// gateway change through `ConfigService` takes effect without a restart.
+    Configured(tokio::sync::Mutex<Option<(u64, Senders)>>),
+}
+
 pub struct Worker {
     context: Context,
-    senders: Senders,
+    source: SenderSource,
 }
 
 impl Worker {
     pub fn new(context: Context, senders: Senders) -> Self {
-        Self { context, senders }
+        Self {
+            context,
+            source: SenderSource::Fixed(senders),
+        }
+    }
+
+    /// A worker whose gateways follow the configuration.
+    pub fn configured(context: Context) -> Self {
+        Self {
+            context,
+            source: SenderSource::Configured(tokio::sync::Mutex::new(None)),
+        }
+    }
+
+    async fn senders(&self) -> Result<Senders, String> {
+        match &self.source {
+            SenderSource::Fixed(senders) => Ok(senders.clone()),
+            SenderSource::Configured(cache) => {
+                let settings = self.context.settings();
+                let mut cache = cache.lock().await;
+                if let Some((version, senders)) = cache.as_ref()
+                    && *version == settings.version
+                {
+                    return Ok(senders.clone());
+                }
+                let senders = super::gateways::senders(&settings.config).await?;
+                *cache = Some((settings.version, senders.clone()));
+                Ok(senders)
+            }
+        }
     }
 
     /// Works until `shutdown` completes; store outages are logged and retried next round.
@@ -46,6 +84,14 @@ impl Worker {
 
     /// One round: claims due messages and tries each once. Returns how many were handled.
     pub async fn run_once(&self) -> StoreResult<usize> {
+        let senders = match self.senders().await {
+            Ok(senders) => senders,
+            Err(error) => {
+                // Nothing is claimed, so the messages wait for a working configuration.
+                tracing::error!(error = %error, "courier gateways cannot be set up");
+                return Ok(0);
+            }
+        };
         let now = self.context.clock.now();
         let claimed = self
             .context
@@ -55,12 +101,12 @@ impl Worker {
             .await?;
         let count = claimed.len();
         for message in claimed {
-            self.deliver(message).await?;
+            self.deliver(&senders, message).await?;
         }
         Ok(count)
     }
 
-    async fn deliver(&self, message: OutboxMessage) -> StoreResult<()> {
+    async fn deliver(&self, senders: &Senders, message: OutboxMessage) -> StoreResult<()> {
         let now = self.context.clock.now();
         let outbox = &self.context.stores.outbox;
         if message.not_after.is_some_and(|not_after| now >= not_after) {
@@ -68,7 +114,7 @@ impl Worker {
             return outbox.abandon(message.id, now).await;
         }
         let settings = self.context.settings();
-        let sender = self.senders.for_channel(message.channel);
+        let sender = senders.for_channel(message.channel);
         let data = settings
             .sealer()
             .open(&message.sealed_data, message.id.as_bytes())
