@@ -1097,7 +1097,14 @@ async fn code_service_send_verify_idempotent(backend: Backend) {
 }
 
 async fn courier_abandons_messages_whose_code_expired(backend: Backend) {
-    let server = TestServer::start_with(backend, MFA, Options { courier: false }).await;
+    let server = TestServer::start_with(
+        backend,
+        MFA,
+        Options {
+            courier: support::server::Courier::Off,
+        },
+    )
+    .await;
     let user = user_with_phone(&server).await;
     let phone = user.phone.clone().unwrap();
     aal2_flow(&server, &user.token, "phone").await.unwrap();

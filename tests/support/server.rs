@@ -40,16 +40,28 @@ pub struct TestServer {
     follower: Option<JoinHandle<()>>,
 }
 
+/// Which courier worker a test server runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Courier {
+    /// A worker whose sender records every message in `TestServer::outbox`.
+    Capture,
+    /// A worker with the gateways the configuration names (SMTP, webhook, Twilio, SNS).
+    Configured,
+    /// No worker: the test drives delivery itself.
+    Off,
+}
+
 /// How a test server is set up beyond its YAML.
 #[derive(Debug, Clone, Copy)]
 pub struct Options {
-    /// Run the courier worker (off for tests that drive delivery themselves).
-    pub courier: bool,
+    pub courier: Courier,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Self { courier: true }
+        Self {
+            courier: Courier::Capture,
+        }
     }
 }
 
@@ -172,10 +184,15 @@ impl TestServer {
             context.clone(),
             std::future::pending::<()>(),
         ));
-        let courier = options.courier.then(|| {
-            let worker = Worker::new(context.clone(), Senders::single(Arc::new(outbox.clone())));
-            tokio::spawn(worker.run(std::future::pending::<()>()))
-        });
+        let worker = match options.courier {
+            Courier::Capture => Some(Worker::new(
+                context.clone(),
+                Senders::single(Arc::new(outbox.clone())),
+            )),
+            Courier::Configured => Some(Worker::configured(context.clone())),
+            Courier::Off => None,
+        };
+        let courier = worker.map(|worker| tokio::spawn(worker.run(std::future::pending::<()>())));
         let public = TcpListener::bind("127.0.0.1:0").await.expect("bind public");
         let admin = TcpListener::bind("127.0.0.1:0").await.expect("bind admin");
         let (public_address, admin_address) =
@@ -256,7 +273,14 @@ impl TestServer {
         twofold::domain::configuration::bootstrap(&context)
             .await
             .expect("configuration loaded");
-        Self::serve(context, self.clock.clone(), Options { courier: false }).await
+        Self::serve(
+            context,
+            self.clock.clone(),
+            Options {
+                courier: Courier::Off,
+            },
+        )
+        .await
     }
 
     /// The server's (manual) clock reading.
