@@ -307,9 +307,22 @@ fn percent_decode(text: &str) -> Option<String> {
 
 /// Sends email through an SMTP relay.
 pub struct SmtpSender {
-    transport: AsyncSmtpTransport<Tokio1Executor>,
+    /// Always `Some` until dropped; see the `Drop` impl.
+    transport: Option<AsyncSmtpTransport<Tokio1Executor>>,
+    /// The runtime the pool was built on: lettre's pool spawns tasks when built and dropped,
+    /// which panics outside a runtime.
+    runtime: tokio::runtime::Handle,
     from: Mailbox,
     headers: Vec<HeaderValue>,
+}
+
+impl Drop for SmtpSender {
+    fn drop(&mut self) {
+        // Dropping the pool spawns its shutdown; enter the runtime it belongs to so dropping the
+        // sender elsewhere (a synchronous test, the end of `main`) cannot panic.
+        let _entered = self.runtime.enter();
+        self.transport.take();
+    }
 }
 
 impl std::fmt::Debug for SmtpSender {
@@ -323,8 +336,11 @@ impl std::fmt::Debug for SmtpSender {
 
 impl SmtpSender {
     /// Builds the pooled transport once; connections are opened on first use, so a relay that is
-    /// down at start-up shows up as retryable send errors rather than a failed start.
+    /// down at start-up shows up as retryable send errors rather than a failed start. Must be
+    /// called inside a Tokio runtime (the pool runs a cleanup task on it).
     pub fn new(settings: SmtpSettings) -> Result<Self, String> {
+        let runtime = tokio::runtime::Handle::try_current()
+            .map_err(|_| "the smtp sender must be built inside a tokio runtime".to_owned())?;
         let uri = ConnectionUri::parse(&settings.connection_uri)
             .map_err(|message| format!("{KEY}.connection_uri {message}"))?;
         let address = settings
@@ -381,7 +397,8 @@ impl SmtpSender {
         }
 
         Ok(Self {
-            transport: builder.build(),
+            transport: Some(builder.build()),
+            runtime,
             from,
             headers,
         })
@@ -438,7 +455,13 @@ impl Sender for SmtpSender {
     async fn send(&self, message: &OutgoingMessage) -> Result<Delivered, SendError> {
         let message_id = format!("<{}@twofold>", Uuid::new_v4());
         let email = self.build_message(message, &message_id)?;
-        match self.transport.send(email).await {
+        let Some(transport) = &self.transport else {
+            return Err(SendError {
+                retryable: true,
+                reason: "smtp: the sender is shutting down".to_owned(),
+            });
+        };
+        match transport.send(email).await {
             Ok(_) => Ok(Delivered {
                 provider_message_id: Some(message_id),
             }),
