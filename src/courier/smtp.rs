@@ -88,11 +88,14 @@ impl SmtpSettings {
         };
 
         for key in object.keys() {
-            if !matches!(
-                key.as_str(),
-                "connection_uri" | "from_address" | "from_name" | "headers" | "local_name"
-            ) {
-                problem(key, "unknown key");
+            match key.as_str() {
+                "connection_uri" | "from_address" | "from_name" | "headers" | "local_name" => {}
+                // Kratos keys for client-certificate authentication, which Twofold lacks: say so
+                // rather than ignore them and fail at the relay.
+                "client_cert_path" | "client_key_path" => {
+                    problem(key, "client certificates are not supported")
+                }
+                _ => problem(key, "unknown key"),
             }
         }
 
