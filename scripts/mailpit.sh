@@ -5,7 +5,8 @@
 #   eval "$(scripts/mailpit.sh)"
 #
 # - plain: SMTP without TLS, any credentials accepted over plain text;
-# - starttls: SMTP that requires STARTTLS, with a self-signed certificate.
+# - starttls: SMTP that requires STARTTLS, with a self-signed certificate;
+# - tls: SMTP wrapped in TLS from the start (`smtps://`), same certificate.
 #
 # Idempotent: the Mailpit binary (built once with `go install`, which takes a while), the
 # certificate and running instances recorded under `.test-services/` are reused. Progress goes to
@@ -113,10 +114,14 @@ start() {
 
 start plain --smtp-auth-allow-insecure
 start starttls --smtp-tls-cert "$CERT" --smtp-tls-key "$KEY" --smtp-require-starttls
+start tls --smtp-tls-cert "$CERT" --smtp-tls-key "$KEY" --smtp-require-tls
 
 read -r PLAIN_SMTP PLAIN_API <"$STATE_DIR/mailpit-plain.ports"
-read -r TLS_SMTP TLS_API <"$STATE_DIR/mailpit-starttls.ports"
+read -r STARTTLS_SMTP STARTTLS_API <"$STATE_DIR/mailpit-starttls.ports"
+read -r TLS_SMTP TLS_API <"$STATE_DIR/mailpit-tls.ports"
 echo "export TWOFOLD_TEST_MAILPIT_SMTP=127.0.0.1:$PLAIN_SMTP"
 echo "export TWOFOLD_TEST_MAILPIT_API=http://127.0.0.1:$PLAIN_API"
-echo "export TWOFOLD_TEST_MAILPIT_STARTTLS_SMTP=127.0.0.1:$TLS_SMTP"
-echo "export TWOFOLD_TEST_MAILPIT_STARTTLS_API=http://127.0.0.1:$TLS_API"
+echo "export TWOFOLD_TEST_MAILPIT_STARTTLS_SMTP=127.0.0.1:$STARTTLS_SMTP"
+echo "export TWOFOLD_TEST_MAILPIT_STARTTLS_API=http://127.0.0.1:$STARTTLS_API"
+echo "export TWOFOLD_TEST_MAILPIT_TLS_SMTP=127.0.0.1:$TLS_SMTP"
+echo "export TWOFOLD_TEST_MAILPIT_TLS_API=http://127.0.0.1:$TLS_API"

@@ -1,5 +1,5 @@
-//! The SMTP gateway against real SMTP servers: two Mailpit catchers from `scripts/mailpit.sh`
-//! (one plain, one that requires STARTTLS) read back through Mailpit's HTTP API, plus a tiny
+//! The SMTP gateway against real SMTP servers: three Mailpit catchers from `scripts/mailpit.sh`
+//! (plain, STARTTLS required, implicit TLS) read back through Mailpit's HTTP API, plus a tiny
 //! scripted SMTP server in the test for the replies Mailpit never gives (4xx and 5xx).
 //! Tests run in parallel against one Mailpit, so each sends to its own recipient and looks its
 //! message up by that recipient.
@@ -18,6 +18,8 @@ const SMTP_ENV: &str = "TWOFOLD_TEST_MAILPIT_SMTP";
 const API_ENV: &str = "TWOFOLD_TEST_MAILPIT_API";
 const STARTTLS_SMTP_ENV: &str = "TWOFOLD_TEST_MAILPIT_STARTTLS_SMTP";
 const STARTTLS_API_ENV: &str = "TWOFOLD_TEST_MAILPIT_STARTTLS_API";
+const TLS_SMTP_ENV: &str = "TWOFOLD_TEST_MAILPIT_TLS_SMTP";
+const TLS_API_ENV: &str = "TWOFOLD_TEST_MAILPIT_TLS_API";
 
 /// A Mailpit address. A missing one fails the test: a suite that skips itself looks green while
 /// testing nothing.
@@ -175,6 +177,25 @@ async fn starttls_with_a_self_signed_certificate_arrives() {
         found["Text"].as_str().unwrap().trim_end(),
         "Your code is 482913."
     );
+}
+
+#[tokio::test]
+async fn implicit_tls_arrives() {
+    let api = mailpit(TLS_API_ENV);
+    let recipient = unique_recipient("smtps");
+    let uri = format!(
+        "smtps://user:secret@{}/?skip_ssl_verify=true",
+        mailpit(TLS_SMTP_ENV)
+    );
+    let sender = SmtpSender::new(settings(uri)).expect("sender");
+
+    sender
+        .send(&message(&recipient, None))
+        .await
+        .expect("sent over implicit tls");
+
+    let found = received(&api, &recipient).await;
+    assert_eq!(found["To"][0]["Address"], recipient.as_str());
 }
 
 #[tokio::test]
