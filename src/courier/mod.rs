@@ -5,6 +5,7 @@
 
 pub mod log_sender;
 pub mod render;
+pub mod sns;
 pub mod worker;
 
 use crate::domain::aal::Channel;
