@@ -181,7 +181,10 @@ async fn wrong_settings_name_their_keys() {
     .expect_err("invalid settings");
     let keys: Vec<&str> = problems.iter().map(|(key, _)| key.as_str()).collect();
     assert!(keys.contains(&"courier.sns.region"), "{problems:?}");
-    assert!(keys.contains(&"courier.sns.secret_access_key"), "{problems:?}");
+    assert!(
+        keys.contains(&"courier.sns.secret_access_key"),
+        "{problems:?}"
+    );
     assert!(keys.contains(&"courier.sns.sms_type"), "{problems:?}");
     assert!(keys.contains(&"courier.sns.sender_id"), "{problems:?}");
 

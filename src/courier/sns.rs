@@ -247,9 +247,7 @@ impl Sender for SnsSender {
             .publish()
             .phone_number(&message.recipient)
             .message(&message.body)
-            .set_message_attributes(
-                (!self.attributes.is_empty()).then(|| self.attributes.clone()),
-            )
+            .set_message_attributes((!self.attributes.is_empty()).then(|| self.attributes.clone()))
             .send()
             .await
             .map_err(|error| send_error(&error))?;
@@ -394,7 +392,10 @@ mod tests {
             ("OptedOut", 400),
             ("InvalidClientTokenId", 403),
         ] {
-            assert!(!send_error(&service_error(code, status)).retryable, "{code}");
+            assert!(
+                !send_error(&service_error(code, status)).retryable,
+                "{code}"
+            );
         }
     }
 
