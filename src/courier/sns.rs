@@ -10,7 +10,7 @@ use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_sdk_sns::Client;
 use aws_sdk_sns::config::{Credentials, Region};
-use aws_sdk_sns::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_sns::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_sns::operation::publish::PublishError;
 use aws_sdk_sns::types::MessageAttributeValue;
 use std::collections::HashMap;
@@ -88,7 +88,10 @@ impl SnsSettings {
         let sender_id = optional_string(object, "sender_id", &mut problems);
         let sms_type = optional_string(object, "sms_type", &mut problems);
 
-        if region.is_none() && !object.contains_key("region") {
+        // Null counts as absent, but a value of the wrong type has already been reported.
+        let reported =
+            |problems: &[(String, String)], key: &str| problems.iter().any(|(k, _)| k == key);
+        if region.is_none() && !reported(&problems, "courier.sns.region") {
             problems.push((format!("{KEY}.region"), "is required".to_owned()));
         }
         if let Some(region) = &region
@@ -113,14 +116,17 @@ impl SnsSettings {
         // Half a key pair is a mistake, not a request for the default chain: silently falling
         // back would send with whatever role the machine happens to have.
         match (&access_key_id, &secret_access_key) {
-            (Some(_), None) if !object.contains_key("secret_access_key") => problems.push((
-                format!("{KEY}.secret_access_key"),
-                "is required when access_key_id is set".to_owned(),
-            )),
-            (None, Some(_)) if !object.contains_key("access_key_id") => problems.push((
-                format!("{KEY}.access_key_id"),
-                "is required when secret_access_key is set".to_owned(),
-            )),
+            (Some(_), None) if !reported(&problems, "courier.sns.secret_access_key") => problems
+                .push((
+                    format!("{KEY}.secret_access_key"),
+                    "is required when access_key_id is set".to_owned(),
+                )),
+            (None, Some(_)) if !reported(&problems, "courier.sns.access_key_id") => {
+                problems.push((
+                    format!("{KEY}.access_key_id"),
+                    "is required when secret_access_key is set".to_owned(),
+                ))
+            }
             _ => {}
         }
         if let Some(sender_id) = &sender_id
@@ -288,7 +294,7 @@ pub fn send_error(error: &SdkError<PublishError>) -> SendError {
             // part of it.
             let detail = failure
                 .as_connector_error()
-                .map(|connector| DisplayErrorContext(connector).to_string())
+                .map(|connector| error_chain(connector))
                 .unwrap_or_else(|| "dispatch failure".to_owned());
             SendError {
                 retryable: true,
@@ -306,12 +312,12 @@ pub fn send_error(error: &SdkError<PublishError>) -> SendError {
             retryable: false,
             reason: truncate(format!(
                 "sns request could not be built: {}",
-                DisplayErrorContext(error)
+                error_chain(error)
             )),
         },
         _ => SendError {
             retryable: true,
-            reason: truncate(format!("sns: {}", DisplayErrorContext(error))),
+            reason: truncate(format!("sns: {}", error_chain(error))),
         },
     }
 }
@@ -339,6 +345,23 @@ pub fn is_retryable(code: Option<&str>, status: Option<u16>) -> bool {
         return true;
     }
     matches!(status, Some(429) | Some(500..=599))
+}
+
+/// The error and its causes on one line. `DisplayErrorContext` would also append the `Debug`
+/// form, which is noise in an attempt record.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        // Wrappers often repeat their cause's text; say it once.
+        if !text.ends_with(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 fn truncate(mut reason: String) -> String {
@@ -447,6 +470,21 @@ mod tests {
             problems
                 .iter()
                 .all(|(_, message)| !message.contains("s3cr3t"))
+        );
+    }
+
+    #[test]
+    fn null_counts_as_absent() {
+        let problems = SnsSettings::from_value(&json!({
+            "region": null,
+            "access_key_id": "AKIDEXAMPLE",
+            "secret_access_key": null,
+        }))
+        .expect_err("region and secret missing");
+        let keys: Vec<&str> = problems.iter().map(|(key, _)| key.as_str()).collect();
+        assert_eq!(
+            keys,
+            ["courier.sns.region", "courier.sns.secret_access_key"]
         );
     }
 
