@@ -182,10 +182,20 @@ fn optional_string(
 }
 
 /// Sends SMS through SNS `Publish`.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct SnsSender {
     client: Client,
     attributes: HashMap<String, MessageAttributeValue>,
+}
+
+impl std::fmt::Debug for SnsSender {
+    // The client's configuration holds the credentials; keep it out of `Debug` entirely.
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("SnsSender")
+            .field("attributes", &self.attributes.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
 }
 
 impl SnsSender {
