@@ -7,6 +7,7 @@ pub mod gateways;
 pub mod log_sender;
 pub mod render;
 pub mod smtp;
+pub mod sns;
 pub mod templates;
 pub mod worker;
 
