@@ -3,8 +3,10 @@
 //! messages whose code died before they could be delivered. Requests never send anything
 //! themselves, so their timing does not reveal whether a message went out.
 
+pub mod http;
 pub mod log_sender;
 pub mod render;
+pub mod twilio;
 pub mod worker;
 
 use crate::domain::aal::Channel;
