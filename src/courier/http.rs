@@ -954,6 +954,13 @@ fn from_template_value(value: &TemplateValue) -> Result<Value, minijinja::Error>
 
 /// The `tojson` filter (minijinja's own needs a feature this build does not have).
 fn tojson(value: &TemplateValue) -> Result<TemplateValue, minijinja::Error> {
+    // A misspelt name would otherwise quietly become `null`.
+    if value.is_undefined() {
+        return Err(minijinja::Error::new(
+            minijinja::ErrorKind::UndefinedError,
+            "tojson of an undefined value",
+        ));
+    }
     let json = from_template_value(value)?;
     serde_json::to_string(&json)
         .map(TemplateValue::from_safe_string)
