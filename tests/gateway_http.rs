@@ -306,6 +306,16 @@ fn channel_settings_are_validated_without_echoing_secrets() {
     assert!(keys.contains(&"courier.channels[0].request_config.auth.config.value"));
     assert!(keys.contains(&"courier.channels[0].request_config.auth.config.in"));
 
+    let problems = problems_of(json!({
+        "url": "https://sms.example.com",
+        "headers": {"authorization": "Bearer x"},
+        "auth": {"type": "basic_auth", "config": {"user": "u", "password": "p"}},
+    }));
+    assert_eq!(
+        problems[0].0,
+        "courier.channels[0].request_config.headers.authorization"
+    );
+
     let problems = HttpChannelSettings::from_value(3, &json!({"type": "email"})).unwrap_err();
     let keys: Vec<&str> = problems.iter().map(|(key, _)| key.as_str()).collect();
     assert!(keys.contains(&"courier.channels[3].id"), "{keys:?}");
@@ -323,7 +333,7 @@ fn debug_output_keeps_credentials_out() {
         &json!({"id": "sms", "type": "http", "request_config": {
             "url": "https://u:urlpass@sms.example.com/send?key=urlkey",
             "headers": {"Authorization": "Bearer headertoken"},
-            "auth": {"type": "basic_auth", "config": {"user": "u", "password": "authpass"}},
+            "auth": {"type": "api_key", "config": {"name": "X-Key", "value": "authpass"}},
         }}),
     )
     .expect("settings");
@@ -509,6 +519,22 @@ async fn twilio_other_client_errors_are_final() {
         assert!(!error.retryable, "{code}: {error}");
         assert!(error.reason.contains(&code.to_string()), "{error}");
     }
+}
+
+#[tokio::test]
+async fn twilio_refuses_email_without_a_request() {
+    let stub = HttpStub::start(vec![]).await;
+    let mut message = sms();
+    message.channel = Channel::Email;
+    message.recipient = "jane@example.com".to_owned();
+
+    let error = twilio_sender(&stub, json!({}))
+        .send(&message)
+        .await
+        .expect_err("refused");
+
+    assert!(!error.retryable, "{error}");
+    assert!(stub.requests().is_empty());
 }
 
 #[test]

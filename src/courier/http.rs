@@ -72,7 +72,7 @@ use async_trait::async_trait;
 use base64::Engine as _;
 use minijinja::value::{Value as TemplateValue, ValueKind};
 use minijinja::{Environment, UndefinedBehavior};
-use reqwest::header::{CONTENT_TYPE, COOKIE, HeaderMap, HeaderName, HeaderValue};
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, COOKIE, HeaderMap, HeaderName, HeaderValue};
 use reqwest::{Method, StatusCode};
 use serde_json::{Map, Value};
 use std::time::Duration;
@@ -240,6 +240,25 @@ impl HttpChannelSettings {
             &mut problems,
         );
 
+        // Two `Authorization` headers (or two api keys) would leave the choice to the server.
+        let clash = match &auth {
+            Some(HttpAuth::Basic { .. }) => Some(AUTHORIZATION),
+            Some(HttpAuth::ApiKey {
+                name,
+                location: ApiKeyLocation::Header,
+                ..
+            }) => HeaderName::from_bytes(name.as_bytes()).ok(),
+            _ => None,
+        };
+        if let Some(clash) = clash
+            && headers.contains_key(&clash)
+        {
+            problems.push((
+                format!("{config_key}.headers.{clash}"),
+                "is also set by auth: set it in one place".to_owned(),
+            ));
+        }
+
         let encoding = match headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()) {
             Some(kind) if media_type(kind) == FORM_CONTENT_TYPE => BodyEncoding::Form,
             _ => BodyEncoding::Raw,
@@ -355,14 +374,10 @@ impl Sender for HttpSender {
             retryable: false,
             reason: format!("http channel {}: {reason}", settings.id),
         })?;
-        let mut headers = settings.headers.clone();
-        if settings.encoding == BodyEncoding::Form {
-            headers.insert(CONTENT_TYPE, HeaderValue::from_static(FORM_CONTENT_TYPE));
-        }
         let mut request = self
             .client
             .request(settings.method.clone(), settings.url.clone())
-            .headers(headers)
+            .headers(settings.headers.clone())
             .body(body);
         match &settings.auth {
             None => {}

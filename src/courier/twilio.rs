@@ -21,6 +21,7 @@ use super::http::{
     read_answer, status_is_retryable, transport_error,
 };
 use super::{Delivered, OutgoingMessage, SendError, Sender};
+use crate::domain::aal::Channel;
 use crate::domain::mask::mask_address;
 use async_trait::async_trait;
 use serde_json::Value;
@@ -246,6 +247,12 @@ impl Sender for TwilioSender {
     }
 
     async fn send(&self, message: &OutgoingMessage) -> Result<Delivered, SendError> {
+        if message.channel != Channel::Sms {
+            return Err(SendError {
+                retryable: false,
+                reason: format!("twilio sends sms only, not {}", message.channel.as_str()),
+            });
+        }
         let settings = &self.settings;
         let mut form = vec![
             ("To", message.recipient.as_str()),
