@@ -4,11 +4,13 @@
 //! themselves, so their timing does not reveal whether a message went out.
 
 pub mod gateways;
+pub mod http;
 pub mod log_sender;
 pub mod render;
 pub mod smtp;
 pub mod sns;
 pub mod templates;
+pub mod twilio;
 pub mod worker;
 
 use crate::domain::aal::Channel;

@@ -27,6 +27,7 @@ macro_rules! on_every_backend {
 }
 
 pub mod flows;
+pub mod http_stub;
 pub mod logs;
 pub mod server;
 
