@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh Debian machine: installs and starts what the tests need
-# (Postgres, Redis, buf), then checks formatting, lints, the proto contract, and runs every test.
+# (Postgres, Redis, Mailpit, moto, buf), then checks formatting, lints, the proto contract, and
+# runs every test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -8,6 +9,10 @@ step() { printf '\n==> %s\n' "$*" >&2; }
 
 step "services: Postgres and Redis"
 eval "$(scripts/services.sh)"
+
+step "gateway stand-ins: Mailpit (SMTP) and moto (Amazon SNS)"
+eval "$(scripts/mailpit.sh)"
+eval "$(scripts/moto.sh)"
 
 step "tools: buf (npm)"
 if [ ! -x node_modules/.bin/buf ]; then

@@ -117,6 +117,9 @@ const OPEN_ENV_KEYS: &[&str] = &[
     "courier.twilio.auth_token",
     "courier.twilio.from",
     "courier.twilio.messaging_service_sid",
+    "courier.twilio.api_key_sid",
+    "courier.twilio.api_key_secret",
+    "courier.twilio.base_url",
     "courier.sns.region",
     "courier.sns.access_key_id",
     "courier.sns.secret_access_key",
@@ -206,6 +209,7 @@ fn build(
     if let Err(template_problems) = crate::courier::templates::Templates::compile(&config) {
         problems.extend(template_problems);
     }
+    problems.extend(crate::courier::gateways::check(&config));
     if !problems.is_empty() {
         return Err(ConfigProblems(problems));
     }
@@ -760,6 +764,7 @@ identity:
     fn smtp_settings_come_from_env() {
         let overrides = env(&[
             ("COURIER_SMTP_CONNECTION_URI", "smtps://user:pass@mail:465"),
+            ("COURIER_SMTP_FROM_ADDRESS", "no-reply@example.com"),
             ("COURIER_SMTP_HEADERS", r#"{"x-app": "twofold"}"#),
         ]);
         let loaded = load(None, &overrides).expect("loads");
@@ -767,9 +772,14 @@ identity:
             loaded.config.courier.smtp,
             Some(serde_json::json!({
                 "connection_uri": "smtps://user:pass@mail:465",
+                "from_address": "no-reply@example.com",
                 "headers": {"x-app": "twofold"}
             }))
         );
+        // Gateway settings are checked when the configuration loads.
+        let incomplete = env(&[("COURIER_SMTP_CONNECTION_URI", "smtps://user:pass@mail:465")]);
+        let found = load(None, &incomplete).unwrap_err().0;
+        assert_eq!(found[0].key, "courier.smtp.from_address");
     }
 
     #[test]

@@ -160,6 +160,10 @@ impl TestServer {
             Backend::PostgresRedis => {
                 config.dsn = Some(super::fresh_postgres_dsn().await);
                 config.redis.url = Some(super::redis_url());
+                // Off the embedded default gateways must be named; tests that do not set any
+                // say explicitly that messages go to the development sender.
+                config.courier.email_sender.get_or_insert_with(|| "log".into());
+                config.courier.sms_sender.get_or_insert_with(|| "log".into());
             }
         }
         config.serve.admin.api_keys = vec![ADMIN_KEY.into()];
