@@ -48,11 +48,18 @@ fn problem(key: &str, message: impl Into<String>) -> ConfigProblem {
     }
 }
 
-fn collect<T>(result: Result<T, Vec<(String, String)>>, problems: &mut Vec<ConfigProblem>) -> Option<T> {
+fn collect<T>(
+    result: Result<T, Vec<(String, String)>>,
+    problems: &mut Vec<ConfigProblem>,
+) -> Option<T> {
     match result {
         Ok(value) => Some(value),
         Err(found) => {
-            problems.extend(found.into_iter().map(|(key, message)| ConfigProblem { key, message }));
+            problems.extend(
+                found
+                    .into_iter()
+                    .map(|(key, message)| ConfigProblem { key, message }),
+            );
             None
         }
     }
@@ -67,18 +74,24 @@ fn is_embedded(config: &Config) -> bool {
 
 fn parse(config: &Config, problems: &mut Vec<ConfigProblem>) -> Parsed {
     let courier = &config.courier;
-    let smtp = present(&courier.smtp).and_then(|value| collect(SmtpSettings::from_value(value), problems));
+    let smtp =
+        present(&courier.smtp).and_then(|value| collect(SmtpSettings::from_value(value), problems));
     let mut channels: Vec<HttpChannelSettings> = Vec::new();
     for (index, value) in courier.channels.iter().enumerate() {
         if let Some(channel) = collect(HttpChannelSettings::from_value(index, value), problems) {
             if channels.iter().any(|other| other.id == channel.id) {
-                problems.push(problem(&format!("courier.channels[{index}].id"), "is used by another channel"));
+                problems.push(problem(
+                    &format!("courier.channels[{index}].id"),
+                    "is used by another channel",
+                ));
             }
             channels.push(channel);
         }
     }
-    let twilio = present(&courier.twilio).and_then(|value| collect(TwilioSettings::from_value(value), problems));
-    let sns = present(&courier.sns).and_then(|value| collect(SnsSettings::from_value(value), problems));
+    let twilio = present(&courier.twilio)
+        .and_then(|value| collect(TwilioSettings::from_value(value), problems));
+    let sns =
+        present(&courier.sns).and_then(|value| collect(SnsSettings::from_value(value), problems));
     Parsed {
         smtp,
         channels,
@@ -87,11 +100,17 @@ fn parse(config: &Config, problems: &mut Vec<ConfigProblem>) -> Parsed {
     }
 }
 
-fn choose_email(config: &Config, parsed: &Parsed, problems: &mut Vec<ConfigProblem>) -> EmailChoice {
+fn choose_email(
+    config: &Config,
+    parsed: &Parsed,
+    problems: &mut Vec<ConfigProblem>,
+) -> EmailChoice {
     const KEY: &str = "courier.email_sender";
     match config.courier.email_sender.as_deref() {
         Some("log") => EmailChoice::Log,
-        Some("smtp") if parsed.smtp.is_some() || present(&config.courier.smtp).is_some() => EmailChoice::Smtp,
+        Some("smtp") if parsed.smtp.is_some() || present(&config.courier.smtp).is_some() => {
+            EmailChoice::Smtp
+        }
         Some("smtp") => {
             problems.push(problem(KEY, "is smtp but courier.smtp is not configured"));
             EmailChoice::Log
@@ -121,13 +140,19 @@ fn choose_sms(config: &Config, parsed: &Parsed, problems: &mut Vec<ConfigProblem
         Some("twilio") if present(&config.courier.twilio).is_some() => SmsChoice::Twilio,
         Some("sns") if present(&config.courier.sns).is_some() => SmsChoice::Sns,
         Some(name @ ("twilio" | "sns")) => {
-            problems.push(problem(KEY, format!("is {name} but courier.{name} is not configured")));
+            problems.push(problem(
+                KEY,
+                format!("is {name} but courier.{name} is not configured"),
+            ));
             SmsChoice::Log
         }
         Some(id) => match channel(id) {
             Some(index) => SmsChoice::Channel(index),
             None if config.courier.channels.is_empty() || !parsed.channels.is_empty() => {
-                problems.push(problem(KEY, "must be log, twilio, sns or the id of a courier.channels entry"));
+                problems.push(problem(
+                    KEY,
+                    "must be log, twilio, sns or the id of a courier.channels entry",
+                ));
                 SmsChoice::Log
             }
             // The channel exists but did not parse; its own problem is already reported.
@@ -185,8 +210,12 @@ pub async fn senders(config: &Config) -> Result<Senders, String> {
     };
     let sms: Arc<dyn Sender> = match sms {
         SmsChoice::Channel(index) => Arc::new(HttpSender::new(parsed.channels.swap_remove(index))?),
-        SmsChoice::Twilio => Arc::new(TwilioSender::new(parsed.twilio.take().ok_or("twilio settings vanished")?)?),
-        SmsChoice::Sns => Arc::new(SnsSender::new(parsed.sns.take().ok_or("sns settings vanished")?).await?),
+        SmsChoice::Twilio => Arc::new(TwilioSender::new(
+            parsed.twilio.take().ok_or("twilio settings vanished")?,
+        )?),
+        SmsChoice::Sns => {
+            Arc::new(SnsSender::new(parsed.sns.take().ok_or("sns settings vanished")?).await?)
+        }
         SmsChoice::Log => Arc::new(LogSender),
     };
     Ok(Senders { email, sms })

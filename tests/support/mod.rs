@@ -30,6 +30,7 @@ pub mod flows;
 pub mod http_stub;
 pub mod logs;
 pub mod server;
+pub mod stand_ins;
 
 use sqlx::Connection;
 use uuid::Uuid;

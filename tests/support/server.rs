@@ -162,8 +162,17 @@ impl TestServer {
                 config.redis.url = Some(super::redis_url());
                 // Off the embedded default gateways must be named; tests that do not set any
                 // say explicitly that messages go to the development sender.
-                config.courier.email_sender.get_or_insert_with(|| "log".into());
-                config.courier.sms_sender.get_or_insert_with(|| "log".into());
+                let courier = &mut config.courier;
+                if courier.email_sender.is_none() && courier.smtp.is_none() {
+                    courier.email_sender = Some("log".into());
+                }
+                if courier.sms_sender.is_none()
+                    && courier.channels.is_empty()
+                    && courier.twilio.is_none()
+                    && courier.sns.is_none()
+                {
+                    courier.sms_sender = Some("log".into());
+                }
             }
         }
         config.serve.admin.api_keys = vec![ADMIN_KEY.into()];
@@ -302,6 +311,14 @@ impl TestServer {
         .run_once()
         .await
         .expect("courier round")
+    }
+
+    /// Runs one courier round with the configured gateways.
+    pub async fn deliver_once_configured(&self) -> usize {
+        Worker::configured(self.context.clone())
+            .run_once()
+            .await
+            .expect("courier round")
     }
 
     pub async fn codes(&self) -> v1::code_service_client::CodeServiceClient<Channel> {

@@ -1,0 +1,409 @@
+//! Delivery through every real gateway the seed names: the full AAL2 step-up runs once per
+//! gateway with the code read from what the gateway received (Mailpit for SMTP, a local HTTP
+//! server for the webhook and for Twilio's Messages API, moto's server for Amazon SNS), and the
+//! courier's faults: a gateway that comes back, one that never does, two workers at once.
+
+#[macro_use]
+mod support;
+
+use support::flows::{PASSWORD, aal2_flow, password_login, register, unique_phone, whoami};
+use support::http_stub::{HttpStub, ScriptedResponse};
+use support::server::{
+    Backend, Courier, Options, TestServer, admin, code_in, unique_email, with_bearer,
+};
+use support::stand_ins;
+use twofold::proto::v1;
+use twofold::store::codes::MessageStatus;
+
+const MFA: &str = "selfservice:\n  methods:\n    code:\n      mfa_enabled: true\n";
+
+struct SteppingUp {
+    token: String,
+    email: String,
+    phone: String,
+}
+
+async fn aal1_user(server: &TestServer) -> SteppingUp {
+    let email = unique_email("gateway");
+    let phone = unique_phone();
+    register(server, &email, Some(&phone)).await;
+    let logged_in = password_login(server, &email, PASSWORD)
+        .await
+        .expect("password login");
+    SteppingUp {
+        token: logged_in.session_token,
+        email: email.to_lowercase(),
+        phone,
+    }
+}
+
+/// Submits `code` in the flow and checks the session is AAL2 afterwards.
+async fn finish_step_up(server: &TestServer, user: &SteppingUp, flow_id: &str, code: &str) {
+    let upgraded = server
+        .flows()
+        .await
+        .submit_login_code(with_bearer(
+            v1::SubmitLoginCodeRequest {
+                flow_id: flow_id.into(),
+                code: code.into(),
+            },
+            &user.token,
+        ))
+        .await
+        .expect("the code the gateway received works")
+        .into_inner();
+    let session = whoami(
+        server,
+        &upgraded.session_token,
+        v1::RequiredAal::HighestAvailable,
+    )
+    .await
+    .expect("aal2");
+    assert_eq!(session.aal, v1::AuthenticatorAssuranceLevel::Aal2 as i32);
+}
+
+const CONFIGURED: Options = Options {
+    courier: Courier::Configured,
+};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn step_up_by_email_through_smtp_and_mailpit() {
+    let yaml = format!(
+        "{MFA}courier:\n  sms_sender: log\n  smtp:\n    connection_uri: smtp://twofold:secret@{}/?disable_starttls=true\n    from_address: no-reply@twofold.test\n    from_name: Twofold\n",
+        stand_ins::mailpit_smtp()
+    );
+    let server = TestServer::start_with(Backend::PostgresRedis, &yaml, CONFIGURED).await;
+    let user = aal1_user(&server).await;
+    let flow = aal2_flow(&server, &user.token, "email")
+        .await
+        .expect("flow");
+    let text = stand_ins::mailpit_text_for(&user.email).await;
+    assert!(text.contains("please enter the following code"), "{text}");
+    finish_step_up(&server, &user, &flow.id, &code_in(&text)).await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn step_up_by_sms_through_your_own_http_webhook() {
+    let stub = HttpStub::start(Vec::new()).await;
+    let yaml = format!(
+        "{MFA}courier:\n  email_sender: log\n  channels:\n    - id: sms\n      type: http\n      request_config:\n        url: {}\n        method: POST\n        headers:\n          X-Source: twofold\n        body: '{{\"to\": \"{{{{ template_data.to }}}}\", \"code\": \"{{{{ template_data.code }}}}\", \"text\": {{{{ body | tojson }}}}}}'\n        auth:\n          type: basic_auth\n          config:\n            user: twofold\n            password: s3cret\n",
+        stub.url("/sms")
+    );
+    let server = TestServer::start_with(Backend::PostgresRedis, &yaml, CONFIGURED).await;
+    let user = aal1_user(&server).await;
+    let flow = aal2_flow(&server, &user.token, "phone")
+        .await
+        .expect("flow");
+    let request = wait_for_request(&stub).await;
+    assert_eq!(request.method, "POST");
+    assert_eq!(request.path, "/sms");
+    assert_eq!(request.header("x-source"), Some("twofold"));
+    assert!(
+        request
+            .header("authorization")
+            .is_some_and(|value| value.starts_with("Basic "))
+    );
+    let body = request.json();
+    assert_eq!(body["to"], user.phone.as_str());
+    let code = body["code"].as_str().expect("code").to_owned();
+    assert!(
+        body["text"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("#{code}")),
+        "webotp line"
+    );
+    finish_step_up(&server, &user, &flow.id, &code).await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn step_up_by_sms_through_twilio() {
+    let stub = HttpStub::start(vec![ScriptedResponse::json(
+        201,
+        serde_json::json!({"sid": "SM0123456789abcdef0123456789abcdef", "status": "queued"}),
+    )])
+    .await;
+    let yaml = format!(
+        "{MFA}courier:\n  email_sender: log\n  sms_sender: twilio\n  twilio:\n    account_sid: AC0123456789abcdef0123456789abcdef\n    auth_token: twilio-secret\n    from: \"+15005550006\"\n    base_url: {}\n",
+        stub.base_url()
+    );
+    let server = TestServer::start_with(Backend::PostgresRedis, &yaml, CONFIGURED).await;
+    let user = aal1_user(&server).await;
+    let flow = aal2_flow(&server, &user.token, "phone")
+        .await
+        .expect("flow");
+    let request = wait_for_request(&stub).await;
+    assert_eq!(
+        request.path,
+        "/2010-04-01/Accounts/AC0123456789abcdef0123456789abcdef/Messages.json"
+    );
+    assert_eq!(
+        request.form_field("To").as_deref(),
+        Some(user.phone.as_str())
+    );
+    assert_eq!(request.form_field("From").as_deref(), Some("+15005550006"));
+    let body = request.form_field("Body").expect("Body");
+    finish_step_up(&server, &user, &flow.id, &code_in(&body)).await;
+
+    // The attempt records Twilio's message sid.
+    let messages = server
+        .context
+        .stores
+        .outbox
+        .list_messages(Some(MessageStatus::Sent), Some(&user.phone), None, 5)
+        .await
+        .unwrap();
+    let attempts = server
+        .context
+        .stores
+        .outbox
+        .attempts(messages[0].id)
+        .await
+        .unwrap();
+    assert_eq!(attempts[0].gateway, "twilio");
+    assert_eq!(
+        attempts[0].provider_message_id.as_deref(),
+        Some("SM0123456789abcdef0123456789abcdef")
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn step_up_by_sms_through_amazon_sns() {
+    let yaml = format!(
+        "{MFA}courier:\n  email_sender: log\n  sms_sender: sns\n  sns:\n    region: us-east-1\n    endpoint_url: {}\n    access_key_id: testing\n    secret_access_key: testing\n    sms_type: Transactional\n",
+        stand_ins::moto_url()
+    );
+    let server = TestServer::start_with(Backend::PostgresRedis, &yaml, CONFIGURED).await;
+    let user = aal1_user(&server).await;
+    let flow = aal2_flow(&server, &user.token, "phone")
+        .await
+        .expect("flow");
+    let received = stand_ins::moto_sms_for(&user.phone).await;
+    assert_eq!(received.len(), 1);
+    finish_step_up(&server, &user, &flow.id, &code_in(&received[0])).await;
+    server.stop().await;
+}
+
+async fn wait_for_request(stub: &HttpStub) -> support::http_stub::RecordedRequest {
+    for _ in 0..200 {
+        if let Some(request) = stub.requests().into_iter().next() {
+            return request;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("the gateway stand-in received nothing");
+}
+
+/// A webhook SMS channel to `stub`, with the courier driven by hand.
+async fn webhook_server(stub: &HttpStub, extra: &str) -> TestServer {
+    let yaml = format!(
+        "courier:\n  email_sender: log\n{extra}  channels:\n    - id: sms\n      type: http\n      request_config:\n        url: {}\n        method: POST\n        body: '{{\"to\": \"{{{{ template_data.to }}}}\", \"text\": {{{{ body | tojson }}}}}}'\n",
+        stub.url("/sms")
+    );
+    TestServer::start_with(
+        Backend::PostgresRedis,
+        &yaml,
+        Options {
+            courier: Courier::Off,
+        },
+    )
+    .await
+}
+
+/// Queues one verification code by SMS through CodeService; returns (challenge id, phone).
+async fn queue_code(server: &TestServer) -> (String, String) {
+    let phone = unique_phone();
+    let registered = register(server, &unique_email("fault"), Some(&phone)).await;
+    let sent = server
+        .codes()
+        .await
+        .send_code(admin(v1::SendCodeRequest {
+            identity_id: registered.identity_id,
+            target: Some(v1::send_code_request::Target::Via("phone".into())),
+            purpose: "fault".into(),
+            ..Default::default()
+        }))
+        .await
+        .expect("send")
+        .into_inner();
+    (sent.challenge_id, phone)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_that_comes_back_gets_the_message_on_retry() {
+    let stub = HttpStub::start(vec![ScriptedResponse::new(503, "maintenance")]).await;
+    let server = webhook_server(&stub, "").await;
+    let (challenge_id, phone) = queue_code(&server).await;
+
+    assert_eq!(
+        server.deliver_once_configured().await,
+        1,
+        "first attempt: 503"
+    );
+    let message = server
+        .context
+        .stores
+        .outbox
+        .list_messages(None, Some(&phone), None, 1)
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!(
+        message.status,
+        MessageStatus::Queued,
+        "queued again for a retry"
+    );
+    assert!(message.next_attempt_at > server.clock_now(), "with backoff");
+    assert_eq!(
+        server.deliver_once_configured().await,
+        0,
+        "not due before its backoff"
+    );
+
+    server.clock.advance(chrono::Duration::seconds(10));
+    assert_eq!(server.deliver_once_configured().await, 1);
+    let message = server
+        .context
+        .stores
+        .outbox
+        .get_message(message.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(message.status, MessageStatus::Sent);
+    let attempts = server
+        .context
+        .stores
+        .outbox
+        .attempts(message.id)
+        .await
+        .unwrap();
+    assert_eq!(
+        attempts.iter().map(|a| a.succeeded).collect::<Vec<_>>(),
+        vec![false, true]
+    );
+    assert!(
+        attempts[0]
+            .error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("503")
+    );
+
+    // The code that finally arrived verifies.
+    let text = stub.requests().last().unwrap().json()["text"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let answer = server
+        .codes()
+        .await
+        .verify_code(admin(v1::VerifyCodeRequest {
+            challenge_id,
+            code: code_in(&text),
+            purpose: "fault".into(),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(answer.verified);
+    assert_eq!(stub.requests().len(), 2);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_that_never_answers_well_ends_in_abandoned() {
+    let failures = (0..10)
+        .map(|_| ScriptedResponse::new(500, "broken"))
+        .collect();
+    let stub = HttpStub::start(failures).await;
+    let server = webhook_server(&stub, "  message_retries: 2\n").await;
+    let (_, phone) = queue_code(&server).await;
+    for _ in 0..5 {
+        server.deliver_once_configured().await;
+        server.clock.advance(chrono::Duration::seconds(20));
+    }
+    let message = server
+        .context
+        .stores
+        .outbox
+        .list_messages(None, Some(&phone), None, 1)
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!(message.status, MessageStatus::Abandoned);
+    assert_eq!(
+        message.send_count, 3,
+        "the first attempt and message_retries = 2 retries"
+    );
+    assert_eq!(stub.requests().len(), 3, "nothing after it was abandoned");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_workers_deliver_each_message_once() {
+    let stub = HttpStub::start(Vec::new()).await;
+    let server = webhook_server(&stub, "").await;
+    let mut phones = Vec::new();
+    for _ in 0..12 {
+        phones.push(queue_code(&server).await.1);
+    }
+    let (a, b) = tokio::join!(
+        server.deliver_once_configured(),
+        server.deliver_once_configured()
+    );
+    assert_eq!(a + b, 12, "every message claimed by exactly one worker");
+    let mut recipients: Vec<String> = stub
+        .requests()
+        .iter()
+        .map(|r| r.json()["to"].as_str().unwrap().to_owned())
+        .collect();
+    recipients.sort();
+    phones.sort();
+    assert_eq!(recipients, phones, "each delivered once");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_gateway_setting_is_a_start_up_error_naming_the_key() {
+    for (yaml, key) in [
+        (
+            "courier:\n  smtp:\n    connection_uri: smtp://mail:25/\n",
+            "courier.smtp.from_address",
+        ),
+        (
+            "courier:\n  channels:\n    - id: sms\n      type: http\n      request_config:\n        url: http://127.0.0.1:9/\n        body: '{% if %}'\n",
+            "courier.channels[0].request_config.body",
+        ),
+        ("courier:\n  sms_sender: twilio\n", "courier.sms_sender"),
+        (
+            "courier:\n  sns:\n    region: us-east-1\n    sms_type: Bulk\n",
+            "courier.sns.sms_type",
+        ),
+        (
+            "courier:\n  templates:\n    login_code:\n      valid:\n        sms:\n          body: '{{ nope }}'\n",
+            "courier.templates.login_code.valid.sms.body",
+        ),
+    ] {
+        let problems = twofold::config::parse_document(yaml, None).unwrap_err().0;
+        assert!(
+            problems.iter().any(|problem| problem.key == key),
+            "{key}: {problems:?}"
+        );
+    }
+    // Off the embedded default, gateways must be named.
+    let problems = twofold::config::load(None, &[("DSN".into(), "postgres://db/twofold".into())])
+        .unwrap_err()
+        .0;
+    let keys: Vec<&str> = problems
+        .iter()
+        .map(|problem| problem.key.as_str())
+        .collect();
+    assert!(
+        keys.contains(&"courier.email_sender") && keys.contains(&"courier.sms_sender"),
+        "{keys:?}"
+    );
+}
