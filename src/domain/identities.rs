@@ -2,15 +2,13 @@
 //! normalised by the identity schema before anything is stored.
 use super::error::{DomainError, DomainResult, FieldViolation};
 use super::identity::{CredentialKind, Identifier, Identity, IdentityState, VerifiableAddress};
+use super::paging::PageRequest;
 use super::schema::{AddressCandidate, ExtractedTraits, IdentitySchema};
 use super::{Context, Settings, password};
 use crate::store::StoreError;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use uuid::Uuid;
-
-pub const DEFAULT_PAGE_SIZE: u32 = 100;
-pub const MAX_PAGE_SIZE: u32 = 500;
 
 /// What a caller asks for when creating an identity.
 #[derive(Debug, Clone, Default)]
@@ -164,38 +162,13 @@ pub async fn list_identities(
             next_page_token: None,
         });
     }
-    let limit = match page_size {
-        0 => DEFAULT_PAGE_SIZE,
-        size if size > MAX_PAGE_SIZE => {
-            return Err(DomainError::Validation(vec![FieldViolation::new(
-                "page_size",
-                format!("must be at most {MAX_PAGE_SIZE}"),
-            )]));
-        }
-        size => size,
-    };
-    let after = if page_token.is_empty() {
-        None
-    } else {
-        Some(Uuid::parse_str(page_token).map_err(|_| {
-            DomainError::Validation(vec![FieldViolation::new(
-                "page_token",
-                "is not a token from a previous page",
-            )])
-        })?)
-    };
-    // One extra row tells whether another page exists without a second query.
+    let page = PageRequest::parse(page_size, page_token)?;
     let mut identities = context
         .stores
         .identities
-        .list_identities(after, limit + 1)
+        .list_identities(page.cursor, page.fetch())
         .await?;
-    let next_page_token = if identities.len() > limit as usize {
-        identities.truncate(limit as usize);
-        identities.last().map(|identity| identity.id.to_string())
-    } else {
-        None
-    };
+    let next_page_token = page.finish(&mut identities, |identity| identity.id);
     Ok(IdentityPage {
         identities,
         next_page_token,

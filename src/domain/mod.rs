@@ -13,6 +13,7 @@ pub mod identities;
 pub mod identity;
 pub mod login_code;
 pub mod mask;
+pub mod paging;
 pub mod password;
 pub mod schema;
 pub mod seal;

@@ -421,7 +421,12 @@ fn unescape_pointer(segment: &str) -> String {
 /// `/traits/name/first` → `traits.name.first`; array indexes become `[n]`.
 fn pointer_to_field(pointer: &str) -> String {
     let mut field = String::new();
-    for segment in pointer.split('/').skip(1) {
+    // A pointer starts with `/`; the text before it is not a segment.
+    for segment in pointer
+        .strip_prefix('/')
+        .into_iter()
+        .flat_map(|rest| rest.split('/'))
+    {
         if !field.is_empty() && segment.bytes().all(|b| b.is_ascii_digit()) && !segment.is_empty() {
             field.push_str(&format!("[{segment}]"));
             continue;
