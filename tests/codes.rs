@@ -1102,6 +1102,7 @@ async fn courier_abandons_messages_whose_code_expired(backend: Backend) {
         MFA,
         Options {
             courier: support::server::Courier::Off,
+            redis_url: None,
         },
     )
     .await;
@@ -1230,5 +1231,75 @@ async fn l1_no_code_token_or_phone_in_logs(backend: Backend) {
     ] {
         assert!(!logs.contains(secret), "a log line holds a secret");
     }
+    server.stop().await;
+}
+
+/// T3: with Redis gone, nothing fails open. The right code is not accepted, no session is
+/// upgraded, and the caller learns the store is unavailable (reason STORE_UNAVAILABLE).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t3_redis_down_fails_closed() {
+    support::logs::capture();
+    // A Redis of this test's own, so stopping it disturbs no other test.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut redis = std::process::Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--bind",
+            "127.0.0.1",
+        ])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("redis-server is installed by scripts/services.sh");
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let url: &'static str = Box::leak(format!("redis://127.0.0.1:{port}").into_boxed_str());
+    let server = TestServer::start_with(
+        Backend::PostgresRedis,
+        MFA,
+        Options {
+            courier: support::server::Courier::Capture,
+            redis_url: Some(url),
+        },
+    )
+    .await;
+    let user = user_with_phone(&server).await;
+    let flow = aal2_flow(&server, &user.token, "phone").await.unwrap();
+    let code = server.outbox.code_to(user.phone.as_ref().unwrap(), 0).await;
+
+    redis.kill().unwrap();
+    redis.wait().unwrap();
+
+    let refused = submit(&server, &user.token, &flow.id, &code)
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::Unavailable, "{refused:?}");
+    assert_eq!(reason(&refused), "STORE_UNAVAILABLE");
+    assert!(
+        !refused.message().contains("redis://"),
+        "no internals in the error"
+    );
+    let still_aal1 = whoami(&server, &user.token, v1::RequiredAal::HighestAvailable)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        reason(&still_aal1),
+        "SESSION_AAL2_REQUIRED",
+        "no upgrade happened"
+    );
+    let refused = aal2_flow(&server, &user.token, "phone").await.unwrap_err();
+    assert_eq!(reason(&refused), "STORE_UNAVAILABLE");
     server.stop().await;
 }

@@ -64,6 +64,7 @@ async fn finish_step_up(server: &TestServer, user: &SteppingUp, flow_id: &str, c
 
 const CONFIGURED: Options = Options {
     courier: Courier::Configured,
+    redis_url: None,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -208,6 +209,7 @@ async fn webhook_server(stub: &HttpStub, extra: &str) -> TestServer {
         &yaml,
         Options {
             courier: Courier::Off,
+            redis_url: None,
         },
     )
     .await

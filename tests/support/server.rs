@@ -55,12 +55,15 @@ pub enum Courier {
 #[derive(Debug, Clone, Copy)]
 pub struct Options {
     pub courier: Courier,
+    /// A Redis of the test's own instead of the shared one (for tests that stop it).
+    pub redis_url: Option<&'static str>,
 }
 
 impl Default for Options {
     fn default() -> Self {
         Self {
             courier: Courier::Capture,
+            redis_url: None,
         }
     }
 }
@@ -159,7 +162,11 @@ impl TestServer {
             }
             Backend::PostgresRedis => {
                 config.dsn = Some(super::fresh_postgres_dsn().await);
-                config.redis.url = Some(super::redis_url());
+                config.redis.url = Some(
+                    options
+                        .redis_url
+                        .map_or_else(super::redis_url, str::to_owned),
+                );
                 // Off the embedded default gateways must be named; tests that do not set any
                 // say explicitly that messages go to the development sender.
                 let courier = &mut config.courier;
@@ -291,6 +298,7 @@ impl TestServer {
             self.clock.clone(),
             Options {
                 courier: Courier::Off,
+                redis_url: None,
             },
         )
         .await
