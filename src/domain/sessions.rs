@@ -143,7 +143,7 @@ async fn identity_of(context: &Context, session: &Session) -> DomainResult<Ident
         .ok_or(DomainError::SessionInactive)
 }
 
-async fn views(context: &Context, identity: Identity, sessions: Vec<Session>) -> Vec<SessionView> {
+fn views(context: &Context, identity: Identity, sessions: Vec<Session>) -> Vec<SessionView> {
     let now = context.clock.now();
     sessions
         .into_iter()
@@ -166,7 +166,7 @@ pub async fn list_my_sessions(
         .sessions
         .list_sessions(current.identity_id, false, context.clock.now())
         .await?;
-    Ok(views(context, identity, sessions).await)
+    Ok(views(context, identity, sessions))
 }
 
 pub async fn revoke_my_session(
@@ -233,7 +233,7 @@ pub async fn list_identity_sessions(
         .sessions
         .list_sessions(identity_id, include_inactive, context.clock.now())
         .await?;
-    Ok(views(context, identity, sessions).await)
+    Ok(views(context, identity, sessions))
 }
 
 pub async fn revoke_session(context: &Context, session_id: Uuid) -> DomainResult<()> {
