@@ -48,21 +48,8 @@ async fn a4_replicas_share_flows_and_revocation_holds_on_every_replica() {
     let upgraded = submit(&second, &user.token, &flow.id, &code)
         .await
         .expect("second replica");
-    whoami(
-        &first,
-        &upgraded.session_token,
-        v1::RequiredAal::HighestAvailable,
-    )
-    .await
-    .expect("first replica sees the upgrade");
-    assert_eq!(
-        reason(
-            &whoami(&first, &user.token, v1::RequiredAal::Aal1)
-                .await
-                .unwrap_err()
-        ),
-        "SESSION_INACTIVE"
-    );
+    // The first replica sees the upgrade and the rotation.
+    assert_token_rotated(&first, &first, &upgraded.session_token, &user.token).await;
 
     // Logging out on one replica ends the session on the other at once.
     second
@@ -129,6 +116,26 @@ async fn submit(
         ))
         .await
         .map(tonic::Response::into_inner)
+}
+
+/// A2: after the step-up the new token passes `highest_available` and the old one is dead.
+async fn assert_token_rotated(
+    new_on: &TestServer,
+    old_on: &TestServer,
+    new_token: &str,
+    old_token: &str,
+) {
+    whoami(new_on, new_token, v1::RequiredAal::HighestAvailable)
+        .await
+        .expect("the new token is at aal2");
+    let refused = whoami(old_on, old_token, v1::RequiredAal::Aal1)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        reason(&refused),
+        "SESSION_INACTIVE",
+        "the old token stopped working"
+    );
 }
 
 /// A code that is certainly not `code`.
@@ -224,14 +231,7 @@ async fn seed_scenario_step_up_by_sms_via_phone(backend: Backend) {
         .find(|a| a.value == phone)
         .expect("phone address");
     assert!(address.verified, "entering the code verified the phone");
-    let refused = whoami(&server, &user.token, v1::RequiredAal::Aal1)
-        .await
-        .unwrap_err();
-    assert_eq!(
-        reason(&refused),
-        "SESSION_INACTIVE",
-        "the old token stopped working"
-    );
+    assert_token_rotated(&server, &server, &upgraded.session_token, &user.token).await;
 
     // Already at AAL2: another AAL2 flow needs `refresh`.
     let again = aal2_flow(&server, &upgraded.session_token, "phone")
@@ -828,21 +828,7 @@ async fn a1_a2_aal_enforced_and_token_rotated(backend: Backend) {
     let code = server.outbox.code_to(user.phone.as_ref().unwrap(), 0).await;
     let upgraded = submit(&server, &user.token, &flow.id, &code).await.unwrap();
     assert!(upgraded.session_token.len() >= 40);
-    whoami(
-        &server,
-        &upgraded.session_token,
-        v1::RequiredAal::HighestAvailable,
-    )
-    .await
-    .expect("aal2 passes");
-    assert_eq!(
-        reason(
-            &whoami(&server, &user.token, v1::RequiredAal::Aal1)
-                .await
-                .unwrap_err()
-        ),
-        "SESSION_INACTIVE"
-    );
+    assert_token_rotated(&server, &server, &upgraded.session_token, &user.token).await;
     server.stop().await;
 }
 
