@@ -4,7 +4,10 @@
 //! Two listeners, as in Kratos: the public one (flows and the caller's own session, gRPC and
 //! grpc-web with a CORS allow-list) and the admin one (identities, sessions of others, codes,
 //! configuration, courier; gRPC only and guarded by the admin API key). Health and reflection
-//! are served on both without credentials, so probes and `grpcurl describe` work.
+//! are served on both without credentials, so probes and `grpcurl describe` work. With
+//! `serve.public.static_dir` the public listener also serves the sign-in page's files.
+mod static_ui;
+
 use crate::api::auth::AdminKeyCheck;
 use crate::api::code::CodeApi;
 use crate::api::config::ConfigApi;
@@ -158,6 +161,8 @@ fn serve_public(
         .timeout(public.request_timeout)
         .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
         .http2_max_header_list_size(MAX_HEADER_LIST_SIZE)
+        // Outermost: page files are same-origin and never grpc-web, so CORS has no say in them.
+        .layer(static_ui::StaticUiLayer::new(public.static_dir.as_deref()))
         .layer(cors_layer(&public.cors))
         .layer(tonic_web::GrpcWebLayer::new());
     Ok(async move {

@@ -10,6 +10,7 @@ pub use load::{ConfigProblem, ConfigProblems, Loaded, load, parse_document};
 
 use crate::domain::aal::RequiredAal;
 use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// The whole configuration. Field names are the YAML keys.
@@ -57,6 +58,10 @@ pub struct PublicListenerConfig {
     pub request_timeout: Duration,
     /// Largest accepted request message, in bytes.
     pub max_message_size: usize,
+    /// Twofold: a folder of static files (the built sign-in page, `ui/dist`) that the public
+    /// listener serves to browsers beside the API, so page and API share one origin. Relative
+    /// paths are relative to the working directory. Unset: no files are served.
+    pub static_dir: Option<PathBuf>,
 }
 
 impl Default for PublicListenerConfig {
@@ -68,6 +73,7 @@ impl Default for PublicListenerConfig {
             cors: CorsConfig::default(),
             request_timeout: Duration::from_secs(10),
             max_message_size: 256 * 1024,
+            static_dir: None,
         }
     }
 }

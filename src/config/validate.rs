@@ -17,6 +17,7 @@ pub fn validate(config: &Config) -> Vec<ConfigProblem> {
     secrets(config, &mut problems);
     cors(config, &mut problems);
     listeners(config, &mut problems);
+    static_dir(config, &mut problems);
     log(config, &mut problems);
     stores(config, &mut problems);
     identity(config, &mut problems);
@@ -203,6 +204,28 @@ fn listeners(config: &Config, problems: &mut Vec<ConfigProblem>) {
     }
 }
 
+/// Checked at load so a typo in the path fails start-up instead of every page view.
+fn static_dir(config: &Config, problems: &mut Vec<ConfigProblem>) {
+    let Some(dir) = &config.serve.public.static_dir else {
+        return;
+    };
+    let key = "serve.public.static_dir";
+    if dir.as_os_str().is_empty() {
+        problem(problems, key, "must name a folder (or be left unset)");
+    } else if !dir.is_dir() {
+        problem(problems, key, format!("{} is not a folder", dir.display()));
+    } else if !dir.join("index.html").is_file() {
+        problem(
+            problems,
+            key,
+            format!(
+                "{} has no index.html (build the page with `npm run build -w @twofold/ui`)",
+                dir.display()
+            ),
+        );
+    }
+}
+
 fn log(config: &Config, problems: &mut Vec<ConfigProblem>) {
     if !matches!(config.log.format.as_str(), "text" | "json") {
         problem(problems, "log.format", "must be text or json");
@@ -345,6 +368,30 @@ mod tests {
                 .iter()
                 .all(|m| !m.contains("short") && !m.contains("tiny"))
         );
+    }
+
+    #[test]
+    fn static_dir_needs_a_folder_with_index_html() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::default();
+        let mut problem_for = |path: std::path::PathBuf| {
+            config.serve.public.static_dir = Some(path);
+            validate(&config)
+        };
+        let empty = problem_for(dir.path().to_path_buf());
+        assert_eq!(empty.len(), 1);
+        assert_eq!(empty[0].key, "serve.public.static_dir");
+        assert!(empty[0].message.contains("has no index.html"), "{empty:?}");
+
+        let missing = problem_for(dir.path().join("nowhere"));
+        assert!(
+            missing[0].message.ends_with("is not a folder"),
+            "{missing:?}"
+        );
+        assert_eq!(problem_for("".into())[0].key, "serve.public.static_dir");
+
+        std::fs::write(dir.path().join("index.html"), "<!doctype html>").unwrap();
+        assert_eq!(problem_for(dir.path().to_path_buf()), Vec::new());
     }
 
     #[test]
