@@ -192,3 +192,31 @@ test("the seed's ?aal=aal2&via=phone: the code goes out by SMS at once, resend a
     await shot("aal2");
   });
 });
+
+test("field violations appear next to their inputs; a wrong password gets its own message", async () => {
+  await scenario("errors", async (page, shot) => {
+    const person = newPerson();
+    await page.goto(`${server.publicUrl}/?view=register`);
+    await heading(page, "Create your account");
+    await register(page, { ...person, phone: "12" });
+    await page.getByText(REASON_TEXT[ErrorReason.TRAITS_INVALID]).waitFor();
+    const phone = page.getByLabel("Mobile phone (optional)");
+    assert.equal(await phone.getAttribute("aria-invalid"), "true");
+    assert.equal(await page.getByLabel("Email address").getAttribute("aria-invalid"), null);
+    const errorId = ((await phone.getAttribute("aria-describedby")) ?? "").split(" ").find((id) => id.endsWith("-error"))!;
+    const fieldError = page.locator(`#${errorId}`);
+    assert.ok(await fieldError.isVisible(), "the phone's own error is shown");
+    assert.notEqual((await fieldError.innerText()).trim(), "");
+    await shot("phone-refused");
+
+    await phone.fill(person.phone);
+    await page.getByRole("button", { name: "Create account" }).click();
+    await heading(page, "Second step");
+    await page.getByRole("button", { name: "Sign out" }).click();
+    await heading(page, "Sign in");
+
+    await signIn(page, { ...person, password: "not the password at all" });
+    await page.getByText(REASON_TEXT[ErrorReason.INVALID_CREDENTIALS]).waitFor();
+    await shot("wrong-password");
+  });
+});
