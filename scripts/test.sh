@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh Debian machine: installs and starts what the tests need
-# (Postgres, Redis, Mailpit, moto, buf), then checks formatting, lints, the proto contract, and
-# runs every test.
+# (Postgres, Redis, Mailpit, moto, Chromium, npm and Go dependencies), then checks formatting,
+# lints, the proto contract and the generated SDKs, and runs every test: Rust, the TypeScript
+# and Go SDKs against a real server, and the sign-in page in headless Chromium.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,10 +15,11 @@ step "gateway stand-ins: Mailpit (SMTP) and moto (Amazon SNS)"
 eval "$(scripts/mailpit.sh)"
 eval "$(scripts/moto.sh)"
 
-step "tools: buf (npm)"
-if [ ! -x node_modules/.bin/buf ]; then
-  npm ci --no-audit --no-fund >&2
-fi
+step "browser: Debian's Chromium"
+eval "$(scripts/chromium.sh)"
+
+step "tools: npm workspace (buf, protoc-gen-es, the TypeScript SDK and the sign-in page)"
+npm ci --no-audit --no-fund >&2
 
 step "format"
 cargo fmt --all -- --check
@@ -25,8 +27,31 @@ cargo fmt --all -- --check
 step "proto lint"
 node_modules/.bin/buf lint
 
+step "generated SDK code matches proto/"
+scripts/generate.sh --check
+
 step "clippy"
 cargo clippy --all-targets --locked -- -D warnings
 
 step "tests"
 cargo test --all-targets --locked --no-fail-fast
+
+# The SDK and browser tests start the binary the Rust tests just built.
+step "server binary for the SDK and browser tests"
+cargo build --locked
+export TWOFOLD_BIN="$PWD/target/debug/twofold"
+
+step "tests: TypeScript SDK against a real server (gRPC and grpc-web)"
+npm test -w @twofold/sdk
+
+step "tests: Go SDK against a real server"
+(
+  cd sdks/go
+  unformatted="$(gofmt -l .)"
+  if [ -n "$unformatted" ]; then echo "gofmt needed: $unformatted" >&2; exit 1; fi
+  go vet ./...
+  go test ./...
+)
+
+step "tests: the sign-in page in headless Chromium (screenshots in ui/e2e/artifacts)"
+npm test -w @twofold/ui
