@@ -27,6 +27,12 @@ node_modules/.bin/buf lint
 
 step "clippy"
 cargo clippy --all-targets --locked -- -D warnings
+# The load harness and the bench-only courier sender exist only with the `bench` feature.
+cargo clippy --all-targets --all-features --locked -- -D warnings
 
 step "tests"
 cargo test --all-targets --locked --no-fail-fast
+
+step "tests: the load harness (bench feature)"
+cargo test --locked --no-fail-fast --features bench --bin twofold-bench --test bench_harness
+cargo test --locked --no-fail-fast --features bench --lib courier::gateways

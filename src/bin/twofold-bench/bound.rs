@@ -84,8 +84,9 @@ impl Probes {
     pub async fn connect(dsn: Option<&str>, redis_url: Option<&str>) -> Result<Self, String> {
         let pg = match dsn.filter(|dsn| dsn.starts_with("postgres")) {
             Some(dsn) => {
+                // One connection, so the forced statistics flush below covers all of its work.
                 let pool = sqlx::postgres::PgPoolOptions::new()
-                    .max_connections(2)
+                    .max_connections(1)
                     .connect(dsn)
                     .await
                     .map_err(|error| format!("bound: postgres: {error}"))?;
@@ -138,6 +139,14 @@ impl Probes {
                     .execute(pool)
                     .await
                     .map_err(|error| format!("bound: preparing pgbench's table: {error}"))?;
+            }
+            // Postgres publishes a backend's counters at most once a second; without this the
+            // 10,000 rows above would land in the first level's per-iteration figures.
+            for statement in ["SELECT pg_stat_force_next_flush()", "SELECT 1"] {
+                sqlx::query(statement)
+                    .execute(pool)
+                    .await
+                    .map_err(|error| format!("bound: flushing statistics: {error}"))?;
             }
         }
         Ok(())

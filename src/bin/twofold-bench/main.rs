@@ -136,9 +136,14 @@ async fn run(args: Args, scratch: &Path) -> Result<(), String> {
     let setup_started = Instant::now();
     let mut seats = scenario::register_seats(&target, args.seat_count(), &run_tag).await?;
     let setup_s = setup_started.elapsed().as_secs_f64();
+    // Registration hashes passwords (argon2, 19 MiB each): memory it leaves behind shows here,
+    // apart from what the load itself costs.
+    let idle = probe::snapshot(pid);
+    let rss_after_setup_mib = probe::usage(pid, &idle, &idle).server_rss_mib;
     eprintln!(
-        "twofold-bench: {} seats registered in {setup_s:.1}s",
-        seats.len()
+        "twofold-bench: {} seats registered in {setup_s:.1}s; server RSS {} MiB",
+        seats.len(),
+        rss_after_setup_mib.map_or("-".into(), |mib| format!("{mib:.1}"))
     );
 
     let mut modes = args.mode.clone();
@@ -193,6 +198,7 @@ async fn run(args: Args, scratch: &Path) -> Result<(), String> {
         warmup_s: args.warmup.as_secs_f64(),
         seats: seats.len(),
         setup_s,
+        server_rss_after_setup_mib: rss_after_setup_mib,
         levels,
     };
     let json = serde_json::to_string_pretty(&report).map_err(|error| error.to_string())?;

@@ -124,6 +124,8 @@ pub struct Report {
     pub warmup_s: f64,
     pub seats: usize,
     pub setup_s: f64,
+    /// The server's resident memory after registering the seats, before any load.
+    pub server_rss_after_setup_mib: Option<f64>,
     pub levels: Vec<Level>,
 }
 

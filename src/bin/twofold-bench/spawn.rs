@@ -67,13 +67,16 @@ pub fn spawn(
     codes: &Path,
     log_file: &Path,
 ) -> Result<Spawned, String> {
+    // The server runs in `directory`, where a relative path would no longer resolve.
+    let binary = std::fs::canonicalize(binary)
+        .map_err(|error| format!("server binary {}: {error}", binary.display()))?;
     let admin_key = random_key();
     let config = directory.join("bench-config.yaml");
     std::fs::write(&config, config_yaml(dsn, redis, codes, &admin_key))
         .map_err(|error| format!("writing {}: {error}", config.display()))?;
     let log = std::fs::File::create(log_file)
         .map_err(|error| format!("creating {}: {error}", log_file.display()))?;
-    let mut child = Command::new(binary)
+    let mut child = Command::new(&binary)
         .arg("serve")
         .arg("--config")
         .arg(&config)
