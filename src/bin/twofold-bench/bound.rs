@@ -183,6 +183,8 @@ impl Probes {
             }
             bound.pgbench_script = Some(script);
         }
+        // An iteration that barely touches Redis (WhoAmI) has no Redis bound worth printing.
+        let redis = redis.filter(|work| work.round_trips >= 0.05);
         if let (Some((_, host, port)), Some(work)) = (&self.redis, redis) {
             let script = redis_benchmark(host, *port, concurrency, SCRIPT_COMMAND).await;
             let plain = redis_benchmark(host, *port, concurrency, PLAIN_COMMAND).await;

@@ -9,6 +9,7 @@ const TICKS_PER_SECOND: f64 = 100.0;
 pub struct Snapshot {
     at: Instant,
     process_ticks: Option<u64>,
+    harness_ticks: Option<u64>,
     /// (busy, total) jiffies over all CPUs.
     machine: Option<(u64, u64)>,
 }
@@ -22,6 +23,8 @@ pub struct Usage {
     pub server_peak_rss_mib: Option<f64>,
     /// Share of all cores busy, machine-wide (server, databases and this harness together).
     pub machine_cpu_busy: Option<f64>,
+    /// Cores the load generator itself used: it shares the machine with the server.
+    pub harness_cpu_cores: Option<f64>,
 }
 
 fn process_ticks(pid: u32) -> Option<u64> {
@@ -63,13 +66,14 @@ pub fn snapshot(pid: Option<u32>) -> Snapshot {
     Snapshot {
         at: Instant::now(),
         process_ticks: pid.and_then(process_ticks),
+        harness_ticks: process_ticks(std::process::id()),
         machine: machine_jiffies(),
     }
 }
 
 pub fn usage(pid: Option<u32>, start: &Snapshot, end: &Snapshot) -> Usage {
     let seconds = end.at.duration_since(start.at).as_secs_f64().max(1e-9);
-    let server_cpu_cores = match (start.process_ticks, end.process_ticks) {
+    let cores = |start: Option<u64>, end: Option<u64>| match (start, end) {
         (Some(a), Some(b)) => Some(b.saturating_sub(a) as f64 / TICKS_PER_SECOND / seconds),
         _ => None,
     };
@@ -80,7 +84,8 @@ pub fn usage(pid: Option<u32>, start: &Snapshot, end: &Snapshot) -> Usage {
         _ => None,
     };
     Usage {
-        server_cpu_cores,
+        server_cpu_cores: cores(start.process_ticks, end.process_ticks),
+        harness_cpu_cores: cores(start.harness_ticks, end.harness_ticks),
         server_rss_mib: pid
             .and_then(|pid| status_kib(pid, "VmRSS"))
             .map(|kib| kib / 1024.0),

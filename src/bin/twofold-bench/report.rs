@@ -158,20 +158,30 @@ pub fn table(levels: &[Level]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<7} {:>4} {:>9} {:>6} {:>9} {:>8} {:>8} {:>9} {:>6}",
-        "mode", "vus", "ops/s", "errors", "srv cpu", "rss MiB", "machine", "bound/s", "ratio"
+        "{:<7} {:>4} {:>9} {:>6} {:>8} {:>8} {:>8} {:>8} {:>9} {:>6}",
+        "mode",
+        "vus",
+        "ops/s",
+        "errors",
+        "srv cpu",
+        "rss MiB",
+        "gen cpu",
+        "machine",
+        "bound/s",
+        "ratio"
     );
     for level in levels {
         let bound = level.bound.as_ref();
         let _ = writeln!(
             out,
-            "{:<7} {:>4} {:>9.1} {:>6} {:>9} {:>8} {:>8} {:>9} {:>6}",
+            "{:<7} {:>4} {:>9.1} {:>6} {:>8} {:>8} {:>8} {:>8} {:>9} {:>6}",
             level.mode.as_str(),
             level.concurrency,
             level.per_second,
             level.error_count,
             option(level.usage.server_cpu_cores, 2),
             option(level.usage.server_rss_mib, 1),
+            option(level.usage.harness_cpu_cores, 2),
             option(level.usage.machine_cpu_busy.map(|busy| busy * 100.0), 0) + "%",
             option(bound.and_then(|bound| bound.bound_per_s), 0),
             option(bound.and_then(|bound| bound.ratio), 3),
