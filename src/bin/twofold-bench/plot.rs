@@ -77,7 +77,7 @@ fn panel(out: &mut String, name: &str, points: &[&Level], top: f64) {
 
     let _ = writeln!(
         out,
-        r#"<text x="{LEFT}" y="{}" font-size="13" font-weight="bold">{}</text>"#,
+        r##"<text x="{LEFT}" y="{}"><tspan font-size="13" font-weight="bold">{}</tspan><tspan fill="#1f5fbf" dx="12">— completed per second (left)</tspan><tspan fill="#c0392b" dx="12">- - worst RPC p99 in ms (right)</tspan></text>"##,
         top - 8.0,
         escape(name)
     );
@@ -114,16 +114,6 @@ fn panel(out: &mut String, name: &str, points: &[&Level], top: f64) {
         r#"<text x="{}" y="{}" text-anchor="middle">virtual users</text>"#,
         LEFT + plot_width / 2.0,
         bottom + 32.0
-    );
-    let _ = writeln!(
-        out,
-        r##"<text x="14" y="{}" fill="#1f5fbf" transform="rotate(-90 14 {})" text-anchor="middle">per second</text><text x="{}" y="{}" fill="#c0392b" transform="rotate(90 {} {})" text-anchor="middle">worst RPC p99 (ms)</text>"##,
-        top + PANEL / 2.0,
-        top + PANEL / 2.0,
-        WIDTH - 14.0,
-        top + PANEL / 2.0,
-        WIDTH - 14.0,
-        top + PANEL / 2.0,
     );
     let line = |values: Vec<(f64, f64)>| {
         values

@@ -225,12 +225,16 @@ mod tests {
 
     #[test]
     fn merging_adds_counts_errors_and_keeps_the_max() {
-        let mut first = Tally::default();
-        first.completed = 3;
+        let mut first = Tally {
+            completed: 3,
+            ..Tally::default()
+        };
         first.record("WhoAmI", Duration::from_micros(100));
         first.error("WhoAmI", "SESSION_INACTIVE");
-        let mut second = Tally::default();
-        second.completed = 2;
+        let mut second = Tally {
+            completed: 2,
+            ..Tally::default()
+        };
         second.record("WhoAmI", Duration::from_micros(5_000));
         second.record("SubmitLoginCode", Duration::from_micros(700));
         second.error("WhoAmI", "SESSION_INACTIVE");
