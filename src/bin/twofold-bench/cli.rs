@@ -79,6 +79,11 @@ pub struct Args {
     #[arg(long)]
     pub codes: Option<PathBuf>,
 
+    /// Iterations per second to offer across all virtual users (each user paces itself to its
+    /// share, starting the next iteration on schedule or at once when late); 0 = as fast as
+    /// they can. For "p99 at 70 % of peak": take the peak from a sweep, then run at 0.7 × it.
+    #[arg(long, default_value_t = 0.0)]
+    pub rate: f64,
     /// Measure the machine's bound with pgbench and redis-benchmark after each level (needs a
     /// postgres dsn and a redis url; without them there is no bound to measure).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
@@ -100,6 +105,9 @@ impl Args {
     pub fn check(&self) -> Result<(), String> {
         if self.concurrency.contains(&0) {
             return Err("--concurrency: every level needs at least one virtual user".into());
+        }
+        if !(self.rate.is_finite() && self.rate >= 0.0) {
+            return Err("--rate must be 0 (unpaced) or a positive number per second".into());
         }
         if self.duration.is_zero() {
             return Err("--duration must be more than 0s".into());

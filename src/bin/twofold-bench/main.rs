@@ -196,6 +196,7 @@ async fn run(args: Args, scratch: &Path) -> Result<(), String> {
         machine: Machine::describe(),
         duration_s: args.duration.as_secs_f64(),
         warmup_s: args.warmup.as_secs_f64(),
+        offered_rate: (args.rate > 0.0).then_some(args.rate),
         seats: seats.len(),
         setup_s,
         server_rss_after_setup_mib: rss_after_setup_mib,
@@ -241,6 +242,9 @@ async fn run_level(
     for group in groups {
         users.push((Clients::connect(target, mode).await?, group));
     }
+    // Each user offers its share of --rate.
+    let pace = (args.rate > 0.0)
+        .then(|| std::time::Duration::from_secs_f64(concurrency as f64 / args.rate));
     let begin = Instant::now();
     let window_start = begin + args.warmup;
     let window_end = window_start + args.duration;
@@ -257,6 +261,7 @@ async fn run_level(
                 group,
                 inbox.clone(),
                 window,
+                pace,
             ))
         })
         .collect();

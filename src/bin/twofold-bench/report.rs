@@ -122,6 +122,8 @@ pub struct Report {
     pub machine: Machine,
     pub duration_s: f64,
     pub warmup_s: f64,
+    /// Offered iterations/s per level (--rate); none: as fast as the users can.
+    pub offered_rate: Option<f64>,
     pub seats: usize,
     pub setup_s: f64,
     /// The server's resident memory after registering the seats, before any load.

@@ -226,6 +226,7 @@ pub async fn run_user(
     mut seats: Vec<Seat>,
     inbox: Inbox,
     window: Window,
+    pace: Option<Duration>,
 ) -> (Tally, Vec<Seat>) {
     let mut tally = Tally::default();
     let mut recorder = Recorder {
@@ -233,7 +234,13 @@ pub async fn run_user(
         window: &window,
     };
     let mut next = 0;
+    let mut due = Instant::now();
     while Instant::now() < window.end && !seats.is_empty() {
+        if let Some(interval) = pace {
+            // A late user starts at once but does not burst to catch up.
+            tokio::time::sleep_until(due.into()).await;
+            due = due.max(Instant::now() - interval) + interval;
+        }
         let count = seats.len();
         let seat = &mut seats[next % count];
         next += 1;
