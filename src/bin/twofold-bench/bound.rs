@@ -290,10 +290,12 @@ pub fn redis_work(start: &RedisCounters, end: &RedisCounters, iterations: u64) -
             by_command.insert(command.clone(), per);
         }
     }
+    // + 0.0: an empty float sum is -0.0, which would print as "-0".
     let script_calls = ["evalsha", "eval", "fcall"]
         .iter()
         .filter_map(|command| by_command.get(*command))
-        .sum();
+        .sum::<f64>()
+        + 0.0;
     RedisWork {
         round_trips: (end.reads - start.reads) / n,
         commands: (end.commands - start.commands) / n,
