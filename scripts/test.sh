@@ -32,11 +32,17 @@ scripts/generate.sh --check
 
 step "clippy"
 cargo clippy --all-targets --locked -- -D warnings
+# The load harness and the bench-only courier sender exist only with the `bench` feature.
+cargo clippy --all-targets --all-features --locked -- -D warnings
 
 step "tests"
 cargo test --all-targets --locked --no-fail-fast
 
-# The SDK and browser tests start the binary the Rust tests just built.
+step "tests: the load harness (bench feature)"
+cargo test --locked --no-fail-fast --features bench --bin twofold-bench --test bench_harness
+cargo test --locked --no-fail-fast --features bench --lib courier::gateways
+
+# Built without the bench feature: the SDK and browser tests start the binary operators run.
 step "server binary for the SDK and browser tests"
 cargo build --locked
 export TWOFOLD_BIN="$PWD/target/debug/twofold"

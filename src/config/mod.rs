@@ -351,6 +351,9 @@ pub struct CourierConfig {
     /// Twofold: which gateway sends SMS: a `courier.channels[].id` of type http (Kratos's `sms`
     /// channel), `twilio`, `sns` or `log`. Unset: the first that is configured, else `log`.
     pub sms_sender: Option<String>,
+    /// Twofold, load harness only: `{socket: PATH}`, the Unix datagram socket the `bench` sender
+    /// hands codes to. Refused unless the binary was built with the `bench` feature.
+    pub bench: Option<serde_json::Value>,
 }
 
 impl Default for CourierConfig {
@@ -367,6 +370,7 @@ impl Default for CourierConfig {
             sns: None,
             email_sender: None,
             sms_sender: None,
+            bench: None,
         }
     }
 }

@@ -7,6 +7,9 @@
 //! SNS. With nothing configured the development log sender serves the channel, but only on the
 //! embedded default: a deployment on Postgres must name its gateways (or `log`) explicitly, so
 //! codes never silently go to a terminal in production.
+//!
+//! Either channel may name `bench` (the load harness's datagram sender) only in a binary built
+//! with the `bench` cargo feature; any other build refuses `bench` and `courier.bench`.
 use super::http::{HttpChannelSettings, HttpSender};
 use super::log_sender::LogSender;
 use super::smtp::{SmtpSender, SmtpSettings};
@@ -23,11 +26,14 @@ struct Parsed {
     channels: Vec<HttpChannelSettings>,
     twilio: Option<TwilioSettings>,
     sns: Option<SnsSettings>,
+    #[cfg(feature = "bench")]
+    bench: Option<super::bench_sender::BenchSettings>,
 }
 
 enum EmailChoice {
     Smtp,
     Log,
+    Bench,
 }
 
 enum SmsChoice {
@@ -35,6 +41,30 @@ enum SmsChoice {
     Twilio,
     Sns,
     Log,
+    Bench,
+}
+
+#[cfg(not(feature = "bench"))]
+const BENCH_REFUSED: &str = "the bench sender exists only in builds with the `bench` cargo feature \
+     (the load harness, twofold-bench); this build refuses it";
+
+/// `bench` for a channel: needs the feature and `courier.bench`. Without the feature the choice
+/// is refused, never silently replaced.
+fn choose_bench(config: &Config, key: &str, problems: &mut Vec<ConfigProblem>) -> bool {
+    #[cfg(feature = "bench")]
+    {
+        if present(&config.courier.bench).is_none() {
+            problems.push(problem(key, "is bench but courier.bench.socket is not set"));
+            return false;
+        }
+        true
+    }
+    #[cfg(not(feature = "bench"))]
+    {
+        let _ = config;
+        problems.push(problem(key, format!("bench: {BENCH_REFUSED}")));
+        false
+    }
 }
 
 fn present(value: &Option<Value>) -> Option<&Value> {
@@ -92,11 +122,24 @@ fn parse(config: &Config, problems: &mut Vec<ConfigProblem>) -> Parsed {
         .and_then(|value| collect(TwilioSettings::from_value(value), problems));
     let sns =
         present(&courier.sns).and_then(|value| collect(SnsSettings::from_value(value), problems));
+    #[cfg(feature = "bench")]
+    let bench = present(&courier.bench).and_then(|value| {
+        collect(
+            super::bench_sender::BenchSettings::from_value(value),
+            problems,
+        )
+    });
+    #[cfg(not(feature = "bench"))]
+    if present(&courier.bench).is_some() {
+        problems.push(problem("courier.bench", BENCH_REFUSED));
+    }
     Parsed {
         smtp,
         channels,
         twilio,
         sns,
+        #[cfg(feature = "bench")]
+        bench,
     }
 }
 
@@ -108,6 +151,8 @@ fn choose_email(
     const KEY: &str = "courier.email_sender";
     match config.courier.email_sender.as_deref() {
         Some("log") => EmailChoice::Log,
+        Some("bench") if choose_bench(config, KEY, problems) => EmailChoice::Bench,
+        Some("bench") => EmailChoice::Log,
         Some("smtp") if parsed.smtp.is_some() || present(&config.courier.smtp).is_some() => {
             EmailChoice::Smtp
         }
@@ -137,6 +182,8 @@ fn choose_sms(config: &Config, parsed: &Parsed, problems: &mut Vec<ConfigProblem
     let channel = |id: &str| parsed.channels.iter().position(|channel| channel.id == id);
     match config.courier.sms_sender.as_deref() {
         Some("log") => SmsChoice::Log,
+        Some("bench") if choose_bench(config, KEY, problems) => SmsChoice::Bench,
+        Some("bench") => SmsChoice::Log,
         Some("twilio") if present(&config.courier.twilio).is_some() => SmsChoice::Twilio,
         Some("sns") if present(&config.courier.sns).is_some() => SmsChoice::Sns,
         Some(name @ ("twilio" | "sns")) => {
@@ -206,6 +253,7 @@ pub async fn senders(config: &Config) -> Result<Senders, String> {
     }
     let email: Arc<dyn Sender> = match (email, parsed.smtp.take()) {
         (EmailChoice::Smtp, Some(settings)) => Arc::new(SmtpSender::new(settings)?),
+        (EmailChoice::Bench, _) => bench_sender(&parsed)?,
         _ => Arc::new(LogSender),
     };
     let sms: Arc<dyn Sender> = match sms {
@@ -217,6 +265,65 @@ pub async fn senders(config: &Config) -> Result<Senders, String> {
             Arc::new(SnsSender::new(parsed.sns.take().ok_or("sns settings vanished")?).await?)
         }
         SmsChoice::Log => Arc::new(LogSender),
+        SmsChoice::Bench => bench_sender(&parsed)?,
     };
     Ok(Senders { email, sms })
+}
+
+#[cfg(feature = "bench")]
+fn bench_sender(parsed: &Parsed) -> Result<Arc<dyn Sender>, String> {
+    let settings = parsed.bench.clone().ok_or("bench settings vanished")?;
+    Ok(Arc::new(super::bench_sender::BenchSender::new(settings)?))
+}
+
+#[cfg(not(feature = "bench"))]
+fn bench_sender(_parsed: &Parsed) -> Result<Arc<dyn Sender>, String> {
+    // `choose_bench` refuses the choice in this build, so `senders` returned before this.
+    Err(BENCH_REFUSED.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_bench_sender(socket: Option<&str>) -> Config {
+        let mut config = Config::default();
+        config.courier.sms_sender = Some("bench".into());
+        config.courier.email_sender = Some("log".into());
+        config.courier.bench = socket.map(|path| serde_json::json!({ "socket": path }));
+        config
+    }
+
+    fn keys(problems: &[ConfigProblem]) -> Vec<&str> {
+        problems
+            .iter()
+            .map(|problem| problem.key.as_str())
+            .collect()
+    }
+
+    #[cfg(not(feature = "bench"))]
+    #[test]
+    fn a_build_without_the_bench_feature_refuses_the_bench_sender() {
+        let problems = check(&with_bench_sender(Some("/tmp/bench.sock")));
+        assert_eq!(keys(&problems), ["courier.bench", "courier.sms_sender"]);
+        assert!(
+            problems
+                .iter()
+                .all(|problem| problem.message.contains("`bench` cargo feature")),
+            "{problems:?}"
+        );
+        let mut email = Config::default();
+        email.courier.email_sender = Some("bench".into());
+        assert_eq!(keys(&check(&email)), ["courier.email_sender"]);
+    }
+
+    #[cfg(feature = "bench")]
+    #[test]
+    fn the_bench_sender_needs_its_socket() {
+        let problems = check(&with_bench_sender(None));
+        assert_eq!(keys(&problems), ["courier.sms_sender"]);
+        let problems = check(&with_bench_sender(Some("")));
+        assert_eq!(keys(&problems), ["courier.bench.socket"]);
+        assert!(check(&with_bench_sender(Some("/tmp/bench.sock"))).is_empty());
+    }
 }

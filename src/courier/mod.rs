@@ -3,6 +3,8 @@
 //! messages whose code died before they could be delivered. Requests never send anything
 //! themselves, so their timing does not reveal whether a message went out.
 
+#[cfg(feature = "bench")]
+pub mod bench_sender;
 pub mod gateways;
 pub mod http;
 pub mod log_sender;

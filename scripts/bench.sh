@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Runs the load harness against a server it starts itself, from a release build with the `bench`
+# feature (the only build that has the bench-only courier sender):
+#
+#   scripts/bench.sh postgres [twofold-bench args]   # Postgres 15 + a private Redis
+#   scripts/bench.sh embedded [twofold-bench args]   # the embedded default (SQLite file)
+#
+# Results go to bench-results/<name>-<backend>.json with a .svg plot and the server's log beside
+# it; BENCH_NAME sets <name> (default: a UTC timestamp). Extra arguments go to twofold-bench,
+# e.g. `--mode stepup --concurrency 8,32 --duration 20s` (see `twofold-bench --help`).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+backend="${1:-postgres}"
+shift || true
+name="${BENCH_NAME:-$(date -u +%Y%m%dT%H%M%SZ)}"
+out="bench-results/$name-$backend.json"
+mkdir -p bench-results
+
+echo "bench: building release with the bench feature" >&2
+cargo build --release --locked --features bench --bin twofold --bin twofold-bench >&2
+harness=(target/release/twofold-bench --spawn --server-bin target/release/twofold --out "$out")
+
+case "$backend" in
+  embedded)
+    exec "${harness[@]}" "$@"
+    ;;
+  postgres)
+    eval "$(scripts/services.sh)"
+    # A fresh database per run, so earlier runs' rows and statistics do not count.
+    admin_url="$TWOFOLD_TEST_POSTGRES_URL"
+    psql -q "$admin_url" -v ON_ERROR_STOP=1 \
+      -c "DROP DATABASE IF EXISTS twofold_bench WITH (FORCE)" -c "CREATE DATABASE twofold_bench" >&2
+    dsn="${admin_url%/*}/twofold_bench"
+    # A private Redis, so its INFO counters hold this server's work and nobody else's.
+    redis_dir="$(mktemp -d)"
+    redis_port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')"
+    redis-server --daemonize yes --bind 127.0.0.1 --port "$redis_port" --save "" --appendonly no \
+      --dir "$redis_dir" --pidfile "$redis_dir/redis.pid" --logfile "$redis_dir/redis.log" >&2
+    trap 'redis-cli -p "$redis_port" shutdown nosave >/dev/null 2>&1 || true; rm -rf "$redis_dir"' EXIT
+    for _ in $(seq 1 50); do
+      if redis-cli -p "$redis_port" ping 2>/dev/null | grep -qx PONG; then break; fi
+      sleep 0.1
+    done
+    "${harness[@]}" --dsn "$dsn" --redis "redis://127.0.0.1:$redis_port/0" "$@"
+    ;;
+  *)
+    echo "usage: scripts/bench.sh [postgres|embedded] [twofold-bench args]" >&2
+    exit 2
+    ;;
+esac

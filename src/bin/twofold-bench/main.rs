@@ -1,0 +1,314 @@
+//! `twofold-bench`: drives a Twofold server on loopback with N concurrent virtual users and
+//! reports throughput, latency percentiles, errors by reason, the server's CPU and memory, and
+//! the bound Postgres and Redis on the same machine allow. See docs/performance.md.
+mod bound;
+mod cli;
+mod inbox;
+mod plot;
+mod probe;
+mod report;
+mod scenario;
+mod spawn;
+mod stats;
+
+use clap::Parser;
+use cli::{Args, Mode};
+use inbox::Inbox;
+use rand::RngExt;
+use report::{Level, Machine, Report};
+use scenario::{Clients, Seat, Target, Window};
+use stats::Tally;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    let scratch = std::env::temp_dir().join(format!("twofold-bench-{}", std::process::id()));
+    let outcome = run(args, &scratch).await;
+    let _ = std::fs::remove_dir_all(&scratch);
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("twofold-bench: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let stem = path
+        .file_stem()
+        .and_then(|stem| stem.to_str())
+        .unwrap_or("bench");
+    path.with_file_name(format!("{stem}{suffix}"))
+}
+
+fn backend(dsn: Option<&str>, redis: Option<&str>) -> String {
+    match (dsn, redis) {
+        (Some(dsn), Some(_)) if dsn.starts_with("postgres") => "postgres+redis".into(),
+        (Some(dsn), None) if dsn.starts_with("postgres") => "postgres".into(),
+        (_, Some(_)) => "sqlite+redis".into(),
+        _ => "embedded (sqlite file, in-process code store)".into(),
+    }
+}
+
+async fn run(args: Args, scratch: &Path) -> Result<(), String> {
+    args.check()?;
+    std::fs::create_dir_all(scratch).map_err(|error| format!("{}: {error}", scratch.display()))?;
+    if let Some(folder) = args
+        .out
+        .parent()
+        .filter(|folder| !folder.as_os_str().is_empty())
+    {
+        std::fs::create_dir_all(folder)
+            .map_err(|error| format!("{}: {error}", folder.display()))?;
+    }
+    let started_at = chrono::Utc::now().to_rfc3339();
+    let codes = args
+        .codes
+        .clone()
+        .unwrap_or_else(|| scratch.join("codes.sock"));
+    let inbox = Inbox::bind(&codes).map_err(|error| format!("{}: {error}", codes.display()))?;
+
+    let dsn = args.dsn.clone().unwrap_or_else(|| {
+        format!(
+            "sqlite://{}?mode=rwc",
+            scratch.join("twofold.sqlite").display()
+        )
+    });
+    let spawned = if args.spawn {
+        let binary = args
+            .server_bin
+            .clone()
+            .unwrap_or_else(spawn::default_binary);
+        let spawned = spawn::spawn(
+            &binary,
+            scratch,
+            &dsn,
+            args.redis.as_deref(),
+            &codes,
+            &with_suffix(&args.out, ".server.log"),
+        )?;
+        eprintln!(
+            "twofold-bench: server pid {} on {} (admin {})",
+            spawned.pid, spawned.public, spawned.admin
+        );
+        Some(spawned)
+    } else {
+        None
+    };
+    let target = match &spawned {
+        Some(spawned) => Target {
+            public: spawned.public.clone(),
+            admin: spawned.admin.clone(),
+            admin_key: spawned.admin_key.clone(),
+        },
+        None => Target {
+            public: args.public.clone().unwrap_or_default(),
+            admin: args.admin.clone().unwrap_or_default(),
+            admin_key: args.admin_key.clone().unwrap_or_default(),
+        },
+    };
+    let pid = spawned
+        .as_ref()
+        .map(|spawned| spawned.pid)
+        .or(args.server_pid);
+    let server_dsn = if args.spawn {
+        Some(dsn.as_str())
+    } else {
+        args.dsn.as_deref()
+    };
+    let probes = bound::Probes::connect(
+        server_dsn.filter(|_| args.bound),
+        args.redis.as_deref().filter(|_| args.bound),
+    )
+    .await?;
+    probes.prepare().await?;
+
+    let run_tag: String = {
+        let mut rng = rand::rng();
+        (0..6)
+            .map(|_| char::from(b"abcdefghijklmnopqrstuvwxyz"[rng.random_range(0..26)]))
+            .collect()
+    };
+    let setup_started = Instant::now();
+    let mut seats = scenario::register_seats(&target, args.seat_count(), &run_tag).await?;
+    let setup_s = setup_started.elapsed().as_secs_f64();
+    // Registration hashes passwords (argon2, 19 MiB each): memory it leaves behind shows here,
+    // apart from what the load itself costs.
+    let idle = probe::snapshot(pid);
+    let rss_after_setup_mib = probe::usage(pid, &idle, &idle).server_rss_mib;
+    eprintln!(
+        "twofold-bench: {} seats registered in {setup_s:.1}s; server RSS {} MiB",
+        seats.len(),
+        rss_after_setup_mib.map_or("-".into(), |mib| format!("{mib:.1}"))
+    );
+
+    let mut modes = args.mode.clone();
+    modes.dedup();
+    let mut levels = Vec::new();
+    for mode in modes {
+        if mode == Mode::Whoami {
+            seats = scenario::lift_to_aal2(&target, seats, &inbox, args.max_concurrency()).await?;
+        }
+        for &concurrency in &args.concurrency {
+            let (level, back) = run_level(
+                &args,
+                &target,
+                &inbox,
+                &probes,
+                pid,
+                mode,
+                concurrency,
+                seats,
+                scratch,
+            )
+            .await?;
+            seats = back;
+            eprintln!(
+                "twofold-bench: {:<6} x{:<3} {:>9.1}/s  errors {}  worst p99 {:.2} ms",
+                mode.as_str(),
+                concurrency,
+                level.per_second,
+                level.error_count,
+                level.worst_rpc_p99_ms()
+            );
+            levels.push(level);
+        }
+    }
+    probes.cleanup().await;
+
+    let name = args
+        .out
+        .file_stem()
+        .and_then(|stem| stem.to_str())
+        .unwrap_or("bench")
+        .to_owned();
+    let backend = backend(server_dsn, args.redis.as_deref());
+    let report = Report {
+        name: name.clone(),
+        started_at,
+        git_commit: report::git_commit(),
+        command: std::env::args().collect::<Vec<_>>().join(" "),
+        backend: backend.clone(),
+        machine: Machine::describe(),
+        duration_s: args.duration.as_secs_f64(),
+        warmup_s: args.warmup.as_secs_f64(),
+        offered_rate: (args.rate > 0.0).then_some(args.rate),
+        seats: seats.len(),
+        setup_s,
+        server_rss_after_setup_mib: rss_after_setup_mib,
+        levels,
+    };
+    let json = serde_json::to_string_pretty(&report).map_err(|error| error.to_string())?;
+    std::fs::write(&args.out, json + "\n")
+        .map_err(|error| format!("{}: {error}", args.out.display()))?;
+    let svg_path = args.out.with_extension("svg");
+    std::fs::write(
+        &svg_path,
+        plot::svg(&format!("{name}: {backend}"), &report.levels),
+    )
+    .map_err(|error| format!("{}: {error}", svg_path.display()))?;
+    println!("{}", report::table(&report.levels));
+    println!(
+        "results: {}  plot: {}",
+        args.out.display(),
+        svg_path.display()
+    );
+    drop(spawned);
+    let _ = std::fs::remove_file(inbox.path());
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run_level(
+    args: &Args,
+    target: &Target,
+    inbox: &Inbox,
+    probes: &bound::Probes,
+    pid: Option<u32>,
+    mode: Mode,
+    concurrency: usize,
+    seats: Vec<Seat>,
+    scratch: &Path,
+) -> Result<(Level, Vec<Seat>), String> {
+    let mut groups: Vec<Vec<Seat>> = vec![Vec::new(); concurrency];
+    for (index, seat) in seats.into_iter().enumerate() {
+        groups[index % concurrency].push(seat);
+    }
+    let mut users = Vec::with_capacity(concurrency);
+    for group in groups {
+        users.push((Clients::connect(target, mode).await?, group));
+    }
+    // Each user offers its share of --rate.
+    let pace = (args.rate > 0.0)
+        .then(|| std::time::Duration::from_secs_f64(concurrency as f64 / args.rate));
+    let begin = Instant::now();
+    let window_start = begin + args.warmup;
+    let window_end = window_start + args.duration;
+    let tasks: Vec<_> = users
+        .into_iter()
+        .map(|(clients, group)| {
+            let window = Window {
+                start: window_start,
+                end: window_end,
+            };
+            tokio::spawn(scenario::run_user(
+                mode,
+                clients,
+                group,
+                inbox.clone(),
+                window,
+                pace,
+            ))
+        })
+        .collect();
+
+    tokio::time::sleep_until(window_start.into()).await;
+    let usage_start = probe::snapshot(pid);
+    let (pg_start, redis_start) = probes.snapshot().await;
+    tokio::time::sleep_until(window_end.into()).await;
+    let usage_end = probe::snapshot(pid);
+    let (pg_end, redis_end) = probes.snapshot().await;
+
+    let mut tally = Tally::default();
+    let mut seats = Vec::new();
+    for task in tasks {
+        let (user_tally, group) = task.await.map_err(|error| error.to_string())?;
+        tally.merge(&user_tally);
+        seats.extend(group);
+    }
+    let seconds = args.duration.as_secs_f64();
+    let mut level = Level::new(
+        mode,
+        concurrency,
+        seconds,
+        &tally,
+        probe::usage(pid, &usage_start, &usage_end),
+    );
+    if tally.completed > 0 {
+        level.postgres_per_iteration = pg_start
+            .zip(pg_end)
+            .map(|(start, end)| bound::pg_work(&start, &end, tally.completed));
+        level.redis_per_iteration = redis_start
+            .zip(redis_end)
+            .map(|(start, end)| bound::redis_work(&start, &end, tally.completed));
+        if probes.available() {
+            level.bound = Some(
+                probes
+                    .measure(
+                        level.postgres_per_iteration.as_ref(),
+                        level.redis_per_iteration.as_ref(),
+                        concurrency,
+                        args.bound_duration,
+                        scratch,
+                        level.per_second,
+                    )
+                    .await,
+            );
+        }
+    }
+    Ok((level, seats))
+}

@@ -1,0 +1,229 @@
+//! The results: one JSON document with every figure, and a short table on stdout.
+use crate::bound::{Bound, PgWork, RedisWork};
+use crate::cli::Mode;
+use crate::probe::Usage;
+use crate::stats::{Histogram, Tally};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RpcFigures {
+    pub count: u64,
+    pub per_second: f64,
+    pub mean_ms: f64,
+    pub p50_ms: f64,
+    pub p90_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+}
+
+impl RpcFigures {
+    fn from(histogram: &Histogram, seconds: f64) -> Self {
+        let ms = |micros: u64| micros as f64 / 1000.0;
+        Self {
+            count: histogram.count(),
+            per_second: histogram.count() as f64 / seconds,
+            mean_ms: histogram.mean_micros() / 1000.0,
+            p50_ms: ms(histogram.percentile_micros(50.0)),
+            p90_ms: ms(histogram.percentile_micros(90.0)),
+            p99_ms: ms(histogram.percentile_micros(99.0)),
+            max_ms: ms(histogram.max_micros()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Level {
+    pub mode: Mode,
+    pub concurrency: usize,
+    pub measured_s: f64,
+    /// Finished iterations: step-ups, WhoAmI calls, or send+verify pairs.
+    pub completed: u64,
+    pub per_second: f64,
+    pub error_count: u64,
+    pub errors: BTreeMap<String, u64>,
+    pub rpcs: BTreeMap<String, RpcFigures>,
+    pub usage: Usage,
+    pub postgres_per_iteration: Option<PgWork>,
+    pub redis_per_iteration: Option<RedisWork>,
+    pub bound: Option<Bound>,
+}
+
+impl Level {
+    pub fn new(mode: Mode, concurrency: usize, seconds: f64, tally: &Tally, usage: Usage) -> Self {
+        Self {
+            mode,
+            concurrency,
+            measured_s: seconds,
+            completed: tally.completed,
+            per_second: tally.completed as f64 / seconds,
+            error_count: tally.error_count(),
+            errors: tally.errors.clone(),
+            rpcs: tally
+                .latency
+                .iter()
+                .map(|(rpc, histogram)| ((*rpc).to_owned(), RpcFigures::from(histogram, seconds)))
+                .collect(),
+            usage,
+            postgres_per_iteration: None,
+            redis_per_iteration: None,
+            bound: None,
+        }
+    }
+
+    /// The worst p99 among the real RPCs (not the derived "code delivery"/"step-up" timings).
+    pub fn worst_rpc_p99_ms(&self) -> f64 {
+        self.rpcs
+            .iter()
+            .filter(|(name, _)| name.chars().next().is_some_and(char::is_uppercase))
+            .map(|(_, figures)| figures.p99_ms)
+            .fold(0.0, f64::max)
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Machine {
+    pub cpus: usize,
+    pub cpu_model: Option<String>,
+    pub memory_mib: Option<u64>,
+    pub kernel: Option<String>,
+}
+
+impl Machine {
+    pub fn describe() -> Self {
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+        Self {
+            cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            cpu_model: cpuinfo
+                .lines()
+                .find_map(|line| line.strip_prefix("model name"))
+                .map(|rest| rest.trim_start_matches([' ', '\t', ':']).to_owned()),
+            memory_mib: meminfo
+                .lines()
+                .find_map(|line| line.strip_prefix("MemTotal:"))
+                .and_then(|rest| rest.split_whitespace().next()?.parse::<u64>().ok())
+                .map(|kib| kib / 1024),
+            kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+                .ok()
+                .map(|text| text.trim().to_owned()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub name: String,
+    pub started_at: String,
+    pub git_commit: Option<String>,
+    pub command: String,
+    pub backend: String,
+    pub machine: Machine,
+    pub duration_s: f64,
+    pub warmup_s: f64,
+    /// Offered iterations/s per level (--rate); none: as fast as the users can.
+    pub offered_rate: Option<f64>,
+    pub seats: usize,
+    pub setup_s: f64,
+    /// The server's resident memory after registering the seats, before any load.
+    pub server_rss_after_setup_mib: Option<f64>,
+    pub levels: Vec<Level>,
+}
+
+pub fn git_commit() -> Option<String> {
+    let output = std::process::Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .output()
+        .ok()?;
+    let commit = String::from_utf8(output.stdout).ok()?.trim().to_owned();
+    let dirty = std::process::Command::new("git")
+        .args(["status", "--porcelain", "--untracked-files=no"])
+        .output()
+        .ok()
+        .is_some_and(|status| !status.stdout.is_empty());
+    (!commit.is_empty()).then(|| {
+        if dirty {
+            format!("{commit}-dirty")
+        } else {
+            commit
+        }
+    })
+}
+
+fn option(value: Option<f64>, digits: usize) -> String {
+    value.map_or_else(|| "-".to_owned(), |value| format!("{value:.digits$}"))
+}
+
+/// One summary line per level, then per-RPC latencies.
+pub fn table(levels: &[Level]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<7} {:>4} {:>9} {:>6} {:>8} {:>8} {:>8} {:>8} {:>9} {:>6}",
+        "mode",
+        "vus",
+        "ops/s",
+        "errors",
+        "srv cpu",
+        "rss MiB",
+        "gen cpu",
+        "machine",
+        "bound/s",
+        "ratio"
+    );
+    for level in levels {
+        let bound = level.bound.as_ref();
+        let _ = writeln!(
+            out,
+            "{:<7} {:>4} {:>9.1} {:>6} {:>8} {:>8} {:>8} {:>8} {:>9} {:>6}",
+            level.mode.as_str(),
+            level.concurrency,
+            level.per_second,
+            level.error_count,
+            option(level.usage.server_cpu_cores, 2),
+            option(level.usage.server_rss_mib, 1),
+            option(level.usage.harness_cpu_cores, 2),
+            option(level.usage.machine_cpu_busy.map(|busy| busy * 100.0), 0) + "%",
+            option(bound.and_then(|bound| bound.bound_per_s), 0),
+            option(bound.and_then(|bound| bound.ratio), 3),
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\n{:<7} {:>4} {:<16} {:>9} {:>8} {:>8} {:>8} {:>8}",
+        "mode", "vus", "rpc (ms)", "calls/s", "p50", "p90", "p99", "max"
+    );
+    for level in levels {
+        for (rpc, figures) in &level.rpcs {
+            let _ = writeln!(
+                out,
+                "{:<7} {:>4} {:<16} {:>9.1} {:>8.2} {:>8.2} {:>8.2} {:>8.2}",
+                level.mode.as_str(),
+                level.concurrency,
+                rpc,
+                figures.per_second,
+                figures.p50_ms,
+                figures.p90_ms,
+                figures.p99_ms,
+                figures.max_ms
+            );
+        }
+    }
+    let errors: Vec<String> = levels
+        .iter()
+        .flat_map(|level| {
+            level.errors.iter().map(move |(reason, count)| {
+                format!(
+                    "{} x{}: {reason}: {count}",
+                    level.mode.as_str(),
+                    level.concurrency
+                )
+            })
+        })
+        .collect();
+    if !errors.is_empty() {
+        let _ = writeln!(out, "\nerrors:\n  {}", errors.join("\n  "));
+    }
+    out
+}

@@ -1,0 +1,250 @@
+//! Latency and outcome counting. The histogram is log-linear (32 sub-buckets per power of two,
+//! so a reported percentile is at most ~3 % above the true value), in microseconds, and merges
+//! by addition so every virtual user keeps its own without locking.
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+const SUB_BITS: u32 = 5;
+const SUB: u64 = 1 << SUB_BITS;
+/// Values below this have a bucket each.
+const LINEAR: u64 = SUB * 2;
+/// Enough buckets for any u64.
+const BUCKETS: usize = (LINEAR + (64 - SUB_BITS as u64 - 1) * SUB) as usize;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Histogram {
+    counts: Vec<u64>,
+    total: u64,
+    sum: u128,
+    max: u64,
+}
+
+impl Default for Histogram {
+    fn default() -> Self {
+        Self {
+            counts: vec![0; BUCKETS],
+            total: 0,
+            sum: 0,
+            max: 0,
+        }
+    }
+}
+
+fn bucket(value: u64) -> usize {
+    if value < LINEAR {
+        return value as usize;
+    }
+    let exponent = 63 - value.leading_zeros(); // ≥ SUB_BITS + 1
+    let shift = exponent - SUB_BITS;
+    let mantissa = value >> shift; // in [SUB, 2·SUB)
+    (LINEAR + u64::from(exponent - SUB_BITS - 1) * SUB + (mantissa - SUB)) as usize
+}
+
+/// The highest value that falls into `index`.
+fn bucket_high(index: usize) -> u64 {
+    let index = index as u64;
+    if index < LINEAR {
+        return index;
+    }
+    let group = (index - LINEAR) / SUB;
+    let shift = group + 1;
+    let mantissa = SUB + (index - LINEAR) % SUB;
+    let high = (u128::from(mantissa + 1) << shift) - 1;
+    u64::try_from(high).unwrap_or(u64::MAX)
+}
+
+impl Histogram {
+    pub fn record(&mut self, latency: Duration) {
+        self.record_micros(u64::try_from(latency.as_micros()).unwrap_or(u64::MAX));
+    }
+
+    pub fn record_micros(&mut self, value: u64) {
+        self.counts[bucket(value)] += 1;
+        self.total += 1;
+        self.sum += u128::from(value);
+        self.max = self.max.max(value);
+    }
+
+    pub fn merge(&mut self, other: &Histogram) {
+        for (mine, theirs) in self.counts.iter_mut().zip(&other.counts) {
+            *mine += theirs;
+        }
+        self.total += other.total;
+        self.sum += other.sum;
+        self.max = self.max.max(other.max);
+    }
+
+    pub fn count(&self) -> u64 {
+        self.total
+    }
+
+    pub fn max_micros(&self) -> u64 {
+        self.max
+    }
+
+    pub fn mean_micros(&self) -> f64 {
+        if self.total == 0 {
+            0.0
+        } else {
+            self.sum as f64 / self.total as f64
+        }
+    }
+
+    /// The smallest bucket bound that at least `percent` % of the values are at or under,
+    /// never above the largest value seen. 0 when empty.
+    pub fn percentile_micros(&self, percent: f64) -> u64 {
+        if self.total == 0 {
+            return 0;
+        }
+        let rank = ((percent / 100.0) * self.total as f64).ceil().max(1.0) as u64;
+        let mut seen = 0;
+        for (index, count) in self.counts.iter().enumerate() {
+            seen += count;
+            if seen >= rank {
+                return bucket_high(index).min(self.max);
+            }
+        }
+        self.max
+    }
+}
+
+/// Everything one virtual user (or, merged, one level) observed in the measured window.
+#[derive(Debug, Clone, Default)]
+pub struct Tally {
+    /// Finished scenario iterations (step-ups, WhoAmI calls, send+verify pairs).
+    pub completed: u64,
+    pub latency: BTreeMap<&'static str, Histogram>,
+    /// `"<rpc>: <reason>"` → count.
+    pub errors: BTreeMap<String, u64>,
+}
+
+impl Tally {
+    pub fn record(&mut self, rpc: &'static str, latency: Duration) {
+        self.latency.entry(rpc).or_default().record(latency);
+    }
+
+    pub fn error(&mut self, rpc: &str, reason: &str) {
+        *self.errors.entry(format!("{rpc}: {reason}")).or_default() += 1;
+    }
+
+    pub fn merge(&mut self, other: &Tally) {
+        self.completed += other.completed;
+        for (rpc, histogram) in &other.latency {
+            self.latency.entry(rpc).or_default().merge(histogram);
+        }
+        for (reason, count) in &other.errors {
+            *self.errors.entry(reason.clone()).or_default() += count;
+        }
+    }
+
+    pub fn error_count(&self) -> u64 {
+        self.errors.values().sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_are_ordered_and_contain_their_values() {
+        let mut previous = 0;
+        for value in (0..200_000u64).chain([u32::MAX as u64, u64::MAX / 3, u64::MAX]) {
+            let index = bucket(value);
+            assert!(index < BUCKETS, "{value} → {index}");
+            assert!(
+                index >= previous,
+                "buckets must not go backwards at {value}"
+            );
+            previous = index;
+            assert!(
+                bucket_high(index) >= value,
+                "{value} above its bucket's top"
+            );
+            if index > 0 {
+                assert!(bucket_high(index - 1) < value, "{value} belongs lower");
+            }
+        }
+    }
+
+    #[test]
+    fn relative_error_stays_within_a_sub_bucket() {
+        for value in [100u64, 1_234, 20_000, 987_654, 12_345_678] {
+            let high = bucket_high(bucket(value));
+            let error = (high - value) as f64 / value as f64;
+            assert!(
+                error <= 1.0 / SUB as f64,
+                "{value}: {high} is {error:.3} off"
+            );
+        }
+    }
+
+    #[test]
+    fn percentiles_of_a_uniform_spread() {
+        let mut histogram = Histogram::default();
+        for micros in 1..=10_000 {
+            histogram.record_micros(micros);
+        }
+        assert_eq!(histogram.count(), 10_000);
+        let near = |actual: u64, expected: u64| {
+            let error = actual.abs_diff(expected) as f64 / expected as f64;
+            assert!(error <= 0.035, "{actual} vs {expected}");
+        };
+        near(histogram.percentile_micros(50.0), 5_000);
+        near(histogram.percentile_micros(90.0), 9_000);
+        near(histogram.percentile_micros(99.0), 9_900);
+        assert_eq!(histogram.percentile_micros(100.0), 10_000);
+        assert_eq!(histogram.max_micros(), 10_000);
+        assert!((histogram.mean_micros() - 5_000.5).abs() < 1e-9);
+    }
+
+    #[test]
+    fn a_tail_shows_in_p99_not_in_p50() {
+        let mut histogram = Histogram::default();
+        for _ in 0..980 {
+            histogram.record(Duration::from_micros(800));
+        }
+        for _ in 0..20 {
+            histogram.record(Duration::from_millis(40));
+        }
+        let p50 = histogram.percentile_micros(50.0);
+        assert!(
+            (800..=828).contains(&p50),
+            "p50 {p50} is the bucket of 800µs"
+        );
+        assert!(histogram.percentile_micros(99.0) >= 39_000);
+        assert_eq!(histogram.max_micros(), 40_000);
+    }
+
+    #[test]
+    fn empty_histograms_report_zero() {
+        let histogram = Histogram::default();
+        assert_eq!(histogram.percentile_micros(99.0), 0);
+        assert_eq!(histogram.mean_micros(), 0.0);
+    }
+
+    #[test]
+    fn merging_adds_counts_errors_and_keeps_the_max() {
+        let mut first = Tally {
+            completed: 3,
+            ..Tally::default()
+        };
+        first.record("WhoAmI", Duration::from_micros(100));
+        first.error("WhoAmI", "SESSION_INACTIVE");
+        let mut second = Tally {
+            completed: 2,
+            ..Tally::default()
+        };
+        second.record("WhoAmI", Duration::from_micros(5_000));
+        second.record("SubmitLoginCode", Duration::from_micros(700));
+        second.error("WhoAmI", "SESSION_INACTIVE");
+        second.error("SubmitLoginCode", "CODE_INVALID");
+        first.merge(&second);
+        assert_eq!(first.completed, 5);
+        assert_eq!(first.latency["WhoAmI"].count(), 2);
+        assert_eq!(first.latency["WhoAmI"].max_micros(), 5_000);
+        assert_eq!(first.latency["SubmitLoginCode"].count(), 1);
+        assert_eq!(first.errors["WhoAmI: SESSION_INACTIVE"], 2);
+        assert_eq!(first.error_count(), 3);
+    }
+}

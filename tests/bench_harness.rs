@@ -1,0 +1,117 @@
+//! The load harness end to end, kept short so it runs in every CI build: `twofold-bench --spawn`
+//! starts a real `twofold serve` (built with the `bench` feature) on the embedded default, runs
+//! each scenario for about a second at two virtual users, stops the server and writes its JSON
+//! and SVG. Any error, any missing figure or a server left running fails the test.
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const HARNESS: &str = env!("CARGO_BIN_EXE_twofold-bench");
+const SERVER: &str = env!("CARGO_BIN_EXE_twofold");
+
+fn running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|stat| {
+            !stat
+                .rsplit_once(')')
+                .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(false)
+}
+
+#[test]
+fn the_harness_drives_every_scenario_against_a_spawned_server_without_errors() {
+    let directory = tempfile::tempdir().unwrap();
+    let out = directory.path().join("smoke.json");
+    let mut child = Command::new(HARNESS)
+        .args(["--spawn", "--server-bin", SERVER])
+        .args(["--mode", "stepup,whoami,code", "--concurrency", "2"])
+        .args(["--duration", "1s", "--warmup", "300ms", "--seats", "4"])
+        .arg("--out")
+        .arg(&out)
+        .current_dir(directory.path())
+        .env_remove("TWOFOLD_BENCH_ADMIN_KEY")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start twofold-bench");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("twofold-bench did not finish within two minutes");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let output = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "harness failed:\n{stdout}\n{stderr}"
+    );
+
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).expect("valid JSON");
+    assert_eq!(
+        report["backend"],
+        "embedded (sqlite file, in-process code store)"
+    );
+    let levels = report["levels"].as_array().unwrap();
+    let modes: Vec<&str> = levels.iter().map(|l| l["mode"].as_str().unwrap()).collect();
+    assert_eq!(modes, ["stepup", "whoami", "code"]);
+    for level in levels {
+        let mode = level["mode"].as_str().unwrap();
+        assert_eq!(level["concurrency"], 2);
+        assert!(
+            level["completed"].as_u64().unwrap() > 0,
+            "{mode}: nothing completed"
+        );
+        assert_eq!(level["error_count"], 0, "{mode}: {}", level["errors"]);
+        let usage = &level["usage"];
+        assert!(
+            usage["server_cpu_cores"].as_f64().unwrap() > 0.0,
+            "{mode}: {usage}"
+        );
+        assert!(
+            usage["server_rss_mib"].as_f64().unwrap() > 1.0,
+            "{mode}: {usage}"
+        );
+        let rpcs = level["rpcs"].as_object().unwrap();
+        let expected: &[&str] = match mode {
+            "stepup" => &[
+                "CreateLoginFlow",
+                "SubmitLoginCode",
+                "WhoAmI",
+                "code delivery",
+            ],
+            "whoami" => &["WhoAmI"],
+            _ => &["SendCode", "VerifyCode", "code delivery"],
+        };
+        for rpc in expected {
+            let figures = &rpcs[*rpc];
+            let p50 = figures["p50_ms"].as_f64().unwrap();
+            let p99 = figures["p99_ms"].as_f64().unwrap();
+            let max = figures["max_ms"].as_f64().unwrap();
+            assert!(figures["count"].as_u64().unwrap() > 0, "{mode} {rpc}");
+            assert!(
+                p50 > 0.0 && p50 <= p99 && p99 <= max,
+                "{mode} {rpc}: {figures}"
+            );
+        }
+        // The embedded default has no Postgres or Redis to measure a bound against.
+        assert!(level["bound"].is_null());
+    }
+    // Step-ups rotated every seat's token, so WhoAmI on AAL2 sessions answered without errors
+    // above; the table and the plot were written too.
+    assert!(stdout.contains("ops/s"), "{stdout}");
+    let svg = std::fs::read_to_string(out.with_extension("svg")).unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("stepup") && svg.contains("polyline"));
+
+    let pid: u32 = stderr
+        .lines()
+        .find_map(|line| line.split("server pid ").nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|pid| pid.parse().ok())
+        .expect("the harness names the server it started");
+    assert!(!running(pid), "the spawned server was stopped");
+}
