@@ -8,15 +8,23 @@ cd "$(dirname "$0")/.."
 
 step() { printf '\n==> %s\n' "$*" >&2; }
 
+# `eval "$(script)"` would go on after a failed script (eval of nothing succeeds), so each
+# script's output is captured first, where `set -e` sees its failure.
+start_service() {
+  local exports
+  exports="$("$@")"
+  eval "$exports"
+}
+
 step "services: Postgres and Redis"
-eval "$(scripts/services.sh)"
+start_service scripts/services.sh
 
 step "gateway stand-ins: Mailpit (SMTP) and moto (Amazon SNS)"
-eval "$(scripts/mailpit.sh)"
-eval "$(scripts/moto.sh)"
+start_service scripts/mailpit.sh
+start_service scripts/moto.sh
 
 step "browser: Debian's Chromium"
-eval "$(scripts/chromium.sh)"
+start_service scripts/chromium.sh
 
 step "tools: npm workspace (buf, protoc-gen-es, the TypeScript SDK and the sign-in page)"
 npm ci --no-audit --no-fund >&2
