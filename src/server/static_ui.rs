@@ -12,6 +12,7 @@ use std::path::Path;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use tonic::body::Body;
+use tower::util::Either;
 use tower::{Layer, Service, ServiceExt};
 use tower_http::services::ServeDir;
 
@@ -29,9 +30,8 @@ const SECURITY_HEADERS: [(HeaderName, &str); 5] = [
     (header::CACHE_CONTROL, "no-cache"),
 ];
 
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
-/// Wraps the public listener's services; without a folder it passes everything through.
+/// Wraps the public listener's services; without a folder it hands back the inner service
+/// itself, so gRPC calls pay nothing for a page that is not served.
 #[derive(Clone)]
 pub struct StaticUiLayer {
     files: Option<ServeDir>,
@@ -46,12 +46,15 @@ impl StaticUiLayer {
 }
 
 impl<S> Layer<S> for StaticUiLayer {
-    type Service = StaticUi<S>;
+    type Service = Either<StaticUi<S>, S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        StaticUi {
-            inner,
-            files: self.files.clone(),
+        match &self.files {
+            Some(files) => Either::Left(StaticUi {
+                inner,
+                files: files.clone(),
+            }),
+            None => Either::Right(inner),
         }
     }
 }
@@ -59,7 +62,7 @@ impl<S> Layer<S> for StaticUiLayer {
 #[derive(Clone)]
 pub struct StaticUi<S> {
     inner: S,
-    files: Option<ServeDir>,
+    files: ServeDir,
 }
 
 fn is_page_request<B>(request: &Request<B>) -> bool {
@@ -75,38 +78,34 @@ impl<S> Service<Request<Body>> for StaticUi<S>
 where
     S: Service<Request<Body>, Response = Response<Body>>,
     S::Future: Send + 'static,
-    S::Error: Into<BoxError>,
 {
     type Response = Response<Body>;
-    type Error = BoxError;
+    // The files never fail (ServeDir answers errors as responses), so the inner error type is
+    // kept and the layer can hand back the bare inner service when no folder is set.
+    type Error = S::Error;
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx).map_err(Into::into)
+        self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, request: Request<Body>) -> Self::Future {
-        match &self.files {
-            Some(files) if is_page_request(&request) => {
-                let files = files.clone();
-                Box::pin(async move {
-                    let response = files.oneshot(request).await.map_err(infallible)?;
-                    let mut response = response.map(Body::new);
-                    let headers = response.headers_mut();
-                    for (name, value) in SECURITY_HEADERS {
-                        headers.insert(name, HeaderValue::from_static(value));
-                    }
-                    Ok(response)
-                })
-            }
-            _ => {
-                let call = self.inner.call(request);
-                Box::pin(async move { call.await.map_err(Into::into) })
-            }
+        if !is_page_request(&request) {
+            return Box::pin(self.inner.call(request));
         }
+        let files = self.files.clone();
+        Box::pin(async move {
+            let response = files.oneshot(request).await.map_err(infallible)?;
+            let mut response = response.map(Body::new);
+            let headers = response.headers_mut();
+            for (name, value) in SECURITY_HEADERS {
+                headers.insert(name, HeaderValue::from_static(value));
+            }
+            Ok(response)
+        })
     }
 }
 
-fn infallible(never: Infallible) -> BoxError {
+fn infallible<E>(never: Infallible) -> E {
     match never {}
 }
