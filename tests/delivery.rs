@@ -1,7 +1,8 @@
 //! Delivery through every real gateway the seed names: the full AAL2 step-up runs once per
 //! gateway with the code read from what the gateway received (Mailpit for SMTP, a local HTTP
 //! server for the webhook and for Twilio's Messages API, moto's server for Amazon SNS), and the
-//! courier's faults: a gateway that comes back, one that never does, two workers at once.
+//! courier's faults: a gateway that comes back, one that never does, two workers at once; and one
+//! worker sending several messages at once to a slow gateway.
 
 #[macro_use]
 mod support;
@@ -342,6 +343,34 @@ async fn a_gateway_that_never_answers_well_ends_in_abandoned() {
         "the first attempt and message_retries = 2 retries"
     );
     assert_eq!(stub.requests().len(), 3, "nothing after it was abandoned");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_worker_keeps_several_deliveries_in_flight_and_sends_each_once() {
+    use twofold::courier::worker::DELIVERY_CONCURRENCY;
+    // A gateway that takes 300 ms per message: one at a time, the stub would never see two.
+    let stub = HttpStub::start_slow(Vec::new(), std::time::Duration::from_millis(300)).await;
+    let server = webhook_server(&stub, "").await;
+    let mut phones = Vec::new();
+    for _ in 0..12 {
+        phones.push(queue_code(&server).await.1);
+    }
+    assert_eq!(server.deliver_once_configured().await, 12);
+    let peak = stub.peak_in_flight();
+    assert!(
+        (2..=DELIVERY_CONCURRENCY).contains(&peak),
+        "{peak} deliveries at once; expected between 2 and {DELIVERY_CONCURRENCY}"
+    );
+    let mut recipients: Vec<String> = stub
+        .requests()
+        .iter()
+        .map(|r| r.json()["to"].as_str().unwrap().to_owned())
+        .collect();
+    recipients.sort();
+    phones.sort();
+    assert_eq!(recipients, phones, "each delivered once");
+    assert_eq!(server.deliver_once_configured().await, 0, "nothing left due");
     server.stop().await;
 }
 

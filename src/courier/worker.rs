@@ -6,13 +6,19 @@ use crate::domain::Context;
 use crate::domain::challenges::CodeTemplateData;
 use crate::store::StoreResult;
 use crate::store::codes::{AttemptResult, DeliveryAttempt, OutboxMessage};
+use futures_util::StreamExt;
 use std::future::Future;
 use std::time::Duration;
 
 /// How often an idle worker looks for due messages (retries, other replicas' messages).
 const POLL_INTERVAL: Duration = Duration::from_millis(500);
 /// Messages claimed per round.
-const BATCH: u32 = 32;
+const BATCH: u32 = 64;
+/// Deliveries in flight at once within a round. A gateway call is mostly waiting (an SMTP
+/// dialogue, an HTTP request, a database commit for the attempt), so one at a time would cap a
+/// worker at 1 / (gateway latency) messages per second; this many keep the gateway and the
+/// database busy without holding more than a fraction of the store's connection pool.
+pub const DELIVERY_CONCURRENCY: usize = 8;
 /// A claimed message returns to the pool if its worker dies for this long.
 const LEASE: Duration = Duration::from_secs(60);
 const BASE_BACKOFF: Duration = Duration::from_secs(1);
@@ -70,8 +76,11 @@ impl Worker {
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         tokio::pin!(shutdown);
         loop {
-            if let Err(error) = self.run_once().await {
-                tracing::warn!(error = %error, "courier round failed; retrying");
+            match self.run_once().await {
+                // A full batch means more may be due right now: go again without waiting.
+                Ok(handled) if handled == BATCH as usize => continue,
+                Ok(_) => {}
+                Err(error) => tracing::warn!(error = %error, "courier round failed; retrying"),
             }
             tokio::select! {
                 _ = &mut shutdown => break,
@@ -82,7 +91,8 @@ impl Worker {
         tracing::info!("courier stopped");
     }
 
-    /// One round: claims due messages and tries each once. Returns how many were handled.
+    /// One round: claims due messages and tries each once, several at a time. Returns how many
+    /// were handled.
     pub async fn run_once(&self) -> StoreResult<usize> {
         let senders = match self.senders().await {
             Ok(senders) => senders,
@@ -100,9 +110,14 @@ impl Worker {
             .claim_due(now, BATCH, LEASE)
             .await?;
         let count = claimed.len();
-        for message in claimed {
-            self.deliver(&senders, message).await?;
-        }
+        // Every delivery runs to its end even when another fails: dropping one between the
+        // gateway call and recording the attempt would send that message again after the lease.
+        let outcomes: Vec<StoreResult<()>> = futures_util::stream::iter(claimed)
+            .map(|message| self.deliver(&senders, message))
+            .buffer_unordered(DELIVERY_CONCURRENCY)
+            .collect()
+            .await;
+        outcomes.into_iter().collect::<StoreResult<()>>()?;
         Ok(count)
     }
 

@@ -5,7 +5,9 @@
 //! not a general server.
 use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
@@ -87,13 +89,44 @@ impl ScriptedResponse {
 pub struct HttpStub {
     address: SocketAddr,
     requests: Arc<Mutex<Vec<RecordedRequest>>>,
+    load: Arc<Load>,
     task: JoinHandle<()>,
+}
+
+/// Requests being answered right now, and the most there ever were at once.
+#[derive(Default)]
+struct Load {
+    in_flight: AtomicUsize,
+    peak: AtomicUsize,
+}
+
+/// Counts one request as in flight until dropped.
+struct InFlight(Arc<Load>);
+
+impl InFlight {
+    fn enter(load: &Arc<Load>) -> Self {
+        let now = load.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        load.peak.fetch_max(now, Ordering::SeqCst);
+        Self(load.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl HttpStub {
     /// Starts a stub that answers requests with `script` in order, then `200 {}` once the script
     /// runs out.
     pub async fn start(script: Vec<ScriptedResponse>) -> Self {
+        Self::start_slow(script, Duration::ZERO).await
+    }
+
+    /// Like `start`, but every answer waits `delay` after the request arrived: a slow gateway,
+    /// so a test can see how many requests a client keeps open at once.
+    pub async fn start_slow(script: Vec<ScriptedResponse>, delay: Duration) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind the http stub");
@@ -101,18 +134,22 @@ impl HttpStub {
         let requests = Arc::new(Mutex::new(Vec::new()));
         let script = Arc::new(Mutex::new(VecDeque::from(script)));
         let recorded = requests.clone();
+        let load = Arc::new(Load::default());
+        let counted = load.clone();
         let task = tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
                 let recorded = recorded.clone();
                 let script = script.clone();
+                let counted = counted.clone();
                 tokio::spawn(async move {
-                    let _ = serve(stream, recorded, script).await;
+                    let _ = serve(stream, recorded, script, &counted, delay).await;
                 });
             }
         });
         Self {
             address,
             requests,
+            load,
             task,
         }
     }
@@ -129,6 +166,11 @@ impl HttpStub {
 
     pub fn requests(&self) -> Vec<RecordedRequest> {
         self.requests.lock().expect("stub lock").clone()
+    }
+
+    /// The most requests the stub was answering at the same time.
+    pub fn peak_in_flight(&self) -> usize {
+        self.load.peak.load(Ordering::SeqCst)
     }
 
     /// The only request received; fails the test if there were none or several.
@@ -157,6 +199,8 @@ async fn serve(
     mut stream: TcpStream,
     recorded: Arc<Mutex<Vec<RecordedRequest>>>,
     script: Arc<Mutex<VecDeque<ScriptedResponse>>>,
+    load: &Arc<Load>,
+    delay: Duration,
 ) -> std::io::Result<()> {
     let mut buffer = Vec::new();
     let head_end = loop {
@@ -199,12 +243,16 @@ async fn serve(
         rest
     };
 
+    let _in_flight = InFlight::enter(load);
     recorded.lock().expect("stub lock").push(RecordedRequest {
         method,
         path,
         headers,
         body,
     });
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
     let response = script
         .lock()
         .expect("stub lock")
