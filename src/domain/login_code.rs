@@ -111,8 +111,13 @@ pub(super) async fn create_aal2_flow(
     request: LoginFlowRequest<'_>,
 ) -> DomainResult<LoginFlow> {
     let settings = context.settings();
-    let session = match sessions::authenticate(context, request.session_token).await {
-        Ok(session) => session,
+    let (session, identity) = match sessions::authenticate_with_identity(
+        context,
+        request.session_token,
+    )
+    .await
+    {
+        Ok(found) => found,
         Err(DomainError::SessionInactive) => return Err(DomainError::SessionAal1Required),
         Err(other) => return Err(other),
     };
@@ -123,12 +128,6 @@ pub(super) async fn create_aal2_flow(
     if !(code.enabled && code.mfa_enabled) {
         return Err(DomainError::MethodDisabled("code"));
     }
-    let identity = context
-        .stores
-        .identities
-        .get_identity(session.identity_id)
-        .await?
-        .ok_or(DomainError::SessionInactive)?;
 
     let mut choices = second_factor_choices(&settings, &identity, &session);
     if !request.via.is_empty() {

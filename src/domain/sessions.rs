@@ -49,10 +49,7 @@ pub async fn issue(
 /// The active session for a presented token, or `SessionInactive` for no, unknown, expired or
 /// revoked tokens (one answer for all, so a caller learns nothing about other tokens).
 pub async fn authenticate(context: &Context, token: Option<&str>) -> DomainResult<Session> {
-    let Some(token) = token.filter(|token| !token.is_empty()) else {
-        return Err(DomainError::SessionInactive);
-    };
-    let hash = SessionToken::from_presented(token).hash();
+    let hash = presented_token_hash(token)?;
     let session = context
         .stores
         .sessions
@@ -63,6 +60,32 @@ pub async fn authenticate(context: &Context, token: Option<&str>) -> DomainResul
         return Err(DomainError::SessionInactive);
     }
     Ok(session)
+}
+
+fn presented_token_hash(token: Option<&str>) -> DomainResult<Vec<u8>> {
+    match token.filter(|token| !token.is_empty()) {
+        Some(token) => Ok(SessionToken::from_presented(token).hash()),
+        None => Err(DomainError::SessionInactive),
+    }
+}
+
+/// Like `authenticate`, and the session's identity with it in the same read. A session whose
+/// identity is gone is as good as revoked.
+pub async fn authenticate_with_identity(
+    context: &Context,
+    token: Option<&str>,
+) -> DomainResult<(Session, Identity)> {
+    let hash = presented_token_hash(token)?;
+    let (session, identity) = context
+        .stores
+        .sessions
+        .find_with_identity(&hash)
+        .await?
+        .ok_or(DomainError::SessionInactive)?;
+    if !session.is_active(context.clock.now()) {
+        return Err(DomainError::SessionInactive);
+    }
+    Ok((session, identity))
 }
 
 /// Whether a code sent through `channel` can serve as a second factor under the policy.
@@ -123,24 +146,13 @@ pub async fn whoami(
     token: Option<&str>,
     required: Option<RequiredAal>,
 ) -> DomainResult<SessionView> {
-    let session = authenticate(context, token).await?;
-    let identity = identity_of(context, &session).await?;
+    let (session, identity) = authenticate_with_identity(context, token).await?;
     check_required_aal(&context.settings(), &session, &identity, required)?;
     Ok(SessionView {
         session,
         identity,
         active: true,
     })
-}
-
-async fn identity_of(context: &Context, session: &Session) -> DomainResult<Identity> {
-    // A session whose identity vanished is as good as revoked.
-    context
-        .stores
-        .identities
-        .get_identity(session.identity_id)
-        .await?
-        .ok_or(DomainError::SessionInactive)
 }
 
 fn views(context: &Context, identity: Identity, sessions: Vec<Session>) -> Vec<SessionView> {
@@ -159,8 +171,7 @@ pub async fn list_my_sessions(
     context: &Context,
     token: Option<&str>,
 ) -> DomainResult<Vec<SessionView>> {
-    let current = authenticate(context, token).await?;
-    let identity = identity_of(context, &current).await?;
+    let (current, identity) = authenticate_with_identity(context, token).await?;
     let sessions = context
         .stores
         .sessions

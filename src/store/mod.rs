@@ -106,6 +106,14 @@ pub trait SessionStore: Send + Sync + 'static {
     /// The session whose token hashes to `token_hash`, whether active or not.
     async fn find_by_token_hash(&self, token_hash: &[u8]) -> StoreResult<Option<Session>>;
 
+    /// The session whose token hashes to `token_hash` (active or not) together with its
+    /// identity, read together: the hot path of every authenticated call. `None` when there is
+    /// no such session or its identity is gone.
+    async fn find_with_identity(
+        &self,
+        token_hash: &[u8],
+    ) -> StoreResult<Option<(Session, Identity)>>;
+
     async fn get_session(&self, id: Uuid) -> StoreResult<Option<Session>>;
 
     /// The identity's sessions, newest first; inactive ones (revoked or expired at `now`) only

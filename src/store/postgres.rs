@@ -1,8 +1,9 @@
 //! Postgres backend for identities, sessions, the failure budget and the courier outbox.
 //!
 //! Queries are checked at run time (`sqlx::query` + `bind`): there is no database at build time.
-//! Writes that touch several rows run in one transaction; reads that span tables run in one
-//! REPEATABLE READ transaction so an identity is never assembled from two different versions.
+//! Writes that touch several rows run in one transaction; an identity and its children are read in
+//! one statement (aggregated as JSON), so it is never assembled from two different versions and
+//! costs one round trip.
 use super::codes::{
     AttemptResult, AuditEvent, DeliveryAttempt, FailureBudgetStore, FailureState, MessageStatus,
     Outbox, OutboxMessage,
@@ -33,15 +34,33 @@ const MAX_CONNECTIONS: u32 = 16;
 /// Past this the database is effectively unavailable; better to answer than to queue forever.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Snapshot for reads that span several tables.
-const BEGIN_READ: &str = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY";
 
+macro_rules! identity_columns {
+    () => {
+        "i.id, i.schema_id, i.traits, i.state, i.created_at, i.updated_at, \
+         EXISTS (SELECT 1 FROM identity_credentials c \
+                 WHERE c.identity_id = i.id AND c.kind = 'password') AS has_password, \
+         COALESCE((SELECT json_agg(json_build_object('kind', x.kind, 'value', x.value, \
+                                                     'trait_name', x.trait_name, \
+                                                     'channel', x.channel) ORDER BY x.position) \
+                   FROM identity_identifiers x WHERE x.identity_id = i.id), '[]'::json) \
+           AS identifiers, \
+         COALESCE((SELECT json_agg(json_build_object('id', a.id, 'value', a.value, \
+                                                     'channel', a.channel, \
+                                                     'trait_name', a.trait_name, \
+                                                     'verified', a.verified, \
+                                                     'verified_at', a.verified_at) \
+                                   ORDER BY a.position) \
+                   FROM identity_verifiable_addresses a WHERE a.identity_id = i.id), '[]'::json) \
+           AS addresses "
+    };
+}
+
+/// An identity with its identifiers and addresses in one statement, so it is read from one
+/// snapshot in one round trip (a statement sees one snapshot even outside a transaction).
 macro_rules! identity_select {
     () => {
-        "SELECT i.id, i.schema_id, i.traits, i.state, i.created_at, i.updated_at, \
-         EXISTS (SELECT 1 FROM identity_credentials c \
-                 WHERE c.identity_id = i.id AND c.kind = 'password') AS has_password \
-         FROM identities i "
+        concat!("SELECT ", identity_columns!(), "FROM identities i ")
     };
 }
 
@@ -80,19 +99,31 @@ impl PostgresStore {
             .await
             .map_err(|error| map_error("begin transaction", error))
     }
-
-    async fn begin_read(&self) -> StoreResult<Transaction<'static, Postgres>> {
-        self.pool
-            .begin_with(BEGIN_READ)
-            .await
-            .map_err(|error| map_error("begin transaction", error))
-    }
 }
 
 async fn commit(tx: Transaction<'static, Postgres>) -> StoreResult<()> {
     tx.commit()
         .await
         .map_err(|error| map_error("commit transaction", error))
+}
+
+/// Children of an identity as `identity_columns!` aggregates them.
+#[derive(serde::Deserialize)]
+struct IdentifierJson {
+    kind: String,
+    value: String,
+    trait_name: String,
+    channel: Option<String>,
+}
+
+#[derive(serde::Deserialize)]
+struct AddressJson {
+    id: Uuid,
+    value: String,
+    channel: String,
+    trait_name: String,
+    verified: bool,
+    verified_at: Option<DateTime<Utc>>,
 }
 
 fn identity_row(row: &PgRow) -> Result<IdentityRow, sqlx::Error> {
@@ -107,32 +138,63 @@ fn identity_row(row: &PgRow) -> Result<IdentityRow, sqlx::Error> {
     })
 }
 
-fn identifier_row(row: &PgRow) -> Result<IdentifierRow, sqlx::Error> {
-    Ok(IdentifierRow {
-        identity_id: row.try_get("identity_id")?,
-        kind: row.try_get("kind")?,
-        value: row.try_get("value")?,
-        trait_name: row.try_get("trait_name")?,
-        channel: row.try_get("channel")?,
-    })
-}
-
-fn address_row(row: &PgRow) -> Result<AddressRow, sqlx::Error> {
-    Ok(AddressRow {
-        id: row.try_get("id")?,
-        identity_id: row.try_get("identity_id")?,
-        value: row.try_get("value")?,
-        channel: row.try_get("channel")?,
-        trait_name: row.try_get("trait_name")?,
-        verified: row.try_get("verified")?,
-        verified_at: row.try_get("verified_at")?,
-    })
+/// Decodes one row of `identity_columns!` into a complete identity.
+fn identity_from(row: &PgRow) -> StoreResult<Identity> {
+    let decode = || -> Result<_, sqlx::Error> {
+        let identity = identity_row(row)?;
+        let identifiers = row.try_get::<Json<Vec<IdentifierJson>>, _>("identifiers")?.0;
+        let addresses = row.try_get::<Json<Vec<AddressJson>>, _>("addresses")?.0;
+        Ok((identity, identifiers, addresses))
+    };
+    let (identity, identifiers, addresses) =
+        decode().map_err(|error| map_error("decode identity", error))?;
+    let identity_id = identity.id;
+    let identifiers = identifiers
+        .into_iter()
+        .map(|identifier| IdentifierRow {
+            identity_id,
+            kind: identifier.kind,
+            value: identifier.value,
+            trait_name: identifier.trait_name,
+            channel: identifier.channel,
+        })
+        .collect();
+    let addresses = addresses
+        .into_iter()
+        .map(|address| AddressRow {
+            id: address.id,
+            identity_id,
+            value: address.value,
+            channel: address.channel,
+            trait_name: address.trait_name,
+            verified: address.verified,
+            verified_at: address.verified_at,
+        })
+        .collect();
+    assemble(vec![identity], identifiers, addresses)?
+        .pop()
+        .ok_or_else(|| corrupt("identity row assembled into nothing"))
 }
 
 fn session_row(row: &PgRow) -> Result<SessionRow, sqlx::Error> {
     Ok(SessionRow {
         id: row.try_get("id")?,
         identity_id: row.try_get("identity_id")?,
+        token_hash: row.try_get("token_hash")?,
+        aal: row.try_get("aal")?,
+        methods: row.try_get::<Json<Value>, _>("methods")?.0,
+        issued_at: row.try_get("issued_at")?,
+        expires_at: row.try_get("expires_at")?,
+        authenticated_at: row.try_get("authenticated_at")?,
+        revoked_at: row.try_get("revoked_at")?,
+    })
+}
+
+/// The session half of `find_with_identity`'s row, whose `id` column is the identity's.
+fn joined_session_row(row: &PgRow, identity_id: Uuid) -> Result<SessionRow, sqlx::Error> {
+    Ok(SessionRow {
+        id: row.try_get("session_id")?,
+        identity_id,
         token_hash: row.try_get("token_hash")?,
         aal: row.try_get("aal")?,
         methods: row.try_get::<Json<Value>, _>("methods")?.0,
@@ -151,36 +213,6 @@ fn decode_all<T>(
     rows.iter()
         .map(|row| decode(row).map_err(|error| map_error(context, error)))
         .collect()
-}
-
-/// Adds identifiers and addresses to identity rows: one query per table for the whole page.
-async fn complete(conn: &mut PgConnection, rows: Vec<IdentityRow>) -> StoreResult<Vec<Identity>> {
-    if rows.is_empty() {
-        return Ok(Vec::new());
-    }
-    let ids: Vec<Uuid> = rows.iter().map(|row| row.id).collect();
-    let identifiers = sqlx::query(
-        "SELECT identity_id, kind, value, trait_name, channel FROM identity_identifiers \
-         WHERE identity_id = ANY($1) ORDER BY identity_id, position",
-    )
-    .bind(&ids)
-    .fetch_all(&mut *conn)
-    .await
-    .map_err(|error| map_error("load identifiers", error))?;
-    let addresses = sqlx::query(
-        "SELECT id, identity_id, value, channel, trait_name, verified, verified_at \
-         FROM identity_verifiable_addresses \
-         WHERE identity_id = ANY($1) ORDER BY identity_id, position",
-    )
-    .bind(&ids)
-    .fetch_all(&mut *conn)
-    .await
-    .map_err(|error| map_error("load addresses", error))?;
-    assemble(
-        rows,
-        decode_all(&identifiers, identifier_row, "decode identifier")?,
-        decode_all(&addresses, address_row, "decode address")?,
-    )
 }
 
 async fn insert_children(
@@ -316,16 +348,12 @@ impl IdentityStore for PostgresStore {
     }
 
     async fn get_identity(&self, id: Uuid) -> StoreResult<Option<Identity>> {
-        let mut tx = self.begin_read().await?;
-        let rows = sqlx::query(concat!(identity_select!(), "WHERE i.id = $1"))
+        let row = sqlx::query(concat!(identity_select!(), "WHERE i.id = $1"))
             .bind(id)
-            .fetch_all(&mut *tx)
+            .fetch_optional(&self.pool)
             .await
             .map_err(|error| map_error("get identity", error))?;
-        let rows = decode_all(&rows, identity_row, "decode identity")?;
-        let identities = complete(&mut tx, rows).await?;
-        commit(tx).await?;
-        Ok(identities.into_iter().next())
+        row.as_ref().map(identity_from).transpose()
     }
 
     async fn find_by_identifier(
@@ -333,21 +361,17 @@ impl IdentityStore for PostgresStore {
         kind: CredentialKind,
         value: &str,
     ) -> StoreResult<Option<Identity>> {
-        let mut tx = self.begin_read().await?;
-        let rows = sqlx::query(concat!(
+        let row = sqlx::query(concat!(
             identity_select!(),
             "WHERE i.id = (SELECT identity_id FROM identity_identifiers \
                            WHERE kind = $1 AND value = $2)"
         ))
         .bind(kind.as_str())
         .bind(value)
-        .fetch_all(&mut *tx)
+        .fetch_optional(&self.pool)
         .await
         .map_err(|error| map_error("find identity by identifier", error))?;
-        let rows = decode_all(&rows, identity_row, "decode identity")?;
-        let identities = complete(&mut tx, rows).await?;
-        commit(tx).await?;
-        Ok(identities.into_iter().next())
+        row.as_ref().map(identity_from).transpose()
     }
 
     async fn password_hash(&self, identity_id: Uuid) -> StoreResult<Option<String>> {
@@ -365,20 +389,16 @@ impl IdentityStore for PostgresStore {
     }
 
     async fn list_identities(&self, after: Option<Uuid>, limit: u32) -> StoreResult<Vec<Identity>> {
-        let mut tx = self.begin_read().await?;
         let rows = sqlx::query(concat!(
             identity_select!(),
             "WHERE ($1::uuid IS NULL OR i.id > $1) ORDER BY i.id LIMIT $2"
         ))
         .bind(after)
         .bind(i64::from(limit))
-        .fetch_all(&mut *tx)
+        .fetch_all(&self.pool)
         .await
         .map_err(|error| map_error("list identities", error))?;
-        let rows = decode_all(&rows, identity_row, "decode identity")?;
-        let identities = complete(&mut tx, rows).await?;
-        commit(tx).await?;
-        Ok(identities)
+        rows.iter().map(identity_from).collect()
     }
 
     async fn delete_identity(&self, id: Uuid) -> StoreResult<bool> {
@@ -453,6 +473,30 @@ impl SessionStore for PostgresStore {
             .await
             .map_err(|error| map_error("find session by token", error))?;
         decode_session(row)
+    }
+
+    async fn find_with_identity(
+        &self,
+        token_hash: &[u8],
+    ) -> StoreResult<Option<(Session, Identity)>> {
+        let row = sqlx::query(concat!(
+            "SELECT s.id AS session_id, s.token_hash, s.aal, s.methods, s.issued_at, \
+             s.expires_at, s.authenticated_at, s.revoked_at, ",
+            identity_columns!(),
+            "FROM sessions s JOIN identities i ON i.id = s.identity_id WHERE s.token_hash = $1"
+        ))
+        .bind(token_hash)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|error| map_error("find session and identity by token", error))?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let identity = identity_from(&row)?;
+        let session = joined_session_row(&row, identity.id)
+            .map_err(|error| map_error("decode session", error))?
+            .into_domain()?;
+        Ok(Some((session, identity)))
     }
 
     async fn get_session(&self, id: Uuid) -> StoreResult<Option<Session>> {

@@ -562,6 +562,18 @@ impl SessionStore for SqliteStore {
         decode_session(row)
     }
 
+    async fn find_with_identity(
+        &self,
+        token_hash: &[u8],
+    ) -> StoreResult<Option<(Session, Identity)>> {
+        // In-process: two reads cost no round trip worth saving.
+        let Some(session) = self.find_by_token_hash(token_hash).await? else {
+            return Ok(None);
+        };
+        let identity = IdentityStore::get_identity(self, session.identity_id).await?;
+        Ok(identity.map(|identity| (session, identity)))
+    }
+
     async fn get_session(&self, id: Uuid) -> StoreResult<Option<Session>> {
         let row = sqlx::query(concat!(session_select!(), "WHERE id = ?1"))
             .bind(id)
