@@ -1,43 +1,143 @@
 //! Password hashing with argon2id (OWASP parameters: m=19 MiB, t=2, p=1).
-//! Hashing is CPU-bound for tens of milliseconds, so callers run it on the blocking pool.
+//!
+//! Hashing is CPU-bound for tens of milliseconds and needs 19 MiB of working memory, so it runs on
+//! a few dedicated threads (one per core), each reusing one memory block for every run. Letting
+//! each run allocate and free its block on tokio's blocking pool kept hundreds of MiB resident:
+//! glibc raises its mmap threshold after the first 19 MiB free, so later blocks come from the
+//! per-thread arenas of whichever pool threads ran them and stay there. Callers wait on the async
+//! side; more runs at once than cores would only add memory, not throughput.
 use super::error::{DomainError, FieldViolation};
-use argon2::{Algorithm, Argon2, Params, PasswordHash, PasswordHasher, PasswordVerifier, Version};
-use std::sync::LazyLock;
-use tokio::sync::Semaphore;
-
-/// At most one argon2 run per core. Each run holds 19 MiB; unbounded, a burst of logins would
-/// spread over hundreds of blocking threads and keep gigabytes resident, for no more throughput
-/// than the cores give. Extra callers wait their turn on the async side.
-static HASHING_SLOTS: LazyLock<Semaphore> = LazyLock::new(|| Semaphore::new(hashing_slots()));
-
-fn hashing_slots() -> usize {
-    std::thread::available_parallelism().map_or(2, |cores| cores.get())
-}
-
-/// Runs `work` on the blocking pool once a hashing slot is free.
-async fn with_hashing_slot<T: Send + 'static>(
-    work: impl FnOnce() -> T + Send + 'static,
-) -> Result<T, DomainError> {
-    let _slot = HASHING_SLOTS
-        .acquire()
-        .await
-        .map_err(|_| DomainError::Internal("password hashing slots closed".into()))?;
-    tokio::task::spawn_blocking(move || {
-        #[cfg(test)]
-        let _running = tests::Running::enter();
-        work()
-    })
-    .await
-    .map_err(|error| DomainError::Internal(format!("password hashing task failed: {error}")))
-}
+use argon2::password_hash::phc::{Output, ParamsString, PasswordHash, Salt};
+use argon2::{Algorithm, Argon2, Block, Params, Version};
+use std::sync::mpsc;
+use std::sync::{LazyLock, Mutex};
 
 pub const MIN_PASSWORD_LENGTH: usize = 8;
 /// Long enough for passphrases, short enough that hashing cannot be used to burn CPU.
 pub const MAX_PASSWORD_LENGTH: usize = 1024;
+/// Salt length for new hashes (the PHC recommendation).
+const SALT_LENGTH: usize = 16;
+/// Digest length for new hashes (argon2's default).
+const OUTPUT_LENGTH: usize = 32;
 
-fn hasher() -> Argon2<'static> {
-    let params = Params::new(19 * 1024, 2, 1, None).expect("argon2 parameters are valid");
-    Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+fn new_hash_params() -> Params {
+    Params::new(19 * 1024, 2, 1, Some(OUTPUT_LENGTH)).expect("argon2 parameters are valid")
+}
+
+/// A run on a hashing thread, given that thread's reusable memory.
+type Job = Box<dyn FnOnce(&mut Vec<Block>) + Send>;
+
+/// The hashing threads' shared queue. Threads start on first use and live as long as the process.
+static HASHING_QUEUE: LazyLock<mpsc::Sender<Job>> = LazyLock::new(start_hashing_threads);
+
+fn hashing_threads() -> usize {
+    std::thread::available_parallelism().map_or(2, |cores| cores.get())
+}
+
+fn start_hashing_threads() -> mpsc::Sender<Job> {
+    let (sender, receiver) = mpsc::channel::<Job>();
+    let receiver = std::sync::Arc::new(Mutex::new(receiver));
+    for number in 0..hashing_threads() {
+        let receiver = receiver.clone();
+        std::thread::Builder::new()
+            .name(format!("twofold-argon2-{number}"))
+            .spawn(move || {
+                let mut memory = Vec::new();
+                loop {
+                    // Holding the lock only while waiting: the next idle thread takes the next job.
+                    let job = match receiver.lock() {
+                        Ok(receiver) => receiver.recv(),
+                        Err(_) => return,
+                    };
+                    match job {
+                        Ok(job) => job(&mut memory),
+                        Err(_) => return,
+                    }
+                }
+            })
+            .expect("start a password hashing thread");
+    }
+    sender
+}
+
+/// Runs `work` on a hashing thread and waits for its answer.
+async fn on_hashing_thread<T: Send + 'static>(
+    work: impl FnOnce(&mut Vec<Block>) -> T + Send + 'static,
+) -> Result<T, DomainError> {
+    let (answer, answered) = tokio::sync::oneshot::channel();
+    let job: Job = Box::new(move |memory| {
+        #[cfg(test)]
+        let _running = tests::Running::enter();
+        let _ = answer.send(work(memory));
+    });
+    HASHING_QUEUE
+        .send(job)
+        .map_err(|_| DomainError::Internal("password hashing threads stopped".into()))?;
+    answered
+        .await
+        .map_err(|_| DomainError::Internal("password hashing run failed".into()))
+}
+
+/// Computes the digest into `out`, growing the thread's memory when these parameters need more
+/// (an imported hash with a larger `m`); it is kept for the next run rather than freed.
+fn run_argon2(
+    argon2: &Argon2<'_>,
+    params: &Params,
+    memory: &mut Vec<Block>,
+    password: &[u8],
+    salt: &[u8],
+    out: &mut [u8],
+) -> Result<(), argon2::Error> {
+    let needed = params.block_count();
+    if memory.len() < needed {
+        memory.resize(needed, Block::new());
+    }
+    argon2.hash_password_into_with_memory(password, salt, out, &mut memory[..needed])
+}
+
+fn internal(what: &str, error: impl std::fmt::Display) -> DomainError {
+    DomainError::Internal(format!("{what}: {error}"))
+}
+
+/// A new PHC string (`$argon2id$v=19$m=19456,t=2,p=1$<salt>$<digest>`).
+fn hash_with(memory: &mut Vec<Block>, password: &[u8]) -> Result<String, DomainError> {
+    let params = new_hash_params();
+    let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone());
+    let salt: [u8; SALT_LENGTH] = rand::random();
+    let mut digest = [0u8; OUTPUT_LENGTH];
+    run_argon2(&argon2, &params, memory, password, &salt, &mut digest)
+        .map_err(|error| internal("password hashing failed", error))?;
+    let phc = PasswordHash {
+        algorithm: Algorithm::Argon2id.ident(),
+        version: Some(Version::V0x13.into()),
+        params: ParamsString::try_from(&params)
+            .map_err(|error| internal("password hash parameters", error))?,
+        salt: Some(Salt::new(&salt).map_err(|error| internal("password salt", error))?),
+        hash: Some(Output::new(&digest).map_err(|error| internal("password digest", error))?),
+    };
+    Ok(phc.to_string())
+}
+
+/// Whether `password` matches the stored PHC string, with the parameters the string names; the
+/// digests are compared in constant time (`Output`'s equality).
+fn verify_with(memory: &mut Vec<Block>, password: &[u8], stored: &str) -> Result<bool, DomainError> {
+    let unreadable = |error: &dyn std::fmt::Display| internal("stored password hash unreadable", error);
+    let phc = PasswordHash::new(stored).map_err(|error| unreadable(&error))?;
+    let algorithm = Algorithm::try_from(phc.algorithm.as_str()).map_err(|error| unreadable(&error))?;
+    let version = match phc.version {
+        Some(version) => Version::try_from(version).map_err(|error| unreadable(&error))?,
+        None => Version::V0x10,
+    };
+    let params = Params::try_from(&phc).map_err(|error| unreadable(&error))?;
+    let (Some(salt), Some(expected)) = (&phc.salt, &phc.hash) else {
+        return Err(unreadable(&"no salt or digest"));
+    };
+    let argon2 = Argon2::new(algorithm, version, params.clone());
+    let mut digest = vec![0u8; expected.len()];
+    run_argon2(&argon2, &params, memory, password, salt, &mut digest)
+        .map_err(|error| internal("password verification failed", error))?;
+    let computed = Output::new(&digest).map_err(|error| internal("password digest", error))?;
+    Ok(computed == *expected)
 }
 
 pub fn check_policy(field: &str, password: &str, min_length: usize) -> Result<(), DomainError> {
@@ -58,29 +158,15 @@ pub fn check_policy(field: &str, password: &str, min_length: usize) -> Result<()
 }
 
 pub async fn hash(password: String) -> Result<String, DomainError> {
-    with_hashing_slot(move || {
-        hasher()
-            .hash_password(password.as_bytes())
-            .map(|hash| hash.to_string())
-            .map_err(|error| DomainError::Internal(format!("password hashing failed: {error}")))
-    })
-    .await?
+    on_hashing_thread(move |memory| hash_with(memory, password.as_bytes())).await?
 }
 
-/// Verifies in constant time (argon2 compares digests in constant time). When `stored` is
-/// `None` a dummy hash is still computed so unknown identifiers take as long as known ones.
+/// Verifies in constant time. When `stored` is `None` a hash is still computed so unknown
+/// identifiers take as long as known ones.
 pub async fn verify(password: String, stored: Option<String>) -> Result<bool, DomainError> {
-    with_hashing_slot(move || {
-        let Some(stored) = stored else {
-            let _ = hasher().hash_password(password.as_bytes());
-            return Ok(false);
-        };
-        let parsed = stored.parse::<PasswordHash>().map_err(|error| {
-            DomainError::Internal(format!("stored password hash unreadable: {error}"))
-        })?;
-        Ok(hasher()
-            .verify_password(password.as_bytes(), &parsed)
-            .is_ok())
+    on_hashing_thread(move |memory| match stored {
+        Some(stored) => verify_with(memory, password.as_bytes(), &stored),
+        None => hash_with(memory, password.as_bytes()).map(|_| false),
     })
     .await?
 }
@@ -92,7 +178,7 @@ mod tests {
     static RUNNING: AtomicUsize = AtomicUsize::new(0);
     static PEAK: AtomicUsize = AtomicUsize::new(0);
 
-    /// Counts argon2 runs in progress, to see the slot limit hold.
+    /// Counts argon2 runs in progress, to see the thread limit hold.
     pub(super) struct Running;
 
     impl Running {
@@ -110,8 +196,8 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_burst_of_hashes_runs_at_most_one_per_core_and_all_finish() {
-        let burst = super::hashing_slots() * 4;
+    async fn a_burst_of_hashes_runs_at_most_one_per_hashing_thread_and_all_finish() {
+        let burst = super::hashing_threads() * 4;
         let hashes: Vec<_> = (0..burst)
             .map(|n| tokio::spawn(super::hash(format!("password number {n}"))))
             .collect();
@@ -121,9 +207,9 @@ mod tests {
         let peak = PEAK.load(Ordering::SeqCst);
         assert!(peak >= 1, "no hash ran");
         assert!(
-            peak <= super::hashing_slots(),
-            "{peak} argon2 runs at once on {} slots",
-            super::hashing_slots()
+            peak <= super::hashing_threads(),
+            "{peak} argon2 runs at once on {} threads",
+            super::hashing_threads()
         );
     }
 
@@ -142,6 +228,60 @@ mod tests {
                 .unwrap()
         );
         assert!(!super::verify("anything".into(), None).await.unwrap());
+    }
+
+    /// Hashes made by the argon2 crate's own hasher (as earlier Twofold versions stored them, with
+    /// other parameters too) verify here, and ours verify there: the PHC strings are the standard.
+    #[tokio::test]
+    async fn hashes_interoperate_with_the_argon2_crate_in_both_directions() {
+        use argon2::{PasswordHasher, PasswordVerifier};
+        let standard = |params: argon2::Params| {
+            argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params)
+        };
+        for params in [
+            argon2::Params::new(19 * 1024, 2, 1, None).unwrap(),
+            // Bigger memory, more lanes, a longer digest: the run reads them from the string.
+            argon2::Params::new(32 * 1024, 3, 2, Some(48)).unwrap(),
+            argon2::Params::new(8 * 1024, 1, 1, None).unwrap(),
+        ] {
+            let theirs = standard(params)
+                .hash_password(b"imported password")
+                .unwrap()
+                .to_string();
+            assert!(
+                super::verify("imported password".into(), Some(theirs.clone()))
+                    .await
+                    .unwrap(),
+                "{theirs} did not verify"
+            );
+            assert!(
+                !super::verify("imported passwore".into(), Some(theirs))
+                    .await
+                    .unwrap()
+            );
+        }
+        let ours = super::hash("made by twofold".into()).await.unwrap();
+        let parsed = argon2::PasswordHash::new(&ours).unwrap();
+        assert!(argon2::Argon2::default().verify_password(b"made by twofold", &parsed).is_ok());
+        assert!(argon2::Argon2::default().verify_password(b"made by twofolD", &parsed).is_err());
+        assert!(ours.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{ours}");
+    }
+
+    #[tokio::test]
+    async fn a_changed_digest_fails_and_an_unreadable_hash_is_an_internal_error() {
+        let stored = super::hash("correct horse battery".into()).await.unwrap();
+        let (rest, digest) = stored.rsplit_once('$').unwrap();
+        let flipped = if digest.starts_with('A') { "B" } else { "A" };
+        let changed = format!("{rest}${flipped}{}", &digest[1..]);
+        assert!(
+            !super::verify("correct horse battery".into(), Some(changed))
+                .await
+                .unwrap()
+        );
+        let error = super::verify("x".into(), Some("not a hash".into()))
+            .await
+            .unwrap_err();
+        assert!(matches!(error, super::DomainError::Internal(_)), "{error:?}");
     }
 
     #[test]
