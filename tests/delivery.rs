@@ -370,7 +370,11 @@ async fn one_worker_keeps_several_deliveries_in_flight_and_sends_each_once() {
     recipients.sort();
     phones.sort();
     assert_eq!(recipients, phones, "each delivered once");
-    assert_eq!(server.deliver_once_configured().await, 0, "nothing left due");
+    assert_eq!(
+        server.deliver_once_configured().await,
+        0,
+        "nothing left due"
+    );
     server.stop().await;
 }
 

@@ -19,8 +19,8 @@ use twofold::store::{FlowStore, IdentityStore, SessionStore, SessionUpgrade, Sto
 use uuid::Uuid;
 
 /// Both SQL backends implement both traits on one handle.
-trait SqlStore: IdentityStore + SessionStore + Clone {}
-impl<T: IdentityStore + SessionStore + Clone> SqlStore for T {}
+trait SqlStore: IdentityStore + SessionStore + twofold::store::codes::Outbox + Clone {}
+impl<T: IdentityStore + SessionStore + twofold::store::codes::Outbox + Clone> SqlStore for T {}
 
 /// Stores keep microseconds (Postgres's precision), so test timestamps are cut to that.
 fn now() -> DateTime<Utc> {
@@ -690,8 +690,19 @@ mod sql_cases {
         );
     }
 
-    fn upgrade_to_aal2(at: DateTime<Utc>) -> SessionUpgrade {
+    /// An upgrade earned with a code sent to the identity's (unverified) e-mail address.
+    fn upgrade_to_aal2(identity: &Identity, at: DateTime<Utc>) -> SessionUpgrade {
         SessionUpgrade {
+            verified_address: Some(email_of(identity)),
+            audit: twofold::store::codes::AuditEvent {
+                id: Uuid::now_v7(),
+                event: "session.aal_changed".into(),
+                identity_id: Some(identity.id),
+                flow_id: None,
+                address_hash: Some("cd".repeat(32)),
+                client_ip: None,
+                occurred_at: at,
+            },
             new_token_hash: token_hash(),
             aal: Aal::Aal2,
             methods: vec![
@@ -726,7 +737,7 @@ mod sql_cases {
             .insert_session(&session)
             .await
             .expect("insert session");
-        let upgrade = upgrade_to_aal2(now + ChronoDuration::seconds(30));
+        let upgrade = upgrade_to_aal2(&identity, now + ChronoDuration::seconds(30));
 
         assert!(
             !store
@@ -744,12 +755,40 @@ mod sql_cases {
             store.get_session(session.id).await.expect("get").as_ref(),
             Some(&session)
         );
+        // A failed guard writes nothing else either.
+        assert_eq!(
+            store.audit_events(identity.id).await.expect("audit"),
+            vec![]
+        );
+        assert_eq!(
+            store.get_identity(identity.id).await.expect("get"),
+            Some(identity.clone())
+        );
 
         assert!(
             store
                 .upgrade_session(session.id, &session.token_hash, &upgrade)
                 .await
                 .expect("upgrade")
+        );
+        // The address and the audit event were written with it.
+        assert_eq!(
+            store.audit_events(identity.id).await.expect("audit"),
+            vec![upgrade.audit.clone()]
+        );
+        let stored = store
+            .get_identity(identity.id)
+            .await
+            .expect("get")
+            .expect("exists");
+        let email = &stored.verifiable_addresses[0];
+        assert_eq!(
+            (email.verified, email.verified_at),
+            (true, Some(upgrade.authenticated_at))
+        );
+        assert_eq!(
+            stored.verifiable_addresses[1], identity.verifiable_addresses[1],
+            "the other address is untouched"
         );
         assert!(
             store
@@ -772,12 +811,18 @@ mod sql_cases {
         };
         assert_eq!(upgraded, expected);
         // The old token cannot upgrade again.
-        let again = upgrade_to_aal2(now);
+        let again = upgrade_to_aal2(&identity, now);
         assert!(
             !store
                 .upgrade_session(session.id, &session.token_hash, &again)
                 .await
                 .expect("replay")
+        );
+
+        assert_eq!(
+            store.audit_events(identity.id).await.expect("audit").len(),
+            1,
+            "a replay is not audited"
         );
 
         // A revoked session cannot be upgraded.
@@ -792,6 +837,53 @@ mod sql_cases {
                 .upgrade_session(revoked.id, &revoked.token_hash, &again)
                 .await
                 .expect("revoked")
+        );
+    }
+
+    pub async fn session_with_identity<S: SqlStore>(store: &S) {
+        let identity = new_identity();
+        store
+            .insert_identity(&identity, Some(HASH))
+            .await
+            .expect("insert");
+        let now = now();
+        let session = session_for(identity.id, now, now + ChronoDuration::hours(1));
+        store
+            .insert_session(&session)
+            .await
+            .expect("insert session");
+        let stored_identity = store
+            .get_identity(identity.id)
+            .await
+            .expect("get")
+            .expect("exists");
+        assert_eq!(
+            store
+                .find_with_identity(&session.token_hash)
+                .await
+                .expect("find"),
+            Some((session.clone(), stored_identity.clone()))
+        );
+        assert!(stored_identity.has_password);
+        assert_eq!(
+            store.find_with_identity(&token_hash()).await.expect("find"),
+            None
+        );
+        // Inactive sessions are found too; deciding what counts as active is the caller's job.
+        assert!(store.revoke_session(session.id, now).await.expect("revoke"));
+        let (revoked, _) = store
+            .find_with_identity(&session.token_hash)
+            .await
+            .expect("find")
+            .expect("still there");
+        assert_eq!(revoked.revoked_at, Some(now));
+        assert!(store.delete_identity(identity.id).await.expect("delete"));
+        assert_eq!(
+            store
+                .find_with_identity(&session.token_hash)
+                .await
+                .expect("find"),
+            None
         );
     }
 
@@ -811,9 +903,10 @@ mod sql_cases {
         let mut tasks = Vec::new();
         for _ in 0..32 {
             let store = store.clone();
+            let identity = identity.clone();
             let (id, expected) = (session.id, session.token_hash.clone());
             tasks.push(tokio::spawn(async move {
-                let upgrade = upgrade_to_aal2(now);
+                let upgrade = upgrade_to_aal2(&identity, now);
                 let won = store
                     .upgrade_session(id, &expected, &upgrade)
                     .await
@@ -2037,6 +2130,7 @@ macro_rules! sql_suite {
                 delete_cascades,
                 sessions,
                 upgrade_session,
+                session_with_identity,
                 concurrent_upgrades_have_one_winner
             );
         }

@@ -111,16 +111,12 @@ pub(super) async fn create_aal2_flow(
     request: LoginFlowRequest<'_>,
 ) -> DomainResult<LoginFlow> {
     let settings = context.settings();
-    let (session, identity) = match sessions::authenticate_with_identity(
-        context,
-        request.session_token,
-    )
-    .await
-    {
-        Ok(found) => found,
-        Err(DomainError::SessionInactive) => return Err(DomainError::SessionAal1Required),
-        Err(other) => return Err(other),
-    };
+    let (session, identity) =
+        match sessions::authenticate_with_identity(context, request.session_token).await {
+            Ok(found) => found,
+            Err(DomainError::SessionInactive) => return Err(DomainError::SessionAal1Required),
+            Err(other) => return Err(other),
+        };
     if session.aal >= Aal::Aal2 && !request.refresh {
         return Err(DomainError::SessionAlreadyAvailable);
     }
@@ -417,17 +413,20 @@ pub async fn submit_login_code(
         channel: Some(challenge.channel),
         address_hash: Some(address_hash(&challenge.address)),
     };
+    // Entering the code proved control of the address.
     let (session, token) = match session {
         // AAL2 flows always have an owning session; passwordless ones never do.
-        Some(session) => upgrade(context, session, method).await?,
-        None => sessions::issue(context, identity_id, vec![method]).await?,
+        Some(session) => upgrade(context, session, method, &challenge.address).await?,
+        None => {
+            let issued = sessions::issue(context, identity_id, vec![method]).await?;
+            context
+                .stores
+                .identities
+                .mark_address_verified(identity_id, &challenge.address, completed_at)
+                .await?;
+            issued
+        }
     };
-    // Entering the code proved control of the address.
-    context
-        .stores
-        .identities
-        .mark_address_verified(identity_id, &challenge.address, completed_at)
-        .await?;
     flow.state = FlowState::PassedChallenge;
     flow.messages.clear();
     // The code was consumed exactly once above; a concurrent change to the flow document does
@@ -446,11 +445,13 @@ pub async fn submit_login_code(
     })
 }
 
-/// Raises the session to AAL2 under a new token; the old token stops working in the same step.
+/// Raises the session to AAL2 under a new token; the old token stops working, the code's address
+/// counts as verified and the change is audited, all in the same step.
 async fn upgrade(
     context: &Context,
     session: Session,
     method: AuthenticationMethod,
+    verified_address: &str,
 ) -> DomainResult<(Session, SessionToken)> {
     let token = SessionToken::generate();
     let mut methods = session.methods.clone();
@@ -460,6 +461,16 @@ async fn upgrade(
         aal: Aal::Aal2,
         methods: methods.clone(),
         authenticated_at: method.completed_at,
+        verified_address: Some(verified_address.to_owned()),
+        audit: crate::store::codes::AuditEvent {
+            id: Uuid::now_v7(),
+            event: "session.aal_changed".into(),
+            identity_id: Some(session.identity_id),
+            flow_id: None,
+            address_hash: method.address_hash.clone(),
+            client_ip: None,
+            occurred_at: method.completed_at,
+        },
     };
     if !context
         .stores
@@ -470,19 +481,6 @@ async fn upgrade(
         // Revoked or upgraded by someone else in the meantime.
         return Err(DomainError::SessionInactive);
     }
-    context
-        .stores
-        .outbox
-        .record_audit(&crate::store::codes::AuditEvent {
-            id: Uuid::now_v7(),
-            event: "session.aal_changed".into(),
-            identity_id: Some(session.identity_id),
-            flow_id: None,
-            address_hash: method.address_hash.clone(),
-            client_ip: None,
-            occurred_at: method.completed_at,
-        })
-        .await?;
     tracing::info!(session_id = %session.id, identity_id = %session.identity_id, "session raised to aal2");
     Ok((
         Session {

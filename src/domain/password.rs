@@ -120,10 +120,16 @@ fn hash_with(memory: &mut Vec<Block>, password: &[u8]) -> Result<String, DomainE
 
 /// Whether `password` matches the stored PHC string, with the parameters the string names; the
 /// digests are compared in constant time (`Output`'s equality).
-fn verify_with(memory: &mut Vec<Block>, password: &[u8], stored: &str) -> Result<bool, DomainError> {
-    let unreadable = |error: &dyn std::fmt::Display| internal("stored password hash unreadable", error);
+fn verify_with(
+    memory: &mut Vec<Block>,
+    password: &[u8],
+    stored: &str,
+) -> Result<bool, DomainError> {
+    let unreadable =
+        |error: &dyn std::fmt::Display| internal("stored password hash unreadable", error);
     let phc = PasswordHash::new(stored).map_err(|error| unreadable(&error))?;
-    let algorithm = Algorithm::try_from(phc.algorithm.as_str()).map_err(|error| unreadable(&error))?;
+    let algorithm =
+        Algorithm::try_from(phc.algorithm.as_str()).map_err(|error| unreadable(&error))?;
     let version = match phc.version {
         Some(version) => Version::try_from(version).map_err(|error| unreadable(&error))?,
         None => Version::V0x10,
@@ -262,9 +268,20 @@ mod tests {
         }
         let ours = super::hash("made by twofold".into()).await.unwrap();
         let parsed = argon2::PasswordHash::new(&ours).unwrap();
-        assert!(argon2::Argon2::default().verify_password(b"made by twofold", &parsed).is_ok());
-        assert!(argon2::Argon2::default().verify_password(b"made by twofolD", &parsed).is_err());
-        assert!(ours.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{ours}");
+        assert!(
+            argon2::Argon2::default()
+                .verify_password(b"made by twofold", &parsed)
+                .is_ok()
+        );
+        assert!(
+            argon2::Argon2::default()
+                .verify_password(b"made by twofolD", &parsed)
+                .is_err()
+        );
+        assert!(
+            ours.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
+            "{ours}"
+        );
     }
 
     #[tokio::test]
@@ -281,7 +298,10 @@ mod tests {
         let error = super::verify("x".into(), Some("not a hash".into()))
             .await
             .unwrap_err();
-        assert!(matches!(error, super::DomainError::Internal(_)), "{error:?}");
+        assert!(
+            matches!(error, super::DomainError::Internal(_)),
+            "{error:?}"
+        );
     }
 
     #[test]

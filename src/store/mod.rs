@@ -97,6 +97,12 @@ pub struct SessionUpgrade {
     pub aal: Aal,
     pub methods: Vec<AuthenticationMethod>,
     pub authenticated_at: DateTime<Utc>,
+    /// The code address whose code earned the upgrade: marked verified (first time kept) in the
+    /// same step, on the session's identity.
+    pub verified_address: Option<String>,
+    /// Recorded in the same step: an upgrade never happens unaudited, nor is one audited that
+    /// did not happen.
+    pub audit: codes::AuditEvent,
 }
 
 #[async_trait]
@@ -137,7 +143,9 @@ pub trait SessionStore: Send + Sync + 'static {
 
     /// Atomically replaces the token and raises the AAL, but only while the session is unrevoked
     /// and still holds `expected_token_hash`: of several concurrent upgrades exactly one wins, and
-    /// the old token stops working in the same step. Returns false when the guard failed.
+    /// the old token stops working in the same step. The address verification and the audit
+    /// event of `upgrade` are written in that step too, or not at all. Returns false when the
+    /// guard failed (and then nothing was written).
     async fn upgrade_session(
         &self,
         id: Uuid,

@@ -34,7 +34,6 @@ const MAX_CONNECTIONS: u32 = 16;
 /// Past this the database is effectively unavailable; better to answer than to queue forever.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 
-
 macro_rules! identity_columns {
     () => {
         "i.id, i.schema_id, i.traits, i.state, i.created_at, i.updated_at, \
@@ -142,7 +141,9 @@ fn identity_row(row: &PgRow) -> Result<IdentityRow, sqlx::Error> {
 fn identity_from(row: &PgRow) -> StoreResult<Identity> {
     let decode = || -> Result<_, sqlx::Error> {
         let identity = identity_row(row)?;
-        let identifiers = row.try_get::<Json<Vec<IdentifierJson>>, _>("identifiers")?.0;
+        let identifiers = row
+            .try_get::<Json<Vec<IdentifierJson>>, _>("identifiers")?
+            .0;
         let addresses = row.try_get::<Json<Vec<AddressJson>>, _>("addresses")?.0;
         Ok((identity, identifiers, addresses))
     };
@@ -565,10 +566,25 @@ impl SessionStore for PostgresStore {
         upgrade: &SessionUpgrade,
     ) -> StoreResult<bool> {
         // One guarded statement: Postgres re-checks the WHERE clause after waiting for a
-        // concurrent writer's row lock, so only the first of several upgrades matches.
-        let updated = sqlx::query(
-            "UPDATE sessions SET token_hash = $3, aal = $4, methods = $5, authenticated_at = $6 \
-             WHERE id = $1 AND token_hash = $2 AND revoked_at IS NULL",
+        // concurrent writer's row lock, so only the first of several upgrades matches. The
+        // address and audit writes hang off its RETURNING, so they happen exactly when it does,
+        // in the same commit.
+        let audit = &upgrade.audit;
+        let row = sqlx::query(
+            "WITH upgraded AS ( \
+                 UPDATE sessions SET token_hash = $3, aal = $4, methods = $5, \
+                                     authenticated_at = $6 \
+                 WHERE id = $1 AND token_hash = $2 AND revoked_at IS NULL \
+                 RETURNING identity_id), \
+             verified AS ( \
+                 UPDATE identity_verifiable_addresses \
+                 SET verified = true, verified_at = COALESCE(verified_at, $6) \
+                 WHERE value = $7 AND identity_id IN (SELECT identity_id FROM upgraded)), \
+             audited AS ( \
+                 INSERT INTO audit_events \
+                 (id, event, identity_id, flow_id, address_hash, client_ip, occurred_at) \
+                 SELECT $8, $9, $10, $11, $12, $13, $14 FROM upgraded) \
+             SELECT count(*) AS upgraded FROM upgraded",
         )
         .bind(id)
         .bind(expected_token_hash)
@@ -576,10 +592,21 @@ impl SessionStore for PostgresStore {
         .bind(upgrade.aal.as_str())
         .bind(Json(&upgrade.methods))
         .bind(upgrade.authenticated_at)
-        .execute(&self.pool)
+        .bind(&upgrade.verified_address)
+        .bind(audit.id)
+        .bind(&audit.event)
+        .bind(audit.identity_id)
+        .bind(audit.flow_id)
+        .bind(&audit.address_hash)
+        .bind(&audit.client_ip)
+        .bind(audit.occurred_at)
+        .fetch_one(&self.pool)
         .await
         .map_err(|error| map_error("upgrade session", error))?;
-        Ok(updated.rows_affected() == 1)
+        let upgraded: i64 = row
+            .try_get("upgraded")
+            .map_err(|error| map_error("upgrade session", error))?;
+        Ok(upgraded == 1)
     }
 }
 

@@ -639,10 +639,12 @@ impl SessionStore for SqliteStore {
         upgrade: &SessionUpgrade,
     ) -> StoreResult<bool> {
         // One guarded statement; SQLite runs writers one at a time, so only the first of several
-        // concurrent upgrades still finds the expected token.
+        // concurrent upgrades still finds the expected token. The address and audit writes share
+        // its transaction.
+        let mut tx = self.begin_write().await?;
         let updated = sqlx::query(
             "UPDATE sessions SET token_hash = ?3, aal = ?4, methods = ?5, authenticated_at = ?6 \
-             WHERE id = ?1 AND token_hash = ?2 AND revoked_at IS NULL",
+             WHERE id = ?1 AND token_hash = ?2 AND revoked_at IS NULL RETURNING identity_id",
         )
         .bind(id)
         .bind(expected_token_hash)
@@ -650,10 +652,33 @@ impl SessionStore for SqliteStore {
         .bind(upgrade.aal.as_str())
         .bind(json_text(&upgrade.methods)?)
         .bind(micros(upgrade.authenticated_at))
-        .execute(&self.pool)
+        .fetch_optional(&mut *tx)
         .await
         .map_err(|error| map_error("upgrade session", error))?;
-        Ok(updated.rows_affected() == 1)
+        let Some(updated) = updated else {
+            return Ok(false);
+        };
+        let identity_id: Uuid = updated
+            .try_get("identity_id")
+            .map_err(|error| map_error("upgrade session", error))?;
+        if let Some(address) = &upgrade.verified_address {
+            sqlx::query(
+                "UPDATE identity_verifiable_addresses \
+                 SET verified = 1, verified_at = COALESCE(verified_at, ?3) \
+                 WHERE identity_id = ?1 AND value = ?2",
+            )
+            .bind(identity_id)
+            .bind(address)
+            .bind(micros(upgrade.authenticated_at))
+            .execute(&mut *tx)
+            .await
+            .map_err(|error| map_error("mark address verified", error))?;
+        }
+        insert_audit(&mut tx, &upgrade.audit).await?;
+        tx.commit()
+            .await
+            .map_err(|error| map_error("commit transaction", error))?;
+        Ok(true)
     }
 }
 
