@@ -766,11 +766,15 @@ impl FailureBudgetStore for PostgresStore {
 #[async_trait]
 impl Outbox for PostgresStore {
     async fn enqueue(&self, message: &OutboxMessage, audit: &AuditEvent) -> StoreResult<()> {
-        let mut tx = self.begin().await?;
+        // One statement, so one round trip and one commit: the message and its audit event
+        // exist together or not at all.
         sqlx::query(concat!(
-            "INSERT INTO courier_messages (",
+            "WITH queued AS (INSERT INTO courier_messages (",
             message_columns!(),
-            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
+            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING id) \
+             INSERT INTO audit_events \
+             (id, event, identity_id, flow_id, address_hash, client_ip, occurred_at) \
+             SELECT $14, $15, $16, $17, $18, $19, $20 FROM queued"
         ))
         .bind(message.id)
         .bind(message.channel.as_str())
@@ -785,11 +789,17 @@ impl Outbox for PostgresStore {
         .bind(message.next_attempt_at)
         .bind(message.created_at)
         .bind(message.updated_at)
-        .execute(&mut *tx)
+        .bind(audit.id)
+        .bind(&audit.event)
+        .bind(audit.identity_id)
+        .bind(audit.flow_id)
+        .bind(&audit.address_hash)
+        .bind(&audit.client_ip)
+        .bind(audit.occurred_at)
+        .execute(&self.pool)
         .await
         .map_err(|error| map_error("enqueue message", error))?;
-        insert_audit(&mut tx, audit).await?;
-        commit(tx).await
+        Ok(())
     }
 
     async fn record_audit(&self, event: &AuditEvent) -> StoreResult<()> {
@@ -838,23 +848,13 @@ impl Outbox for PostgresStore {
         result: AttemptResult,
     ) -> StoreResult<()> {
         let (status, next_attempt_at) = after_attempt(result);
-        let mut tx = self.begin().await?;
+        // One statement: the attempt record and the message's new state commit together.
         sqlx::query(
-            "INSERT INTO courier_message_attempts \
-             (message_id, attempted_at, gateway, succeeded, error, provider_message_id) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
-        )
-        .bind(attempt.message_id)
-        .bind(attempt.attempted_at)
-        .bind(&attempt.gateway)
-        .bind(attempt.succeeded)
-        .bind(&attempt.error)
-        .bind(&attempt.provider_message_id)
-        .execute(&mut *tx)
-        .await
-        .map_err(|error| map_error("record delivery attempt", error))?;
-        sqlx::query(
-            "UPDATE courier_messages SET status = $2, send_count = send_count + 1, \
+            "WITH recorded AS ( \
+                 INSERT INTO courier_message_attempts \
+                 (message_id, attempted_at, gateway, succeeded, error, provider_message_id) \
+                 VALUES ($1, $4, $5, $6, $7, $8)) \
+             UPDATE courier_messages SET status = $2, send_count = send_count + 1, \
              next_attempt_at = COALESCE($3, next_attempt_at), lease_until = NULL, \
              updated_at = $4 WHERE id = $1",
         )
@@ -862,10 +862,14 @@ impl Outbox for PostgresStore {
         .bind(status.as_str())
         .bind(next_attempt_at)
         .bind(attempt.attempted_at)
-        .execute(&mut *tx)
+        .bind(&attempt.gateway)
+        .bind(attempt.succeeded)
+        .bind(&attempt.error)
+        .bind(&attempt.provider_message_id)
+        .execute(&self.pool)
         .await
         .map_err(|error| map_error("finish delivery attempt", error))?;
-        commit(tx).await
+        Ok(())
     }
 
     async fn abandon(&self, id: Uuid, now: DateTime<Utc>) -> StoreResult<()> {
