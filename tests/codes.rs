@@ -51,7 +51,13 @@ async fn a4_replicas_share_flows_and_revocation_holds_on_every_replica() {
     // The first replica sees the upgrade and the rotation.
     assert_token_rotated(&first, &first, &upgraded.session_token, &user.token).await;
 
-    // Logging out on one replica ends the session on the other at once.
+    // The first replica has the session's answer cached (`store::session_cache`) ...
+    for _ in 0..3 {
+        whoami(&first, &upgraded.session_token, v1::RequiredAal::Aal1)
+            .await
+            .expect("active on the first replica");
+    }
+    // ... and logging out on the other replica still ends the session there at once.
     second
         .sessions()
         .await

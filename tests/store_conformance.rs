@@ -691,8 +691,9 @@ mod sql_cases {
     }
 
     /// An upgrade earned with a code sent to the identity's (unverified) e-mail address.
-    fn upgrade_to_aal2(identity: &Identity, at: DateTime<Utc>) -> SessionUpgrade {
+    pub fn upgrade_to_aal2(identity: &Identity, at: DateTime<Utc>) -> SessionUpgrade {
         SessionUpgrade {
+            identity_id: identity.id,
             verified_address: Some(email_of(identity)),
             audit: twofold::store::codes::AuditEvent {
                 id: Uuid::now_v7(),
@@ -2399,4 +2400,291 @@ async fn silent_redis_times_out() {
         started.elapsed()
     );
     accepted.abort();
+}
+
+/// The session cache (`store::session_cache`) in front of a real SQL store: two caches sharing
+/// one set of versions stand for two replicas. Each case first shows that an answer really is
+/// served from the cache (a change written behind its back stays unseen), then that a change
+/// made through either cache is seen by the other at once.
+mod session_cache_cases {
+    use super::*;
+    use twofold::store::SqlStore;
+    use twofold::store::session_cache::{CachedSessions, VersionKey, Versions};
+
+    pub struct Replicas {
+        pub inner: Arc<dyn SqlStore>,
+        pub one: CachedSessions,
+        pub two: CachedSessions,
+    }
+
+    impl Replicas {
+        pub fn new(inner: Arc<dyn SqlStore>, versions: Arc<dyn Versions>) -> Self {
+            Self {
+                one: CachedSessions::new(inner.clone(), versions.clone()),
+                two: CachedSessions::new(inner.clone(), versions),
+                inner,
+            }
+        }
+    }
+
+    async fn answer(cache: &CachedSessions, token_hash: &[u8]) -> Option<(Session, Identity)> {
+        cache.find_with_identity(token_hash).await.expect("find")
+    }
+
+    /// An identity with a session, and that session's answer cached in `cache`.
+    async fn cached_session(replicas: &Replicas, cache: &CachedSessions) -> (Identity, Session) {
+        let identity = new_identity();
+        replicas
+            .inner
+            .insert_identity(&identity, None)
+            .await
+            .expect("insert");
+        let now = now();
+        let session = session_for(identity.id, now, now + ChronoDuration::hours(1));
+        replicas
+            .inner
+            .insert_session(&session)
+            .await
+            .expect("insert session");
+        // The first sight learns whose token it is, the second caches the answer.
+        for _ in 0..2 {
+            assert_eq!(
+                answer(cache, &session.token_hash).await.map(|(s, _)| s),
+                Some(session.clone())
+            );
+        }
+        (identity, session)
+    }
+
+    fn email_verified(found: &Option<(Session, Identity)>) -> bool {
+        found.as_ref().expect("answer").1.verifiable_addresses[0].verified
+    }
+
+    pub async fn revocation_through_one_replica_holds_on_the_other(replicas: &Replicas) {
+        let (identity, session) = cached_session(replicas, &replicas.one).await;
+        // Behind the caches' back: the cached answer does not change.
+        assert!(
+            replicas
+                .inner
+                .mark_address_verified(identity.id, &email_of(&identity), now())
+                .await
+                .expect("mark")
+        );
+        assert!(!email_verified(
+            &answer(&replicas.one, &session.token_hash).await
+        ));
+
+        assert!(
+            replicas
+                .two
+                .revoke_session(session.id, now())
+                .await
+                .expect("revoke")
+        );
+        let after = answer(&replicas.one, &session.token_hash).await;
+        assert!(after.as_ref().expect("answer").0.revoked_at.is_some());
+        assert!(email_verified(&after), "the answer was read again");
+    }
+
+    pub async fn an_upgrade_retires_the_old_tokens_answer(replicas: &Replicas) {
+        let (identity, session) = cached_session(replicas, &replicas.one).await;
+        let upgrade = sql_cases::upgrade_to_aal2(&identity, now());
+        assert!(
+            replicas
+                .two
+                .upgrade_session(session.id, &session.token_hash, &upgrade)
+                .await
+                .expect("upgrade")
+        );
+        assert_eq!(answer(&replicas.one, &session.token_hash).await, None);
+        let upgraded = answer(&replicas.one, &upgrade.new_token_hash).await;
+        assert_eq!(upgraded.as_ref().expect("answer").0.aal, Aal::Aal2);
+        assert!(email_verified(&upgraded));
+    }
+
+    pub async fn identity_changes_reach_every_sessions_answer(replicas: &Replicas) {
+        let (identity, first) = cached_session(replicas, &replicas.one).await;
+        let now = now();
+        let second = session_for(identity.id, now, now + ChronoDuration::hours(1));
+        replicas
+            .inner
+            .insert_session(&second)
+            .await
+            .expect("insert session");
+        for _ in 0..2 {
+            assert!(answer(&replicas.one, &second.token_hash).await.is_some());
+        }
+
+        assert!(
+            replicas
+                .two
+                .mark_address_verified(identity.id, &email_of(&identity), now)
+                .await
+                .expect("mark")
+        );
+        assert!(email_verified(
+            &answer(&replicas.one, &first.token_hash).await
+        ));
+        assert!(email_verified(
+            &answer(&replicas.one, &second.token_hash).await
+        ));
+
+        assert_eq!(
+            replicas
+                .two
+                .revoke_identity_sessions(identity.id, now)
+                .await
+                .expect("revoke all"),
+            2
+        );
+        for token_hash in [&first.token_hash, &second.token_hash] {
+            let revoked = answer(&replicas.one, token_hash).await;
+            assert!(revoked.expect("answer").0.revoked_at.is_some());
+        }
+
+        assert!(
+            replicas
+                .two
+                .delete_identity(identity.id)
+                .await
+                .expect("delete")
+        );
+        assert_eq!(answer(&replicas.one, &first.token_hash).await, None);
+        assert_eq!(answer(&replicas.one, &second.token_hash).await, None);
+    }
+
+    /// Versions that cannot be read or written, like a Redis that is down.
+    pub struct Unreachable;
+
+    #[async_trait::async_trait]
+    impl Versions for Unreachable {
+        async fn current(&self, _: [VersionKey; 2]) -> twofold::store::StoreResult<[u64; 2]> {
+            Err(StoreError::Unavailable("versions down".into()))
+        }
+
+        async fn unchanged(
+            &self,
+            _: [VersionKey; 2],
+            _: [u64; 2],
+        ) -> twofold::store::StoreResult<bool> {
+            Err(StoreError::Unavailable("versions down".into()))
+        }
+
+        async fn bump(&self, _: &[VersionKey]) -> twofold::store::StoreResult<()> {
+            Err(StoreError::Unavailable("versions down".into()))
+        }
+    }
+
+    /// Without versions every answer comes from SQL, and a change that cannot be announced is
+    /// reported (it did commit: the caller learns that caches may lag).
+    pub async fn without_versions_answers_come_from_sql(inner: Arc<dyn SqlStore>) {
+        let replicas = Replicas::new(inner, Arc::new(Unreachable));
+        let identity = new_identity();
+        replicas
+            .inner
+            .insert_identity(&identity, None)
+            .await
+            .expect("insert");
+        let now = now();
+        let session = session_for(identity.id, now, now + ChronoDuration::hours(1));
+        replicas
+            .inner
+            .insert_session(&session)
+            .await
+            .expect("insert session");
+        for _ in 0..3 {
+            assert!(answer(&replicas.one, &session.token_hash).await.is_some());
+        }
+        assert!(
+            replicas
+                .inner
+                .revoke_session(session.id, now)
+                .await
+                .expect("revoke")
+        );
+        let after = answer(&replicas.one, &session.token_hash).await;
+        assert!(after.expect("answer").0.revoked_at.is_some());
+        assert!(matches!(
+            replicas
+                .two
+                .revoke_identity_sessions(identity.id, now)
+                .await,
+            Ok(0)
+        ));
+        let second = session_for(identity.id, now, now + ChronoDuration::hours(1));
+        replicas
+            .inner
+            .insert_session(&second)
+            .await
+            .expect("insert session");
+        assert!(matches!(
+            replicas.two.revoke_session(second.id, now).await,
+            Err(StoreError::Unavailable(_))
+        ));
+    }
+}
+
+macro_rules! session_cache_suite {
+    ($backend:ident, $replicas:expr, $inner:expr) => {
+        mod $backend {
+            use super::session_cache_cases::*;
+            session_cache_suite!(@cases $replicas;
+                revocation_through_one_replica_holds_on_the_other,
+                an_upgrade_retires_the_old_tokens_answer,
+                identity_changes_reach_every_sessions_answer
+            );
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn without_versions_answers_come_from_sql() {
+                super::session_cache_cases::without_versions_answers_come_from_sql($inner.await)
+                    .await;
+            }
+        }
+    };
+    (@cases $replicas:expr; $($case:ident),*) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                let replicas: Replicas = $replicas.await;
+                super::session_cache_cases::$case(&replicas).await;
+            }
+        )*
+    };
+}
+
+mod session_cache {
+    use super::*;
+    use twofold::store::SqlStore;
+    use twofold::store::session_cache::{MemoryVersions, RedisVersions};
+
+    async fn postgres() -> Arc<dyn SqlStore> {
+        Arc::new(open::postgres().await.store)
+    }
+
+    async fn sqlite_memory() -> Arc<dyn SqlStore> {
+        Arc::new(open::sqlite_memory().await.store)
+    }
+
+    async fn postgres_with_redis_versions() -> session_cache_cases::Replicas {
+        let connection = twofold::store::redis::connect_manager(&support::redis_url())
+            .await
+            .expect("connect to redis");
+        let versions = RedisVersions::new(connection, &support::unique_redis_prefix());
+        session_cache_cases::Replicas::new(postgres().await, Arc::new(versions))
+    }
+
+    async fn sqlite_with_memory_versions() -> session_cache_cases::Replicas {
+        session_cache_cases::Replicas::new(sqlite_memory().await, Arc::new(MemoryVersions::new()))
+    }
+
+    session_cache_suite!(
+        postgres_redis,
+        super::postgres_with_redis_versions(),
+        super::postgres()
+    );
+    session_cache_suite!(
+        sqlite_memory_versions,
+        super::sqlite_with_memory_versions(),
+        super::sqlite_memory()
+    );
 }

@@ -457,6 +457,7 @@ async fn upgrade(
     let mut methods = session.methods.clone();
     methods.push(method.clone());
     let upgrade = SessionUpgrade {
+        identity_id: session.identity_id,
         new_token_hash: token.hash(),
         aal: Aal::Aal2,
         methods: methods.clone(),

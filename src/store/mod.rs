@@ -21,6 +21,7 @@ pub mod memory;
 pub mod postgres;
 pub mod redis;
 pub mod redis_codes;
+pub mod session_cache;
 pub mod sql_common;
 pub mod sqlite;
 
@@ -93,6 +94,9 @@ pub trait IdentityStore: Send + Sync + 'static {
 /// The change a completed factor makes to a session.
 #[derive(Debug, Clone)]
 pub struct SessionUpgrade {
+    /// The identity the session belongs to: its addresses are what `verified_address` names, and
+    /// its cached answers (see `session_cache`) change with them.
+    pub identity_id: Uuid,
     pub new_token_hash: Vec<u8>,
     pub aal: Aal,
     pub methods: Vec<AuthenticationMethod>,
@@ -193,6 +197,14 @@ pub struct Stores {
     pub configs: Arc<dyn config_versions::ConfigVersionStore>,
 }
 
+/// The stores that live in Redis when it is configured, else in process.
+type EphemeralStores = (
+    Arc<dyn FlowStore>,
+    Arc<dyn codes::ChallengeStore>,
+    Arc<dyn codes::RateLimiter>,
+    Arc<dyn session_cache::Versions>,
+);
+
 /// Opens the backends the configuration names: `dsn` picks Postgres or SQLite (the embedded
 /// file when unset), `redis.url` picks Redis or the in-process store.
 pub async fn open(config: &crate::config::Config) -> StoreResult<Stores> {
@@ -209,14 +221,14 @@ pub async fn open(config: &crate::config::Config) -> StoreResult<Stores> {
                 "unsupported dsn scheme {scheme:?}: expected postgres://, sqlite: or memory"
             )));
         };
-    let (flows, challenges, limits): (
-        Arc<dyn FlowStore>,
-        Arc<dyn codes::ChallengeStore>,
-        Arc<dyn codes::RateLimiter>,
-    ) = match config.redis.url.as_deref() {
+    let (flows, challenges, limits, versions): EphemeralStores = match config.redis.url.as_deref() {
         Some(url) => {
-            // One connection manager (it multiplexes) for flows and codes.
+            // One connection manager (it multiplexes) for flows, codes and session versions.
             let connection = redis::connect_manager(url).await?;
+            let versions = Arc::new(session_cache::RedisVersions::new(
+                connection.clone(),
+                REDIS_KEY_PREFIX,
+            ));
             let codes = Arc::new(redis_codes::RedisCodeStore::with_connection(
                 connection.clone(),
                 REDIS_KEY_PREFIX,
@@ -228,6 +240,7 @@ pub async fn open(config: &crate::config::Config) -> StoreResult<Stores> {
                 )),
                 codes.clone(),
                 codes,
+                versions,
             )
         }
         None => {
@@ -236,12 +249,14 @@ pub async fn open(config: &crate::config::Config) -> StoreResult<Stores> {
                 Arc::new(memory::MemoryFlowStore::new()),
                 codes.clone(),
                 codes,
+                Arc::new(session_cache::MemoryVersions::new()),
             )
         }
     };
+    let cached = Arc::new(session_cache::CachedSessions::new(sql.clone(), versions));
     Ok(Stores {
-        identities: sql.clone(),
-        sessions: sql.clone(),
+        identities: cached.clone(),
+        sessions: cached,
         budget: sql.clone(),
         outbox: sql.clone(),
         configs: sql,

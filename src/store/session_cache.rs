@@ -1,0 +1,496 @@
+//! A per-process cache of "which session and identity does this token belong to", the read
+//! behind every `WhoAmI`, that still honours a revocation at once on every replica.
+//!
+//! Each cached answer remembers the *versions* of its session and of its identity as they were
+//! before the answer was read from SQL. Every write that could change an answer (revocation,
+//! upgrade, identity update or deletion, address verification) gives the session or identity a
+//! new version after it commits and before it returns. A cached answer is served only after
+//! checking that both versions are unchanged: one Redis `MGET` (or a map lookup in process)
+//! instead of a SQL query. A write that has returned is therefore seen by the next read on any
+//! replica; at worst a replica reads SQL once more than needed.
+//!
+//! Where versions live:
+//! - with `redis.url`, in Redis (shared by all replicas). A missing key never matches: a version
+//!   that expired or was lost with a Redis restart makes every answer it guarded read SQL again;
+//! - without, in process memory. That is only correct for one process per database, which is
+//!   what a deployment without Redis is anyway (its flows and codes are in process too).
+//!
+//! When versions cannot be read (Redis down), answers come from SQL, as without the cache.
+//! Answers are kept at most [`ENTRY_TTL`] and at most [`CAPACITY`] of them, so memory stays
+//! bounded and a version change that could not be written (Redis down after a commit; the write
+//! then reports `Unavailable`) is outlived by [`ENTRY_TTL`].
+use super::{IdentityStore, SessionStore, SessionUpgrade, SqlStore, StoreError, StoreResult};
+use crate::domain::identity::{CredentialKind, Identity};
+use crate::domain::session::Session;
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use uuid::Uuid;
+
+/// How long an answer may be served (its versions are still checked on every use).
+pub const ENTRY_TTL: Duration = Duration::from_secs(30);
+/// Answers kept per process: about 2 KiB each, so a few tens of MiB at most.
+pub const CAPACITY: usize = 10_000;
+
+/// What a version belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum VersionKey {
+    Session(Uuid),
+    Identity(Uuid),
+}
+
+/// Where the versions live; see the module documentation.
+#[async_trait]
+pub trait Versions: Send + Sync + 'static {
+    /// The current versions, giving keys that have none a fresh one. Called before the SQL read
+    /// the versions will guard.
+    async fn current(&self, keys: [VersionKey; 2]) -> StoreResult<[u64; 2]>;
+
+    /// Whether both keys still have the versions `seen`.
+    async fn unchanged(&self, keys: [VersionKey; 2], seen: [u64; 2]) -> StoreResult<bool>;
+
+    /// Gives each key a new version; called after the write it announces has committed.
+    async fn bump(&self, keys: &[VersionKey]) -> StoreResult<()>;
+}
+
+/// A cache entry: at first only the ids behind the token (they never change), then the answer.
+#[derive(Clone)]
+enum Entry {
+    Known {
+        session_id: Uuid,
+        identity_id: Uuid,
+        stored_at: Instant,
+    },
+    Cached {
+        answer: Arc<(Session, Identity)>,
+        seen: [u64; 2],
+        stored_at: Instant,
+    },
+}
+
+impl Entry {
+    fn stored_at(&self) -> Instant {
+        match self {
+            Entry::Known { stored_at, .. } | Entry::Cached { stored_at, .. } => *stored_at,
+        }
+    }
+}
+
+fn keys(session_id: Uuid, identity_id: Uuid) -> [VersionKey; 2] {
+    [
+        VersionKey::Session(session_id),
+        VersionKey::Identity(identity_id),
+    ]
+}
+
+/// The SQL store with `find_with_identity` cached; every other call goes straight through, and
+/// writes announce themselves through [`Versions`].
+pub struct CachedSessions {
+    inner: Arc<dyn SqlStore>,
+    versions: Arc<dyn Versions>,
+    entries: Mutex<HashMap<Vec<u8>, Entry>>,
+}
+
+impl CachedSessions {
+    pub fn new(inner: Arc<dyn SqlStore>, versions: Arc<dyn Versions>) -> Self {
+        Self {
+            inner,
+            versions,
+            entries: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn entry(&self, token_hash: &[u8]) -> Option<Entry> {
+        let entries = self
+            .entries
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        entries
+            .get(token_hash)
+            .filter(|entry| entry.stored_at().elapsed() < ENTRY_TTL)
+            .cloned()
+    }
+
+    fn store(&self, token_hash: &[u8], entry: Option<Entry>) {
+        let mut entries = self
+            .entries
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let Some(entry) = entry else {
+            entries.remove(token_hash);
+            return;
+        };
+        if entries.len() >= CAPACITY && !entries.contains_key(token_hash) {
+            entries.retain(|_, entry| entry.stored_at().elapsed() < ENTRY_TTL);
+            if entries.len() >= CAPACITY {
+                return;
+            }
+        }
+        entries.insert(token_hash.to_vec(), entry);
+    }
+
+    /// Reads versions, then SQL, and keeps the answer under those versions.
+    async fn refill(
+        &self,
+        token_hash: &[u8],
+        keys: [VersionKey; 2],
+    ) -> StoreResult<Option<(Session, Identity)>> {
+        let seen = match self.versions.current(keys).await {
+            Ok(seen) => seen,
+            Err(error) => {
+                tracing::debug!(error = %error, "session cache bypassed: versions unreadable");
+                return self.inner.find_with_identity(token_hash).await;
+            }
+        };
+        let found = self.inner.find_with_identity(token_hash).await?;
+        let entry = found
+            .as_ref()
+            .filter(|(session, identity)| keys == self::keys(session.id, identity.id))
+            .map(|answer| Entry::Cached {
+                answer: Arc::new(answer.clone()),
+                seen,
+                stored_at: Instant::now(),
+            });
+        self.store(token_hash, entry);
+        Ok(found)
+    }
+
+    async fn announce(&self, keys: &[VersionKey]) -> StoreResult<()> {
+        self.versions.bump(keys).await.map_err(|error| {
+            tracing::error!(error = %error, "a session or identity change could not be announced to the session caches");
+            error
+        })
+    }
+}
+
+#[async_trait]
+impl SessionStore for CachedSessions {
+    async fn insert_session(&self, session: &Session) -> StoreResult<()> {
+        self.inner.insert_session(session).await
+    }
+
+    async fn find_by_token_hash(&self, token_hash: &[u8]) -> StoreResult<Option<Session>> {
+        self.inner.find_by_token_hash(token_hash).await
+    }
+
+    async fn find_with_identity(
+        &self,
+        token_hash: &[u8],
+    ) -> StoreResult<Option<(Session, Identity)>> {
+        match self.entry(token_hash) {
+            None => {
+                // First sight of this token: learn whose it is, cache nothing yet. The versions
+                // must be read before the data they guard, and they cannot be named before now.
+                let found = self.inner.find_with_identity(token_hash).await?;
+                let entry = found.as_ref().map(|(session, identity)| Entry::Known {
+                    session_id: session.id,
+                    identity_id: identity.id,
+                    stored_at: Instant::now(),
+                });
+                self.store(token_hash, entry);
+                Ok(found)
+            }
+            Some(Entry::Cached { answer, seen, .. }) => {
+                let keys = keys(answer.0.id, answer.1.id);
+                match self.versions.unchanged(keys, seen).await {
+                    Ok(true) => Ok(Some(answer.as_ref().clone())),
+                    Ok(false) => self.refill(token_hash, keys).await,
+                    Err(error) => {
+                        tracing::debug!(error = %error, "session cache bypassed: versions unreadable");
+                        self.inner.find_with_identity(token_hash).await
+                    }
+                }
+            }
+            Some(Entry::Known {
+                session_id,
+                identity_id,
+                ..
+            }) => self.refill(token_hash, keys(session_id, identity_id)).await,
+        }
+    }
+
+    async fn get_session(&self, id: Uuid) -> StoreResult<Option<Session>> {
+        self.inner.get_session(id).await
+    }
+
+    async fn list_sessions(
+        &self,
+        identity_id: Uuid,
+        include_inactive: bool,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<Session>> {
+        self.inner
+            .list_sessions(identity_id, include_inactive, now)
+            .await
+    }
+
+    async fn revoke_session(&self, id: Uuid, at: DateTime<Utc>) -> StoreResult<bool> {
+        let revoked = self.inner.revoke_session(id, at).await?;
+        if revoked {
+            self.announce(&[VersionKey::Session(id)]).await?;
+        }
+        Ok(revoked)
+    }
+
+    async fn revoke_identity_sessions(
+        &self,
+        identity_id: Uuid,
+        at: DateTime<Utc>,
+    ) -> StoreResult<u32> {
+        let revoked = self.inner.revoke_identity_sessions(identity_id, at).await?;
+        if revoked > 0 {
+            self.announce(&[VersionKey::Identity(identity_id)]).await?;
+        }
+        Ok(revoked)
+    }
+
+    async fn upgrade_session(
+        &self,
+        id: Uuid,
+        expected_token_hash: &[u8],
+        upgrade: &SessionUpgrade,
+    ) -> StoreResult<bool> {
+        let upgraded = self
+            .inner
+            .upgrade_session(id, expected_token_hash, upgrade)
+            .await?;
+        if upgraded {
+            // The old token stops working, and an address of the identity may now be verified.
+            let changed = [
+                VersionKey::Session(id),
+                VersionKey::Identity(upgrade.identity_id),
+            ];
+            let changed = if upgrade.verified_address.is_some() {
+                &changed[..]
+            } else {
+                &changed[..1]
+            };
+            self.announce(changed).await?;
+        }
+        Ok(upgraded)
+    }
+}
+
+#[async_trait]
+impl IdentityStore for CachedSessions {
+    async fn insert_identity(
+        &self,
+        identity: &Identity,
+        password_hash: Option<&str>,
+    ) -> StoreResult<()> {
+        self.inner.insert_identity(identity, password_hash).await
+    }
+
+    async fn update_identity(&self, identity: &Identity) -> StoreResult<bool> {
+        let updated = self.inner.update_identity(identity).await?;
+        if updated {
+            self.announce(&[VersionKey::Identity(identity.id)]).await?;
+        }
+        Ok(updated)
+    }
+
+    async fn get_identity(&self, id: Uuid) -> StoreResult<Option<Identity>> {
+        self.inner.get_identity(id).await
+    }
+
+    async fn find_by_identifier(
+        &self,
+        kind: CredentialKind,
+        value: &str,
+    ) -> StoreResult<Option<Identity>> {
+        self.inner.find_by_identifier(kind, value).await
+    }
+
+    async fn password_hash(&self, identity_id: Uuid) -> StoreResult<Option<String>> {
+        self.inner.password_hash(identity_id).await
+    }
+
+    async fn list_identities(&self, after: Option<Uuid>, limit: u32) -> StoreResult<Vec<Identity>> {
+        self.inner.list_identities(after, limit).await
+    }
+
+    async fn delete_identity(&self, id: Uuid) -> StoreResult<bool> {
+        let deleted = self.inner.delete_identity(id).await?;
+        if deleted {
+            self.announce(&[VersionKey::Identity(id)]).await?;
+        }
+        Ok(deleted)
+    }
+
+    async fn mark_address_verified(
+        &self,
+        identity_id: Uuid,
+        value: &str,
+        at: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        let marked = self
+            .inner
+            .mark_address_verified(identity_id, value, at)
+            .await?;
+        if marked {
+            self.announce(&[VersionKey::Identity(identity_id)]).await?;
+        }
+        Ok(marked)
+    }
+}
+
+/// Versions in process memory, for a single process per database.
+pub struct MemoryVersions {
+    state: Mutex<MemoryState>,
+}
+
+#[derive(Default)]
+struct MemoryState {
+    /// Last version handed out; versions only grow, so an old one never comes back.
+    last: u64,
+    /// Keys changed within the last [`ENTRY_TTL`]; a key not here has version 0.
+    changed: HashMap<VersionKey, (u64, Instant)>,
+}
+
+impl MemoryVersions {
+    pub fn new() -> Self {
+        Self {
+            state: Mutex::new(MemoryState::default()),
+        }
+    }
+
+    fn read(&self, keys: [VersionKey; 2]) -> [u64; 2] {
+        let state = self
+            .state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        keys.map(|key| state.changed.get(&key).map_or(0, |(version, _)| *version))
+    }
+}
+
+impl Default for MemoryVersions {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[async_trait]
+impl Versions for MemoryVersions {
+    async fn current(&self, keys: [VersionKey; 2]) -> StoreResult<[u64; 2]> {
+        Ok(self.read(keys))
+    }
+
+    async fn unchanged(&self, keys: [VersionKey; 2], seen: [u64; 2]) -> StoreResult<bool> {
+        Ok(self.read(keys) == seen)
+    }
+
+    async fn bump(&self, keys: &[VersionKey]) -> StoreResult<()> {
+        let mut state = self
+            .state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        // A key may fall back to 0 once every answer read before its change has expired.
+        if state.changed.len() >= CAPACITY {
+            state
+                .changed
+                .retain(|_, (_, changed_at)| changed_at.elapsed() < ENTRY_TTL);
+        }
+        for key in keys {
+            state.last += 1;
+            let version = state.last;
+            state.changed.insert(*key, (version, Instant::now()));
+        }
+        Ok(())
+    }
+}
+
+/// Versions in Redis, shared by every replica. Keys are `<prefix>version:session:<id>` and
+/// `<prefix>version:identity:<id>`, each holding a random number.
+pub struct RedisVersions {
+    connection: redis::aio::ConnectionManager,
+    key_prefix: String,
+}
+
+/// Far longer than [`ENTRY_TTL`]: a key that expires takes only expired answers with it.
+const REDIS_VERSION_TTL: Duration = Duration::from_secs(3600);
+
+impl RedisVersions {
+    pub fn new(connection: redis::aio::ConnectionManager, key_prefix: &str) -> Self {
+        Self {
+            connection,
+            key_prefix: key_prefix.to_owned(),
+        }
+    }
+
+    fn key(&self, key: VersionKey) -> String {
+        match key {
+            VersionKey::Session(id) => format!("{}version:session:{id}", self.key_prefix),
+            VersionKey::Identity(id) => format!("{}version:identity:{id}", self.key_prefix),
+        }
+    }
+}
+
+fn fresh_version() -> u64 {
+    // Never 0, and never a value an earlier holder of the key is likely to have had.
+    rand::random::<u64>() | 1
+}
+
+fn redis_error(context: &'static str) -> impl FnOnce(redis::RedisError) -> StoreError {
+    move |error| super::redis::map_error(context, error)
+}
+
+#[async_trait]
+impl Versions for RedisVersions {
+    async fn current(&self, keys: [VersionKey; 2]) -> StoreResult<[u64; 2]> {
+        let names = keys.map(|key| self.key(key));
+        let ttl_ms = REDIS_VERSION_TTL.as_millis() as u64;
+        let mut pipe = redis::pipe();
+        for name in &names {
+            pipe.cmd("SET")
+                .arg(name)
+                .arg(fresh_version())
+                .arg("NX")
+                .arg("PX")
+                .arg(ttl_ms)
+                .ignore();
+        }
+        pipe.cmd("MGET").arg(&names);
+        let mut connection = self.connection.clone();
+        let (values,): (Vec<Option<u64>>,) = pipe
+            .query_async(&mut connection)
+            .await
+            .map_err(redis_error("read session versions"))?;
+        match values.as_slice() {
+            [Some(session), Some(identity)] => Ok([*session, *identity]),
+            // Expired between the two commands: nothing can be guarded by it.
+            _ => Err(StoreError::Unavailable(
+                "session versions vanished while read".into(),
+            )),
+        }
+    }
+
+    async fn unchanged(&self, keys: [VersionKey; 2], seen: [u64; 2]) -> StoreResult<bool> {
+        let names = keys.map(|key| self.key(key));
+        let mut connection = self.connection.clone();
+        let values: Vec<Option<u64>> = redis::cmd("MGET")
+            .arg(&names)
+            .query_async(&mut connection)
+            .await
+            .map_err(redis_error("check session versions"))?;
+        Ok(values == [Some(seen[0]), Some(seen[1])])
+    }
+
+    async fn bump(&self, keys: &[VersionKey]) -> StoreResult<()> {
+        let ttl_ms = REDIS_VERSION_TTL.as_millis() as u64;
+        let mut pipe = redis::pipe();
+        for key in keys {
+            pipe.cmd("SET")
+                .arg(self.key(*key))
+                .arg(fresh_version())
+                .arg("PX")
+                .arg(ttl_ms)
+                .ignore();
+        }
+        let mut connection = self.connection.clone();
+        pipe.query_async::<()>(&mut connection)
+            .await
+            .map_err(redis_error("announce a session change"))
+    }
+}
