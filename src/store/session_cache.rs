@@ -257,6 +257,8 @@ impl SessionStore for CachedSessions {
             .upgrade_session(id, expected_token_hash, upgrade)
             .await?;
         if upgraded {
+            // The old token's answer can never be served again: free it now rather than at expiry.
+            self.store(expected_token_hash, None);
             // The old token stops working, and an address of the identity may now be verified.
             let changed = [
                 VersionKey::Session(id),
