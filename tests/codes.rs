@@ -820,6 +820,10 @@ async fn g2_g4_identity_budget_across_flows_and_locked_answers_look_wrong(backen
         .await
         .unwrap();
     assert_eq!(state.failures, 0);
+    assert!(
+        !state.recorded,
+        "the success cleared the lockout history, not only the expired window"
+    );
     server.stop().await;
 }
 

@@ -1470,7 +1470,8 @@ mod durable_cases {
             store.failure_state(identity_id, at).await.expect("state"),
             FailureState {
                 failures: 100,
-                locked_until: None
+                locked_until: None,
+                recorded: true,
             }
         );
     }
@@ -1483,7 +1484,8 @@ mod durable_cases {
             store.failure_state(identity_id, t0).await.expect("state"),
             FailureState {
                 failures: 0,
-                locked_until: None
+                locked_until: None,
+                recorded: false,
             }
         );
         for failures in 1..=2 {
@@ -1494,13 +1496,15 @@ mod durable_cases {
                     .expect("record"),
                 FailureState {
                     failures,
-                    locked_until: None
+                    locked_until: None,
+                    recorded: true,
                 }
             );
         }
         let locked = FailureState {
             failures: 0,
             locked_until: Some(t0 + window),
+            recorded: true,
         };
         assert_eq!(
             store
@@ -1522,7 +1526,8 @@ mod durable_cases {
             store.failure_state(identity_id, t1).await.expect("state"),
             FailureState {
                 failures: 0,
-                locked_until: None
+                locked_until: None,
+                recorded: true,
             },
             "the lockout is over"
         );
@@ -1539,7 +1544,8 @@ mod durable_cases {
                 .expect("record"),
             FailureState {
                 failures: 0,
-                locked_until: Some(t1 + window * 2)
+                locked_until: Some(t1 + window * 2),
+                recorded: true,
             },
             "the second lockout lasts twice as long"
         );
@@ -1549,7 +1555,8 @@ mod durable_cases {
             store.failure_state(identity_id, t1).await.expect("state"),
             FailureState {
                 failures: 0,
-                locked_until: None
+                locked_until: None,
+                recorded: false,
             }
         );
         for _ in 0..2 {
@@ -1565,7 +1572,8 @@ mod durable_cases {
                 .expect("record"),
             FailureState {
                 failures: 0,
-                locked_until: Some(t1 + window)
+                locked_until: Some(t1 + window),
+                recorded: true,
             },
             "a success clears the growth"
         );
@@ -1615,7 +1623,8 @@ mod durable_cases {
                 .expect("record"),
             FailureState {
                 failures: 1,
-                locked_until: None
+                locked_until: None,
+                recorded: true,
             }
         );
     }
@@ -2553,6 +2562,65 @@ mod session_cache_cases {
         assert_eq!(answer(&replicas.one, &second.token_hash).await, None);
     }
 
+    /// A token this replica issued (or rotated) is cached from its first lookup: the owner is
+    /// known without asking SQL.
+    pub async fn tokens_issued_here_are_cached_from_their_first_lookup(replicas: &Replicas) {
+        let identity = new_identity();
+        replicas
+            .inner
+            .insert_identity(&identity, None)
+            .await
+            .expect("insert");
+        let now = now();
+        let session = session_for(identity.id, now, now + ChronoDuration::hours(1));
+        replicas
+            .one
+            .insert_session(&session)
+            .await
+            .expect("insert session");
+        assert!(!email_verified(
+            &answer(&replicas.one, &session.token_hash).await
+        ));
+        // Behind the caches' back: the answer read at the first lookup is served again.
+        assert!(
+            replicas
+                .inner
+                .mark_address_verified(identity.id, &email_of(&identity), now)
+                .await
+                .expect("mark")
+        );
+        assert!(!email_verified(
+            &answer(&replicas.one, &session.token_hash).await
+        ));
+
+        let upgrade = sql_cases::upgrade_to_aal2(&identity, now);
+        assert!(
+            replicas
+                .one
+                .upgrade_session(session.id, &session.token_hash, &upgrade)
+                .await
+                .expect("upgrade")
+        );
+        let upgraded = answer(&replicas.one, &upgrade.new_token_hash).await;
+        assert_eq!(upgraded.as_ref().expect("answer").0.aal, Aal::Aal2);
+        assert!(
+            replicas
+                .inner
+                .revoke_session(session.id, now)
+                .await
+                .expect("revoke")
+        );
+        let cached = answer(&replicas.one, &upgrade.new_token_hash).await;
+        assert_eq!(
+            cached.expect("answer").0.revoked_at,
+            None,
+            "served from the cache"
+        );
+        // The other replica never saw these tokens: it reads SQL.
+        let elsewhere = answer(&replicas.two, &upgrade.new_token_hash).await;
+        assert!(elsewhere.expect("answer").0.revoked_at.is_some());
+    }
+
     /// Versions that cannot be read or written, like a Redis that is down.
     pub struct Unreachable;
 
@@ -2631,7 +2699,8 @@ macro_rules! session_cache_suite {
             session_cache_suite!(@cases $replicas;
                 revocation_through_one_replica_holds_on_the_other,
                 an_upgrade_retires_the_old_tokens_answer,
-                identity_changes_reach_every_sessions_answer
+                identity_changes_reach_every_sessions_answer,
+                tokens_issued_here_are_cached_from_their_first_lookup
             );
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

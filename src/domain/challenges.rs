@@ -368,7 +368,9 @@ pub async fn verify(
         .await?;
     match outcome {
         AttemptOutcome::Verified(challenge) => {
-            context.stores.budget.reset_failures(identity_id).await?;
+            if state.recorded {
+                context.stores.budget.reset_failures(identity_id).await?;
+            }
             context
                 .stores
                 .outbox

@@ -49,17 +49,11 @@ pub async fn issue(
 /// The active session for a presented token, or `SessionInactive` for no, unknown, expired or
 /// revoked tokens (one answer for all, so a caller learns nothing about other tokens).
 pub async fn authenticate(context: &Context, token: Option<&str>) -> DomainResult<Session> {
-    let hash = presented_token_hash(token)?;
-    let session = context
-        .stores
-        .sessions
-        .find_by_token_hash(&hash)
-        .await?
-        .ok_or(DomainError::SessionInactive)?;
-    if !session.is_active(context.clock.now()) {
-        return Err(DomainError::SessionInactive);
-    }
-    Ok(session)
+    // Through the same (cached) read as `WhoAmI`: a flow's next call with the same token
+    // costs no SQL read.
+    authenticate_with_identity(context, token)
+        .await
+        .map(|(session, _)| session)
 }
 
 fn presented_token_hash(token: Option<&str>) -> DomainResult<Vec<u8>> {

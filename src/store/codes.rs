@@ -125,6 +125,9 @@ pub struct FailureState {
     pub failures: u32,
     /// Set while the identity is locked out of code verification.
     pub locked_until: Option<DateTime<Utc>>,
+    /// Whether anything is on record for the identity (failures, lockouts or their growth,
+    /// current or not): what a success has to clear.
+    pub recorded: bool,
 }
 
 /// The per-identity failure budget across all flows and challenges, kept in SQL.

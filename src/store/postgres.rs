@@ -703,6 +703,7 @@ impl FailureBudgetStore for PostgresStore {
             None => Ok(FailureState {
                 failures: 0,
                 locked_until: None,
+                recorded: false,
             }),
         }
     }

@@ -168,7 +168,17 @@ impl CachedSessions {
 #[async_trait]
 impl SessionStore for CachedSessions {
     async fn insert_session(&self, session: &Session) -> StoreResult<()> {
-        self.inner.insert_session(session).await
+        self.inner.insert_session(session).await?;
+        // Whose token this is is known already, so its first lookup can be cached.
+        self.store(
+            &session.token_hash,
+            Some(Entry::Known {
+                session_id: session.id,
+                identity_id: session.identity_id,
+                stored_at: Instant::now(),
+            }),
+        );
+        Ok(())
     }
 
     async fn find_by_token_hash(&self, token_hash: &[u8]) -> StoreResult<Option<Session>> {
@@ -181,8 +191,9 @@ impl SessionStore for CachedSessions {
     ) -> StoreResult<Option<(Session, Identity)>> {
         match self.entry(token_hash) {
             None => {
-                // First sight of this token: learn whose it is, cache nothing yet. The versions
-                // must be read before the data they guard, and they cannot be named before now.
+                // First sight of a token this process did not issue: learn whose it is, cache
+                // nothing yet. The versions must be read before the data they guard, and they
+                // cannot be named before now.
                 let found = self.inner.find_with_identity(token_hash).await?;
                 let entry = found.as_ref().map(|(session, identity)| Entry::Known {
                     session_id: session.id,
@@ -257,8 +268,17 @@ impl SessionStore for CachedSessions {
             .upgrade_session(id, expected_token_hash, upgrade)
             .await?;
         if upgraded {
-            // The old token's answer can never be served again: free it now rather than at expiry.
+            // The old token's answer can never be served again: free it now rather than at
+            // expiry. The new token's owner is known, so its first lookup can be cached.
             self.store(expected_token_hash, None);
+            self.store(
+                &upgrade.new_token_hash,
+                Some(Entry::Known {
+                    session_id: id,
+                    identity_id: upgrade.identity_id,
+                    stored_at: Instant::now(),
+                }),
+            );
             // The old token stops working, and an address of the identity may now be verified.
             let changed = [
                 VersionKey::Session(id),

@@ -298,6 +298,7 @@ impl FailureRow {
         Ok(FailureState {
             failures,
             locked_until: self.locked_until.filter(|until| *until > now),
+            recorded: true,
         })
     }
 }

@@ -782,6 +782,7 @@ impl FailureBudgetStore for SqliteStore {
             None => Ok(FailureState {
                 failures: 0,
                 locked_until: None,
+                recorded: false,
             }),
         }
     }
