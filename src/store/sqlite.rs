@@ -33,8 +33,8 @@ use uuid::Uuid;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
-/// Readers run concurrently in WAL mode; writers take turns anyway.
-const MAX_CONNECTIONS: u32 = 8;
+/// Readers run concurrently in WAL mode.
+const READ_CONNECTIONS: u32 = 4;
 /// How long a writer waits for another writer's lock before the store reports `Unavailable`.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -223,9 +223,14 @@ fn decode_session(row: Option<SqliteRow>) -> StoreResult<Option<Session>> {
     row.map(|row| session_row(&row)?.into_domain()).transpose()
 }
 
+/// Reads go to `pool`, every write to `writer`, a pool of one connection. SQLite runs one writer
+/// at a time anyway; with several write connections they met in SQLite's busy handler, which
+/// sleeps (up to 100 ms a turn) instead of queueing, so a step-up load left the cores idle while
+/// requests waited. Queued on the one writer connection they run back to back.
 #[derive(Clone)]
 pub struct SqliteStore {
     pool: sqlx::SqlitePool,
+    writer: sqlx::SqlitePool,
 }
 
 impl SqliteStore {
@@ -242,10 +247,10 @@ impl SqliteStore {
             .map_err(|error| map_error("parse sqlite dsn", error))?
             .foreign_keys(true)
             .busy_timeout(BUSY_TIMEOUT);
-        let pool = if in_memory {
+        if in_memory {
             // Every connection to `:memory:` is its own empty database, so the pool holds exactly
-            // one connection and never lets it go.
-            SqlitePoolOptions::new()
+            // one connection, never lets it go, and serves reads and writes alike.
+            let pool = SqlitePoolOptions::new()
                 .max_connections(1)
                 .min_connections(1)
                 .idle_timeout(None)
@@ -253,20 +258,30 @@ impl SqliteStore {
                 .acquire_timeout(ACQUIRE_TIMEOUT)
                 .connect_with(options)
                 .await
-        } else {
-            SqlitePoolOptions::new()
-                .max_connections(MAX_CONNECTIONS)
-                .acquire_timeout(ACQUIRE_TIMEOUT)
-                .connect_with(
-                    options
-                        .journal_mode(SqliteJournalMode::Wal)
-                        .synchronous(SqliteSynchronous::Normal),
-                )
-                .await
+                .map_err(|error| map_error("open sqlite database", error))?;
+            MIGRATOR.run(&pool).await.map_err(map_migrate_error)?;
+            return Ok(Self {
+                writer: pool.clone(),
+                pool,
+            });
         }
-        .map_err(|error| map_error("open sqlite database", error))?;
-        MIGRATOR.run(&pool).await.map_err(map_migrate_error)?;
-        Ok(Self { pool })
+        let options = options
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal);
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_with(options.clone())
+            .await
+            .map_err(|error| map_error("open sqlite database", error))?;
+        MIGRATOR.run(&writer).await.map_err(map_migrate_error)?;
+        let pool = SqlitePoolOptions::new()
+            .max_connections(READ_CONNECTIONS)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_with(options.read_only(true).create_if_missing(false))
+            .await
+            .map_err(|error| map_error("open sqlite database", error))?;
+        Ok(Self { pool, writer })
     }
 
     pub fn pool(&self) -> &sqlx::SqlitePool {
@@ -274,7 +289,7 @@ impl SqliteStore {
     }
 
     async fn begin_write(&self) -> StoreResult<Transaction<'static, Sqlite>> {
-        self.pool
+        self.writer
             .begin_with(BEGIN_WRITE)
             .await
             .map_err(|error| map_error("begin transaction", error))
@@ -502,7 +517,7 @@ impl IdentityStore for SqliteStore {
         // foreign keys switched on for every connection).
         let deleted = sqlx::query("DELETE FROM identities WHERE id = ?1")
             .bind(id)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await
             .map_err(|error| map_error("delete identity", error))?;
         Ok(deleted.rows_affected() > 0)
@@ -523,7 +538,7 @@ impl IdentityStore for SqliteStore {
         .bind(identity_id)
         .bind(value)
         .bind(micros(at))
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await
         .map_err(|error| map_error("mark address verified", error))?;
         Ok(updated.rows_affected() > 0)
@@ -547,7 +562,7 @@ impl SessionStore for SqliteStore {
         .bind(micros(session.expires_at))
         .bind(micros(session.authenticated_at))
         .bind(session.revoked_at.map(micros))
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await
         .map_err(|error| map_error("insert session", error))?;
         Ok(())
@@ -610,7 +625,7 @@ impl SessionStore for SqliteStore {
             sqlx::query("UPDATE sessions SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL")
                 .bind(id)
                 .bind(micros(at))
-                .execute(&self.pool)
+                .execute(&self.writer)
                 .await
                 .map_err(|error| map_error("revoke session", error))?;
         Ok(updated.rows_affected() == 1)
@@ -626,7 +641,7 @@ impl SessionStore for SqliteStore {
         )
         .bind(identity_id)
         .bind(micros(at))
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await
         .map_err(|error| map_error("revoke identity sessions", error))?;
         Ok(u32::try_from(updated.rows_affected()).unwrap_or(u32::MAX))
@@ -828,7 +843,7 @@ impl FailureBudgetStore for SqliteStore {
     async fn reset_failures(&self, identity_id: Uuid) -> StoreResult<()> {
         sqlx::query("DELETE FROM identity_code_failures WHERE identity_id = ?1")
             .bind(identity_id)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await
             .map_err(|error| map_error("reset failures", error))?;
         Ok(())
@@ -866,7 +881,7 @@ impl Outbox for SqliteStore {
 
     async fn record_audit(&self, event: &AuditEvent) -> StoreResult<()> {
         let mut conn = self
-            .pool
+            .writer
             .acquire()
             .await
             .map_err(|error| map_error("acquire connection", error))?;
@@ -947,7 +962,7 @@ impl Outbox for SqliteStore {
         )
         .bind(id)
         .bind(micros(now))
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await
         .map_err(|error| map_error("abandon message", error))?;
         Ok(())
@@ -1096,7 +1111,7 @@ impl ConfigVersionStore for SqliteStore {
         .bind(&version.etag)
         .bind(version.source.as_str())
         .bind(micros(version.created_at))
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await
         .map_err(|error| map_error("insert config version", error))?;
         Ok(inserted.rows_affected() == 1)
