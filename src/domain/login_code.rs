@@ -445,6 +445,36 @@ pub async fn submit_login_code(
     })
 }
 
+/// Second factors a session keeps, newest first. Every refresh adds one, and the list travels
+/// with every session read and write; a session refreshed all day would carry hundreds.
+pub const KEPT_SECOND_FACTORS: usize = 8;
+
+/// The session's methods with `added` appended: every first factor stays (the rule that a second
+/// factor must differ from the first reads them), of the second factors only the newest
+/// [`KEPT_SECOND_FACTORS`].
+fn with_second_factor(
+    methods: &[AuthenticationMethod],
+    added: AuthenticationMethod,
+) -> Vec<AuthenticationMethod> {
+    let second_factors = methods
+        .iter()
+        .filter(|method| method.aal >= Aal::Aal2)
+        .count()
+        + usize::from(added.aal >= Aal::Aal2);
+    let mut to_drop = second_factors.saturating_sub(KEPT_SECOND_FACTORS);
+    let mut kept: Vec<AuthenticationMethod> = methods
+        .iter()
+        .filter(|method| {
+            let drop = to_drop > 0 && method.aal >= Aal::Aal2;
+            to_drop -= usize::from(drop);
+            !drop
+        })
+        .cloned()
+        .collect();
+    kept.push(added);
+    kept
+}
+
 /// Raises the session to AAL2 under a new token; the old token stops working, the code's address
 /// counts as verified and the change is audited, all in the same step.
 async fn upgrade(
@@ -454,8 +484,7 @@ async fn upgrade(
     verified_address: &str,
 ) -> DomainResult<(Session, SessionToken)> {
     let token = SessionToken::generate();
-    let mut methods = session.methods.clone();
-    methods.push(method.clone());
+    let methods = with_second_factor(&session.methods, method.clone());
     let upgrade = SessionUpgrade {
         identity_id: session.identity_id,
         new_token_hash: token.hash(),
@@ -493,4 +522,51 @@ async fn upgrade(
         },
         token,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{KEPT_SECOND_FACTORS, with_second_factor};
+    use crate::domain::aal::{Aal, Channel};
+    use crate::domain::session::{AuthenticationMethod, MethodKind};
+
+    fn method(kind: MethodKind, aal: Aal, minute: i64) -> AuthenticationMethod {
+        AuthenticationMethod {
+            method: kind,
+            aal,
+            completed_at: chrono::DateTime::UNIX_EPOCH + chrono::Duration::minutes(minute),
+            channel: (kind == MethodKind::Code).then_some(Channel::Sms),
+            address_hash: None,
+        }
+    }
+
+    #[test]
+    fn refreshes_keep_every_first_factor_and_the_newest_second_factors() {
+        let first_factors = vec![
+            method(MethodKind::Password, Aal::Aal1, 0),
+            method(MethodKind::Code, Aal::Aal1, 1),
+        ];
+        let mut methods = first_factors.clone();
+        for minute in 2..100 {
+            methods = with_second_factor(&methods, method(MethodKind::Code, Aal::Aal2, minute));
+        }
+        assert_eq!(methods.len(), first_factors.len() + KEPT_SECOND_FACTORS);
+        assert_eq!(methods[..2], first_factors[..]);
+        let kept_minutes: Vec<i64> = methods[2..]
+            .iter()
+            .map(|method| method.completed_at.timestamp() / 60)
+            .collect();
+        let newest: Vec<i64> = (100 - KEPT_SECOND_FACTORS as i64..100).collect();
+        assert_eq!(kept_minutes, newest, "the newest, in order");
+    }
+
+    #[test]
+    fn a_short_list_only_grows() {
+        let methods = vec![method(MethodKind::Password, Aal::Aal1, 0)];
+        let added = method(MethodKind::Code, Aal::Aal2, 1);
+        assert_eq!(
+            with_second_factor(&methods, added.clone()),
+            vec![methods[0].clone(), added]
+        );
+    }
 }
