@@ -250,18 +250,25 @@ async fn run_level(
     let window_end = window_start + args.duration;
     let tasks: Vec<_> = users
         .into_iter()
-        .map(|(clients, group)| {
+        .enumerate()
+        .map(|(index, (clients, group))| {
             let window = Window {
                 start: window_start,
                 end: window_end,
             };
+            // Paced users start spread evenly over one interval: started together they would
+            // fire in lockstep, offering bursts of `concurrency` calls instead of a steady rate.
+            let pacing = pace.map(|interval| scenario::Pacing {
+                interval,
+                first: begin + interval.mul_f64(index as f64 / concurrency as f64),
+            });
             tokio::spawn(scenario::run_user(
                 mode,
                 clients,
                 group,
                 inbox.clone(),
                 window,
-                pace,
+                pacing,
             ))
         })
         .collect();

@@ -219,6 +219,13 @@ impl Recorder<'_> {
     }
 }
 
+/// When a paced user starts and how often it starts again.
+#[derive(Debug, Clone, Copy)]
+pub struct Pacing {
+    pub interval: Duration,
+    pub first: Instant,
+}
+
 /// Repeats `mode` over the user's seats until the window ends.
 pub async fn run_user(
     mode: Mode,
@@ -226,7 +233,7 @@ pub async fn run_user(
     mut seats: Vec<Seat>,
     inbox: Inbox,
     window: Window,
-    pace: Option<Duration>,
+    pacing: Option<Pacing>,
 ) -> (Tally, Vec<Seat>) {
     let mut tally = Tally::default();
     let mut recorder = Recorder {
@@ -234,9 +241,9 @@ pub async fn run_user(
         window: &window,
     };
     let mut next = 0;
-    let mut due = Instant::now();
+    let mut due = pacing.map_or_else(Instant::now, |pacing| pacing.first);
     while Instant::now() < window.end && !seats.is_empty() {
-        if let Some(interval) = pace {
+        if let Some(Pacing { interval, .. }) = pacing {
             // A late user starts at once but does not burst to catch up.
             tokio::time::sleep_until(due.into()).await;
             due = due.max(Instant::now() - interval) + interval;
