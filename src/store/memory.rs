@@ -2,7 +2,8 @@
 //! code challenges and rate-limit windows.
 //!
 //! Entries carry their expiry instant; an expired entry is treated as absent at once and removed
-//! lazily (when looked at, and in a sweep on each create), so no background task is needed.
+//! lazily (when looked at, and in a sweep every [`SWEEP_EVERY`] creates or hits), so no
+//! background task is needed and no single call pays for scanning every entry.
 use super::codes::{AttemptOutcome, Challenge, ChallengeStore, RateLimiter, ReplaceOutcome};
 use super::{FlowStore, StoreError, StoreResult, StoredFlow};
 use async_trait::async_trait;
@@ -18,9 +19,19 @@ struct Entry {
     expires_at: Instant,
 }
 
+/// Sweeping on every create would make each create cost O(live entries): at a few hundred
+/// step-ups a second with hour-long flows, tens of thousands of entries per call.
+const SWEEP_EVERY: u32 = 1024;
+
+#[derive(Default)]
+struct FlowState {
+    flows: HashMap<Uuid, Entry>,
+    creates_since_sweep: u32,
+}
+
 #[derive(Default)]
 pub struct MemoryFlowStore {
-    flows: Mutex<HashMap<Uuid, Entry>>,
+    state: Mutex<FlowState>,
 }
 
 impl MemoryFlowStore {
@@ -28,10 +39,10 @@ impl MemoryFlowStore {
         Self::default()
     }
 
-    fn flows(&self) -> MutexGuard<'_, HashMap<Uuid, Entry>> {
+    fn state(&self) -> MutexGuard<'_, FlowState> {
         // The map holds plain data and every critical section leaves it consistent, so a panic
         // elsewhere while holding the lock does not make it unusable.
-        self.flows
+        self.state
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
@@ -53,13 +64,17 @@ impl MemoryFlowStore {
 impl FlowStore for MemoryFlowStore {
     async fn create_flow(&self, id: Uuid, document: &[u8], ttl: Duration) -> StoreResult<()> {
         let now = Instant::now();
-        let mut flows = self.flows();
-        flows.retain(|_, entry| entry.expires_at > now);
+        let mut state = self.state();
+        state.creates_since_sweep += 1;
+        if state.creates_since_sweep >= SWEEP_EVERY {
+            state.creates_since_sweep = 0;
+            state.flows.retain(|_, entry| entry.expires_at > now);
+        }
         let flow = StoredFlow {
             revision: 1,
             document: document.to_vec(),
         };
-        flows.insert(
+        state.flows.insert(
             id,
             Entry {
                 flow,
@@ -70,8 +85,8 @@ impl FlowStore for MemoryFlowStore {
     }
 
     async fn get_flow(&self, id: Uuid) -> StoreResult<Option<StoredFlow>> {
-        let mut flows = self.flows();
-        Ok(Self::live(&mut flows, &id, Instant::now()).map(|entry| entry.flow.clone()))
+        let mut state = self.state();
+        Ok(Self::live(&mut state.flows, &id, Instant::now()).map(|entry| entry.flow.clone()))
     }
 
     async fn replace_flow(
@@ -80,8 +95,8 @@ impl FlowStore for MemoryFlowStore {
         expected_revision: u64,
         document: &[u8],
     ) -> StoreResult<bool> {
-        let mut flows = self.flows();
-        let Some(entry) = Self::live(&mut flows, &id, Instant::now()) else {
+        let mut state = self.state();
+        let Some(entry) = Self::live(&mut state.flows, &id, Instant::now()) else {
             return Ok(false);
         };
         if entry.flow.revision != expected_revision {
@@ -108,10 +123,9 @@ struct CodeState {
     windows: HashMap<(String, i64), (u32, Instant)>,
     /// Hits since the last sweep of `windows`.
     hits_since_sweep: u32,
+    /// Creates since the last sweep of `challenges` and `requests`.
+    creates_since_sweep: u32,
 }
-
-/// Sweeping the counters on every hit would make each hit cost O(keys).
-const WINDOW_SWEEP_EVERY: u32 = 1024;
 
 /// Challenges, sender idempotency keys and rate-limit windows for the embedded default, with the
 /// same semantics as the Redis store. One mutex makes every operation atomic.
@@ -157,10 +171,14 @@ impl ChallengeStore for MemoryCodeStore {
         }
         let now = Instant::now();
         let mut state = self.state();
-        state.challenges.retain(|_, entry| entry.expires_at > now);
-        state
-            .requests
-            .retain(|_, (_, expires_at)| *expires_at > now);
+        state.creates_since_sweep += 1;
+        if state.creates_since_sweep >= SWEEP_EVERY {
+            state.creates_since_sweep = 0;
+            state.challenges.retain(|_, entry| entry.expires_at > now);
+            state
+                .requests
+                .retain(|_, (_, expires_at)| *expires_at > now);
+        }
         state.challenges.insert(
             challenge.id,
             ChallengeEntry {
@@ -293,7 +311,7 @@ impl RateLimiter for MemoryCodeStore {
         let instant = Instant::now();
         let mut state = self.state();
         state.hits_since_sweep += 1;
-        if state.hits_since_sweep >= WINDOW_SWEEP_EVERY {
+        if state.hits_since_sweep >= SWEEP_EVERY {
             state.hits_since_sweep = 0;
             state.windows.retain(|_, (_, until)| *until > instant);
         }
@@ -307,5 +325,41 @@ impl RateLimiter for MemoryCodeStore {
             return Ok(Err(remaining));
         }
         Ok(Ok(*count))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{FlowStore, MemoryFlowStore, SWEEP_EVERY};
+    use std::time::Duration;
+    use uuid::Uuid;
+
+    #[tokio::test]
+    async fn expired_flows_are_reclaimed_by_a_later_sweep() {
+        let store = MemoryFlowStore::new();
+        let expired = Uuid::new_v4();
+        store
+            .create_flow(expired, b"old", Duration::from_millis(1))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        assert_eq!(
+            store.get_flow(expired).await.unwrap(),
+            None,
+            "absent at once"
+        );
+        store
+            .create_flow(expired, b"again", Duration::from_millis(1))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        for _ in 1..SWEEP_EVERY {
+            store
+                .create_flow(Uuid::new_v4(), b"new", Duration::from_secs(60))
+                .await
+                .unwrap();
+        }
+        // The sweep ran on the SWEEP_EVERY-th create and took the expired flow with it.
+        assert_eq!(store.state().flows.len(), SWEEP_EVERY as usize - 1);
     }
 }
