@@ -1801,6 +1801,67 @@ mod durable_cases {
         );
     }
 
+    /// A courier round records all its attempts in one call, each with its own outcome.
+    pub async fn a_round_finishes_together<S: SqlStore + Outbox>(store: &S) {
+        let t0 = now();
+        let sent = enqueued(store, &unique_phone(), t0).await;
+        let retried = enqueued(store, &unique_phone(), t0).await;
+        let given_up = enqueued(store, &unique_phone(), t0).await;
+        let claimed = store
+            .claim_due(t0, 10, Duration::from_secs(30))
+            .await
+            .expect("claim");
+        let mut expected_ids = vec![sent.id, retried.id, given_up.id];
+        let mut claimed_ids = message_ids(&claimed);
+        expected_ids.sort();
+        claimed_ids.sort();
+        assert_eq!(claimed_ids, expected_ids);
+
+        let retry_at = t0 + seconds(60);
+        let t1 = t0 + seconds(1);
+        store
+            .finish_attempts(&[
+                (attempt(sent.id, t1, true), AttemptResult::Sent),
+                (
+                    attempt(retried.id, t1, false),
+                    AttemptResult::RetryAt(retry_at),
+                ),
+                (attempt(given_up.id, t1, false), AttemptResult::Abandoned),
+            ])
+            .await
+            .expect("finish the round");
+        store.finish_attempts(&[]).await.expect("an empty round");
+
+        let state = |message: OutboxMessage| async move {
+            let stored = store
+                .get_message(message.id)
+                .await
+                .expect("get")
+                .expect("exists");
+            (
+                stored.status,
+                stored.send_count,
+                stored.next_attempt_at,
+                stored.updated_at,
+            )
+        };
+        assert_eq!(state(sent.clone()).await, (MessageStatus::Sent, 1, t0, t1));
+        assert_eq!(
+            state(retried.clone()).await,
+            (MessageStatus::Queued, 1, retry_at, t1)
+        );
+        assert_eq!(
+            state(given_up.clone()).await,
+            (MessageStatus::Abandoned, 1, t0, t1)
+        );
+        for (message, succeeded) in [(&sent, true), (&retried, false), (&given_up, false)] {
+            assert_eq!(
+                store.attempts(message.id).await.expect("attempts"),
+                vec![attempt(message.id, t1, succeeded)]
+            );
+        }
+    }
+
     pub async fn expired_lease_is_claimed_again<S: SqlStore + Outbox>(store: &S) {
         let t0 = now();
         let message = enqueued(store, &unique_phone(), t0).await;
@@ -2216,6 +2277,7 @@ macro_rules! durable_suite {
                 lockout_grows_and_resets,
                 failures_expire_with_their_window,
                 outbox_lifecycle,
+                a_round_finishes_together,
                 expired_lease_is_claimed_again,
                 abandon,
                 list_filters_and_pages,

@@ -21,6 +21,9 @@ const BATCH: u32 = 64;
 pub const DELIVERY_CONCURRENCY: usize = 8;
 /// A claimed message returns to the pool if its worker dies for this long.
 const LEASE: Duration = Duration::from_secs(60);
+/// An attempt made and what it means for the message, recorded at the end of the round.
+type Finished = (DeliveryAttempt, AttemptResult);
+
 const BASE_BACKOFF: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
 
@@ -110,23 +113,49 @@ impl Worker {
             .claim_due(now, BATCH, LEASE)
             .await?;
         let count = claimed.len();
-        // Every delivery runs to its end even when another fails: dropping one between the
-        // gateway call and recording the attempt would send that message again after the lease.
-        let outcomes: Vec<StoreResult<()>> = futures_util::stream::iter(claimed)
+        // Every delivery runs to its end even when another fails: dropping one after its gateway
+        // call would send that message again after the lease.
+        let outcomes: Vec<StoreResult<Option<Finished>>> = futures_util::stream::iter(claimed)
             .map(|message| self.deliver(&senders, message))
             .buffer_unordered(DELIVERY_CONCURRENCY)
             .collect()
             .await;
-        outcomes.into_iter().collect::<StoreResult<()>>()?;
-        Ok(count)
+        // The round's attempts are recorded together: one write instead of one per message. A
+        // crash before this line sends the round again once its lease ends (at least once).
+        let mut finished = Vec::with_capacity(outcomes.len());
+        let mut first_error = None;
+        for outcome in outcomes {
+            match outcome {
+                Ok(Some(attempt)) => finished.push(attempt),
+                Ok(None) => {}
+                Err(error) => {
+                    first_error.get_or_insert(error);
+                }
+            }
+        }
+        self.context
+            .stores
+            .outbox
+            .finish_attempts(&finished)
+            .await?;
+        match first_error {
+            Some(error) => Err(error),
+            None => Ok(count),
+        }
     }
 
-    async fn deliver(&self, senders: &Senders, message: OutboxMessage) -> StoreResult<()> {
+    /// Tries one message. Returns the attempt to record, or `None` when the message was settled
+    /// without one (abandoned before any gateway call).
+    async fn deliver(
+        &self,
+        senders: &Senders,
+        message: OutboxMessage,
+    ) -> StoreResult<Option<Finished>> {
         let now = self.context.clock.now();
         let outbox = &self.context.stores.outbox;
         if message.not_after.is_some_and(|not_after| now >= not_after) {
             tracing::info!(message_id = %message.id, "courier message abandoned: its code expired before delivery");
-            return outbox.abandon(message.id, now).await;
+            return outbox.abandon(message.id, now).await.map(|()| None);
         }
         let settings = self.context.settings();
         let sender = senders.for_channel(message.channel);
@@ -138,14 +167,14 @@ impl Worker {
         let Some(data) = data else {
             // Sealed with a secret that is gone: it can never be sent.
             tracing::error!(message_id = %message.id, "courier message cannot be opened with the configured secrets");
-            return outbox.abandon(message.id, now).await;
+            return outbox.abandon(message.id, now).await.map(|()| None);
         };
         let domain = webotp_domain(settings.config.serve.public.base_url.as_deref());
         let rendered = match render(settings.templates(), &message, &data, &domain) {
             Ok(rendered) => rendered,
             Err(error) => {
                 tracing::error!(message_id = %message.id, error = %error, "courier message cannot be rendered");
-                return outbox.abandon(message.id, now).await;
+                return outbox.abandon(message.id, now).await.map(|()| None);
             }
         };
         let outcome = sender.send(&rendered).await;
@@ -190,7 +219,7 @@ impl Worker {
             outcome = ?result,
             "courier attempt"
         );
-        outbox.finish_attempt(&attempt, result).await
+        Ok(Some((attempt, result)))
     }
 }
 

@@ -268,6 +268,14 @@ pub trait Outbox: Send + Sync + 'static {
         &self,
         attempt: &DeliveryAttempt,
         result: AttemptResult,
+    ) -> StoreResult<()> {
+        self.finish_attempts(&[(attempt.clone(), result)]).await
+    }
+
+    /// `finish_attempt` for several messages (a courier round) in one transaction.
+    async fn finish_attempts(
+        &self,
+        finished: &[(DeliveryAttempt, AttemptResult)],
     ) -> StoreResult<()>;
 
     /// Abandons a claimed or queued message without an attempt (for example its code expired).

@@ -843,33 +843,62 @@ impl Outbox for PostgresStore {
         Ok(messages)
     }
 
-    async fn finish_attempt(
+    async fn finish_attempts(
         &self,
-        attempt: &DeliveryAttempt,
-        result: AttemptResult,
+        finished: &[(DeliveryAttempt, AttemptResult)],
     ) -> StoreResult<()> {
-        let (status, next_attempt_at) = after_attempt(result);
-        // One statement: the attempt record and the message's new state commit together.
+        if finished.is_empty() {
+            return Ok(());
+        }
+        let mut ids = Vec::with_capacity(finished.len());
+        let mut statuses = Vec::with_capacity(finished.len());
+        let mut next_attempts = Vec::with_capacity(finished.len());
+        let mut attempted = Vec::with_capacity(finished.len());
+        let mut gateways = Vec::with_capacity(finished.len());
+        let mut succeeded = Vec::with_capacity(finished.len());
+        let mut errors = Vec::with_capacity(finished.len());
+        let mut provider_ids = Vec::with_capacity(finished.len());
+        for (attempt, result) in finished {
+            let (status, next_attempt_at) = after_attempt(*result);
+            ids.push(attempt.message_id);
+            statuses.push(status.as_str());
+            next_attempts.push(next_attempt_at);
+            attempted.push(attempt.attempted_at);
+            gateways.push(attempt.gateway.as_str());
+            succeeded.push(attempt.succeeded);
+            errors.push(attempt.error.as_deref());
+            provider_ids.push(attempt.provider_message_id.as_deref());
+        }
+        // One statement for the whole round: the attempt records and the messages' new states
+        // commit together.
         sqlx::query(
-            "WITH recorded AS ( \
+            "WITH done AS ( \
+                 SELECT * FROM unnest($1::uuid[], $2::text[], $3::timestamptz[], \
+                                      $4::timestamptz[], $5::text[], $6::bool[], $7::text[], \
+                                      $8::text[]) \
+                 AS d(message_id, status, next_attempt_at, attempted_at, gateway, succeeded, \
+                      error, provider_message_id)), \
+             recorded AS ( \
                  INSERT INTO courier_message_attempts \
                  (message_id, attempted_at, gateway, succeeded, error, provider_message_id) \
-                 VALUES ($1, $4, $5, $6, $7, $8)) \
-             UPDATE courier_messages SET status = $2, send_count = send_count + 1, \
-             next_attempt_at = COALESCE($3, next_attempt_at), lease_until = NULL, \
-             updated_at = $4 WHERE id = $1",
+                 SELECT message_id, attempted_at, gateway, succeeded, error, provider_message_id \
+                 FROM done) \
+             UPDATE courier_messages m SET status = d.status, send_count = m.send_count + 1, \
+             next_attempt_at = COALESCE(d.next_attempt_at, m.next_attempt_at), \
+             lease_until = NULL, updated_at = d.attempted_at \
+             FROM done d WHERE m.id = d.message_id",
         )
-        .bind(attempt.message_id)
-        .bind(status.as_str())
-        .bind(next_attempt_at)
-        .bind(attempt.attempted_at)
-        .bind(&attempt.gateway)
-        .bind(attempt.succeeded)
-        .bind(&attempt.error)
-        .bind(&attempt.provider_message_id)
+        .bind(&ids)
+        .bind(&statuses)
+        .bind(&next_attempts)
+        .bind(&attempted)
+        .bind(&gateways)
+        .bind(&succeeded)
+        .bind(&errors)
+        .bind(&provider_ids)
         .execute(&self.pool)
         .await
-        .map_err(|error| map_error("finish delivery attempt", error))?;
+        .map_err(|error| map_error("finish delivery attempts", error))?;
         Ok(())
     }
 

@@ -919,39 +919,43 @@ impl Outbox for SqliteStore {
         Ok(messages)
     }
 
-    async fn finish_attempt(
+    async fn finish_attempts(
         &self,
-        attempt: &DeliveryAttempt,
-        result: AttemptResult,
+        finished: &[(DeliveryAttempt, AttemptResult)],
     ) -> StoreResult<()> {
-        let (status, next_attempt_at) = after_attempt(result);
+        if finished.is_empty() {
+            return Ok(());
+        }
         let mut tx = self.begin_write().await?;
-        sqlx::query(
-            "INSERT INTO courier_message_attempts \
-             (message_id, attempted_at, gateway, succeeded, error, provider_message_id) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        )
-        .bind(attempt.message_id)
-        .bind(micros(attempt.attempted_at))
-        .bind(&attempt.gateway)
-        .bind(attempt.succeeded)
-        .bind(&attempt.error)
-        .bind(&attempt.provider_message_id)
-        .execute(&mut *tx)
-        .await
-        .map_err(|error| map_error("record delivery attempt", error))?;
-        sqlx::query(
-            "UPDATE courier_messages SET status = ?2, send_count = send_count + 1, \
-             next_attempt_at = COALESCE(?3, next_attempt_at), lease_until = NULL, \
-             updated_at = ?4 WHERE id = ?1",
-        )
-        .bind(attempt.message_id)
-        .bind(status.as_str())
-        .bind(next_attempt_at.map(micros))
-        .bind(micros(attempt.attempted_at))
-        .execute(&mut *tx)
-        .await
-        .map_err(|error| map_error("finish delivery attempt", error))?;
+        for (attempt, result) in finished {
+            let (status, next_attempt_at) = after_attempt(*result);
+            sqlx::query(
+                "INSERT INTO courier_message_attempts \
+                 (message_id, attempted_at, gateway, succeeded, error, provider_message_id) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )
+            .bind(attempt.message_id)
+            .bind(micros(attempt.attempted_at))
+            .bind(&attempt.gateway)
+            .bind(attempt.succeeded)
+            .bind(&attempt.error)
+            .bind(&attempt.provider_message_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(|error| map_error("record delivery attempt", error))?;
+            sqlx::query(
+                "UPDATE courier_messages SET status = ?2, send_count = send_count + 1, \
+                 next_attempt_at = COALESCE(?3, next_attempt_at), lease_until = NULL, \
+                 updated_at = ?4 WHERE id = ?1",
+            )
+            .bind(attempt.message_id)
+            .bind(status.as_str())
+            .bind(next_attempt_at.map(micros))
+            .bind(micros(attempt.attempted_at))
+            .execute(&mut *tx)
+            .await
+            .map_err(|error| map_error("finish delivery attempt", error))?;
+        }
         commit(tx).await
     }
 
