@@ -2683,6 +2683,81 @@ mod session_cache_cases {
         assert!(elsewhere.expect("answer").0.revoked_at.is_some());
     }
 
+    /// In-process versions that can be switched off, like a Redis that goes away and comes back.
+    pub struct Flaky {
+        pub inner: twofold::store::session_cache::MemoryVersions,
+        pub down: std::sync::atomic::AtomicBool,
+    }
+
+    impl Flaky {
+        fn check(&self) -> twofold::store::StoreResult<()> {
+            if self.down.load(std::sync::atomic::Ordering::SeqCst) {
+                Err(StoreError::Unavailable("versions down".into()))
+            } else {
+                Ok(())
+            }
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl Versions for Flaky {
+        async fn current(&self, keys: [VersionKey; 2]) -> twofold::store::StoreResult<[u64; 2]> {
+            self.check()?;
+            self.inner.current(keys).await
+        }
+
+        async fn unchanged(
+            &self,
+            keys: [VersionKey; 2],
+            seen: [u64; 2],
+        ) -> twofold::store::StoreResult<bool> {
+            self.check()?;
+            self.inner.unchanged(keys, seen).await
+        }
+
+        async fn bump(&self, keys: &[VersionKey]) -> twofold::store::StoreResult<()> {
+            self.check()?;
+            self.inner.bump(keys).await
+        }
+    }
+
+    /// A revocation made while versions are unreachable is reported, answered from SQL while
+    /// they stay away, and announced in the background once they are back.
+    pub async fn an_announcement_that_failed_is_retried(inner: Arc<dyn SqlStore>) {
+        use std::sync::atomic::Ordering;
+        let flaky = Arc::new(Flaky {
+            inner: twofold::store::session_cache::MemoryVersions::new(),
+            down: std::sync::atomic::AtomicBool::new(false),
+        });
+        let replicas = Replicas::new(inner, flaky.clone());
+        let (_, session) = cached_session(&replicas, &replicas.one).await;
+
+        flaky.down.store(true, Ordering::SeqCst);
+        assert!(matches!(
+            replicas.two.revoke_session(session.id, now()).await,
+            Err(StoreError::Unavailable(_))
+        ));
+        let while_down = answer(&replicas.one, &session.token_hash).await;
+        assert!(
+            while_down.expect("answer").0.revoked_at.is_some(),
+            "read from SQL"
+        );
+
+        flaky.down.store(false, Ordering::SeqCst);
+        let started = std::time::Instant::now();
+        loop {
+            let after = answer(&replicas.one, &session.token_hash).await;
+            if after.expect("answer").0.revoked_at.is_some() {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "the revocation was never announced"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Versions that cannot be read or written, like a Redis that is down.
     pub struct Unreachable;
 
@@ -2768,6 +2843,12 @@ macro_rules! session_cache_suite {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn without_versions_answers_come_from_sql() {
                 super::session_cache_cases::without_versions_answers_come_from_sql($inner.await)
+                    .await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn an_announcement_that_failed_is_retried() {
+                super::session_cache_cases::an_announcement_that_failed_is_retried($inner.await)
                     .await;
             }
         }

@@ -15,9 +15,9 @@ const POLL_INTERVAL: Duration = Duration::from_millis(500);
 /// Messages claimed per round.
 const BATCH: u32 = 64;
 /// Deliveries in flight at once within a round. A gateway call is mostly waiting (an SMTP
-/// dialogue, an HTTP request, a database commit for the attempt), so one at a time would cap a
-/// worker at 1 / (gateway latency) messages per second; this many keep the gateway and the
-/// database busy without holding more than a fraction of the store's connection pool.
+/// dialogue, an HTTP request), so one at a time would cap a worker at 1 / (gateway latency)
+/// messages per second. More than 8 measured slower on the bench machine (more tasks competing
+/// for two cores, no more throughput).
 pub const DELIVERY_CONCURRENCY: usize = 8;
 /// A claimed message returns to the pool if its worker dies for this long.
 const LEASE: Duration = Duration::from_secs(60);

@@ -445,7 +445,7 @@ pub async fn submit_login_code(
     })
 }
 
-/// Second factors a session keeps, newest first. Every refresh adds one, and the list travels
+/// Second factors a session keeps (the newest ones). Every refresh adds one, and the list travels
 /// with every session read and write; a session refreshed all day would carry hundreds.
 pub const KEPT_SECOND_FACTORS: usize = 8;
 

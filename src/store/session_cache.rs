@@ -34,6 +34,9 @@ pub const ENTRY_TTL: Duration = Duration::from_secs(30);
 /// Answers kept per process: about 2 KiB each, so a few tens of MiB at most.
 pub const CAPACITY: usize = 10_000;
 
+/// How often a failed announcement is tried again.
+const ANNOUNCE_RETRY: Duration = Duration::from_millis(200);
+
 /// What a version belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum VersionKey {
@@ -157,11 +160,32 @@ impl CachedSessions {
         Ok(found)
     }
 
+    /// Gives the changed keys new versions. When that fails (Redis unreachable) the write has
+    /// committed all the same, so the caller hears `Unavailable` and the announcement is retried
+    /// in the background until it lands or every answer it could contradict has expired. While
+    /// Redis is unreachable no replica serves cached answers (it cannot check versions), so the
+    /// retry closes the gap left once Redis answers again.
     async fn announce(&self, keys: &[VersionKey]) -> StoreResult<()> {
-        self.versions.bump(keys).await.map_err(|error| {
-            tracing::error!(error = %error, "a session or identity change could not be announced to the session caches");
-            error
-        })
+        let Err(error) = self.versions.bump(keys).await else {
+            return Ok(());
+        };
+        tracing::error!(error = %error, "a session or identity change could not be announced to the session caches; retrying");
+        let versions = self.versions.clone();
+        let keys = keys.to_vec();
+        tokio::spawn(async move {
+            let give_up = Instant::now() + ENTRY_TTL;
+            while Instant::now() < give_up {
+                tokio::time::sleep(ANNOUNCE_RETRY).await;
+                if versions.bump(&keys).await.is_ok() {
+                    tracing::info!("a delayed session change announcement went through");
+                    return;
+                }
+            }
+            tracing::error!(
+                "a session change announcement was given up; cached answers have expired by now"
+            );
+        });
+        Err(error)
     }
 }
 
