@@ -216,6 +216,18 @@ async fn webhook_server(stub: &HttpStub, extra: &str) -> TestServer {
     .await
 }
 
+/// The webhook stub received exactly one message for each phone, none twice.
+fn assert_each_delivered_once(stub: &HttpStub, mut phones: Vec<String>) {
+    let mut recipients: Vec<String> = stub
+        .requests()
+        .iter()
+        .map(|r| r.json()["to"].as_str().unwrap().to_owned())
+        .collect();
+    recipients.sort();
+    phones.sort();
+    assert_eq!(recipients, phones, "each delivered once");
+}
+
 /// Queues one verification code by SMS through CodeService; returns (challenge id, phone).
 async fn queue_code(server: &TestServer) -> (String, String) {
     let phone = unique_phone();
@@ -362,14 +374,7 @@ async fn one_worker_keeps_several_deliveries_in_flight_and_sends_each_once() {
         (2..=DELIVERY_CONCURRENCY).contains(&peak),
         "{peak} deliveries at once; expected between 2 and {DELIVERY_CONCURRENCY}"
     );
-    let mut recipients: Vec<String> = stub
-        .requests()
-        .iter()
-        .map(|r| r.json()["to"].as_str().unwrap().to_owned())
-        .collect();
-    recipients.sort();
-    phones.sort();
-    assert_eq!(recipients, phones, "each delivered once");
+    assert_each_delivered_once(&stub, phones);
     assert_eq!(
         server.deliver_once_configured().await,
         0,
@@ -391,14 +396,7 @@ async fn two_workers_deliver_each_message_once() {
         server.deliver_once_configured()
     );
     assert_eq!(a + b, 12, "every message claimed by exactly one worker");
-    let mut recipients: Vec<String> = stub
-        .requests()
-        .iter()
-        .map(|r| r.json()["to"].as_str().unwrap().to_owned())
-        .collect();
-    recipients.sort();
-    phones.sort();
-    assert_eq!(recipients, phones, "each delivered once");
+    assert_each_delivered_once(&stub, phones);
     server.stop().await;
 }
 

@@ -569,8 +569,7 @@ impl SessionStore for PostgresStore {
         // concurrent writer's row lock, so only the first of several upgrades matches. The
         // address and audit writes hang off its RETURNING, so they happen exactly when it does,
         // in the same commit.
-        let audit = &upgrade.audit;
-        let row = sqlx::query(
+        let query = sqlx::query(
             "WITH upgraded AS ( \
                  UPDATE sessions SET token_hash = $3, aal = $4, methods = $5, \
                                      authenticated_at = $6 \
@@ -592,17 +591,11 @@ impl SessionStore for PostgresStore {
         .bind(upgrade.aal.as_str())
         .bind(Json(&upgrade.methods))
         .bind(upgrade.authenticated_at)
-        .bind(&upgrade.verified_address)
-        .bind(audit.id)
-        .bind(&audit.event)
-        .bind(audit.identity_id)
-        .bind(audit.flow_id)
-        .bind(&audit.address_hash)
-        .bind(&audit.client_ip)
-        .bind(audit.occurred_at)
-        .fetch_one(&self.pool)
-        .await
-        .map_err(|error| map_error("upgrade session", error))?;
+        .bind(&upgrade.verified_address);
+        let row = bind_audit(query, &upgrade.audit)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|error| map_error("upgrade session", error))?;
         let upgraded: i64 = row
             .try_get("upgraded")
             .map_err(|error| map_error("upgrade session", error))?;
@@ -665,19 +658,31 @@ fn counter(value: i64, what: &'static str) -> StoreResult<i32> {
     i32::try_from(value).map_err(|_| StoreError::Internal(format!("{what} out of range")))
 }
 
+/// Binds an audit event's seven columns, in `audit_events` column order, as the next parameters:
+/// the statements that write one alongside something else list the columns the same way.
+fn bind_audit<'q>(
+    query: sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments>,
+    event: &'q AuditEvent,
+) -> sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments> {
+    query
+        .bind(event.id)
+        .bind(&event.event)
+        .bind(event.identity_id)
+        .bind(event.flow_id)
+        .bind(&event.address_hash)
+        .bind(&event.client_ip)
+        .bind(event.occurred_at)
+}
+
 async fn insert_audit(conn: &mut PgConnection, event: &AuditEvent) -> StoreResult<()> {
-    sqlx::query(
-        "INSERT INTO audit_events \
-         (id, event, identity_id, flow_id, address_hash, client_ip, occurred_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    bind_audit(
+        sqlx::query(
+            "INSERT INTO audit_events \
+             (id, event, identity_id, flow_id, address_hash, client_ip, occurred_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        ),
+        event,
     )
-    .bind(event.id)
-    .bind(&event.event)
-    .bind(event.identity_id)
-    .bind(event.flow_id)
-    .bind(&event.address_hash)
-    .bind(&event.client_ip)
-    .bind(event.occurred_at)
     .execute(conn)
     .await
     .map_err(|error| map_error("insert audit event", error))?;
@@ -769,7 +774,7 @@ impl Outbox for PostgresStore {
     async fn enqueue(&self, message: &OutboxMessage, audit: &AuditEvent) -> StoreResult<()> {
         // One statement, so one round trip and one commit: the message and its audit event
         // exist together or not at all.
-        sqlx::query(concat!(
+        let query = sqlx::query(concat!(
             "WITH queued AS (INSERT INTO courier_messages (",
             message_columns!(),
             ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING id) \
@@ -789,17 +794,11 @@ impl Outbox for PostgresStore {
         .bind(message.not_after)
         .bind(message.next_attempt_at)
         .bind(message.created_at)
-        .bind(message.updated_at)
-        .bind(audit.id)
-        .bind(&audit.event)
-        .bind(audit.identity_id)
-        .bind(audit.flow_id)
-        .bind(&audit.address_hash)
-        .bind(&audit.client_ip)
-        .bind(audit.occurred_at)
-        .execute(&self.pool)
-        .await
-        .map_err(|error| map_error("enqueue message", error))?;
+        .bind(message.updated_at);
+        bind_audit(query, audit)
+            .execute(&self.pool)
+            .await
+            .map_err(|error| map_error("enqueue message", error))?;
         Ok(())
     }
 
