@@ -391,9 +391,15 @@ pub struct MemoryVersions {
 struct MemoryState {
     /// Last version handed out; versions only grow, so an old one never comes back.
     last: u64,
-    /// Keys changed within the last [`ENTRY_TTL`]; a key not here has version 0.
+    /// Keys changed recently (at least within the last [`ENTRY_TTL`]); a key not here has
+    /// version 0.
     changed: HashMap<VersionKey, (u64, Instant)>,
+    /// Bumps since `changed` was last pruned: pruning scans it all, so not on every bump.
+    bumps_since_prune: u32,
 }
+
+/// Bumps between two prunes of the in-process versions.
+const PRUNE_EVERY: u32 = 1024;
 
 impl MemoryVersions {
     pub fn new() -> Self {
@@ -433,7 +439,9 @@ impl Versions for MemoryVersions {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         // A key may fall back to 0 once every answer read before its change has expired.
-        if state.changed.len() >= CAPACITY {
+        state.bumps_since_prune += 1;
+        if state.bumps_since_prune >= PRUNE_EVERY {
+            state.bumps_since_prune = 0;
             state
                 .changed
                 .retain(|_, (_, changed_at)| changed_at.elapsed() < ENTRY_TTL);
