@@ -21,7 +21,7 @@ const BATCH: u32 = 64;
 pub const DELIVERY_CONCURRENCY: usize = 8;
 /// A claimed message returns to the pool if its worker dies for this long.
 const LEASE: Duration = Duration::from_secs(60);
-/// An attempt made and what it means for the message, recorded at the end of the round.
+/// An attempt made and what it means for the message, recorded with its chunk.
 type Finished = (DeliveryAttempt, AttemptResult);
 
 const BASE_BACKOFF: Duration = Duration::from_secs(1);
@@ -80,8 +80,14 @@ impl Worker {
         tokio::pin!(shutdown);
         loop {
             match self.run_once().await {
-                // A full batch means more may be due right now: go again without waiting.
-                Ok(handled) if handled == BATCH as usize => continue,
+                // A full batch means more may be due right now: go again without waiting,
+                // unless shutdown has begun.
+                Ok(handled) if handled == BATCH as usize => {
+                    if futures_util::FutureExt::now_or_never(&mut shutdown).is_some() {
+                        break;
+                    }
+                    continue;
+                }
                 Ok(_) => {}
                 Err(error) => tracing::warn!(error = %error, "courier round failed; retrying"),
             }
@@ -115,16 +121,15 @@ impl Worker {
         let count = claimed.len();
         // Every delivery runs to its end even when another fails: dropping one after its gateway
         // call would send that message again after the lease.
-        let outcomes: Vec<StoreResult<Option<Finished>>> = futures_util::stream::iter(claimed)
+        let mut deliveries = futures_util::stream::iter(claimed)
             .map(|message| self.deliver(&senders, message))
-            .buffer_unordered(DELIVERY_CONCURRENCY)
-            .collect()
-            .await;
-        // The round's attempts are recorded together: one write instead of one per message. A
-        // crash before this line sends the round again once its lease ends (at least once).
-        let mut finished = Vec::with_capacity(outcomes.len());
+            .buffer_unordered(DELIVERY_CONCURRENCY);
+        // Attempts are recorded a chunk at a time as they complete: one write per chunk instead of
+        // one per message, and a crash re-sends (after the lease) at most the unrecorded chunk.
+        let outbox = &self.context.stores.outbox;
+        let mut finished = Vec::with_capacity(DELIVERY_CONCURRENCY);
         let mut first_error = None;
-        for outcome in outcomes {
+        while let Some(outcome) = deliveries.next().await {
             match outcome {
                 Ok(Some(attempt)) => finished.push(attempt),
                 Ok(None) => {}
@@ -132,12 +137,16 @@ impl Worker {
                     first_error.get_or_insert(error);
                 }
             }
+            if finished.len() >= DELIVERY_CONCURRENCY {
+                if let Err(error) = outbox.finish_attempts(&finished).await {
+                    first_error.get_or_insert(error);
+                }
+                finished.clear();
+            }
         }
-        self.context
-            .stores
-            .outbox
-            .finish_attempts(&finished)
-            .await?;
+        if let Err(error) = outbox.finish_attempts(&finished).await {
+            first_error.get_or_insert(error);
+        }
         match first_error {
             Some(error) => Err(error),
             None => Ok(count),

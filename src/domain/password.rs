@@ -24,6 +24,12 @@ fn new_hash_params() -> Params {
     Params::new(19 * 1024, 2, 1, Some(OUTPUT_LENGTH)).expect("argon2 parameters are valid")
 }
 
+/// Parameters beyond these in a stored hash are treated as unreadable rather than run: a hash
+/// written by someone with database access must not pin gigabytes or a hashing thread.
+const MAX_STORED_MEMORY_KIB: u32 = 256 * 1024;
+const MAX_STORED_ITERATIONS: u32 = 16;
+const MAX_STORED_LANES: u32 = 16;
+
 /// A run on a hashing thread, given that thread's reusable memory.
 type Job = Box<dyn FnOnce(&mut Vec<Block>) + Send>;
 
@@ -50,7 +56,14 @@ fn start_hashing_threads() -> mpsc::Sender<Job> {
                         Err(_) => return,
                     };
                     match job {
-                        Ok(job) => job(&mut memory),
+                        // A panicking run loses its answer (the caller sees an internal error),
+                        // not the thread.
+                        Ok(job) => {
+                            let run = std::panic::AssertUnwindSafe(|| job(&mut memory));
+                            if std::panic::catch_unwind(run).is_err() {
+                                memory = Vec::new();
+                            }
+                        }
                         Err(_) => return,
                     }
                 }
@@ -92,7 +105,14 @@ fn run_argon2(
     if memory.len() < needed {
         memory.resize(needed, Block::new());
     }
-    argon2.hash_password_into_with_memory(password, salt, out, &mut memory[..needed])
+    let outcome = argon2.hash_password_into_with_memory(password, salt, out, &mut memory[..needed]);
+    // Keep only what new hashes need, so one large imported hash does not stay resident.
+    let usual = new_hash_params().block_count();
+    if memory.len() > usual {
+        memory.truncate(usual);
+        memory.shrink_to_fit();
+    }
+    outcome
 }
 
 fn internal(what: &str, error: impl std::fmt::Display) -> DomainError {
@@ -135,6 +155,12 @@ fn verify_with(
         None => Version::V0x10,
     };
     let params = Params::try_from(&phc).map_err(|error| unreadable(&error))?;
+    if params.m_cost() > MAX_STORED_MEMORY_KIB
+        || params.t_cost() > MAX_STORED_ITERATIONS
+        || params.p_cost() > MAX_STORED_LANES
+    {
+        return Err(unreadable(&"parameters beyond the accepted maximum"));
+    }
     let (Some(salt), Some(expected)) = (&phc.salt, &phc.hash) else {
         return Err(unreadable(&"no salt or digest"));
     };
@@ -301,6 +327,24 @@ mod tests {
         assert!(
             matches!(error, super::DomainError::Internal(_)),
             "{error:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_stored_hash_with_outsized_parameters_is_unreadable_not_run() {
+        let stored = "$argon2id$v=19$m=4194304,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA";
+        let error = super::verify("x".into(), Some(stored.into()))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(error, super::DomainError::Internal(_)),
+            "{error:?}"
+        );
+        let stored = "$argon2id$v=19$m=19456,t=1000,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA";
+        assert!(
+            super::verify("x".into(), Some(stored.into()))
+                .await
+                .is_err()
         );
     }
 

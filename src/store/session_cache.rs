@@ -11,14 +11,17 @@
 //!
 //! Where versions live:
 //! - with `redis.url`, in Redis (shared by all replicas). A missing key never matches: a version
-//!   that expired or was lost with a Redis restart makes every answer it guarded read SQL again;
+//!   that expired or was lost with a Redis restart makes every answer it guarded read SQL again.
+//!   A restart that restores an older snapshot, or a failover to a replica that missed a write,
+//!   could bring an old version back; the connection errors either causes make every process
+//!   forget its cached answers (a failover without any error would not);
 //! - without, in process memory. That is only correct for one process per database, which is
 //!   what a deployment without Redis is anyway (its flows and codes are in process too).
 //!
-//! When versions cannot be read (Redis down), answers come from SQL, as without the cache.
-//! Answers are kept at most [`ENTRY_TTL`] and at most [`CAPACITY`] of them, so memory stays
-//! bounded and a version change that could not be written (Redis down after a commit; the write
-//! then reports `Unavailable`) is outlived by [`ENTRY_TTL`].
+//! When versions cannot be read (Redis down), answers come from SQL, as without the cache, and
+//! the process forgets its cached answers. Answers are kept at most [`ENTRY_TTL`] and at most
+//! [`CAPACITY`] of them, so memory stays bounded; a version change that could not be written
+//! (Redis down after a commit) is retried in the background for [`ENTRY_TTL`].
 use super::{IdentityStore, SessionStore, SessionUpgrade, SqlStore, StoreError, StoreResult};
 use crate::domain::identity::{CredentialKind, Identity};
 use crate::domain::session::Session;
@@ -140,12 +143,13 @@ impl CachedSessions {
         token_hash: &[u8],
         keys: [VersionKey; 2],
     ) -> StoreResult<Option<(Session, Identity)>> {
+        // The answer's age counts from before its versions were read: every change it could
+        // miss happened after that instant, so it expires before the bookkeeping of that change
+        // (pruned in-process versions, a given-up retry) can be dropped.
+        let read_started = Instant::now();
         let seen = match self.versions.current(keys).await {
             Ok(seen) => seen,
-            Err(error) => {
-                tracing::debug!(error = %error, "session cache bypassed: versions unreadable");
-                return self.inner.find_with_identity(token_hash).await;
-            }
+            Err(error) => return self.bypass(token_hash, error).await,
         };
         let found = self.inner.find_with_identity(token_hash).await?;
         let entry = found
@@ -154,20 +158,36 @@ impl CachedSessions {
             .map(|answer| Entry::Cached {
                 answer: Arc::new(answer.clone()),
                 seen,
-                stored_at: Instant::now(),
+                stored_at: read_started,
             });
         self.store(token_hash, entry);
         Ok(found)
     }
 
+    /// Versions cannot be read (Redis unreachable): answer from SQL, and forget every cached
+    /// answer, since versions lost in the outage (a restart that restores an older snapshot, a
+    /// failover) could otherwise make an old answer match again.
+    async fn bypass(
+        &self,
+        token_hash: &[u8],
+        error: StoreError,
+    ) -> StoreResult<Option<(Session, Identity)>> {
+        tracing::debug!(error = %error, "session cache bypassed: versions unreadable");
+        self.entries
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clear();
+        self.inner.find_with_identity(token_hash).await
+    }
+
     /// Gives the changed keys new versions. When that fails (Redis unreachable) the write has
-    /// committed all the same, so the caller hears `Unavailable` and the announcement is retried
-    /// in the background until it lands or every answer it could contradict has expired. While
-    /// Redis is unreachable no replica serves cached answers (it cannot check versions), so the
-    /// retry closes the gap left once Redis answers again.
-    async fn announce(&self, keys: &[VersionKey]) -> StoreResult<()> {
+    /// committed all the same, so it is reported as done and the announcement is retried in the
+    /// background until it lands or every answer it could contradict has expired. While Redis is
+    /// unreachable no replica serves cached answers (it cannot check versions), so the retry
+    /// closes the gap left once Redis answers again.
+    async fn announce(&self, keys: &[VersionKey]) {
         let Err(error) = self.versions.bump(keys).await else {
-            return Ok(());
+            return;
         };
         tracing::error!(error = %error, "a session or identity change could not be announced to the session caches; retrying");
         let versions = self.versions.clone();
@@ -185,7 +205,6 @@ impl CachedSessions {
                 "a session change announcement was given up; cached answers have expired by now"
             );
         });
-        Err(error)
     }
 }
 
@@ -232,10 +251,7 @@ impl SessionStore for CachedSessions {
                 match self.versions.unchanged(keys, seen).await {
                     Ok(true) => Ok(Some(answer.as_ref().clone())),
                     Ok(false) => self.refill(token_hash, keys).await,
-                    Err(error) => {
-                        tracing::debug!(error = %error, "session cache bypassed: versions unreadable");
-                        self.inner.find_with_identity(token_hash).await
-                    }
+                    Err(error) => self.bypass(token_hash, error).await,
                 }
             }
             Some(Entry::Known {
@@ -263,9 +279,9 @@ impl SessionStore for CachedSessions {
 
     async fn revoke_session(&self, id: Uuid, at: DateTime<Utc>) -> StoreResult<bool> {
         let revoked = self.inner.revoke_session(id, at).await?;
-        if revoked {
-            self.announce(&[VersionKey::Session(id)]).await?;
-        }
+        // Announced even when this call changed nothing: a concurrent revocation that did may
+        // not have announced yet, and this one must not return before the change is visible.
+        self.announce(&[VersionKey::Session(id)]).await;
         Ok(revoked)
     }
 
@@ -275,9 +291,8 @@ impl SessionStore for CachedSessions {
         at: DateTime<Utc>,
     ) -> StoreResult<u32> {
         let revoked = self.inner.revoke_identity_sessions(identity_id, at).await?;
-        if revoked > 0 {
-            self.announce(&[VersionKey::Identity(identity_id)]).await?;
-        }
+        // Announced even when nothing changed here, as for `revoke_session`.
+        self.announce(&[VersionKey::Identity(identity_id)]).await;
         Ok(revoked)
     }
 
@@ -313,7 +328,7 @@ impl SessionStore for CachedSessions {
             } else {
                 &changed[..1]
             };
-            self.announce(changed).await?;
+            self.announce(changed).await;
         }
         Ok(upgraded)
     }
@@ -332,7 +347,7 @@ impl IdentityStore for CachedSessions {
     async fn update_identity(&self, identity: &Identity) -> StoreResult<bool> {
         let updated = self.inner.update_identity(identity).await?;
         if updated {
-            self.announce(&[VersionKey::Identity(identity.id)]).await?;
+            self.announce(&[VersionKey::Identity(identity.id)]).await;
         }
         Ok(updated)
     }
@@ -359,9 +374,8 @@ impl IdentityStore for CachedSessions {
 
     async fn delete_identity(&self, id: Uuid) -> StoreResult<bool> {
         let deleted = self.inner.delete_identity(id).await?;
-        if deleted {
-            self.announce(&[VersionKey::Identity(id)]).await?;
-        }
+        // Announced even when nothing was deleted here, as for `revoke_session`.
+        self.announce(&[VersionKey::Identity(id)]).await;
         Ok(deleted)
     }
 
@@ -376,7 +390,7 @@ impl IdentityStore for CachedSessions {
             .mark_address_verified(identity_id, value, at)
             .await?;
         if marked {
-            self.announce(&[VersionKey::Identity(identity_id)]).await?;
+            self.announce(&[VersionKey::Identity(identity_id)]).await;
         }
         Ok(marked)
     }
