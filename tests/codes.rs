@@ -239,6 +239,30 @@ async fn seed_scenario_step_up_by_sms_via_phone(backend: Backend) {
     assert!(address.verified, "entering the code verified the phone");
     assert_token_rotated(&server, &server, &upgraded.session_token, &user.token).await;
 
+    // The step-up's audit trail: the code went out, was used, and raised the session, each
+    // once (the last two are written by the upgrade's own statement).
+    let identity_id = uuid::Uuid::parse_str(&user.identity_id).unwrap();
+    let events = server
+        .context
+        .stores
+        .outbox
+        .audit_events(identity_id)
+        .await
+        .unwrap();
+    let trail: Vec<(&str, Option<uuid::Uuid>)> = events
+        .iter()
+        .map(|event| (event.event.as_str(), event.flow_id))
+        .collect();
+    let flow_id = uuid::Uuid::parse_str(&flow.id).unwrap();
+    assert_eq!(
+        trail,
+        vec![
+            ("code.sent", Some(flow_id)),
+            ("code.verified", Some(flow_id)),
+            ("session.aal_changed", None),
+        ]
+    );
+
     // Already at AAL2: another AAL2 flow needs `refresh`.
     let again = aal2_flow(&server, &upgraded.session_token, "phone")
         .await

@@ -695,15 +695,26 @@ mod sql_cases {
         SessionUpgrade {
             identity_id: identity.id,
             verified_address: Some(email_of(identity)),
-            audit: twofold::store::codes::AuditEvent {
-                id: Uuid::now_v7(),
-                event: "session.aal_changed".into(),
-                identity_id: Some(identity.id),
-                flow_id: None,
-                address_hash: Some("cd".repeat(32)),
-                client_ip: None,
-                occurred_at: at,
-            },
+            audit: vec![
+                twofold::store::codes::AuditEvent {
+                    id: Uuid::now_v7(),
+                    event: "code.verified".into(),
+                    identity_id: Some(identity.id),
+                    flow_id: Some(Uuid::now_v7()),
+                    address_hash: Some("cd".repeat(32)),
+                    client_ip: None,
+                    occurred_at: at,
+                },
+                twofold::store::codes::AuditEvent {
+                    id: Uuid::now_v7(),
+                    event: "session.aal_changed".into(),
+                    identity_id: Some(identity.id),
+                    flow_id: None,
+                    address_hash: Some("cd".repeat(32)),
+                    client_ip: None,
+                    occurred_at: at,
+                },
+            ],
             new_token_hash: token_hash(),
             aal: Aal::Aal2,
             methods: vec![
@@ -775,7 +786,7 @@ mod sql_cases {
         // The address and the audit event were written with it.
         assert_eq!(
             store.audit_events(identity.id).await.expect("audit"),
-            vec![upgrade.audit.clone()]
+            upgrade.audit.clone()
         );
         let stored = store
             .get_identity(identity.id)
@@ -822,7 +833,7 @@ mod sql_cases {
 
         assert_eq!(
             store.audit_events(identity.id).await.expect("audit").len(),
-            1,
+            upgrade.audit.len(),
             "a replay is not audited"
         );
 

@@ -312,8 +312,25 @@ pub fn parse_code(context: &Context, input: &str) -> DomainResult<Code> {
     })
 }
 
+/// A right code: the consumed challenge and its `code.verified` event, which the caller must
+/// record, on its own ([`Verified::record`]) or inside the write the code earned, so that the
+/// two commit together (one commit fewer on the step-up path).
+#[must_use = "a verified code must be audited"]
+pub struct Verified {
+    pub challenge: Challenge,
+    pub audit: AuditEvent,
+}
+
+impl Verified {
+    pub async fn record(self, context: &Context) -> DomainResult<Challenge> {
+        context.stores.outbox.record_audit(&self.audit).await?;
+        Ok(self.challenge)
+    }
+}
+
 /// Verifies `code` against the challenge, which must belong to `identity_id` and `purpose`.
-/// A locked identity gets the same answer for the right code as for a wrong one.
+/// A locked identity gets the same answer for the right code as for a wrong one. Every outcome
+/// but a right code is audited here; a right code's event is in the answer.
 pub async fn verify(
     context: &Context,
     challenge_id: Uuid,
@@ -321,10 +338,7 @@ pub async fn verify(
     purpose: &str,
     code: &Code,
     flow_id: Option<Uuid>,
-) -> DomainResult<Challenge> {
-    let settings = context.settings();
-    let code_config = &settings.config.selfservice.methods.code.config;
-    let now = context.clock.now();
+) -> DomainResult<Verified> {
     let Some(challenge) = context
         .stores
         .challenges
@@ -333,6 +347,22 @@ pub async fn verify(
     else {
         return Err(DomainError::ChallengeNotFound);
     };
+    verify_challenge(context, challenge, identity_id, purpose, code, flow_id).await
+}
+
+/// [`verify`] for a challenge the caller has just read.
+pub async fn verify_challenge(
+    context: &Context,
+    challenge: Challenge,
+    identity_id: Uuid,
+    purpose: &str,
+    code: &Code,
+    flow_id: Option<Uuid>,
+) -> DomainResult<Verified> {
+    let settings = context.settings();
+    let code_config = &settings.config.selfservice.methods.code.config;
+    let now = context.clock.now();
+    let challenge_id = challenge.id;
     if challenge.identity_id != identity_id || challenge.purpose != purpose {
         return Err(DomainError::CodeInvalid);
     }
@@ -371,19 +401,17 @@ pub async fn verify(
             if state.recorded {
                 context.stores.budget.reset_failures(identity_id).await?;
             }
-            context
-                .stores
-                .outbox
-                .record_audit(&audit(
+            tracing::info!(challenge_id = %challenge_id, identity_id = %identity_id, "code verified");
+            Ok(Verified {
+                audit: audit(
                     "code.verified",
                     identity_id,
                     flow_id,
                     Some(&challenge.address),
                     now,
-                ))
-                .await?;
-            tracing::info!(challenge_id = %challenge_id, identity_id = %identity_id, "code verified");
-            Ok(challenge)
+                ),
+                challenge,
+            })
         }
         AttemptOutcome::Wrong { .. } => {
             let after = context

@@ -395,7 +395,7 @@ pub async fn submit_login_code(
         // A passwordless flow for an unknown identifier: no code can be right.
         return Err(DomainError::CodeInvalid);
     };
-    let challenge = challenges::verify(
+    let verified = challenges::verify(
         context,
         challenge_id,
         identity_id,
@@ -404,6 +404,7 @@ pub async fn submit_login_code(
         Some(flow.id),
     )
     .await?;
+    let challenge = verified.challenge.clone();
 
     let completed_at = context.clock.now();
     let method = AuthenticationMethod {
@@ -416,8 +417,9 @@ pub async fn submit_login_code(
     // Entering the code proved control of the address.
     let (session, token) = match session {
         // AAL2 flows always have an owning session; passwordless ones never do.
-        Some(session) => upgrade(context, session, method, &challenge.address).await?,
+        Some(session) => upgrade(context, session, method, verified).await?,
         None => {
+            verified.record(context).await?;
             let issued = sessions::issue(context, identity_id, vec![method]).await?;
             context
                 .stores
@@ -476,31 +478,32 @@ fn with_second_factor(
 }
 
 /// Raises the session to AAL2 under a new token; the old token stops working, the code's address
-/// counts as verified and the change is audited, all in the same step.
+/// counts as verified and both the code and the change are audited, all in the same step.
 async fn upgrade(
     context: &Context,
     session: Session,
     method: AuthenticationMethod,
-    verified_address: &str,
+    verified: challenges::Verified,
 ) -> DomainResult<(Session, SessionToken)> {
     let token = SessionToken::generate();
     let methods = with_second_factor(&session.methods, method.clone());
+    let aal_changed = crate::store::codes::AuditEvent {
+        id: Uuid::now_v7(),
+        event: "session.aal_changed".into(),
+        identity_id: Some(session.identity_id),
+        flow_id: None,
+        address_hash: method.address_hash.clone(),
+        client_ip: None,
+        occurred_at: method.completed_at,
+    };
     let upgrade = SessionUpgrade {
         identity_id: session.identity_id,
         new_token_hash: token.hash(),
         aal: Aal::Aal2,
         methods: methods.clone(),
         authenticated_at: method.completed_at,
-        verified_address: Some(verified_address.to_owned()),
-        audit: crate::store::codes::AuditEvent {
-            id: Uuid::now_v7(),
-            event: "session.aal_changed".into(),
-            identity_id: Some(session.identity_id),
-            flow_id: None,
-            address_hash: method.address_hash.clone(),
-            client_ip: None,
-            occurred_at: method.completed_at,
-        },
+        verified_address: Some(verified.challenge.address.clone()),
+        audit: vec![verified.audit.clone(), aal_changed],
     };
     if !context
         .stores
@@ -508,7 +511,9 @@ async fn upgrade(
         .upgrade_session(session.id, &session.token_hash, &upgrade)
         .await?
     {
-        // Revoked or upgraded by someone else in the meantime.
+        // Revoked or upgraded by someone else in the meantime. The code was consumed all the
+        // same, so its use is on record even though it earned nothing.
+        verified.record(context).await?;
         return Err(DomainError::SessionInactive);
     }
     tracing::info!(session_id = %session.id, identity_id = %session.identity_id, "session raised to aal2");

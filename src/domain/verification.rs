@@ -129,14 +129,17 @@ pub async fn verify_code(
         .get_challenge(challenge_id)
         .await?
         .ok_or(DomainError::ChallengeNotFound)?;
-    let verified = challenges::verify(
+    let identity_id = challenge.identity_id;
+    let verified = challenges::verify_challenge(
         context,
-        challenge_id,
-        challenge.identity_id,
+        challenge,
+        identity_id,
         &stored_purpose(purpose),
         &code,
         None,
     )
+    .await?
+    .record(context)
     .await?;
     context
         .stores

@@ -104,9 +104,10 @@ pub struct SessionUpgrade {
     /// The code address whose code earned the upgrade: marked verified (first time kept) in the
     /// same step, on the session's identity.
     pub verified_address: Option<String>,
-    /// Recorded in the same step: an upgrade never happens unaudited, nor is one audited that
-    /// did not happen.
-    pub audit: codes::AuditEvent,
+    /// Recorded in the same step, in this order, exactly when the upgrade happens: an upgrade
+    /// never happens unaudited, nor is one audited that did not happen. The step-up passes the
+    /// code's `code.verified` and the session's `session.aal_changed`.
+    pub audit: Vec<codes::AuditEvent>,
 }
 
 #[async_trait]

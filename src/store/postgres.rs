@@ -582,7 +582,10 @@ impl SessionStore for PostgresStore {
              audited AS ( \
                  INSERT INTO audit_events \
                  (id, event, identity_id, flow_id, address_hash, client_ip, occurred_at) \
-                 SELECT $8, $9, $10, $11, $12, $13, $14 FROM upgraded) \
+                 SELECT e.* FROM upgraded, \
+                     unnest($8::uuid[], $9::text[], $10::uuid[], $11::uuid[], $12::text[], \
+                            $13::text[], $14::timestamptz[]) \
+                     AS e(id, event, identity_id, flow_id, address_hash, client_ip, occurred_at)) \
              SELECT count(*) AS upgraded FROM upgraded",
         )
         .bind(id)
@@ -592,7 +595,7 @@ impl SessionStore for PostgresStore {
         .bind(Json(&upgrade.methods))
         .bind(upgrade.authenticated_at)
         .bind(&upgrade.verified_address);
-        let row = bind_audit(query, &upgrade.audit)
+        let row = bind_audits(query, &upgrade.audit)
             .fetch_one(&self.pool)
             .await
             .map_err(|error| map_error("upgrade session", error))?;
@@ -672,6 +675,32 @@ fn bind_audit<'q>(
         .bind(&event.address_hash)
         .bind(&event.client_ip)
         .bind(event.occurred_at)
+}
+
+/// Binds audit events as seven arrays, one per `audit_events` column in column order, for a
+/// statement that writes them with `unnest`.
+fn bind_audits<'q>(
+    query: sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments>,
+    events: &'q [AuditEvent],
+) -> sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments> {
+    query
+        .bind(events.iter().map(|e| e.id).collect::<Vec<_>>())
+        .bind(events.iter().map(|e| e.event.as_str()).collect::<Vec<_>>())
+        .bind(events.iter().map(|e| e.identity_id).collect::<Vec<_>>())
+        .bind(events.iter().map(|e| e.flow_id).collect::<Vec<_>>())
+        .bind(
+            events
+                .iter()
+                .map(|e| e.address_hash.as_deref())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            events
+                .iter()
+                .map(|e| e.client_ip.as_deref())
+                .collect::<Vec<_>>(),
+        )
+        .bind(events.iter().map(|e| e.occurred_at).collect::<Vec<_>>())
 }
 
 async fn insert_audit(conn: &mut PgConnection, event: &AuditEvent) -> StoreResult<()> {

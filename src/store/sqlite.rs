@@ -689,7 +689,9 @@ impl SessionStore for SqliteStore {
             .await
             .map_err(|error| map_error("mark address verified", error))?;
         }
-        insert_audit(&mut tx, &upgrade.audit).await?;
+        for event in &upgrade.audit {
+            insert_audit(&mut tx, event).await?;
+        }
         tx.commit()
             .await
             .map_err(|error| map_error("commit transaction", error))?;
