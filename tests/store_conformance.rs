@@ -2940,3 +2940,211 @@ mod session_cache {
         super::sqlite_memory()
     );
 }
+
+/// The failure budget cache (`store::budget_cache`) in front of a real SQL store, two caches
+/// sharing one set of versions standing for two replicas, as for the session cache: each case
+/// first shows that "nothing on record" really is served from the cache, then that a failure
+/// recorded through either cache is seen by the other at once.
+mod budget_cache_cases {
+    use super::session_cache_cases::Flaky;
+    use super::*;
+    use twofold::store::SqlStore;
+    use twofold::store::budget_cache::CachedBudget;
+    use twofold::store::codes::{FailureBudgetStore, FailureState};
+    use twofold::store::session_cache::Versions;
+
+    const WINDOW: Duration = Duration::from_secs(3600);
+
+    pub struct Replicas {
+        pub inner: Arc<dyn SqlStore>,
+        pub one: CachedBudget,
+        pub two: CachedBudget,
+    }
+
+    impl Replicas {
+        pub fn new(inner: Arc<dyn SqlStore>, versions: Arc<dyn Versions>) -> Self {
+            Self {
+                one: CachedBudget::new(inner.clone(), versions.clone()),
+                two: CachedBudget::new(inner.clone(), versions),
+                inner,
+            }
+        }
+
+        async fn identity(&self) -> Uuid {
+            let identity = new_identity();
+            self.inner
+                .insert_identity(&identity, None)
+                .await
+                .expect("insert");
+            identity.id
+        }
+    }
+
+    async fn state(store: &dyn FailureBudgetStore, identity_id: Uuid) -> FailureState {
+        store
+            .failure_state(identity_id, now())
+            .await
+            .expect("state")
+    }
+
+    /// A budget of one: the failure locks the identity at once.
+    async fn fail(store: &dyn FailureBudgetStore, identity_id: Uuid) -> FailureState {
+        store
+            .record_failure(identity_id, now(), 1, WINDOW)
+            .await
+            .expect("record")
+    }
+
+    pub async fn a_failure_through_one_replica_holds_on_the_other(replicas: &Replicas) {
+        let identity_id = replicas.identity().await;
+        assert!(!state(&replicas.one, identity_id).await.recorded);
+        // Behind the caches' back: "nothing on record" is still served.
+        assert!(
+            fail(replicas.inner.as_ref(), identity_id)
+                .await
+                .locked_until
+                .is_some()
+        );
+        assert!(
+            !state(&replicas.one, identity_id).await.recorded,
+            "served from the cache"
+        );
+        replicas
+            .inner
+            .reset_failures(identity_id)
+            .await
+            .expect("reset");
+
+        // Through the other replica: seen at once.
+        assert!(
+            fail(&replicas.two, identity_id)
+                .await
+                .locked_until
+                .is_some()
+        );
+        let seen = state(&replicas.one, identity_id).await;
+        assert!(seen.recorded && seen.locked_until.is_some(), "{seen:?}");
+        // And through the same replica.
+        let other = replicas.identity().await;
+        assert!(!state(&replicas.one, other).await.recorded);
+        fail(&replicas.one, other).await;
+        assert!(state(&replicas.one, other).await.locked_until.is_some());
+    }
+
+    pub async fn only_nothing_on_record_is_cached(replicas: &Replicas) {
+        let identity_id = replicas.identity().await;
+        fail(replicas.inner.as_ref(), identity_id).await;
+        assert!(state(&replicas.one, identity_id).await.recorded);
+        // Cleared behind the cache's back: a recorded state was not kept, so SQL is read again.
+        replicas
+            .inner
+            .reset_failures(identity_id)
+            .await
+            .expect("reset");
+        assert_eq!(
+            state(&replicas.one, identity_id).await,
+            FailureState {
+                failures: 0,
+                locked_until: None,
+                recorded: false
+            }
+        );
+        // A success through the cache clears SQL as before.
+        fail(&replicas.two, identity_id).await;
+        replicas
+            .one
+            .reset_failures(identity_id)
+            .await
+            .expect("reset");
+        assert!(!state(replicas.inner.as_ref(), identity_id).await.recorded);
+    }
+
+    /// Once versions could not be read, cached facts are forgotten: a failure whose announcement
+    /// was lost in the outage must still be seen afterwards.
+    pub async fn a_versions_outage_forgets_cached_facts(inner: Arc<dyn SqlStore>) {
+        use std::sync::atomic::Ordering;
+        let flaky = Arc::new(Flaky {
+            inner: twofold::store::session_cache::MemoryVersions::new(),
+            down: std::sync::atomic::AtomicBool::new(false),
+        });
+        let replicas = Replicas::new(inner, flaky.clone());
+        let identity_id = replicas.identity().await;
+        assert!(!state(&replicas.one, identity_id).await.recorded);
+
+        flaky.down.store(true, Ordering::SeqCst);
+        assert!(
+            !state(&replicas.one, identity_id).await.recorded,
+            "answered from SQL while versions are away"
+        );
+        fail(replicas.inner.as_ref(), identity_id).await;
+        assert!(state(&replicas.one, identity_id).await.recorded);
+        flaky.down.store(false, Ordering::SeqCst);
+        assert!(state(&replicas.one, identity_id).await.recorded);
+    }
+}
+
+macro_rules! budget_cache_suite {
+    ($backend:ident, $replicas:expr, $inner:expr) => {
+        mod $backend {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn a_failure_through_one_replica_holds_on_the_other() {
+                let replicas = $replicas.await;
+                super::super::budget_cache_cases::a_failure_through_one_replica_holds_on_the_other(
+                    &replicas,
+                )
+                .await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn only_nothing_on_record_is_cached() {
+                let replicas = $replicas.await;
+                super::super::budget_cache_cases::only_nothing_on_record_is_cached(&replicas).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn a_versions_outage_forgets_cached_facts() {
+                super::super::budget_cache_cases::a_versions_outage_forgets_cached_facts(
+                    $inner.await,
+                )
+                .await;
+            }
+        }
+    };
+}
+
+mod budget_cache {
+    use super::*;
+    use twofold::store::SqlStore;
+    use twofold::store::session_cache::{MemoryVersions, RedisVersions};
+
+    async fn postgres() -> Arc<dyn SqlStore> {
+        Arc::new(open::postgres().await.store)
+    }
+
+    async fn sqlite_memory() -> Arc<dyn SqlStore> {
+        Arc::new(open::sqlite_memory().await.store)
+    }
+
+    async fn postgres_with_redis_versions() -> budget_cache_cases::Replicas {
+        let connection = twofold::store::redis::connect_manager(&support::redis_url())
+            .await
+            .expect("connect to redis");
+        let versions = RedisVersions::new(connection, &support::unique_redis_prefix());
+        budget_cache_cases::Replicas::new(postgres().await, Arc::new(versions))
+    }
+
+    async fn sqlite_with_memory_versions() -> budget_cache_cases::Replicas {
+        budget_cache_cases::Replicas::new(sqlite_memory().await, Arc::new(MemoryVersions::new()))
+    }
+
+    budget_cache_suite!(
+        postgres_redis,
+        super::postgres_with_redis_versions(),
+        super::postgres()
+    );
+    budget_cache_suite!(
+        sqlite_memory_versions,
+        super::sqlite_with_memory_versions(),
+        super::sqlite_memory()
+    );
+}

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use uuid::Uuid;
 
+pub mod budget_cache;
 pub mod codes;
 pub mod config_versions;
 pub mod memory;
@@ -254,11 +255,15 @@ pub async fn open(config: &crate::config::Config) -> StoreResult<Stores> {
             )
         }
     };
+    let budget = Arc::new(budget_cache::CachedBudget::new(
+        sql.clone(),
+        versions.clone(),
+    ));
     let cached = Arc::new(session_cache::CachedSessions::new(sql.clone(), versions));
     Ok(Stores {
         identities: cached.clone(),
         sessions: cached,
-        budget: sql.clone(),
+        budget,
         outbox: sql.clone(),
         configs: sql,
         flows,

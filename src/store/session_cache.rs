@@ -45,6 +45,8 @@ const ANNOUNCE_RETRY: Duration = Duration::from_millis(200);
 pub enum VersionKey {
     Session(Uuid),
     Identity(Uuid),
+    /// An identity's code failure budget (see `budget_cache`).
+    Failures(Uuid),
 }
 
 /// Where the versions live; see the module documentation.
@@ -186,26 +188,30 @@ impl CachedSessions {
     /// unreachable no replica serves cached answers (it cannot check versions), so the retry
     /// closes the gap left once Redis answers again.
     async fn announce(&self, keys: &[VersionKey]) {
-        let Err(error) = self.versions.bump(keys).await else {
-            return;
-        };
-        tracing::error!(error = %error, "a session or identity change could not be announced to the session caches; retrying");
-        let versions = self.versions.clone();
-        let keys = keys.to_vec();
-        tokio::spawn(async move {
-            let give_up = Instant::now() + ENTRY_TTL;
-            while Instant::now() < give_up {
-                tokio::time::sleep(ANNOUNCE_RETRY).await;
-                if versions.bump(&keys).await.is_ok() {
-                    tracing::info!("a delayed session change announcement went through");
-                    return;
-                }
-            }
-            tracing::error!(
-                "a session change announcement was given up; cached answers have expired by now"
-            );
-        });
+        announce(&self.versions, keys).await;
     }
+}
+
+/// Gives `keys` new versions after the write they announce has committed; a failure is retried
+/// in the background (see [`CachedSessions::announce`]), never reported to the writer.
+pub(super) async fn announce(versions: &Arc<dyn Versions>, keys: &[VersionKey]) {
+    let Err(error) = versions.bump(keys).await else {
+        return;
+    };
+    tracing::error!(error = %error, "a change could not be announced to the caches; retrying");
+    let versions = versions.clone();
+    let keys = keys.to_vec();
+    tokio::spawn(async move {
+        let give_up = Instant::now() + ENTRY_TTL;
+        while Instant::now() < give_up {
+            tokio::time::sleep(ANNOUNCE_RETRY).await;
+            if versions.bump(&keys).await.is_ok() {
+                tracing::info!("a delayed change announcement went through");
+                return;
+            }
+        }
+        tracing::error!("a change announcement was given up; cached answers have expired by now");
+    });
 }
 
 #[async_trait]
@@ -469,8 +475,9 @@ impl Versions for MemoryVersions {
     }
 }
 
-/// Versions in Redis, shared by every replica. Keys are `<prefix>version:session:<id>` and
-/// `<prefix>version:identity:<id>`, each holding a random number.
+/// Versions in Redis, shared by every replica. Keys are `<prefix>version:session:<id>`,
+/// `<prefix>version:identity:<id>` and `<prefix>version:failures:<id>`, each holding a random
+/// number.
 pub struct RedisVersions {
     connection: redis::aio::ConnectionManager,
     key_prefix: String,
@@ -491,6 +498,7 @@ impl RedisVersions {
         match key {
             VersionKey::Session(id) => format!("{}version:session:{id}", self.key_prefix),
             VersionKey::Identity(id) => format!("{}version:identity:{id}", self.key_prefix),
+            VersionKey::Failures(id) => format!("{}version:failures:{id}", self.key_prefix),
         }
     }
 }
