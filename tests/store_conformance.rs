@@ -1900,6 +1900,33 @@ mod durable_cases {
         );
     }
 
+    /// Expired leases and queued messages are found apart: an expired lease goes first, and
+    /// one claim never takes more than its limit of both together.
+    pub async fn a_claim_takes_expired_leases_first_within_its_limit<S: SqlStore + Outbox>(
+        store: &S,
+    ) {
+        let t0 = now();
+        let lease = Duration::from_secs(30);
+        let abandoned_by_a_worker = enqueued(store, &unique_phone(), t0).await;
+        assert_eq!(
+            message_ids(&store.claim_due(t0, 1, lease).await.expect("claim")),
+            vec![abandoned_by_a_worker.id]
+        );
+        let older = enqueued(store, &unique_phone(), t0 + seconds(1)).await;
+        let newer = enqueued(store, &unique_phone(), t0 + seconds(2)).await;
+        let expired = t0 + seconds(30);
+        let mut claimed = message_ids(&store.claim_due(expired, 2, lease).await.expect("claim"));
+        claimed.sort();
+        let mut expected = vec![abandoned_by_a_worker.id, older.id];
+        expected.sort();
+        assert_eq!(claimed, expected);
+        assert_eq!(
+            message_ids(&store.claim_due(expired, 10, lease).await.expect("claim")),
+            vec![newer.id],
+            "the message left over is still queued"
+        );
+    }
+
     /// Versions follow each other; of two writers of the same version exactly one wins; a gap
     /// is refused; reads by number, by source and newest first.
     pub async fn config_versions_are_sequential<S: ConfigVersionStore>(store: &S) {
@@ -2290,6 +2317,7 @@ macro_rules! durable_suite {
                 outbox_lifecycle,
                 a_round_finishes_together,
                 expired_lease_is_claimed_again,
+                a_claim_takes_expired_leases_first_within_its_limit,
                 abandon,
                 list_filters_and_pages,
                 concurrent_claimers_never_share,

@@ -847,16 +847,24 @@ impl Outbox for PostgresStore {
         lease: Duration,
     ) -> StoreResult<Vec<OutboxMessage>> {
         // SKIP LOCKED: a worker passes over rows another worker is claiming right now instead
-        // of waiting for them, and the outer UPDATE re-checks its rows, so no row is claimed
-        // twice.
+        // of waiting for them; a row it locks is re-checked against its conditions first, so no
+        // row is claimed twice. Queued messages and expired leases are read apart, each by a
+        // plain scan of its own partial index (migration 0004 says why not one OR), expired
+        // leases first since they have waited longest; rows locked beyond the limit are released
+        // unchanged at commit.
         let rows = sqlx::query(concat!(
-            "UPDATE courier_messages SET status = 'processing', lease_until = $2, \
+            "WITH expired AS ( \
+                 SELECT id FROM courier_messages \
+                 WHERE status = 'processing' AND lease_until <= $1 \
+                 ORDER BY lease_until LIMIT $3 FOR UPDATE SKIP LOCKED), \
+             queued AS ( \
+                 SELECT id FROM courier_messages \
+                 WHERE status = 'queued' AND next_attempt_at <= $1 \
+                 ORDER BY next_attempt_at, id LIMIT $3 FOR UPDATE SKIP LOCKED) \
+             UPDATE courier_messages SET status = 'processing', lease_until = $2, \
              updated_at = $1 \
-             WHERE id IN (SELECT id FROM courier_messages \
-                          WHERE (status = 'queued' AND next_attempt_at <= $1) \
-                             OR (status = 'processing' AND lease_until <= $1) \
-                          ORDER BY next_attempt_at, id LIMIT $3 \
-                          FOR UPDATE SKIP LOCKED) \
+             WHERE id IN (SELECT id FROM (SELECT id FROM expired UNION ALL \
+                                          SELECT id FROM queued) AS due LIMIT $3) \
              RETURNING ",
             message_columns!()
         ))
