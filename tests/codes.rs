@@ -241,14 +241,7 @@ async fn seed_scenario_step_up_by_sms_via_phone(backend: Backend) {
 
     // The step-up's audit trail: the code went out, was used, and raised the session, each
     // once (the last two are written by the upgrade's own statement).
-    let identity_id = uuid::Uuid::parse_str(&user.identity_id).unwrap();
-    let events = server
-        .context
-        .stores
-        .outbox
-        .audit_events(identity_id)
-        .await
-        .unwrap();
+    let events = server.audit_events(&user.identity_id).await;
     let trail: Vec<(&str, Option<uuid::Uuid>)> = events
         .iter()
         .map(|event| (event.event.as_str(), event.flow_id))
@@ -810,13 +803,7 @@ async fn g2_g4_identity_budget_across_flows_and_locked_answers_look_wrong(backen
     assert_eq!(right.message(), wrong_answer.message());
 
     // The budget lives in SQL, not Redis, and audit records show the lockout (L2).
-    let events = server
-        .context
-        .stores
-        .outbox
-        .audit_events(identity_id)
-        .await
-        .unwrap();
+    let events = server.audit_events(&user.identity_id).await;
     assert!(
         events.iter().any(|e| e.event == "code.locked_out"),
         "{:?}",

@@ -310,6 +310,17 @@ impl TestServer {
         self.clock.now()
     }
 
+    /// The identity's audit trail, oldest first.
+    pub async fn audit_events(&self, identity_id: &str) -> Vec<twofold::store::codes::AuditEvent> {
+        let identity_id = uuid::Uuid::parse_str(identity_id).expect("identity id");
+        self.context
+            .stores
+            .outbox
+            .audit_events(identity_id)
+            .await
+            .expect("audit events")
+    }
+
     /// Runs one courier round by hand (for servers started without the worker).
     pub async fn deliver_once(&self) -> usize {
         Worker::new(
