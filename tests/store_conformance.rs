@@ -15,7 +15,9 @@ use twofold::domain::identity::{
     CredentialKind, Identifier, Identity, IdentityState, VerifiableAddress,
 };
 use twofold::domain::session::{AuthenticationMethod, MethodKind, Session};
-use twofold::store::{FlowStore, IdentityStore, SessionStore, SessionUpgrade, StoreError};
+use twofold::store::{
+    FlowStore, IdentityStore, SessionStore, SessionUpgrade, StoreError, Upgraded,
+};
 use uuid::Uuid;
 
 /// Both SQL backends implement both traits on one handle.
@@ -752,16 +754,18 @@ mod sql_cases {
         let upgrade = upgrade_to_aal2(&identity, now + ChronoDuration::seconds(30));
 
         assert!(
-            !store
+            store
                 .upgrade_session(session.id, &token_hash(), &upgrade)
                 .await
                 .expect("wrong hash")
+                .is_none()
         );
         assert!(
-            !store
+            store
                 .upgrade_session(Uuid::now_v7(), &session.token_hash, &upgrade)
                 .await
                 .expect("unknown")
+                .is_none()
         );
         assert_eq!(
             store.get_session(session.id).await.expect("get").as_ref(),
@@ -777,12 +781,11 @@ mod sql_cases {
             Some(identity.clone())
         );
 
-        assert!(
-            store
-                .upgrade_session(session.id, &session.token_hash, &upgrade)
-                .await
-                .expect("upgrade")
-        );
+        let done = store
+            .upgrade_session(session.id, &session.token_hash, &upgrade)
+            .await
+            .expect("upgrade")
+            .expect("upgraded");
         // The address and the audit event were written with it.
         assert_eq!(
             store.audit_events(identity.id).await.expect("audit"),
@@ -822,13 +825,22 @@ mod sql_cases {
             ..session.clone()
         };
         assert_eq!(upgraded, expected);
+        // The answer it gave is what a read right after it gives.
+        assert_eq!(
+            done,
+            Upgraded {
+                session: expected,
+                identity: Some(stored)
+            }
+        );
         // The old token cannot upgrade again.
         let again = upgrade_to_aal2(&identity, now);
         assert!(
-            !store
+            store
                 .upgrade_session(session.id, &session.token_hash, &again)
                 .await
                 .expect("replay")
+                .is_none()
         );
 
         assert_eq!(
@@ -845,10 +857,11 @@ mod sql_cases {
             .expect("insert session");
         assert!(store.revoke_session(revoked.id, now).await.expect("revoke"));
         assert!(
-            !store
+            store
                 .upgrade_session(revoked.id, &revoked.token_hash, &again)
                 .await
                 .expect("revoked")
+                .is_none()
         );
     }
 
@@ -923,7 +936,7 @@ mod sql_cases {
                     .upgrade_session(id, &expected, &upgrade)
                     .await
                     .expect("upgrade");
-                won.then_some(upgrade.new_token_hash)
+                won.map(|_| upgrade.new_token_hash)
             }));
         }
         let mut winners = Vec::new();
@@ -2605,6 +2618,7 @@ mod session_cache_cases {
                 .upgrade_session(session.id, &session.token_hash, &upgrade)
                 .await
                 .expect("upgrade")
+                .is_some()
         );
         assert_eq!(answer(&replicas.one, &session.token_hash).await, None);
         let upgraded = answer(&replicas.one, &upgrade.new_token_hash).await;
@@ -2701,6 +2715,7 @@ mod session_cache_cases {
                 .upgrade_session(session.id, &session.token_hash, &upgrade)
                 .await
                 .expect("upgrade")
+                .is_some()
         );
         let upgraded = answer(&replicas.one, &upgrade.new_token_hash).await;
         assert_eq!(upgraded.as_ref().expect("answer").0.aal, Aal::Aal2);
@@ -2720,6 +2735,114 @@ mod session_cache_cases {
         // The other replica never saw these tokens: it reads SQL.
         let elsewhere = answer(&replicas.two, &upgrade.new_token_hash).await;
         assert!(elsewhere.expect("answer").0.revoked_at.is_some());
+    }
+
+    /// The upgrade reads the new token's answer as it writes, and the cache keeps it: the first
+    /// lookup of the new token reads no SQL, and a change through the other replica is still
+    /// seen at once.
+    pub async fn an_upgrade_caches_the_new_tokens_answer_at_once(replicas: &Replicas) {
+        let (identity, session) = cached_session(replicas, &replicas.one).await;
+        let upgrade = sql_cases::upgrade_to_aal2(&identity, now());
+        assert!(
+            replicas
+                .one
+                .upgrade_session(session.id, &session.token_hash, &upgrade)
+                .await
+                .expect("upgrade")
+                .is_some()
+        );
+        // Behind the caches' back, before the new token was ever looked up.
+        assert!(
+            replicas
+                .inner
+                .revoke_session(session.id, now())
+                .await
+                .expect("revoke")
+        );
+        let first = answer(&replicas.one, &upgrade.new_token_hash).await;
+        let first = first.expect("answer");
+        assert_eq!(
+            (first.0.aal, first.0.revoked_at),
+            (Aal::Aal2, None),
+            "served from the upgrade's own answer"
+        );
+        assert!(first.1.verifiable_addresses[0].verified);
+
+        replicas
+            .two
+            .revoke_session(session.id, now())
+            .await
+            .expect("revoke");
+        let after = answer(&replicas.one, &upgrade.new_token_hash).await;
+        assert!(after.expect("answer").0.revoked_at.is_some());
+    }
+
+    /// In-process versions where another replica announces a change between the moment an
+    /// upgrade reads its versions and its own announcement.
+    pub struct Interleaved {
+        pub inner: twofold::store::session_cache::MemoryVersions,
+    }
+
+    #[async_trait::async_trait]
+    impl Versions for Interleaved {
+        async fn current(&self, keys: [VersionKey; 2]) -> twofold::store::StoreResult<[u64; 2]> {
+            self.inner.current(keys).await
+        }
+
+        async fn unchanged(
+            &self,
+            keys: [VersionKey; 2],
+            seen: [u64; 2],
+        ) -> twofold::store::StoreResult<bool> {
+            self.inner.unchanged(keys, seen).await
+        }
+
+        async fn bump(&self, keys: &[VersionKey]) -> twofold::store::StoreResult<()> {
+            self.inner.bump(keys).await
+        }
+
+        async fn replace(
+            &self,
+            keys: [VersionKey; 2],
+            seen: [u64; 2],
+        ) -> twofold::store::StoreResult<Option<[u64; 2]>> {
+            self.inner.bump(&keys[1..]).await?;
+            self.inner.replace(keys, seen).await
+        }
+    }
+
+    /// A change announced while an upgrade was under way may be missing from the answer the
+    /// upgrade read: that answer is not kept, and the new token's first lookup reads SQL.
+    pub async fn an_upgrade_racing_another_change_keeps_no_answer(inner: Arc<dyn SqlStore>) {
+        let replicas = Replicas::new(
+            inner,
+            Arc::new(Interleaved {
+                inner: twofold::store::session_cache::MemoryVersions::new(),
+            }),
+        );
+        let (identity, session) = cached_session(&replicas, &replicas.one).await;
+        let upgrade = sql_cases::upgrade_to_aal2(&identity, now());
+        assert!(
+            replicas
+                .one
+                .upgrade_session(session.id, &session.token_hash, &upgrade)
+                .await
+                .expect("upgrade")
+                .is_some()
+        );
+        // The change that was announced in between, written behind the caches' back.
+        assert!(
+            replicas
+                .inner
+                .revoke_session(session.id, now())
+                .await
+                .expect("revoke")
+        );
+        let first = answer(&replicas.one, &upgrade.new_token_hash).await;
+        assert!(
+            first.expect("answer").0.revoked_at.is_some(),
+            "read from SQL, not from the upgrade"
+        );
     }
 
     /// In-process versions that can be switched off, like a Redis that goes away and comes back.
@@ -2757,6 +2880,15 @@ mod session_cache_cases {
         async fn bump(&self, keys: &[VersionKey]) -> twofold::store::StoreResult<()> {
             self.check()?;
             self.inner.bump(keys).await
+        }
+
+        async fn replace(
+            &self,
+            keys: [VersionKey; 2],
+            seen: [u64; 2],
+        ) -> twofold::store::StoreResult<Option<[u64; 2]>> {
+            self.check()?;
+            self.inner.replace(keys, seen).await
         }
     }
 
@@ -2839,6 +2971,14 @@ mod session_cache_cases {
         async fn bump(&self, _: &[VersionKey]) -> twofold::store::StoreResult<()> {
             Err(StoreError::Unavailable("versions down".into()))
         }
+
+        async fn replace(
+            &self,
+            _: [VersionKey; 2],
+            _: [u64; 2],
+        ) -> twofold::store::StoreResult<Option<[u64; 2]>> {
+            Err(StoreError::Unavailable("versions down".into()))
+        }
     }
 
     /// Without versions every answer comes from SQL, and a change that cannot be announced is
@@ -2899,8 +3039,17 @@ macro_rules! session_cache_suite {
                 revocation_through_one_replica_holds_on_the_other,
                 an_upgrade_retires_the_old_tokens_answer,
                 identity_changes_reach_every_sessions_answer,
-                tokens_issued_here_are_cached_from_their_first_lookup
+                tokens_issued_here_are_cached_from_their_first_lookup,
+                an_upgrade_caches_the_new_tokens_answer_at_once
             );
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn an_upgrade_racing_another_change_keeps_no_answer() {
+                super::session_cache_cases::an_upgrade_racing_another_change_keeps_no_answer(
+                    $inner.await,
+                )
+                .await;
+            }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn without_versions_answers_come_from_sql() {
@@ -2935,7 +3084,7 @@ macro_rules! session_cache_suite {
 mod session_cache {
     use super::*;
     use twofold::store::SqlStore;
-    use twofold::store::session_cache::{MemoryVersions, RedisVersions};
+    use twofold::store::session_cache::{MemoryVersions, RedisVersions, VersionKey, Versions};
 
     async fn postgres() -> Arc<dyn SqlStore> {
         Arc::new(open::postgres().await.store)
@@ -2955,6 +3104,52 @@ mod session_cache {
 
     async fn sqlite_with_memory_versions() -> session_cache_cases::Replicas {
         session_cache_cases::Replicas::new(sqlite_memory().await, Arc::new(MemoryVersions::new()))
+    }
+
+    /// `replace` changes both versions only while both are as seen, and a refusal changes
+    /// nothing.
+    async fn replace_is_a_compare_and_set(versions: &dyn Versions) {
+        let keys = [
+            VersionKey::Session(Uuid::now_v7()),
+            VersionKey::Identity(Uuid::now_v7()),
+        ];
+        let seen = versions.current(keys).await.expect("current");
+        let next = versions
+            .replace(keys, seen)
+            .await
+            .expect("replace")
+            .expect("replaced");
+        assert_ne!(next[0], seen[0]);
+        assert_ne!(next[1], seen[1]);
+        assert!(versions.unchanged(keys, next).await.expect("check"));
+        assert_eq!(versions.replace(keys, seen).await.expect("replace"), None);
+        assert!(
+            versions.unchanged(keys, next).await.expect("check"),
+            "a refused replace changes nothing"
+        );
+        versions.bump(&keys[1..]).await.expect("bump");
+        assert_eq!(
+            versions.replace(keys, next).await.expect("replace"),
+            None,
+            "one of the two moved on"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn redis_replace_is_a_compare_and_set() {
+        let connection = twofold::store::redis::connect_manager(&support::redis_url())
+            .await
+            .expect("connect to redis");
+        replace_is_a_compare_and_set(&RedisVersions::new(
+            connection,
+            &support::unique_redis_prefix(),
+        ))
+        .await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn memory_replace_is_a_compare_and_set() {
+        replace_is_a_compare_and_set(&MemoryVersions::new()).await;
     }
 
     session_cache_suite!(

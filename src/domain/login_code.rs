@@ -500,33 +500,24 @@ async fn upgrade(
         identity_id: session.identity_id,
         new_token_hash: token.hash(),
         aal: Aal::Aal2,
-        methods: methods.clone(),
+        methods,
         authenticated_at: method.completed_at,
         verified_address: Some(verified.challenge.address.clone()),
         audit: vec![verified.audit.clone(), aal_changed],
     };
-    if !context
+    let Some(upgraded) = context
         .stores
         .sessions
         .upgrade_session(session.id, &session.token_hash, &upgrade)
         .await?
-    {
+    else {
         // Revoked or upgraded by someone else in the meantime. The code was consumed all the
         // same, so its use is on record even though it earned nothing.
         verified.record(context).await?;
         return Err(DomainError::SessionInactive);
-    }
+    };
     tracing::info!(session_id = %session.id, identity_id = %session.identity_id, "session raised to aal2");
-    Ok((
-        Session {
-            token_hash: upgrade.new_token_hash,
-            aal: Aal::Aal2,
-            methods,
-            authenticated_at: upgrade.authenticated_at,
-            ..session
-        },
-        token,
-    ))
+    Ok((upgraded.session, token))
 }
 
 #[cfg(test)]

@@ -150,14 +150,24 @@ pub trait SessionStore: Send + Sync + 'static {
     /// Atomically replaces the token and raises the AAL, but only while the session is unrevoked
     /// and still holds `expected_token_hash`: of several concurrent upgrades exactly one wins, and
     /// the old token stops working in the same step. The address verification and the audit
-    /// event of `upgrade` are written in that step too, or not at all. Returns false when the
-    /// guard failed (and then nothing was written).
+    /// event of `upgrade` are written in that step too, or not at all. Returns `None` when the
+    /// guard failed (and then nothing was written), else the upgraded session with its identity
+    /// as read in the same step or right after it.
     async fn upgrade_session(
         &self,
         id: Uuid,
         expected_token_hash: &[u8],
         upgrade: &SessionUpgrade,
-    ) -> StoreResult<bool>;
+    ) -> StoreResult<Option<Upgraded>>;
+}
+
+/// A session upgrade that happened (see [`SessionStore::upgrade_session`]): what a
+/// [`SessionStore::find_with_identity`] of the new token would answer right after it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Upgraded {
+    pub session: Session,
+    /// `None` only when the identity was deleted meanwhile.
+    pub identity: Option<Identity>,
 }
 
 /// A flow as stored: an opaque document plus a revision for compare-and-swap.

@@ -15,7 +15,7 @@ use super::sql_common::{
     after_attempt, assemble, count_failure, lease_end, map_error, map_identifier_insert_error,
     map_migrate_error, merge_addresses,
 };
-use super::{IdentityStore, SessionStore, SessionUpgrade, StoreError, StoreResult};
+use super::{IdentityStore, SessionStore, SessionUpgrade, StoreError, StoreResult, Upgraded};
 use crate::domain::identity::{CredentialKind, Identifier, Identity, VerifiableAddress};
 use crate::domain::session::Session;
 use async_trait::async_trait;
@@ -564,17 +564,18 @@ impl SessionStore for PostgresStore {
         id: Uuid,
         expected_token_hash: &[u8],
         upgrade: &SessionUpgrade,
-    ) -> StoreResult<bool> {
+    ) -> StoreResult<Option<Upgraded>> {
         // One guarded statement: Postgres re-checks the WHERE clause after waiting for a
         // concurrent writer's row lock, so only the first of several upgrades matches. The
         // address and audit writes hang off its RETURNING, so they happen exactly when it does,
-        // in the same commit.
-        let query = sqlx::query(
+        // in the same commit. It also reads the identity, so the new token's first lookup needs
+        // no statement of its own (see `session_cache`).
+        let query = sqlx::query(concat!(
             "WITH upgraded AS ( \
                  UPDATE sessions SET token_hash = $3, aal = $4, methods = $5, \
                                      authenticated_at = $6 \
                  WHERE id = $1 AND token_hash = $2 AND revoked_at IS NULL \
-                 RETURNING identity_id), \
+                 RETURNING *), \
              verified AS ( \
                  UPDATE identity_verifiable_addresses \
                  SET verified = true, verified_at = COALESCE(verified_at, $6) \
@@ -586,8 +587,12 @@ impl SessionStore for PostgresStore {
                      unnest($8::uuid[], $9::text[], $10::uuid[], $11::uuid[], $12::text[], \
                             $13::text[], $14::timestamptz[]) \
                      AS e(id, event, identity_id, flow_id, address_hash, client_ip, occurred_at)) \
-             SELECT count(*) AS upgraded FROM upgraded",
-        )
+             SELECT s.id AS session_id, s.identity_id AS session_identity_id, s.token_hash, \
+                    s.aal, s.methods, s.issued_at, s.expires_at, s.authenticated_at, \
+                    s.revoked_at, i.id IS NOT NULL AS identity_found, ",
+            identity_columns!(),
+            "FROM upgraded s LEFT JOIN identities i ON i.id = s.identity_id"
+        ))
         .bind(id)
         .bind(expected_token_hash)
         .bind(&upgrade.new_token_hash)
@@ -595,15 +600,50 @@ impl SessionStore for PostgresStore {
         .bind(Json(&upgrade.methods))
         .bind(upgrade.authenticated_at)
         .bind(&upgrade.verified_address);
-        let row = bind_audits(query, &upgrade.audit)
-            .fetch_one(&self.pool)
+        let Some(row) = bind_audits(query, &upgrade.audit)
+            .fetch_optional(&self.pool)
             .await
-            .map_err(|error| map_error("upgrade session", error))?;
-        let upgraded: i64 = row
-            .try_get("upgraded")
-            .map_err(|error| map_error("upgrade session", error))?;
-        Ok(upgraded == 1)
+            .map_err(|error| map_error("upgrade session", error))?
+        else {
+            return Ok(None);
+        };
+        let decode = || -> Result<_, sqlx::Error> {
+            let identity_id: Uuid = row.try_get("session_identity_id")?;
+            let found: bool = row.try_get("identity_found")?;
+            Ok((joined_session_row(&row, identity_id)?, found))
+        };
+        let (session, identity_found) =
+            decode().map_err(|error| map_error("decode upgraded session", error))?;
+        let identity = if identity_found {
+            // The statement read the addresses from the snapshot it started with, before its
+            // own `verified` part ran.
+            let identity = identity_from(&row)?;
+            Some(match &upgrade.verified_address {
+                Some(address) => with_address_verified(identity, address, upgrade.authenticated_at),
+                None => identity,
+            })
+        } else {
+            None
+        };
+        Ok(Some(Upgraded {
+            session: session.into_domain()?,
+            identity,
+        }))
     }
+}
+
+/// `identity` with `value` verified at `at` unless verified before, as the upgrade statement
+/// writes it.
+fn with_address_verified(mut identity: Identity, value: &str, at: DateTime<Utc>) -> Identity {
+    for address in identity
+        .verifiable_addresses
+        .iter_mut()
+        .filter(|address| address.value == value)
+    {
+        address.verified = true;
+        address.verified_at = address.verified_at.or(Some(at));
+    }
+    identity
 }
 
 fn decode_session(row: Option<PgRow>) -> StoreResult<Option<Session>> {

@@ -22,7 +22,9 @@
 //! the process forgets its cached answers. Answers are kept at most [`ENTRY_TTL`] and at most
 //! [`CAPACITY`] of them, so memory stays bounded; a version change that could not be written
 //! (Redis down after a commit) is retried in the background for [`ENTRY_TTL`].
-use super::{IdentityStore, SessionStore, SessionUpgrade, SqlStore, StoreError, StoreResult};
+use super::{
+    IdentityStore, SessionStore, SessionUpgrade, SqlStore, StoreError, StoreResult, Upgraded,
+};
 use crate::domain::identity::{CredentialKind, Identity};
 use crate::domain::session::Session;
 use async_trait::async_trait;
@@ -61,6 +63,12 @@ pub trait Versions: Send + Sync + 'static {
 
     /// Gives each key a new version; called after the write it announces has committed.
     async fn bump(&self, keys: &[VersionKey]) -> StoreResult<()>;
+
+    /// Gives both keys new versions in one atomic step, but only if both still have the
+    /// versions `seen`; returns the new versions, or `None` (and changes nothing) when either
+    /// had moved on.
+    async fn replace(&self, keys: [VersionKey; 2], seen: [u64; 2])
+    -> StoreResult<Option<[u64; 2]>>;
 }
 
 /// A cache entry: at first only the ids behind the token (they never change), then the answer.
@@ -307,36 +315,53 @@ impl SessionStore for CachedSessions {
         id: Uuid,
         expected_token_hash: &[u8],
         upgrade: &SessionUpgrade,
-    ) -> StoreResult<bool> {
-        let upgraded = self
+    ) -> StoreResult<Option<Upgraded>> {
+        // The upgrade reads the new token's answer along with its write, so that answer can be
+        // cached at once, under versions read before the write like any other answer. The
+        // upgrade's own announcement would change those versions, so it is made as a
+        // compare-and-set from them: when it succeeds, no change was announced since they were
+        // read, and every change still to be announced will move the versions it set, which
+        // are what the answer is kept under. When it fails, a concurrent change may be missing
+        // from the answer; it is announced plainly and not kept.
+        let keys = keys(id, upgrade.identity_id);
+        let read_started = Instant::now();
+        let before = self.versions.current(keys).await;
+        let Some(upgraded) = self
             .inner
             .upgrade_session(id, expected_token_hash, upgrade)
-            .await?;
-        if upgraded {
-            // The old token's answer can never be served again: free it now rather than at
-            // expiry. The new token's owner is known, so its first lookup can be cached.
-            self.store(expected_token_hash, None);
-            self.store(
-                &upgrade.new_token_hash,
-                Some(Entry::Known {
-                    session_id: id,
-                    identity_id: upgrade.identity_id,
-                    stored_at: Instant::now(),
-                }),
-            );
-            // The old token stops working, and an address of the identity may now be verified.
-            let changed = [
-                VersionKey::Session(id),
-                VersionKey::Identity(upgrade.identity_id),
-            ];
-            let changed = if upgrade.verified_address.is_some() {
-                &changed[..]
-            } else {
-                &changed[..1]
-            };
-            self.announce(changed).await;
+            .await?
+        else {
+            return Ok(None);
+        };
+        // The old token's answer can never be served again: free it now rather than at expiry.
+        self.store(expected_token_hash, None);
+        let mut kept = None;
+        if let (Ok(before), Some(identity)) = (before, &upgraded.identity)
+            && let Ok(Some(seen)) = self.versions.replace(keys, before).await
+        {
+            kept = Some(Entry::Cached {
+                answer: Arc::new((upgraded.session.clone(), identity.clone())),
+                seen,
+                stored_at: read_started,
+            });
         }
-        Ok(upgraded)
+        match kept {
+            Some(entry) => self.store(&upgrade.new_token_hash, Some(entry)),
+            None => {
+                // The new token's owner is known, so its first lookup can be cached. The old
+                // token stops working, and an address of the identity may now be verified.
+                self.store(
+                    &upgrade.new_token_hash,
+                    Some(Entry::Known {
+                        session_id: id,
+                        identity_id: upgrade.identity_id,
+                        stored_at: Instant::now(),
+                    }),
+                );
+                self.announce(&keys).await;
+            }
+        }
+        Ok(Some(upgraded))
     }
 }
 
@@ -429,11 +454,10 @@ impl MemoryVersions {
     }
 
     fn read(&self, keys: [VersionKey; 2]) -> [u64; 2] {
-        let state = self
-            .state
+        self.state
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        keys.map(|key| state.changed.get(&key).map_or(0, |(version, _)| *version))
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .read(keys)
     }
 }
 
@@ -453,25 +477,50 @@ impl Versions for MemoryVersions {
         Ok(self.read(keys) == seen)
     }
 
+    async fn replace(
+        &self,
+        keys: [VersionKey; 2],
+        seen: [u64; 2],
+    ) -> StoreResult<Option<[u64; 2]>> {
+        let mut state = self
+            .state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if state.read(keys) != seen {
+            return Ok(None);
+        }
+        state.bump(&keys);
+        Ok(Some(state.read(keys)))
+    }
+
     async fn bump(&self, keys: &[VersionKey]) -> StoreResult<()> {
         let mut state = self
             .state
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
+        state.bump(keys);
+        Ok(())
+    }
+}
+
+impl MemoryState {
+    fn read(&self, keys: [VersionKey; 2]) -> [u64; 2] {
+        keys.map(|key| self.changed.get(&key).map_or(0, |(version, _)| *version))
+    }
+
+    fn bump(&mut self, keys: &[VersionKey]) {
         // A key may fall back to 0 once every answer read before its change has expired.
-        state.bumps_since_prune += 1;
-        if state.bumps_since_prune >= PRUNE_EVERY {
-            state.bumps_since_prune = 0;
-            state
-                .changed
+        self.bumps_since_prune += 1;
+        if self.bumps_since_prune >= PRUNE_EVERY {
+            self.bumps_since_prune = 0;
+            self.changed
                 .retain(|_, (_, changed_at)| changed_at.elapsed() < ENTRY_TTL);
         }
         for key in keys {
-            state.last += 1;
-            let version = state.last;
-            state.changed.insert(*key, (version, Instant::now()));
+            self.last += 1;
+            let version = self.last;
+            self.changed.insert(*key, (version, Instant::now()));
         }
-        Ok(())
     }
 }
 
@@ -502,6 +551,21 @@ impl RedisVersions {
         }
     }
 }
+
+/// Compare-and-set of two versions (see [`Versions::replace`]); values are compared as the
+/// decimal strings they are stored as.
+static REPLACE_SCRIPT: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        r"
+        if redis.call('GET', KEYS[1]) == ARGV[1] and redis.call('GET', KEYS[2]) == ARGV[2] then
+            redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[5])
+            redis.call('SET', KEYS[2], ARGV[4], 'PX', ARGV[5])
+            return 1
+        end
+        return 0
+        ",
+    )
+});
 
 fn fresh_version() -> u64 {
     // Never 0, and never a value an earlier holder of the key is likely to have had.
@@ -551,6 +615,27 @@ impl Versions for RedisVersions {
             .await
             .map_err(redis_error("check session versions"))?;
         Ok(values == [Some(seen[0]), Some(seen[1])])
+    }
+
+    async fn replace(
+        &self,
+        keys: [VersionKey; 2],
+        seen: [u64; 2],
+    ) -> StoreResult<Option<[u64; 2]>> {
+        let fresh = [fresh_version(), fresh_version()];
+        let mut connection = self.connection.clone();
+        let replaced: bool = REPLACE_SCRIPT
+            .key(self.key(keys[0]))
+            .key(self.key(keys[1]))
+            .arg(seen[0])
+            .arg(seen[1])
+            .arg(fresh[0])
+            .arg(fresh[1])
+            .arg(REDIS_VERSION_TTL.as_millis() as u64)
+            .invoke_async(&mut connection)
+            .await
+            .map_err(redis_error("announce a session change"))?;
+        Ok(replaced.then_some(fresh))
     }
 
     async fn bump(&self, keys: &[VersionKey]) -> StoreResult<()> {

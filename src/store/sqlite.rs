@@ -16,7 +16,7 @@ use super::sql_common::{
     after_attempt, assemble, corrupt, count_failure, lease_end, map_error,
     map_identifier_insert_error, map_migrate_error, merge_addresses,
 };
-use super::{IdentityStore, SessionStore, SessionUpgrade, StoreResult};
+use super::{IdentityStore, SessionStore, SessionUpgrade, StoreResult, Upgraded};
 use crate::domain::identity::{CredentialKind, Identifier, Identity, VerifiableAddress};
 use crate::domain::session::Session;
 use async_trait::async_trait;
@@ -63,10 +63,16 @@ macro_rules! address_select {
     };
 }
 
+macro_rules! session_columns {
+    () => {
+        "id, identity_id, token_hash, aal, methods, issued_at, expires_at, authenticated_at, \
+         revoked_at "
+    };
+}
+
 macro_rules! session_select {
     () => {
-        "SELECT id, identity_id, token_hash, aal, methods, issued_at, expires_at, \
-         authenticated_at, revoked_at FROM sessions "
+        concat!("SELECT ", session_columns!(), "FROM sessions ")
     };
 }
 
@@ -652,15 +658,16 @@ impl SessionStore for SqliteStore {
         id: Uuid,
         expected_token_hash: &[u8],
         upgrade: &SessionUpgrade,
-    ) -> StoreResult<bool> {
+    ) -> StoreResult<Option<Upgraded>> {
         // One guarded statement; SQLite runs writers one at a time, so only the first of several
         // concurrent upgrades still finds the expected token. The address and audit writes share
         // its transaction.
         let mut tx = self.begin_write().await?;
-        let updated = sqlx::query(
+        let updated = sqlx::query(concat!(
             "UPDATE sessions SET token_hash = ?3, aal = ?4, methods = ?5, authenticated_at = ?6 \
-             WHERE id = ?1 AND token_hash = ?2 AND revoked_at IS NULL RETURNING identity_id",
-        )
+             WHERE id = ?1 AND token_hash = ?2 AND revoked_at IS NULL RETURNING ",
+            session_columns!()
+        ))
         .bind(id)
         .bind(expected_token_hash)
         .bind(&upgrade.new_token_hash)
@@ -671,11 +678,10 @@ impl SessionStore for SqliteStore {
         .await
         .map_err(|error| map_error("upgrade session", error))?;
         let Some(updated) = updated else {
-            return Ok(false);
+            return Ok(None);
         };
-        let identity_id: Uuid = updated
-            .try_get("identity_id")
-            .map_err(|error| map_error("upgrade session", error))?;
+        let session = session_row(&updated)?.into_domain()?;
+        let identity_id = session.identity_id;
         if let Some(address) = &upgrade.verified_address {
             sqlx::query(
                 "UPDATE identity_verifiable_addresses \
@@ -695,7 +701,9 @@ impl SessionStore for SqliteStore {
         tx.commit()
             .await
             .map_err(|error| map_error("commit transaction", error))?;
-        Ok(true)
+        // In process a second read costs no round trip worth folding into the write.
+        let identity = IdentityStore::get_identity(self, identity_id).await?;
+        Ok(Some(Upgraded { session, identity }))
     }
 }
 
