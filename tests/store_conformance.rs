@@ -771,7 +771,17 @@ mod sql_cases {
             store.get_session(session.id).await.expect("get").as_ref(),
             Some(&session)
         );
-        // A failed guard writes nothing else either.
+        let unaudited = SessionUpgrade {
+            audit: vec![],
+            ..upgrade.clone()
+        };
+        assert!(matches!(
+            store
+                .upgrade_session(session.id, &session.token_hash, &unaudited)
+                .await,
+            Err(StoreError::Internal(_))
+        ));
+        // A failed guard writes nothing else either, nor does an upgrade without audit events.
         assert_eq!(
             store.audit_events(identity.id).await.expect("audit"),
             vec![]
@@ -1925,8 +1935,9 @@ mod durable_cases {
             message_ids(&store.claim_due(t0, 1, lease).await.expect("claim")),
             vec![abandoned_by_a_worker.id]
         );
-        let older = enqueued(store, &unique_phone(), t0 + seconds(1)).await;
-        let newer = enqueued(store, &unique_phone(), t0 + seconds(2)).await;
+        // Both due before the abandoned one, so "oldest due first" alone would take them both.
+        let older = enqueued(store, &unique_phone(), t0 - seconds(2)).await;
+        let newer = enqueued(store, &unique_phone(), t0 - seconds(1)).await;
         let expired = t0 + seconds(30);
         let mut claimed = message_ids(&store.claim_due(expired, 2, lease).await.expect("claim"));
         claimed.sort();

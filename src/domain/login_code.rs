@@ -505,12 +505,24 @@ async fn upgrade(
         verified_address: Some(verified.challenge.address.clone()),
         audit: vec![verified.audit.clone(), aal_changed],
     };
-    let Some(upgraded) = context
+    let outcome = context
         .stores
         .sessions
         .upgrade_session(session.id, &session.token_hash, &upgrade)
-        .await?
-    else {
+        .await;
+    let outcome = match outcome {
+        Ok(outcome) => outcome,
+        Err(error) => {
+            // Whether the upgrade committed is unknown (a connection lost after COMMIT looks the
+            // same), but the code was consumed either way, so its use goes on record now. If the
+            // upgrade did commit, it wrote this very event (same id) and the copy is refused.
+            if let Err(audit_error) = verified.record(context).await {
+                tracing::warn!(error = %audit_error, "code.verified not recorded after a failed session upgrade");
+            }
+            return Err(error.into());
+        }
+    };
+    let Some(upgraded) = outcome else {
         // Revoked or upgraded by someone else in the meantime. The code was consumed all the
         // same, so its use is on record even though it earned nothing.
         verified.record(context).await?;

@@ -9,7 +9,7 @@
 //! that has returned is therefore seen by the next check on any replica. Two checks racing a
 //! failure that is still being recorded may both miss it, exactly as two SQL reads would.
 use super::codes::{FailureBudgetStore, FailureState};
-use super::session_cache::{CAPACITY, ENTRY_TTL, VersionKey, Versions, announce};
+use super::session_cache::{CAPACITY, VersionKey, Versions, announce};
 use super::{StoreError, StoreResult};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -17,6 +17,11 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use uuid::Uuid;
+
+/// How long "nothing on record" is kept: short, since it is what a replica would go on believing
+/// about a failure whose announcement did not reach Redis (retried in the background meanwhile).
+/// Well under the session cache's `ENTRY_TTL`, which the in-process versions' pruning relies on.
+const CLEAN_TTL: Duration = Duration::from_secs(5);
 
 const NOTHING_ON_RECORD: FailureState = FailureState {
     failures: 0,
@@ -62,7 +67,7 @@ impl CachedBudget {
     fn cached(&self, identity_id: Uuid) -> Option<Clean> {
         self.entries()
             .get(&identity_id)
-            .filter(|clean| clean.stored_at.elapsed() < ENTRY_TTL)
+            .filter(|clean| clean.stored_at.elapsed() < CLEAN_TTL)
             .copied()
     }
 
@@ -73,7 +78,7 @@ impl CachedBudget {
             return;
         };
         if entries.len() >= CAPACITY && !entries.contains_key(&identity_id) {
-            entries.retain(|_, clean| clean.stored_at.elapsed() < ENTRY_TTL);
+            entries.retain(|_, clean| clean.stored_at.elapsed() < CLEAN_TTL);
             if entries.len() >= CAPACITY {
                 return;
             }

@@ -111,6 +111,18 @@ pub struct SessionUpgrade {
     pub audit: Vec<codes::AuditEvent>,
 }
 
+impl SessionUpgrade {
+    /// Refuses an upgrade without audit events before anything is written.
+    pub fn check_audited(&self) -> StoreResult<()> {
+        if self.audit.is_empty() {
+            return Err(StoreError::Internal(
+                "a session upgrade must carry its audit events".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
 #[async_trait]
 pub trait SessionStore: Send + Sync + 'static {
     async fn insert_session(&self, session: &Session) -> StoreResult<()>;
@@ -166,7 +178,8 @@ pub trait SessionStore: Send + Sync + 'static {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Upgraded {
     pub session: Session,
-    /// `None` only when the identity was deleted meanwhile.
+    /// `None` when the identity was deleted meanwhile, or (SQLite, which reads it after the
+    /// write) could not be read back.
     pub identity: Option<Identity>,
 }
 

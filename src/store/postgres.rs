@@ -565,6 +565,7 @@ impl SessionStore for PostgresStore {
         expected_token_hash: &[u8],
         upgrade: &SessionUpgrade,
     ) -> StoreResult<Option<Upgraded>> {
+        upgrade.check_audited()?;
         // One guarded statement: Postgres re-checks the WHERE clause after waiting for a
         // concurrent writer's row lock, so only the first of several upgrades matches. The
         // address and audit writes hang off its RETURNING, so they happen exactly when it does,

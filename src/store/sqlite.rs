@@ -659,6 +659,7 @@ impl SessionStore for SqliteStore {
         expected_token_hash: &[u8],
         upgrade: &SessionUpgrade,
     ) -> StoreResult<Option<Upgraded>> {
+        upgrade.check_audited()?;
         // One guarded statement; SQLite runs writers one at a time, so only the first of several
         // concurrent upgrades still finds the expected token. The address and audit writes share
         // its transaction.
@@ -701,8 +702,14 @@ impl SessionStore for SqliteStore {
         tx.commit()
             .await
             .map_err(|error| map_error("commit transaction", error))?;
-        // In process a second read costs no round trip worth folding into the write.
-        let identity = IdentityStore::get_identity(self, identity_id).await?;
+        // In process a second read costs no round trip worth folding into the write. The upgrade
+        // has committed: a failed read must not report it as failed, it only goes uncached.
+        let identity = IdentityStore::get_identity(self, identity_id)
+            .await
+            .unwrap_or_else(|error| {
+                tracing::warn!(error = %error, "identity not read back after a session upgrade");
+                None
+            });
         Ok(Some(Upgraded { session, identity }))
     }
 }
@@ -905,7 +912,7 @@ impl Outbox for SqliteStore {
         lease: Duration,
     ) -> StoreResult<Vec<OutboxMessage>> {
         // One writer at a time: the immediate transaction makes choosing and marking the rows
-        // one step for every other claimer.
+        // one step for every other claimer. Expired leases first, as on Postgres.
         let mut tx = self.begin_write().await?;
         let rows = sqlx::query(concat!(
             "UPDATE courier_messages SET status = 'processing', lease_until = ?2, \
@@ -913,7 +920,7 @@ impl Outbox for SqliteStore {
              WHERE id IN (SELECT id FROM courier_messages \
                           WHERE (status = 'queued' AND next_attempt_at <= ?1) \
                              OR (status = 'processing' AND lease_until <= ?1) \
-                          ORDER BY next_attempt_at, id LIMIT ?3) \
+                          ORDER BY status = 'queued', next_attempt_at, id LIMIT ?3) \
              RETURNING ",
             message_columns!()
         ))
