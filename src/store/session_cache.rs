@@ -323,20 +323,38 @@ impl SessionStore for CachedSessions {
         // read, and every change still to be announced will move the versions it set, which
         // are what the answer is kept under. When it fails, a concurrent change may be missing
         // from the answer; it is announced plainly and not kept.
+        // This relies on the store reading the answer in a statement (or transaction) that
+        // starts after `current` has returned, as both SQL stores do.
         let keys = keys(id, upgrade.identity_id);
         let read_started = Instant::now();
         let before = self.versions.current(keys).await;
-        let Some(upgraded) = self
+        if before.is_err() {
+            // As in `bypass`: versions lost in an outage could make an old answer match again.
+            self.entries
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .clear();
+        }
+        let outcome = self
             .inner
             .upgrade_session(id, expected_token_hash, upgrade)
-            .await?
-        else {
-            return Ok(None);
+            .await;
+        let upgraded = match outcome {
+            Ok(Some(upgraded)) => upgraded,
+            Ok(None) => return Ok(None),
+            Err(error) => {
+                // The upgrade may have committed before the error (a connection lost after
+                // COMMIT, an answer that did not decode): the old token must stop being served.
+                self.store(expected_token_hash, None);
+                self.announce(&keys).await;
+                return Err(error);
+            }
         };
         // The old token's answer can never be served again: free it now rather than at expiry.
         self.store(expected_token_hash, None);
         let mut kept = None;
         if let (Ok(before), Some(identity)) = (before, &upgraded.identity)
+            && keys == self::keys(upgraded.session.id, identity.id)
             && let Ok(Some(seen)) = self.versions.replace(keys, before).await
         {
             kept = Some(Entry::Cached {
