@@ -3092,25 +3092,36 @@ macro_rules! session_cache_suite {
     };
 }
 
-mod session_cache {
+/// The stores and versions the cache suites run on.
+mod cache_backends {
     use super::*;
     use twofold::store::SqlStore;
-    use twofold::store::session_cache::{MemoryVersions, RedisVersions, VersionKey, Versions};
+    use twofold::store::session_cache::RedisVersions;
 
-    async fn postgres() -> Arc<dyn SqlStore> {
+    pub async fn postgres() -> Arc<dyn SqlStore> {
         Arc::new(open::postgres().await.store)
     }
 
-    async fn sqlite_memory() -> Arc<dyn SqlStore> {
+    pub async fn sqlite_memory() -> Arc<dyn SqlStore> {
         Arc::new(open::sqlite_memory().await.store)
     }
 
-    async fn postgres_with_redis_versions() -> session_cache_cases::Replicas {
+    /// Versions in the test Redis, under a key prefix of their own.
+    pub async fn redis_versions() -> RedisVersions {
         let connection = twofold::store::redis::connect_manager(&support::redis_url())
             .await
             .expect("connect to redis");
-        let versions = RedisVersions::new(connection, &support::unique_redis_prefix());
-        session_cache_cases::Replicas::new(postgres().await, Arc::new(versions))
+        RedisVersions::new(connection, &support::unique_redis_prefix())
+    }
+}
+
+mod session_cache {
+    use super::cache_backends::{postgres, redis_versions, sqlite_memory};
+    use super::*;
+    use twofold::store::session_cache::{MemoryVersions, VersionKey, Versions};
+
+    async fn postgres_with_redis_versions() -> session_cache_cases::Replicas {
+        session_cache_cases::Replicas::new(postgres().await, Arc::new(redis_versions().await))
     }
 
     async fn sqlite_with_memory_versions() -> session_cache_cases::Replicas {
@@ -3148,14 +3159,7 @@ mod session_cache {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn redis_replace_is_a_compare_and_set() {
-        let connection = twofold::store::redis::connect_manager(&support::redis_url())
-            .await
-            .expect("connect to redis");
-        replace_is_a_compare_and_set(&RedisVersions::new(
-            connection,
-            &support::unique_redis_prefix(),
-        ))
-        .await;
+        replace_is_a_compare_and_set(&redis_versions().await).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -3347,24 +3351,12 @@ macro_rules! budget_cache_suite {
 }
 
 mod budget_cache {
+    use super::cache_backends::{postgres, redis_versions, sqlite_memory};
     use super::*;
-    use twofold::store::SqlStore;
-    use twofold::store::session_cache::{MemoryVersions, RedisVersions};
-
-    async fn postgres() -> Arc<dyn SqlStore> {
-        Arc::new(open::postgres().await.store)
-    }
-
-    async fn sqlite_memory() -> Arc<dyn SqlStore> {
-        Arc::new(open::sqlite_memory().await.store)
-    }
+    use twofold::store::session_cache::MemoryVersions;
 
     async fn postgres_with_redis_versions() -> budget_cache_cases::Replicas {
-        let connection = twofold::store::redis::connect_manager(&support::redis_url())
-            .await
-            .expect("connect to redis");
-        let versions = RedisVersions::new(connection, &support::unique_redis_prefix());
-        budget_cache_cases::Replicas::new(postgres().await, Arc::new(versions))
+        budget_cache_cases::Replicas::new(postgres().await, Arc::new(redis_versions().await))
     }
 
     async fn sqlite_with_memory_versions() -> budget_cache_cases::Replicas {
