@@ -2788,49 +2788,14 @@ mod session_cache_cases {
         assert!(after.expect("answer").0.revoked_at.is_some());
     }
 
-    /// In-process versions where another replica announces a change between the moment an
-    /// upgrade reads its versions and its own announcement.
-    pub struct Interleaved {
-        pub inner: twofold::store::session_cache::MemoryVersions,
-    }
-
-    #[async_trait::async_trait]
-    impl Versions for Interleaved {
-        async fn current(&self, keys: [VersionKey; 2]) -> twofold::store::StoreResult<[u64; 2]> {
-            self.inner.current(keys).await
-        }
-
-        async fn unchanged(
-            &self,
-            keys: [VersionKey; 2],
-            seen: [u64; 2],
-        ) -> twofold::store::StoreResult<bool> {
-            self.inner.unchanged(keys, seen).await
-        }
-
-        async fn bump(&self, keys: &[VersionKey]) -> twofold::store::StoreResult<()> {
-            self.inner.bump(keys).await
-        }
-
-        async fn replace(
-            &self,
-            keys: [VersionKey; 2],
-            seen: [u64; 2],
-        ) -> twofold::store::StoreResult<Option<[u64; 2]>> {
-            self.inner.bump(&keys[1..]).await?;
-            self.inner.replace(keys, seen).await
-        }
-    }
-
     /// A change announced while an upgrade was under way may be missing from the answer the
     /// upgrade read: that answer is not kept, and the new token's first lookup reads SQL.
     pub async fn an_upgrade_racing_another_change_keeps_no_answer(inner: Arc<dyn SqlStore>) {
-        let replicas = Replicas::new(
-            inner,
-            Arc::new(Interleaved {
-                inner: twofold::store::session_cache::MemoryVersions::new(),
-            }),
-        );
+        let versions = Arc::new(Flaky::new());
+        versions
+            .interleave
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let replicas = Replicas::new(inner, versions);
         let (identity, session) = cached_session(&replicas, &replicas.one).await;
         let upgrade = sql_cases::upgrade_to_aal2(&identity, now());
         assert!(
@@ -2856,13 +2821,24 @@ mod session_cache_cases {
         );
     }
 
-    /// In-process versions that can be switched off, like a Redis that goes away and comes back.
+    /// In-process versions that can be switched off, like a Redis that goes away and comes back,
+    /// or made to let another replica's announcement land just before an upgrade's own.
     pub struct Flaky {
         pub inner: twofold::store::session_cache::MemoryVersions,
         pub down: std::sync::atomic::AtomicBool,
+        /// Every `replace` finds the identity's version changed since it was read.
+        pub interleave: std::sync::atomic::AtomicBool,
     }
 
     impl Flaky {
+        pub fn new() -> Self {
+            Self {
+                inner: twofold::store::session_cache::MemoryVersions::new(),
+                down: std::sync::atomic::AtomicBool::new(false),
+                interleave: std::sync::atomic::AtomicBool::new(false),
+            }
+        }
+
         fn check(&self) -> twofold::store::StoreResult<()> {
             if self.down.load(std::sync::atomic::Ordering::SeqCst) {
                 Err(StoreError::Unavailable("versions down".into()))
@@ -2899,6 +2875,9 @@ mod session_cache_cases {
             seen: [u64; 2],
         ) -> twofold::store::StoreResult<Option<[u64; 2]>> {
             self.check()?;
+            if self.interleave.load(std::sync::atomic::Ordering::SeqCst) {
+                self.inner.bump(&keys[1..]).await?;
+            }
             self.inner.replace(keys, seen).await
         }
     }
@@ -2907,10 +2886,7 @@ mod session_cache_cases {
     /// once they are back.
     pub async fn an_announcement_that_failed_is_retried(inner: Arc<dyn SqlStore>) {
         use std::sync::atomic::Ordering;
-        let flaky = Arc::new(Flaky {
-            inner: twofold::store::session_cache::MemoryVersions::new(),
-            down: std::sync::atomic::AtomicBool::new(false),
-        });
+        let flaky = Arc::new(Flaky::new());
         let replicas = Replicas::new(inner, flaky.clone());
         let (_, session) = cached_session(&replicas, &replicas.one).await;
 
@@ -2940,10 +2916,7 @@ mod session_cache_cases {
     /// the outage must not make an old answer match again.
     pub async fn a_versions_outage_forgets_cached_answers(inner: Arc<dyn SqlStore>) {
         use std::sync::atomic::Ordering;
-        let flaky = Arc::new(Flaky {
-            inner: twofold::store::session_cache::MemoryVersions::new(),
-            down: std::sync::atomic::AtomicBool::new(false),
-        });
+        let flaky = Arc::new(Flaky::new());
         let replicas = Replicas::new(inner, flaky.clone());
         let (identity, session) = cached_session(&replicas, &replicas.one).await;
         flaky.down.store(true, Ordering::SeqCst);
@@ -3301,10 +3274,7 @@ mod budget_cache_cases {
     /// was lost in the outage must still be seen afterwards.
     pub async fn a_versions_outage_forgets_cached_facts(inner: Arc<dyn SqlStore>) {
         use std::sync::atomic::Ordering;
-        let flaky = Arc::new(Flaky {
-            inner: twofold::store::session_cache::MemoryVersions::new(),
-            down: std::sync::atomic::AtomicBool::new(false),
-        });
+        let flaky = Arc::new(Flaky::new());
         let replicas = Replicas::new(inner, flaky.clone());
         let identity_id = replicas.identity().await;
         assert!(!state(&replicas.one, identity_id).await.recorded);

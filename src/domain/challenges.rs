@@ -63,7 +63,7 @@ fn std_to_chrono(duration: Duration) -> chrono::Duration {
     chrono::Duration::from_std(duration).unwrap_or(chrono::Duration::MAX)
 }
 
-fn audit(
+pub(super) fn audit(
     event: &str,
     identity_id: Uuid,
     flow_id: Option<Uuid>,

@@ -487,15 +487,13 @@ async fn upgrade(
 ) -> DomainResult<(Session, SessionToken)> {
     let token = SessionToken::generate();
     let methods = with_second_factor(&session.methods, method.clone());
-    let aal_changed = crate::store::codes::AuditEvent {
-        id: Uuid::now_v7(),
-        event: "session.aal_changed".into(),
-        identity_id: Some(session.identity_id),
-        flow_id: None,
-        address_hash: method.address_hash.clone(),
-        client_ip: None,
-        occurred_at: method.completed_at,
-    };
+    let aal_changed = challenges::audit(
+        "session.aal_changed",
+        session.identity_id,
+        None,
+        Some(&verified.challenge.address),
+        method.completed_at,
+    );
     let upgrade = SessionUpgrade {
         identity_id: session.identity_id,
         new_token_hash: token.hash(),
