@@ -16,7 +16,7 @@ use super::sql_common::{
     after_attempt, assemble, corrupt, count_failure, lease_end, map_error,
     map_identifier_insert_error, map_migrate_error, merge_addresses,
 };
-use super::{IdentityStore, SessionStore, SessionUpgrade, StoreResult, Upgraded};
+use super::{IdentityStore, SessionStore, SessionUpgrade, StoreError, StoreResult, Upgraded};
 use crate::domain::identity::{CredentialKind, Identifier, Identity, VerifiableAddress};
 use crate::domain::session::Session;
 use async_trait::async_trait;
@@ -28,6 +28,7 @@ use sqlx::sqlite::{
 };
 use sqlx::{Row, Sqlite, Transaction};
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -232,11 +233,58 @@ fn decode_session(row: Option<SqliteRow>) -> StoreResult<Option<Session>> {
 /// Reads go to `pool`, every write to `writer`, a pool of one connection. SQLite runs one writer
 /// at a time anyway; with several write connections they met in SQLite's busy handler, which
 /// sleeps (up to 100 ms a turn) instead of queueing, so a step-up load left the cores idle while
-/// requests waited. Queued on the one writer connection they run back to back.
+/// requests waited. Queued on the one writer connection they run back to back, and the busiest
+/// transactions run on a thread of their own (`writes`).
 #[derive(Clone)]
 pub struct SqliteStore {
     pool: sqlx::SqlitePool,
     writer: sqlx::SqlitePool,
+    writes: Arc<WriteThread>,
+}
+
+/// A thread with a runtime of its own for the busiest write transactions. The one writer
+/// connection is held from `BEGIN` to `COMMIT`, and each statement in between is a hop to
+/// SQLite's worker thread and back; on the server's runtime every hop back waited behind all the
+/// other requests ready to run, so under load the writer sat idle most of the time it was held.
+/// Here the transaction's task is the only thing queued.
+struct WriteThread {
+    runtime: tokio::runtime::Handle,
+    /// Dropped with the last store, which ends the thread.
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+impl WriteThread {
+    fn start() -> StoreResult<Arc<Self>> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|error| StoreError::Internal(format!("sqlite write runtime: {error}")))?;
+        let handle = runtime.handle().clone();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        std::thread::Builder::new()
+            .name("sqlite-writes".into())
+            .spawn(move || {
+                runtime.block_on(async {
+                    let _ = stopped.await;
+                });
+            })
+            .map_err(|error| StoreError::Internal(format!("sqlite write thread: {error}")))?;
+        Ok(Arc::new(Self {
+            runtime: handle,
+            _stop: stop,
+        }))
+    }
+
+    /// Runs `work` to its end on the write thread, even if the caller stops waiting.
+    async fn run<T: Send + 'static>(
+        &self,
+        work: impl Future<Output = StoreResult<T>> + Send + 'static,
+    ) -> StoreResult<T> {
+        self.runtime
+            .spawn(work)
+            .await
+            .map_err(|error| StoreError::Internal(format!("sqlite write task: {error}")))?
+    }
 }
 
 impl SqliteStore {
@@ -269,6 +317,7 @@ impl SqliteStore {
             return Ok(Self {
                 writer: pool.clone(),
                 pool,
+                writes: WriteThread::start()?,
             });
         }
         let options = options
@@ -287,7 +336,11 @@ impl SqliteStore {
             .connect_with(options.read_only(true).create_if_missing(false))
             .await
             .map_err(|error| map_error("open sqlite database", error))?;
-        Ok(Self { pool, writer })
+        Ok(Self {
+            pool,
+            writer,
+            writes: WriteThread::start()?,
+        })
     }
 
     pub fn pool(&self) -> &sqlx::SqlitePool {
@@ -659,52 +712,18 @@ impl SessionStore for SqliteStore {
         expected_token_hash: &[u8],
         upgrade: &SessionUpgrade,
     ) -> StoreResult<Option<Upgraded>> {
-        upgrade.check_audited()?;
-        // One guarded statement; SQLite runs writers one at a time, so only the first of several
-        // concurrent upgrades still finds the expected token. The address and audit writes share
-        // its transaction.
-        let mut tx = self.begin_write().await?;
-        let updated = sqlx::query(concat!(
-            "UPDATE sessions SET token_hash = ?3, aal = ?4, methods = ?5, authenticated_at = ?6 \
-             WHERE id = ?1 AND token_hash = ?2 AND revoked_at IS NULL RETURNING ",
-            session_columns!()
-        ))
-        .bind(id)
-        .bind(expected_token_hash)
-        .bind(&upgrade.new_token_hash)
-        .bind(upgrade.aal.as_str())
-        .bind(json_text(&upgrade.methods)?)
-        .bind(micros(upgrade.authenticated_at))
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(|error| map_error("upgrade session", error))?;
-        let Some(updated) = updated else {
+        let (store, expected, upgrade) =
+            (self.clone(), expected_token_hash.to_vec(), upgrade.clone());
+        let Some(session) = self
+            .writes
+            .run(async move { store.upgrade_session_here(id, &expected, &upgrade).await })
+            .await?
+        else {
             return Ok(None);
         };
-        let session = session_row(&updated)?.into_domain()?;
-        let identity_id = session.identity_id;
-        if let Some(address) = &upgrade.verified_address {
-            sqlx::query(
-                "UPDATE identity_verifiable_addresses \
-                 SET verified = 1, verified_at = COALESCE(verified_at, ?3) \
-                 WHERE identity_id = ?1 AND value = ?2",
-            )
-            .bind(identity_id)
-            .bind(address)
-            .bind(micros(upgrade.authenticated_at))
-            .execute(&mut *tx)
-            .await
-            .map_err(|error| map_error("mark address verified", error))?;
-        }
-        for event in &upgrade.audit {
-            insert_audit(&mut tx, event).await?;
-        }
-        tx.commit()
-            .await
-            .map_err(|error| map_error("commit transaction", error))?;
         // In process a second read costs no round trip worth folding into the write. The upgrade
         // has committed: a failed read must not report it as failed, it only goes uncached.
-        let identity = IdentityStore::get_identity(self, identity_id)
+        let identity = IdentityStore::get_identity(self, session.identity_id)
             .await
             .unwrap_or_else(|error| {
                 tracing::warn!(error = %error, "identity not read back after a session upgrade");
@@ -826,6 +845,37 @@ impl FailureBudgetStore for SqliteStore {
         budget: u32,
         window: Duration,
     ) -> StoreResult<FailureState> {
+        let store = self.clone();
+        self.writes
+            .run(async move {
+                store
+                    .record_failure_here(identity_id, now, budget, window)
+                    .await
+            })
+            .await
+    }
+
+    async fn reset_failures(&self, identity_id: Uuid) -> StoreResult<()> {
+        sqlx::query("DELETE FROM identity_code_failures WHERE identity_id = ?1")
+            .bind(identity_id)
+            .execute(&self.writer)
+            .await
+            .map_err(|error| map_error("reset failures", error))?;
+        Ok(())
+    }
+}
+
+/// The transactions of the code engine and the courier, whose trait methods run them on the
+/// write thread (see `WriteThread`). Writes of one statement, and the rarer identity and
+/// session writes, still run where they are called: they hold the writer for a single hop.
+impl SqliteStore {
+    async fn record_failure_here(
+        &self,
+        identity_id: Uuid,
+        now: DateTime<Utc>,
+        budget: u32,
+        window: Duration,
+    ) -> StoreResult<FailureState> {
         // BEGIN IMMEDIATE holds the database's write lock from the read to the write, so
         // concurrent failures are counted one after the other.
         let mut tx = self.begin_write().await?;
@@ -857,55 +907,7 @@ impl FailureBudgetStore for SqliteStore {
         next.state_at(now)
     }
 
-    async fn reset_failures(&self, identity_id: Uuid) -> StoreResult<()> {
-        sqlx::query("DELETE FROM identity_code_failures WHERE identity_id = ?1")
-            .bind(identity_id)
-            .execute(&self.writer)
-            .await
-            .map_err(|error| map_error("reset failures", error))?;
-        Ok(())
-    }
-}
-
-#[async_trait]
-impl Outbox for SqliteStore {
-    async fn enqueue(&self, message: &OutboxMessage, audit: &AuditEvent) -> StoreResult<()> {
-        let mut tx = self.begin_write().await?;
-        sqlx::query(concat!(
-            "INSERT INTO courier_messages (",
-            message_columns!(),
-            ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
-        ))
-        .bind(message.id)
-        .bind(message.channel.as_str())
-        .bind(&message.recipient)
-        .bind(&message.template_type)
-        .bind(&message.locale)
-        .bind(&message.sealed_data)
-        .bind(message.identity_id)
-        .bind(message.status.as_str())
-        .bind(i64::from(message.send_count))
-        .bind(message.not_after.map(micros))
-        .bind(micros(message.next_attempt_at))
-        .bind(micros(message.created_at))
-        .bind(micros(message.updated_at))
-        .execute(&mut *tx)
-        .await
-        .map_err(|error| map_error("enqueue message", error))?;
-        insert_audit(&mut tx, audit).await?;
-        commit(tx).await
-    }
-
-    async fn record_audit(&self, event: &AuditEvent) -> StoreResult<()> {
-        let mut conn = self
-            .writer
-            .acquire()
-            .await
-            .map_err(|error| map_error("acquire connection", error))?;
-        insert_audit(&mut conn, event).await
-    }
-
-    async fn claim_due(
+    async fn claim_due_here(
         &self,
         now: DateTime<Utc>,
         limit: u32,
@@ -936,7 +938,34 @@ impl Outbox for SqliteStore {
         Ok(messages)
     }
 
-    async fn finish_attempts(
+    async fn enqueue_here(&self, message: &OutboxMessage, audit: &AuditEvent) -> StoreResult<()> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query(concat!(
+            "INSERT INTO courier_messages (",
+            message_columns!(),
+            ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
+        ))
+        .bind(message.id)
+        .bind(message.channel.as_str())
+        .bind(&message.recipient)
+        .bind(&message.template_type)
+        .bind(&message.locale)
+        .bind(&message.sealed_data)
+        .bind(message.identity_id)
+        .bind(message.status.as_str())
+        .bind(i64::from(message.send_count))
+        .bind(message.not_after.map(micros))
+        .bind(micros(message.next_attempt_at))
+        .bind(micros(message.created_at))
+        .bind(micros(message.updated_at))
+        .execute(&mut *tx)
+        .await
+        .map_err(|error| map_error("enqueue message", error))?;
+        insert_audit(&mut tx, audit).await?;
+        commit(tx).await
+    }
+
+    async fn finish_attempts_here(
         &self,
         finished: &[(DeliveryAttempt, AttemptResult)],
     ) -> StoreResult<()> {
@@ -974,6 +1003,99 @@ impl Outbox for SqliteStore {
             .map_err(|error| map_error("finish delivery attempt", error))?;
         }
         commit(tx).await
+    }
+
+    async fn upgrade_session_here(
+        &self,
+        id: Uuid,
+        expected_token_hash: &[u8],
+        upgrade: &SessionUpgrade,
+    ) -> StoreResult<Option<Session>> {
+        upgrade.check_audited()?;
+        // One guarded statement; SQLite runs writers one at a time, so only the first of several
+        // concurrent upgrades still finds the expected token. The address and audit writes share
+        // its transaction.
+        let mut tx = self.begin_write().await?;
+        let updated = sqlx::query(concat!(
+            "UPDATE sessions SET token_hash = ?3, aal = ?4, methods = ?5, authenticated_at = ?6 \
+             WHERE id = ?1 AND token_hash = ?2 AND revoked_at IS NULL RETURNING ",
+            session_columns!()
+        ))
+        .bind(id)
+        .bind(expected_token_hash)
+        .bind(&upgrade.new_token_hash)
+        .bind(upgrade.aal.as_str())
+        .bind(json_text(&upgrade.methods)?)
+        .bind(micros(upgrade.authenticated_at))
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(|error| map_error("upgrade session", error))?;
+        let Some(updated) = updated else {
+            return Ok(None);
+        };
+        let session = session_row(&updated)?.into_domain()?;
+        let identity_id = session.identity_id;
+        if let Some(address) = &upgrade.verified_address {
+            sqlx::query(
+                "UPDATE identity_verifiable_addresses \
+                 SET verified = 1, verified_at = COALESCE(verified_at, ?3) \
+                 WHERE identity_id = ?1 AND value = ?2",
+            )
+            .bind(identity_id)
+            .bind(address)
+            .bind(micros(upgrade.authenticated_at))
+            .execute(&mut *tx)
+            .await
+            .map_err(|error| map_error("mark address verified", error))?;
+        }
+        for event in &upgrade.audit {
+            insert_audit(&mut tx, event).await?;
+        }
+        tx.commit()
+            .await
+            .map_err(|error| map_error("commit transaction", error))?;
+        Ok(Some(session))
+    }
+}
+
+#[async_trait]
+impl Outbox for SqliteStore {
+    async fn enqueue(&self, message: &OutboxMessage, audit: &AuditEvent) -> StoreResult<()> {
+        let (store, message, audit) = (self.clone(), message.clone(), audit.clone());
+        self.writes
+            .run(async move { store.enqueue_here(&message, &audit).await })
+            .await
+    }
+
+    async fn record_audit(&self, event: &AuditEvent) -> StoreResult<()> {
+        let mut conn = self
+            .writer
+            .acquire()
+            .await
+            .map_err(|error| map_error("acquire connection", error))?;
+        insert_audit(&mut conn, event).await
+    }
+
+    async fn claim_due(
+        &self,
+        now: DateTime<Utc>,
+        limit: u32,
+        lease: Duration,
+    ) -> StoreResult<Vec<OutboxMessage>> {
+        let store = self.clone();
+        self.writes
+            .run(async move { store.claim_due_here(now, limit, lease).await })
+            .await
+    }
+
+    async fn finish_attempts(
+        &self,
+        finished: &[(DeliveryAttempt, AttemptResult)],
+    ) -> StoreResult<()> {
+        let (store, finished) = (self.clone(), finished.to_vec());
+        self.writes
+            .run(async move { store.finish_attempts_here(&finished).await })
+            .await
     }
 
     async fn abandon(&self, id: Uuid, now: DateTime<Utc>) -> StoreResult<()> {
@@ -1136,5 +1258,78 @@ impl ConfigVersionStore for SqliteStore {
         .await
         .map_err(|error| map_error("insert config version", error))?;
         Ok(inserted.rows_affected() == 1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::aal::Channel;
+
+    fn message(at: DateTime<Utc>) -> (OutboxMessage, AuditEvent) {
+        let message = OutboxMessage {
+            id: Uuid::now_v7(),
+            channel: Channel::Sms,
+            recipient: "+15550100".into(),
+            template_type: "login_code".into(),
+            locale: "en".into(),
+            sealed_data: vec![1, 2, 3],
+            identity_id: None,
+            status: MessageStatus::Queued,
+            send_count: 0,
+            not_after: None,
+            next_attempt_at: at,
+            created_at: at,
+            updated_at: at,
+        };
+        let audit = AuditEvent {
+            id: Uuid::now_v7(),
+            event: "code.sent".into(),
+            identity_id: None,
+            flow_id: None,
+            address_hash: None,
+            client_ip: None,
+            occurred_at: at,
+        };
+        (message, audit)
+    }
+
+    /// A request cancelled while its transaction runs (a client that hung up) does not cut the
+    /// transaction short: it finishes on the write thread, as a statement sent to Postgres would.
+    #[tokio::test]
+    async fn a_write_whose_caller_stops_waiting_still_commits() {
+        let store = SqliteStore::connect("memory").await.expect("open");
+        let (message, audit) = message(Utc::now());
+        // The writer is busy, so the write cannot finish while its caller still waits: polled
+        // once, which hands it over, then dropped.
+        let busy = store.writer.acquire().await.expect("writer");
+        let cancelled = futures_util::FutureExt::now_or_never(store.enqueue(&message, &audit));
+        assert!(cancelled.is_none(), "the caller stopped waiting");
+        drop(busy);
+        for _ in 0..200 {
+            if store.get_message(message.id).await.expect("read").is_some() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("the abandoned write never committed");
+    }
+
+    #[tokio::test]
+    async fn the_write_thread_stops_with_the_last_store() {
+        let thread = WriteThread::start().expect("start");
+        let (held, released) = tokio::sync::oneshot::channel::<()>();
+        let (started, running) = tokio::sync::oneshot::channel::<()>();
+        thread.runtime.spawn(async move {
+            let _held = held;
+            let _ = started.send(());
+            std::future::pending::<()>().await;
+        });
+        running.await.expect("the task ran");
+        drop(thread);
+        let ended = tokio::time::timeout(Duration::from_secs(5), released)
+            .await
+            .expect("the thread's runtime shut down");
+        assert!(ended.is_err(), "its tasks were dropped, not completed");
     }
 }
