@@ -29,6 +29,7 @@ use sqlx::sqlite::{
 use sqlx::{Row, Sqlite, Transaction};
 use std::str::FromStr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -251,6 +252,8 @@ struct WriteThread {
     runtime: tokio::runtime::Handle,
     /// Dropped with the last store, which ends the thread.
     _stop: tokio::sync::oneshot::Sender<()>,
+    /// Transactions handed to `run` and not finished yet.
+    in_flight: AtomicUsize,
 }
 
 impl WriteThread {
@@ -272,18 +275,48 @@ impl WriteThread {
         Ok(Arc::new(Self {
             runtime: handle,
             _stop: stop,
+            in_flight: AtomicUsize::new(0),
         }))
     }
 
-    /// Runs `work` to its end on the write thread, even if the caller stops waiting.
+    /// Runs `work` to its end, even if the caller stops waiting: on the write thread when other
+    /// transactions are under way, else where it was called. Waking the write thread costs two
+    /// thread switches, about a quarter of a lone step-up's time; with nothing else writing,
+    /// nothing stands between the transaction's hops on the caller's runtime either.
     async fn run<T: Send + 'static>(
         &self,
         work: impl Future<Output = StoreResult<T>> + Send + 'static,
     ) -> StoreResult<T> {
-        self.runtime
-            .spawn(work)
-            .await
+        let _counted = InFlight::enter(&self.in_flight);
+        let task = if _counted.alone {
+            tokio::spawn(work)
+        } else {
+            self.runtime.spawn(work)
+        };
+        task.await
             .map_err(|error| StoreError::Internal(format!("sqlite write task: {error}")))?
+    }
+}
+
+/// Counts a transaction in `WriteThread::in_flight` while its caller waits for it.
+struct InFlight<'a> {
+    count: &'a AtomicUsize,
+    alone: bool,
+}
+
+impl<'a> InFlight<'a> {
+    fn enter(count: &'a AtomicUsize) -> Self {
+        let before = count.fetch_add(1, Ordering::AcqRel);
+        Self {
+            count,
+            alone: before == 0,
+        }
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.count.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -1313,6 +1346,40 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         panic!("the abandoned write never committed");
+    }
+
+    fn thread_name() -> StoreResult<Option<String>> {
+        Ok(std::thread::current().name().map(str::to_owned))
+    }
+
+    /// A lone transaction runs where it was called; one that would queue behind another runs on
+    /// the write thread.
+    #[tokio::test]
+    async fn only_a_transaction_behind_another_goes_to_the_write_thread() {
+        let thread = WriteThread::start().expect("start");
+        let alone = thread.run(async { thread_name() }).await.expect("ran");
+        assert_ne!(alone.as_deref(), Some("sqlite-writes"));
+
+        let (release, released) = tokio::sync::oneshot::channel::<()>();
+        let first = thread.run(async move {
+            let _ = released.await;
+            thread_name()
+        });
+        tokio::pin!(first);
+        assert!(
+            futures_util::FutureExt::now_or_never(first.as_mut()).is_none(),
+            "still under way"
+        );
+        let behind = thread.run(async { thread_name() }).await.expect("ran");
+        assert_eq!(behind.as_deref(), Some("sqlite-writes"));
+        release.send(()).expect("first still waits");
+        assert_ne!(first.await.expect("ran").as_deref(), Some("sqlite-writes"));
+        let alone_again = thread.run(async { thread_name() }).await.expect("ran");
+        assert_ne!(
+            alone_again.as_deref(),
+            Some("sqlite-writes"),
+            "the count went back"
+        );
     }
 
     #[tokio::test]
