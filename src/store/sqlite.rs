@@ -247,66 +247,87 @@ pub struct SqliteStore {
 /// connection is held from `BEGIN` to `COMMIT`, and each statement in between is a hop to
 /// SQLite's worker thread and back; on the server's runtime every hop back waited behind all the
 /// other requests ready to run, so under load the writer sat idle most of the time it was held.
-/// Here the transaction's task is the only thing queued.
+/// There a transaction's task queues only behind other transactions.
 struct WriteThread {
     runtime: tokio::runtime::Handle,
     /// Dropped with the last store, which ends the thread.
     _stop: tokio::sync::oneshot::Sender<()>,
-    /// Transactions handed to `run` and not finished yet.
-    in_flight: AtomicUsize,
+    /// Transactions started through `run` and not yet finished or abandoned.
+    in_flight: Arc<AtomicUsize>,
 }
 
 impl WriteThread {
     fn start() -> StoreResult<Arc<Self>> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|error| StoreError::Internal(format!("sqlite write runtime: {error}")))?;
-        let handle = runtime.handle().clone();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (ready, started) = std::sync::mpsc::channel();
+        // The runtime is built and dropped on its own thread: a runtime dropped inside async code
+        // panics, and `connect` is async.
         std::thread::Builder::new()
             .name("sqlite-writes".into())
             .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => runtime,
+                    Err(error) => {
+                        let _ = ready.send(Err(error.to_string()));
+                        return;
+                    }
+                };
+                let _ = ready.send(Ok(runtime.handle().clone()));
                 runtime.block_on(async {
                     let _ = stopped.await;
                 });
             })
             .map_err(|error| StoreError::Internal(format!("sqlite write thread: {error}")))?;
+        // Blocks for as long as building a current-thread runtime takes, once per store.
+        let runtime = started
+            .recv()
+            .map_err(|_| StoreError::Internal("sqlite write thread ended at start".into()))?
+            .map_err(|error| StoreError::Internal(format!("sqlite write runtime: {error}")))?;
         Ok(Arc::new(Self {
-            runtime: handle,
+            runtime,
             _stop: stop,
-            in_flight: AtomicUsize::new(0),
+            in_flight: Arc::new(AtomicUsize::new(0)),
         }))
     }
 
-    /// Runs `work` to its end, even if the caller stops waiting: on the write thread when other
-    /// transactions are under way, else where it was called. Waking the write thread costs two
-    /// thread switches, about a quarter of a lone step-up's time; with nothing else writing,
-    /// nothing stands between the transaction's hops on the caller's runtime either.
+    /// Runs `work` where it was called when no other transaction is under way, else on the
+    /// write thread. Waking the parked write thread costs two thread switches, a quarter of a
+    /// lone step-up's time, and a lone transaction has nothing to queue behind anyway.
+    ///
+    /// A caller that stops waiting abandons the transaction wherever it runs (the task is
+    /// aborted, so it rolls back unless it was already committing), as before the write thread:
+    /// what callers do after a write (cache announcements, audit events, waking the courier)
+    /// must never miss a write that committed.
     async fn run<T: Send + 'static>(
         &self,
         work: impl Future<Output = StoreResult<T>> + Send + 'static,
     ) -> StoreResult<T> {
-        let _counted = InFlight::enter(&self.in_flight);
-        let task = if _counted.alone {
-            tokio::spawn(work)
-        } else {
-            self.runtime.spawn(work)
-        };
+        let counted = InFlight::enter(self.in_flight.clone());
+        if counted.alone {
+            return work.await;
+        }
+        let task = AbortOnDrop(self.runtime.spawn(async move {
+            let _counted = counted;
+            work.await
+        }));
         task.await
             .map_err(|error| StoreError::Internal(format!("sqlite write task: {error}")))?
     }
 }
 
-/// Counts a transaction in `WriteThread::in_flight` while its caller waits for it.
-struct InFlight<'a> {
-    count: &'a AtomicUsize,
+/// Counts a transaction in `WriteThread::in_flight` for as long as it lives.
+struct InFlight {
+    count: Arc<AtomicUsize>,
     alone: bool,
 }
 
-impl<'a> InFlight<'a> {
-    fn enter(count: &'a AtomicUsize) -> Self {
-        let before = count.fetch_add(1, Ordering::AcqRel);
+impl InFlight {
+    fn enter(count: Arc<AtomicUsize>) -> Self {
+        // Only a heuristic for where to run: a stale read costs a thread switch, nothing more.
+        let before = count.fetch_add(1, Ordering::Relaxed);
         Self {
             count,
             alone: before == 0,
@@ -314,9 +335,29 @@ impl<'a> InFlight<'a> {
     }
 }
 
-impl Drop for InFlight<'_> {
+impl Drop for InFlight {
     fn drop(&mut self) {
-        self.count.fetch_sub(1, Ordering::AcqRel);
+        self.count.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A task that is aborted when its caller stops waiting for it.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Future for AbortOnDrop<T> {
+    type Output = Result<T, tokio::task::JoinError>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        context: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.0).poll(context)
+    }
+}
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -898,9 +939,10 @@ impl FailureBudgetStore for SqliteStore {
     }
 }
 
-/// The transactions of the code engine and the courier, whose trait methods run them on the
-/// write thread (see `WriteThread`). Writes of one statement, and the rarer identity and
-/// session writes, still run where they are called: they hold the writer for a single hop.
+/// The transactions of the code engine and the courier, which their trait methods hand to
+/// `WriteThread::run` (the write thread when another transaction is under way). Writes of one
+/// statement, and the rarer identity and session writes, run where they are called: they hold
+/// the writer for a single hop.
 impl SqliteStore {
     async fn record_failure_here(
         &self,
@@ -1327,25 +1369,70 @@ mod tests {
         (message, audit)
     }
 
-    /// A request cancelled while its transaction runs (a client that hung up) does not cut the
-    /// transaction short: it finishes on the write thread, as a statement sent to Postgres would.
+    /// Another write, awaited to its end: the writer serves transactions one at a time, so an
+    /// abandoned one would have committed before this one could.
+    async fn settle(store: &SqliteStore) {
+        let (message, audit) = message(Utc::now());
+        store
+            .enqueue(&message, &audit)
+            .await
+            .expect("a later write");
+    }
+
+    /// A request that hangs up while its transaction waits for the writer abandons it, as it
+    /// did before the write thread: whatever follows a write in the caller (cache announcements,
+    /// audit, waking the courier) must not be skipped for a write that commits.
     #[tokio::test]
-    async fn a_write_whose_caller_stops_waiting_still_commits() {
+    async fn a_lone_write_whose_caller_stops_waiting_is_abandoned() {
         let store = SqliteStore::connect("memory").await.expect("open");
         let (message, audit) = message(Utc::now());
-        // The writer is busy, so the write cannot finish while its caller still waits: polled
-        // once, which hands it over, then dropped.
         let busy = store.writer.acquire().await.expect("writer");
         let cancelled = futures_util::FutureExt::now_or_never(store.enqueue(&message, &audit));
         assert!(cancelled.is_none(), "the caller stopped waiting");
         drop(busy);
-        for _ in 0..200 {
-            if store.get_message(message.id).await.expect("read").is_some() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        panic!("the abandoned write never committed");
+        settle(&store).await;
+        assert_eq!(store.get_message(message.id).await.expect("read"), None);
+    }
+
+    #[tokio::test]
+    async fn a_queued_write_whose_caller_stops_waiting_is_abandoned() {
+        let store = SqliteStore::connect("memory").await.expect("open");
+        let (release, released) = tokio::sync::oneshot::channel::<()>();
+        let (held, holding) = tokio::sync::oneshot::channel::<()>();
+        let holder = store.clone();
+        let first = tokio::spawn(async move {
+            let writer = holder.writer.clone();
+            holder
+                .writes
+                .run(async move {
+                    let _connection = writer.acquire().await.expect("writer");
+                    let _ = held.send(());
+                    let _ = released.await;
+                    Ok(())
+                })
+                .await
+        });
+        holding
+            .await
+            .expect("the first transaction holds the writer");
+
+        let (message, audit) = message(Utc::now());
+        let cancelled = futures_util::FutureExt::now_or_never(store.enqueue(&message, &audit));
+        assert!(cancelled.is_none(), "queued behind the first, then dropped");
+        release.send(()).expect("the first still waits");
+        first.await.expect("joined").expect("the first committed");
+        settle(&store).await;
+        assert_eq!(store.get_message(message.id).await.expect("read"), None);
+        let next = store
+            .writes
+            .run(async { thread_name() })
+            .await
+            .expect("ran");
+        assert_ne!(
+            next.as_deref(),
+            Some("sqlite-writes"),
+            "the abandoned transaction no longer counts as under way"
+        );
     }
 
     fn thread_name() -> StoreResult<Option<String>> {
@@ -1383,7 +1470,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_write_thread_stops_with_the_last_store() {
+    async fn the_write_thread_stops_when_dropped() {
         let thread = WriteThread::start().expect("start");
         let (held, released) = tokio::sync::oneshot::channel::<()>();
         let (started, running) = tokio::sync::oneshot::channel::<()>();
