@@ -12,6 +12,8 @@ use support::server::{
     Backend, Options, TestServer, admin, reason, unique_email, violated_fields, with_bearer,
 };
 use tonic::Code;
+use twofold::domain::challenges::FLOW_CHALLENGE_KEPT_AFTER_USE;
+use twofold::domain::flows::PASSED_FLOW_KEPT_FOR;
 use twofold::proto::v1;
 
 on_every_backend!(
@@ -144,6 +146,17 @@ async fn assert_token_rotated(
     );
 }
 
+/// The remaining TTL of a Redis key in milliseconds (negative when it has none or is gone).
+async fn redis_pttl(key: &str) -> i64 {
+    let client = redis::Client::open(support::redis_url()).unwrap();
+    let mut redis = client.get_multiplexed_async_connection().await.unwrap();
+    redis::cmd("PTTL")
+        .arg(key)
+        .query_async(&mut redis)
+        .await
+        .unwrap()
+}
+
 /// A code that is certainly not `code`.
 fn wrong(code: &str) -> String {
     let first = if code.starts_with('9') { '0' } else { '9' };
@@ -255,6 +268,58 @@ async fn seed_scenario_step_up_by_sms_via_phone(backend: Backend) {
             ("session.aal_changed", None),
         ]
     );
+
+    // The passed flow keeps no address and is kept only for a few minutes, which it says; the
+    // code cannot be submitted to it again.
+    let passed = server
+        .flows()
+        .await
+        .get_login_flow(with_bearer(
+            v1::GetLoginFlowRequest {
+                flow_id: flow.id.clone(),
+            },
+            &upgraded.session_token,
+        ))
+        .await
+        .expect("a passed flow can still be read")
+        .into_inner()
+        .flow
+        .expect("flow");
+    assert_eq!(passed.state, v1::FlowState::PassedChallenge as i32);
+    assert!(passed.code_choices.is_empty(), "{:?}", passed.code_choices);
+    assert!(passed.code_sent_to.is_none());
+    let kept_until = server.clock_now() + twofold::domain::flows::PASSED_FLOW_KEPT_FOR;
+    assert_eq!(
+        passed.expires_at.expect("expires_at").seconds,
+        kept_until.timestamp()
+    );
+    let resubmitted = submit(&server, &upgraded.session_token, &flow.id, &code)
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&resubmitted), "FLOW_STATE_INVALID");
+    if backend == Backend::PostgresRedis {
+        // The store forgets the passed flow and its used challenge within a few minutes.
+        let stored = server
+            .context
+            .stores
+            .flows
+            .get_flow(flow_id)
+            .await
+            .unwrap()
+            .expect("still stored");
+        let document: serde_json::Value = serde_json::from_slice(&stored.document).unwrap();
+        let challenge_id = document["challenge_id"].as_str().expect("challenge id");
+        for key in [
+            format!("twofold:flow:{flow_id}"),
+            format!("twofold:challenge:{challenge_id}"),
+        ] {
+            let remaining = redis_pttl(&key).await;
+            assert!(
+                (1..=PASSED_FLOW_KEPT_FOR.as_millis() as i64).contains(&remaining),
+                "{key}: {remaining} ms"
+            );
+        }
+    }
 
     // Already at AAL2: another AAL2 flow needs `refresh`.
     let again = aal2_flow(&server, &upgraded.session_token, "phone")
@@ -1067,6 +1132,15 @@ async fn code_service_send_verify_idempotent(backend: Backend) {
         .unwrap()
         .into_inner();
     assert!(!answer.verified, "single use");
+    if backend == Backend::PostgresRedis {
+        // A used CodeService challenge keeps its whole life: a retried SendCode with the same
+        // request_id must still find it.
+        let remaining = redis_pttl(&format!("twofold:challenge:{}", first.challenge_id)).await;
+        assert!(
+            remaining > FLOW_CHALLENGE_KEPT_AFTER_USE.as_millis() as i64,
+            "{remaining} ms"
+        );
+    }
 
     // S1: only the identity's own addresses.
     let refused = codes

@@ -1075,6 +1075,69 @@ mod flow_cases {
         );
     }
 
+    pub async fn finish_replaces_and_shortens_the_ttl<S: FlowStore>(store: Arc<S>) {
+        let id = Uuid::now_v7();
+        store.create_flow(id, b"open", LONG).await.expect("create");
+        assert!(
+            store
+                .finish_flow(id, 1, b"passed", Duration::from_millis(300))
+                .await
+                .expect("finish")
+        );
+        let flow = store.get_flow(id).await.expect("get").expect("exists");
+        assert_eq!(
+            (flow.revision, flow.document.as_slice()),
+            (2, b"passed".as_slice())
+        );
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        assert!(
+            store.get_flow(id).await.expect("get").is_none(),
+            "a finished flow outlived its keep_for"
+        );
+    }
+
+    pub async fn finish_never_extends_the_ttl<S: FlowStore>(store: Arc<S>) {
+        let id = Uuid::now_v7();
+        store
+            .create_flow(id, b"open", Duration::from_millis(300))
+            .await
+            .expect("create");
+        assert!(
+            store
+                .finish_flow(id, 1, b"passed", LONG)
+                .await
+                .expect("finish")
+        );
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        assert!(
+            store.get_flow(id).await.expect("get").is_none(),
+            "finish extended the flow past its deadline"
+        );
+    }
+
+    pub async fn a_lost_finish_changes_nothing<S: FlowStore>(store: Arc<S>) {
+        let id = Uuid::now_v7();
+        store.create_flow(id, b"open", LONG).await.expect("create");
+        assert!(
+            !store
+                .finish_flow(id, 2, b"passed", Duration::from_millis(100))
+                .await
+                .expect("finish")
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let flow = store.get_flow(id).await.expect("get").expect("still there");
+        assert_eq!(
+            (flow.revision, flow.document.as_slice()),
+            (1, b"open".as_slice())
+        );
+        assert!(
+            !store
+                .finish_flow(Uuid::now_v7(), 1, b"x", LONG)
+                .await
+                .expect("finish unknown")
+        );
+    }
+
     pub async fn unknown_flow<S: FlowStore>(store: Arc<S>) {
         let id = Uuid::now_v7();
         assert!(store.get_flow(id).await.expect("get").is_none());
@@ -1137,7 +1200,7 @@ mod code_cases {
         assert!(store.get_challenge(unknown).await.expect("get").is_none());
         assert_eq!(
             store
-                .attempt(unknown, &[mac()], now(), 5)
+                .attempt(unknown, &[mac()], now(), 5, TTL)
                 .await
                 .expect("attempt"),
             AttemptOutcome::NotFound
@@ -1150,7 +1213,7 @@ mod code_cases {
         for left in [2, 1, 0] {
             assert_eq!(
                 store
-                    .attempt(challenge.id, &[mac()], at, 3)
+                    .attempt(challenge.id, &[mac()], at, 3, TTL)
                     .await
                     .expect("attempt"),
                 AttemptOutcome::Wrong {
@@ -1160,7 +1223,7 @@ mod code_cases {
         }
         assert_eq!(
             store
-                .attempt(challenge.id, &[right], at, 3)
+                .attempt(challenge.id, &[right], at, 3, TTL)
                 .await
                 .expect("attempt"),
             AttemptOutcome::TooManyAttempts,
@@ -1180,7 +1243,7 @@ mod code_cases {
         let late = challenge.expires_at + ChronoDuration::seconds(1);
         assert_eq!(
             store
-                .attempt(challenge.id, &[right], late, 5)
+                .attempt(challenge.id, &[right], late, 5, TTL)
                 .await
                 .expect("attempt"),
             AttemptOutcome::Expired
@@ -1195,11 +1258,73 @@ mod code_cases {
         let in_time = challenge.expires_at - ChronoDuration::seconds(1);
         assert!(matches!(
             store
-                .attempt(challenge.id, &[right], in_time, 5)
+                .attempt(challenge.id, &[right], in_time, 5, TTL)
                 .await
                 .expect("attempt"),
             AttemptOutcome::Verified(_)
         ));
+    }
+
+    pub async fn a_used_challenge_is_kept_only_a_while<S: ChallengeStore + RateLimiter>(
+        store: Arc<S>,
+    ) {
+        let kept = Duration::from_millis(300);
+        let at = now();
+        let (challenge, right) = created(&*store, at).await;
+        // A wrong code leaves the deadline alone.
+        assert_eq!(
+            store
+                .attempt(challenge.id, &[mac()], at, 5, kept)
+                .await
+                .expect("attempt"),
+            AttemptOutcome::Wrong { attempts_left: 4 }
+        );
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        assert!(matches!(
+            store
+                .attempt(challenge.id, &[right], at, 5, kept)
+                .await
+                .expect("attempt"),
+            AttemptOutcome::Verified(_)
+        ));
+        assert_eq!(
+            store
+                .attempt(challenge.id, &[right], at, 5, kept)
+                .await
+                .expect("attempt"),
+            AttemptOutcome::AlreadyUsed
+        );
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        assert!(
+            store
+                .get_challenge(challenge.id)
+                .await
+                .expect("get")
+                .is_none(),
+            "a used challenge outlived kept_after_use"
+        );
+
+        // Consuming never extends a nearer deadline.
+        let short = Challenge {
+            id: Uuid::now_v7(),
+            ..challenge.clone()
+        };
+        store
+            .create_challenge(&short, Duration::from_millis(300))
+            .await
+            .expect("create");
+        assert!(matches!(
+            store
+                .attempt(short.id, &[right], at, 5, TTL)
+                .await
+                .expect("attempt"),
+            AttemptOutcome::Verified(_)
+        ));
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        assert!(
+            store.get_challenge(short.id).await.expect("get").is_none(),
+            "consuming extended the challenge"
+        );
     }
 
     pub async fn right_code_verifies_once<S: ChallengeStore + RateLimiter>(store: Arc<S>) {
@@ -1207,13 +1332,13 @@ mod code_cases {
         let (challenge, right) = created(&*store, at).await;
         assert_eq!(
             store
-                .attempt(challenge.id, &[mac()], at, 5)
+                .attempt(challenge.id, &[mac()], at, 5, TTL)
                 .await
                 .expect("attempt"),
             AttemptOutcome::Wrong { attempts_left: 4 }
         );
         let verified = store
-            .attempt(challenge.id, &[right], at, 5)
+            .attempt(challenge.id, &[right], at, 5, TTL)
             .await
             .expect("attempt");
         assert_eq!(
@@ -1226,7 +1351,7 @@ mod code_cases {
         );
         assert_eq!(
             store
-                .attempt(challenge.id, &[right], at, 5)
+                .attempt(challenge.id, &[right], at, 5, TTL)
                 .await
                 .expect("attempt"),
             AttemptOutcome::AlreadyUsed
@@ -1251,7 +1376,7 @@ mod code_cases {
             let store = Arc::clone(&store);
             tasks.push(tokio::spawn(async move {
                 store
-                    .attempt(challenge.id, &[right], at, 5)
+                    .attempt(challenge.id, &[right], at, 5, TTL)
                     .await
                     .expect("attempt")
             }));
@@ -1272,7 +1397,7 @@ mod code_cases {
         let (challenge, right) = created(&*store, at).await;
         assert!(matches!(
             store
-                .attempt(challenge.id, &[mac(), right], at, 5)
+                .attempt(challenge.id, &[mac(), right], at, 5, TTL)
                 .await
                 .expect("attempt"),
             AttemptOutcome::Verified(_)
@@ -1283,7 +1408,7 @@ mod code_cases {
         near[31] ^= 1;
         assert_eq!(
             store
-                .attempt(other.id, &[near], at, 5)
+                .attempt(other.id, &[near], at, 5, TTL)
                 .await
                 .expect("attempt"),
             AttemptOutcome::Wrong { attempts_left: 4 }
@@ -1295,7 +1420,7 @@ mod code_cases {
         let (challenge, old) = created(&*store, at).await;
         assert_eq!(
             store
-                .attempt(challenge.id, &[mac()], at, 5)
+                .attempt(challenge.id, &[mac()], at, 5, TTL)
                 .await
                 .expect("attempt"),
             AttemptOutcome::Wrong { attempts_left: 4 }
@@ -1332,7 +1457,7 @@ mod code_cases {
         );
         assert_eq!(
             store
-                .attempt(challenge.id, &[old], after, 5)
+                .attempt(challenge.id, &[old], after, 5, TTL)
                 .await
                 .expect("attempt"),
             AttemptOutcome::Wrong { attempts_left: 4 },
@@ -1340,7 +1465,7 @@ mod code_cases {
         );
         assert!(matches!(
             store
-                .attempt(challenge.id, &[new], after, 5)
+                .attempt(challenge.id, &[new], after, 5, TTL)
                 .await
                 .expect("attempt"),
             AttemptOutcome::Verified(_)
@@ -1378,7 +1503,7 @@ mod code_cases {
         );
         assert_eq!(
             store
-                .attempt(challenge.id, &[right], now(), 5)
+                .attempt(challenge.id, &[right], now(), 5, TTL)
                 .await
                 .expect("attempt"),
             AttemptOutcome::NotFound
@@ -2288,6 +2413,9 @@ macro_rules! flow_suite {
                 concurrent_replacers_have_one_winner,
                 expires_after_ttl,
                 replace_keeps_remaining_ttl,
+                finish_replaces_and_shortens_the_ttl,
+                finish_never_extends_the_ttl,
+                a_lost_finish_changes_nothing,
                 unknown_flow
             );
         }
@@ -2311,6 +2439,7 @@ macro_rules! code_suite {
                 wrong_codes_count_up_to_max,
                 expired_code_is_not_counted,
                 right_code_verifies_once,
+                a_used_challenge_is_kept_only_a_while,
                 concurrent_right_codes_verify_once,
                 any_candidate_may_match,
                 replace_code,

@@ -17,6 +17,11 @@ use uuid::Uuid;
 /// Challenges outlive their code a little so a late submission reads "expired" (counted as
 /// such) instead of "not found".
 const CHALLENGE_GRACE: Duration = Duration::from_secs(300);
+/// How long a challenge used in a login flow is kept: the passed flow refuses a repeated submit
+/// before the challenge is read, so the challenge need not hold memory until its code would have
+/// expired. Challenges of `CodeService` keep their whole life, since a retried `SendCode` must
+/// find its first answer for as long as its `request_id` is remembered.
+pub const FLOW_CHALLENGE_KEPT_AFTER_USE: Duration = Duration::from_secs(300);
 const HOUR: Duration = Duration::from_secs(3600);
 
 /// Template data sealed into the outbox; the courier opens it at send time.
@@ -330,7 +335,8 @@ impl Verified {
 
 /// Verifies `code` against the challenge, which must belong to `identity_id` and `purpose`.
 /// A locked identity gets the same answer for the right code as for a wrong one. Every outcome
-/// but a right code is audited here; a right code's event is in the answer.
+/// but a right code is audited here; a right code's event is in the answer. A challenge used
+/// for a flow (`flow_id`) is kept only [`FLOW_CHALLENGE_KEPT_AFTER_USE`] after.
 pub async fn verify(
     context: &Context,
     challenge_id: Uuid,
@@ -394,7 +400,17 @@ pub async fn verify_challenge(
     let outcome = context
         .stores
         .challenges
-        .attempt(challenge_id, &candidates, now, code_config.max_submissions)
+        .attempt(
+            challenge_id,
+            &candidates,
+            now,
+            code_config.max_submissions,
+            if flow_id.is_some() {
+                FLOW_CHALLENGE_KEPT_AFTER_USE
+            } else {
+                code_config.lifespan + CHALLENGE_GRACE
+            },
+        )
         .await?;
     match outcome {
         AttemptOutcome::Verified(challenge) => {

@@ -151,6 +151,44 @@ pub(super) async fn save(
     Ok(revision + 1)
 }
 
+/// How long a login flow is kept once it has passed: long enough for a double submit, a retried
+/// request or a reloaded page to get "already used" rather than "not found", short enough that
+/// the flows held at once are those of the last few minutes and not of the whole lifespan.
+pub const PASSED_FLOW_KEPT_FOR: std::time::Duration = std::time::Duration::from_secs(5 * 60);
+
+/// Marks a login flow as passed and stores it for [`PASSED_FLOW_KEPT_FOR`] at most, a
+/// compare-and-swap on `revision` like [`save`]. The flow drops what it no longer needs (the
+/// addresses a code could go to, the one it went to, its messages) and says when it will be gone.
+pub(super) async fn finish_login(
+    context: &Context,
+    revision: u64,
+    flow: &mut LoginFlow,
+) -> DomainResult<u64> {
+    let now = context.clock.now();
+    flow.state = FlowState::PassedChallenge;
+    flow.choices.clear();
+    flow.sent_to = None;
+    flow.resend_available_at = None;
+    flow.messages.clear();
+    let kept_until = lifespan_from(now, PASSED_FLOW_KEPT_FOR);
+    flow.expires_at = flow.expires_at.min(kept_until);
+    let keep_for = (flow.expires_at - now).to_std().unwrap_or_default();
+    if !context
+        .stores
+        .flows
+        .finish_flow(
+            flow.id,
+            revision,
+            &encode(&FlowDocument::Login(flow.clone()))?,
+            keep_for,
+        )
+        .await?
+    {
+        return Err(DomainError::FlowStateInvalid);
+    }
+    Ok(revision + 1)
+}
+
 pub(super) fn check_open(
     expires_at: DateTime<Utc>,
     state: FlowState,
@@ -445,8 +483,7 @@ pub async fn submit_login_password(
     };
 
     let mut passed = flow;
-    passed.state = FlowState::PassedChallenge;
-    save(context, id, revision, &FlowDocument::Login(passed.clone())).await?;
+    finish_login(context, revision, &mut passed).await?;
 
     let method = AuthenticationMethod {
         method: MethodKind::Password,

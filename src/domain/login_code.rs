@@ -5,7 +5,8 @@ use super::challenges::{self, CodeTemplate, SendRequest};
 use super::error::{DomainError, DomainResult, FieldViolation};
 use super::flows::{
     CodeChoice, FlowDocument, FlowState, LoggedIn, LoginFlow, LoginFlowRequest,
-    MESSAGE_COMPLETE_SECOND_FACTOR, UiMessage, check_open, encode, lifespan_from, load_login, save,
+    MESSAGE_COMPLETE_SECOND_FACTOR, UiMessage, check_open, encode, finish_login, lifespan_from,
+    load_login, save,
 };
 use super::identities::{code_address_via, normalise_identifier};
 use super::identity::{CredentialKind, Identifier, Identity, IdentityState};
@@ -429,17 +430,9 @@ pub async fn submit_login_code(
             issued
         }
     };
-    flow.state = FlowState::PassedChallenge;
-    flow.messages.clear();
     // The code was consumed exactly once above; a concurrent change to the flow document does
     // not undo that, so a lost compare-and-swap here is not an error for this caller.
-    let _ = save(
-        context,
-        flow_id,
-        loaded.revision,
-        &FlowDocument::Login(flow.clone()),
-    )
-    .await;
+    let _ = finish_login(context, loaded.revision, &mut flow).await;
     Ok(LoggedIn {
         session,
         token,

@@ -69,13 +69,15 @@ pub trait ChallengeStore: Send + Sync + 'static {
     /// One atomic step: refuse when consumed, expired at `now`, or `attempts >= max_attempts`;
     /// otherwise count the attempt, compare every candidate with the stored MAC in constant
     /// time, and on a match mark the challenge consumed. Concurrent calls with the right code
-    /// yield exactly one `Verified`.
+    /// yield exactly one `Verified`. A consumed challenge is kept for at most `kept_after_use`
+    /// more (a nearer deadline stays): it only has to answer "already used" for a while.
     async fn attempt(
         &self,
         id: Uuid,
         candidates: &[[u8; 32]],
         now: DateTime<Utc>,
         max_attempts: u32,
+        kept_after_use: Duration,
     ) -> StoreResult<AttemptOutcome>;
 
     /// Resend: atomically replaces the MAC if the challenge is unconsumed and

@@ -95,18 +95,45 @@ impl FlowStore for MemoryFlowStore {
         expected_revision: u64,
         document: &[u8],
     ) -> StoreResult<bool> {
+        Ok(self.replace(id, expected_revision, document, None))
+    }
+
+    async fn finish_flow(
+        &self,
+        id: Uuid,
+        expected_revision: u64,
+        document: &[u8],
+        keep_for: Duration,
+    ) -> StoreResult<bool> {
+        Ok(self.replace(id, expected_revision, document, Some(keep_for)))
+    }
+}
+
+impl MemoryFlowStore {
+    /// Compare-revision-and-set; with `keep_for`, the deadline also moves closer if it is further.
+    fn replace(
+        &self,
+        id: Uuid,
+        expected_revision: u64,
+        document: &[u8],
+        keep_for: Option<Duration>,
+    ) -> bool {
+        let now = Instant::now();
         let mut state = self.state();
-        let Some(entry) = Self::live(&mut state.flows, &id, Instant::now()) else {
-            return Ok(false);
+        let Some(entry) = Self::live(&mut state.flows, &id, now) else {
+            return false;
         };
         if entry.flow.revision != expected_revision {
-            return Ok(false);
+            return false;
         }
         entry.flow = StoredFlow {
             revision: expected_revision + 1,
             document: document.to_vec(),
         };
-        Ok(true)
+        if let Some(kept_until) = keep_for.and_then(|keep_for| now.checked_add(keep_for)) {
+            entry.expires_at = entry.expires_at.min(kept_until);
+        }
+        true
     }
 }
 
@@ -203,9 +230,11 @@ impl ChallengeStore for MemoryCodeStore {
         candidates: &[[u8; 32]],
         now: DateTime<Utc>,
         max_attempts: u32,
+        kept_after_use: Duration,
     ) -> StoreResult<AttemptOutcome> {
+        let instant = Instant::now();
         let mut state = self.state();
-        let Some(entry) = Self::live_challenge(&mut state.challenges, &id, Instant::now()) else {
+        let Some(entry) = Self::live_challenge(&mut state.challenges, &id, instant) else {
             return Ok(AttemptOutcome::NotFound);
         };
         let challenge = &mut entry.challenge;
@@ -225,7 +254,11 @@ impl ChallengeStore for MemoryCodeStore {
         });
         if bool::from(found) {
             challenge.consumed = true;
-            return Ok(AttemptOutcome::Verified(challenge.clone()));
+            let verified = challenge.clone();
+            if let Some(kept_until) = instant.checked_add(kept_after_use) {
+                entry.expires_at = entry.expires_at.min(kept_until);
+            }
+            return Ok(AttemptOutcome::Verified(verified));
         }
         Ok(AttemptOutcome::Wrong {
             attempts_left: max_attempts - challenge.attempts,

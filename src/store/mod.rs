@@ -207,6 +207,18 @@ pub trait FlowStore: Send + Sync + 'static {
         expected_revision: u64,
         document: &[u8],
     ) -> StoreResult<bool>;
+
+    /// Replaces the document as [`replace_flow`](Self::replace_flow) does, then keeps the flow
+    /// for at most `keep_for` more; a deadline that is already nearer stays. A flow that has
+    /// reached its end only has to answer a repeated or late request for a while, so it need
+    /// not hold memory for the rest of its lifespan.
+    async fn finish_flow(
+        &self,
+        id: Uuid,
+        expected_revision: u64,
+        document: &[u8],
+        keep_for: Duration,
+    ) -> StoreResult<bool>;
 }
 
 /// The backends a server runs on, chosen from the configuration.

@@ -3,7 +3,7 @@
 //! A flow is one hash `<key_prefix>flow:<id>` with fields `rev` (decimal) and `doc` (the
 //! document bytes) and a millisecond TTL on the key. Replacing is a Lua script, so comparing the
 //! revision and writing happen in one step on the server; `HSET` leaves the key's TTL alone, so
-//! the flow keeps its original deadline.
+//! the flow keeps its original deadline, except that finishing a flow may bring it nearer.
 use super::{FlowStore, StoreError, StoreResult, StoredFlow};
 use async_trait::async_trait;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -18,8 +18,9 @@ const CONNECTION_TIMEOUT: Duration = Duration::from_secs(2);
 /// Reconnect attempts per failure; with the default backoff this stays within a few seconds.
 const RECONNECT_RETRIES: usize = 3;
 
-/// Compare-revision-and-set. ARGV: expected revision, new revision, document. The new revision
-/// is computed by the caller so Lua's doubles never touch a u64.
+/// Compare-revision-and-set. ARGV: expected revision, new revision, document, and optionally
+/// a number of milliseconds the key's TTL comes down to if it is longer (`finish_flow`). The new
+/// revision is computed by the caller so Lua's doubles never touch a u64.
 static REPLACE_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| {
     redis::Script::new(
         r"
@@ -28,6 +29,12 @@ static REPLACE_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| {
             return 0
         end
         redis.call('HSET', KEYS[1], 'rev', ARGV[2], 'doc', ARGV[3])
+        if ARGV[4] then
+            local remaining = redis.call('PTTL', KEYS[1])
+            if remaining < 0 or remaining > tonumber(ARGV[4]) then
+                redis.call('PEXPIRE', KEYS[1], ARGV[4])
+            end
+        end
         return 1
         ",
     )
@@ -92,7 +99,7 @@ pub(crate) fn map_error(context: &'static str, error: redis::RedisError) -> Stor
 #[async_trait]
 impl FlowStore for RedisFlowStore {
     async fn create_flow(&self, id: Uuid, document: &[u8], ttl: Duration) -> StoreResult<()> {
-        let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX).max(1);
+        let ttl_ms = ttl_millis(ttl);
         let key = self.key(id);
         let mut connection = self.connection.clone();
         // MULTI/EXEC: the hash never exists without its TTL, and stale fields of an earlier
@@ -139,18 +146,50 @@ impl FlowStore for RedisFlowStore {
         expected_revision: u64,
         document: &[u8],
     ) -> StoreResult<bool> {
+        self.replace(id, expected_revision, document, None).await
+    }
+
+    async fn finish_flow(
+        &self,
+        id: Uuid,
+        expected_revision: u64,
+        document: &[u8],
+        keep_for: Duration,
+    ) -> StoreResult<bool> {
+        self.replace(id, expected_revision, document, Some(keep_for))
+            .await
+    }
+}
+
+impl RedisFlowStore {
+    async fn replace(
+        &self,
+        id: Uuid,
+        expected_revision: u64,
+        document: &[u8],
+        keep_for: Option<Duration>,
+    ) -> StoreResult<bool> {
         let Some(next_revision) = expected_revision.checked_add(1) else {
             return Ok(false);
         };
-        let mut connection = self.connection.clone();
-        let replaced: i64 = REPLACE_SCRIPT
-            .key(self.key(id))
+        let mut invocation = REPLACE_SCRIPT.key(self.key(id));
+        invocation
             .arg(expected_revision.to_string())
             .arg(next_revision.to_string())
-            .arg(document)
+            .arg(document);
+        if let Some(keep_for) = keep_for {
+            invocation.arg(ttl_millis(keep_for));
+        }
+        let mut connection = self.connection.clone();
+        let replaced: i64 = invocation
             .invoke_async(&mut connection)
             .await
             .map_err(|error| map_error("replace flow", error))?;
         Ok(replaced == 1)
     }
+}
+
+/// A TTL in whole milliseconds for `PEXPIRE`, at least 1 (0 would delete the key at once).
+pub(crate) fn ttl_millis(ttl: Duration) -> i64 {
+    i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX).max(1)
 }

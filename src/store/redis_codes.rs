@@ -7,7 +7,7 @@
 //! submissions are serialised by the server and exactly one of them can consume a code. `now`
 //! always comes from the caller: the application server's clock decides, not Redis's.
 use super::codes::{AttemptOutcome, Challenge, ChallengeStore, RateLimiter, ReplaceOutcome};
-use super::redis::{connect_manager, map_error};
+use super::redis::{connect_manager, map_error, ttl_millis};
 use super::{StoreError, StoreResult};
 use crate::domain::aal::Channel;
 use async_trait::async_trait;
@@ -19,7 +19,8 @@ use std::time::Duration;
 use uuid::Uuid;
 
 /// Refuse, count, compare, consume. KEYS[1]: the challenge. ARGV[1]: now (µs), ARGV[2]: max
-/// attempts, ARGV[3..]: candidate MACs as 64 hex characters. Every character of every candidate
+/// attempts, ARGV[3]: how long a consumed challenge is kept at most (ms), ARGV[4..]: candidate
+/// MACs as 64 hex characters. Every character of every candidate
 /// is compared (no early exit) and the per-candidate verdict is folded in without a branch, so
 /// the running time does not depend on how much of a candidate matched.
 static ATTEMPT_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| {
@@ -47,7 +48,7 @@ static ATTEMPT_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| {
         end
         attempts = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
         local found = 0
-        for c = 3, #ARGV do
+        for c = 4, #ARGV do
             local candidate = ARGV[c]
             local diff = 0
             for i = 1, 64 do
@@ -58,6 +59,10 @@ static ATTEMPT_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| {
         end
         if found == 1 then
             redis.call('HSET', KEYS[1], 'consumed', '1')
+            local remaining = redis.call('PTTL', KEYS[1])
+            if remaining < 0 or remaining > tonumber(ARGV[3]) then
+                redis.call('PEXPIRE', KEYS[1], ARGV[3])
+            end
             return {'verified', unpack(redis.call('HGETALL', KEYS[1]))}
         end
         return {'wrong', tostring(max - attempts)}
@@ -153,10 +158,6 @@ impl RedisCodeStore {
     fn window_key(&self, key: &str, window_index: i64) -> String {
         format!("{}rl:{}:{}", self.key_prefix, key, window_index)
     }
-}
-
-fn ttl_millis(ttl: Duration) -> i64 {
-    i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX).max(1)
 }
 
 fn mac_hex(mac: &[u8]) -> StoreResult<String> {
@@ -280,11 +281,13 @@ impl ChallengeStore for RedisCodeStore {
         candidates: &[[u8; 32]],
         now: DateTime<Utc>,
         max_attempts: u32,
+        kept_after_use: Duration,
     ) -> StoreResult<AttemptOutcome> {
         let mut invocation = ATTEMPT_SCRIPT.key(self.challenge_key(id));
         invocation
             .arg(now.timestamp_micros().to_string())
-            .arg(max_attempts.to_string());
+            .arg(max_attempts.to_string())
+            .arg(ttl_millis(kept_after_use).to_string());
         for candidate in candidates {
             invocation.arg(hex::encode(candidate));
         }

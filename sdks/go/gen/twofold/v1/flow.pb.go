@@ -266,11 +266,13 @@ type LoginFlow struct {
 	RequestedAal AuthenticatorAssuranceLevel `protobuf:"varint,2,opt,name=requested_aal,json=requestedAal,proto3,enum=twofold.v1.AuthenticatorAssuranceLevel" json:"requested_aal,omitempty"`
 	// Whether the flow re-authenticates a session that already has the AAL.
 	Refresh bool `protobuf:"varint,3,opt,name=refresh,proto3" json:"refresh,omitempty"`
-	// Where the flow stands.
+	// Where the flow stands. A flow that has passed keeps no addresses (no code choices, no
+	// code_sent_to, no resend time) and is kept only a few minutes, until its expires_at.
 	State FlowState `protobuf:"varint,4,opt,name=state,proto3,enum=twofold.v1.FlowState" json:"state,omitempty"`
 	// When the flow was created.
 	IssuedAt *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=issued_at,json=issuedAt,proto3" json:"issued_at,omitempty"`
-	// After this the flow must be restarted.
+	// After this the flow must be restarted. Once passed, the flow is gone after this
+	// (GetLoginFlow answers FLOW_NOT_FOUND), at most five minutes after it passed.
 	ExpiresAt *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
 	// Methods the flow accepts ("password", "code").
 	Methods []string `protobuf:"bytes,7,rep,name=methods,proto3" json:"methods,omitempty"`

@@ -153,7 +153,8 @@ export type LoginFlow = Message<"twofold.v1.LoginFlow"> & {
   refresh: boolean;
 
   /**
-   * Where the flow stands.
+   * Where the flow stands. A flow that has passed keeps no addresses (no code choices, no
+   * code_sent_to, no resend time) and is kept only a few minutes, until its expires_at.
    *
    * @generated from field: twofold.v1.FlowState state = 4;
    */
@@ -167,7 +168,8 @@ export type LoginFlow = Message<"twofold.v1.LoginFlow"> & {
   issuedAt?: Timestamp | undefined;
 
   /**
-   * After this the flow must be restarted.
+   * After this the flow must be restarted. Once passed, the flow is gone after this
+   * (GetLoginFlow answers FLOW_NOT_FOUND), at most five minutes after it passed.
    *
    * @generated from field: google.protobuf.Timestamp expires_at = 6;
    */
