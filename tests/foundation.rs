@@ -12,6 +12,7 @@ use support::server::{
     with_bearer,
 };
 use tonic::Code;
+use twofold::domain::flows::PASSED_FLOW_KEPT_FOR;
 use twofold::proto::v1;
 
 on_every_backend!(
@@ -231,12 +232,25 @@ async fn identity_schema_rejects_bad_traits_with_field_errors(backend: Backend) 
     // The same flow accepts corrected traits afterwards.
     flows
         .submit_registration_flow(v1::SubmitRegistrationFlowRequest {
-            flow_id: flow.id,
+            flow_id: flow.id.clone(),
             traits: Some(traits(&unique_email("fixed"), None)),
             password: PASSWORD.into(),
         })
         .await
         .expect("corrected traits are accepted in the same flow");
+    // The passed flow is kept only a few minutes, and says so.
+    let passed = flows
+        .get_registration_flow(v1::GetRegistrationFlowRequest { flow_id: flow.id })
+        .await
+        .expect("a passed flow can still be read")
+        .into_inner()
+        .flow
+        .expect("flow");
+    assert_eq!(passed.state, v1::FlowState::PassedChallenge as i32);
+    assert_eq!(
+        passed.expires_at.expect("expires_at").seconds,
+        (server.clock_now() + PASSED_FLOW_KEPT_FOR).timestamp()
+    );
 
     // A short password is refused with the field named.
     let refused = identities

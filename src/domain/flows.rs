@@ -151,7 +151,7 @@ pub(super) async fn save(
     Ok(revision + 1)
 }
 
-/// How long a login flow is kept once it has passed: long enough for a double submit, a retried
+/// How long a flow is kept once it has passed: long enough for a double submit, a retried
 /// request or a reloaded page to get "already used" rather than "not found", short enough that
 /// the flows held at once are those of the last few minutes and not of the whole lifespan.
 pub const PASSED_FLOW_KEPT_FOR: std::time::Duration = std::time::Duration::from_secs(5 * 60);
@@ -163,30 +163,67 @@ pub(super) async fn finish_login(
     context: &Context,
     revision: u64,
     flow: &mut LoginFlow,
-) -> DomainResult<u64> {
-    let now = context.clock.now();
+) -> DomainResult<()> {
     flow.state = FlowState::PassedChallenge;
     flow.choices.clear();
     flow.sent_to = None;
     flow.resend_available_at = None;
     flow.messages.clear();
-    let kept_until = lifespan_from(now, PASSED_FLOW_KEPT_FOR);
-    flow.expires_at = flow.expires_at.min(kept_until);
-    let keep_for = (flow.expires_at - now).to_std().unwrap_or_default();
+    let keep_for = shorten_to_kept(context, &mut flow.expires_at);
+    store_finished(
+        context,
+        flow.id,
+        revision,
+        &FlowDocument::Login(flow.clone()),
+        keep_for,
+    )
+    .await
+}
+
+/// [`finish_login`] for a registration flow that has already been claimed as passed.
+async fn finish_registration(
+    context: &Context,
+    revision: u64,
+    flow: &mut RegistrationFlow,
+) -> DomainResult<()> {
+    flow.state = FlowState::PassedChallenge;
+    flow.messages.clear();
+    let keep_for = shorten_to_kept(context, &mut flow.expires_at);
+    store_finished(
+        context,
+        flow.id,
+        revision,
+        &FlowDocument::Registration(flow.clone()),
+        keep_for,
+    )
+    .await
+}
+
+/// Brings a passing flow's deadline to [`PASSED_FLOW_KEPT_FOR`] from now if it is further, and
+/// returns how long the store is to keep it.
+fn shorten_to_kept(context: &Context, expires_at: &mut DateTime<Utc>) -> std::time::Duration {
+    let now = context.clock.now();
+    *expires_at = (*expires_at).min(lifespan_from(now, PASSED_FLOW_KEPT_FOR));
+    (*expires_at - now).to_std().unwrap_or_default()
+}
+
+async fn store_finished(
+    context: &Context,
+    id: Uuid,
+    revision: u64,
+    document: &FlowDocument,
+    keep_for: std::time::Duration,
+) -> DomainResult<()> {
     if !context
         .stores
         .flows
-        .finish_flow(
-            flow.id,
-            revision,
-            &encode(&FlowDocument::Login(flow.clone()))?,
-            keep_for,
-        )
+        .finish_flow(id, revision, &encode(document)?, keep_for)
         .await?
     {
+        // Someone else changed the flow since we read it: it was submitted concurrently.
         return Err(DomainError::FlowStateInvalid);
     }
-    Ok(revision + 1)
+    Ok(())
 }
 
 pub(super) fn check_open(
@@ -326,11 +363,15 @@ pub async fn submit_registration_flow(
         address_hash: None,
     };
     let (session, token) = sessions::issue(context, identity.id, vec![method]).await?;
+    // The identity exists whatever happens to the flow now, so a lost compare-and-swap here (a
+    // concurrent submit, which the claim refuses anyway) is not this caller's error.
+    let mut finished = claimed;
+    let _ = finish_registration(context, claimed_revision, &mut finished).await;
     Ok(Registered {
         identity,
         session,
         token,
-        flow: claimed,
+        flow: finished,
     })
 }
 

@@ -45,7 +45,8 @@ export type RegistrationFlow = Message<"twofold.v1.RegistrationFlow"> & {
   issuedAt?: Timestamp | undefined;
 
   /**
-   * After this the flow must be restarted.
+   * After this the flow must be restarted. Once passed, the flow is gone after this
+   * (GetRegistrationFlow answers FLOW_NOT_FOUND), at most five minutes after it passed.
    *
    * @generated from field: google.protobuf.Timestamp expires_at = 4;
    */
