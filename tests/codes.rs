@@ -146,17 +146,6 @@ async fn assert_token_rotated(
     );
 }
 
-/// The remaining TTL of a Redis key in milliseconds (negative when it has none or is gone).
-async fn redis_pttl(key: &str) -> i64 {
-    let client = redis::Client::open(support::redis_url()).unwrap();
-    let mut redis = client.get_multiplexed_async_connection().await.unwrap();
-    redis::cmd("PTTL")
-        .arg(key)
-        .query_async(&mut redis)
-        .await
-        .unwrap()
-}
-
 /// A code that is certainly not `code`.
 fn wrong(code: &str) -> String {
     let first = if code.starts_with('9') { '0' } else { '9' };
@@ -313,7 +302,7 @@ async fn seed_scenario_step_up_by_sms_via_phone(backend: Backend) {
             format!("twofold:flow:{flow_id}"),
             format!("twofold:challenge:{challenge_id}"),
         ] {
-            let remaining = redis_pttl(&key).await;
+            let remaining = support::redis_pttl(&key).await;
             assert!(
                 (1..=PASSED_FLOW_KEPT_FOR.as_millis() as i64).contains(&remaining),
                 "{key}: {remaining} ms"
@@ -1135,7 +1124,8 @@ async fn code_service_send_verify_idempotent(backend: Backend) {
     if backend == Backend::PostgresRedis {
         // A used CodeService challenge keeps its whole life: a retried SendCode with the same
         // request_id must still find it.
-        let remaining = redis_pttl(&format!("twofold:challenge:{}", first.challenge_id)).await;
+        let remaining =
+            support::redis_pttl(&format!("twofold:challenge:{}", first.challenge_id)).await;
         assert!(
             remaining > FLOW_CHALLENGE_KEPT_AFTER_USE.as_millis() as i64,
             "{remaining} ms"

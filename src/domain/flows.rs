@@ -355,6 +355,11 @@ pub async fn submit_registration_flow(
             return Err(error);
         }
     };
+    // The identity exists whatever happens to the flow now, so a lost compare-and-swap here (a
+    // concurrent submit, which the claim refuses anyway) is not this caller's error. Finished
+    // before the session is issued, so a failure there still leaves the flow short-lived.
+    let mut finished = claimed;
+    let _ = finish_registration(context, claimed_revision, &mut finished).await;
     let method = AuthenticationMethod {
         method: MethodKind::Password,
         aal: Aal::Aal1,
@@ -363,10 +368,6 @@ pub async fn submit_registration_flow(
         address_hash: None,
     };
     let (session, token) = sessions::issue(context, identity.id, vec![method]).await?;
-    // The identity exists whatever happens to the flow now, so a lost compare-and-swap here (a
-    // concurrent submit, which the claim refuses anyway) is not this caller's error.
-    let mut finished = claimed;
-    let _ = finish_registration(context, claimed_revision, &mut finished).await;
     Ok(Registered {
         identity,
         session,

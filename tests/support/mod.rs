@@ -89,6 +89,17 @@ pub fn redis_url() -> String {
     service_url(REDIS_ENV)
 }
 
+/// The remaining TTL of a Redis key in milliseconds (negative when it has none or is gone).
+pub async fn redis_pttl(key: &str) -> i64 {
+    let client = redis::Client::open(redis_url()).unwrap();
+    let mut redis = client.get_multiplexed_async_connection().await.unwrap();
+    redis::cmd("PTTL")
+        .arg(key)
+        .query_async(&mut redis)
+        .await
+        .unwrap()
+}
+
 /// A key prefix no other test (or earlier run) uses.
 pub fn unique_redis_prefix() -> String {
     format!("twofold-test:{}:", Uuid::now_v7().simple())

@@ -90,8 +90,9 @@ type RegistrationFlow struct {
 	SchemaId string `protobuf:"bytes,2,opt,name=schema_id,json=schemaId,proto3" json:"schema_id,omitempty"`
 	// When the flow was created.
 	IssuedAt *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=issued_at,json=issuedAt,proto3" json:"issued_at,omitempty"`
-	// After this the flow must be restarted. Once passed, the flow is gone after this
-	// (GetRegistrationFlow answers FLOW_NOT_FOUND), at most five minutes after it passed.
+	// After this the flow must be restarted. Once passed, the flow is normally kept only until
+	// this, at most five minutes after it passed; then GetRegistrationFlow answers FLOW_EXPIRED or
+	// FLOW_NOT_FOUND.
 	ExpiresAt *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
 	// CHOOSE_METHOD until submitted, then PASSED_CHALLENGE.
 	State FlowState `protobuf:"varint,5,opt,name=state,proto3,enum=twofold.v1.FlowState" json:"state,omitempty"`
@@ -272,8 +273,9 @@ type LoginFlow struct {
 	State FlowState `protobuf:"varint,4,opt,name=state,proto3,enum=twofold.v1.FlowState" json:"state,omitempty"`
 	// When the flow was created.
 	IssuedAt *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=issued_at,json=issuedAt,proto3" json:"issued_at,omitempty"`
-	// After this the flow must be restarted. Once passed, the flow is gone after this
-	// (GetLoginFlow answers FLOW_NOT_FOUND), at most five minutes after it passed.
+	// After this the flow must be restarted. Once passed, the flow is normally kept only until
+	// this, at most five minutes after it passed; then GetLoginFlow answers FLOW_EXPIRED or
+	// FLOW_NOT_FOUND.
 	ExpiresAt *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
 	// Methods the flow accepts ("password", "code").
 	Methods []string `protobuf:"bytes,7,rep,name=methods,proto3" json:"methods,omitempty"`

@@ -45,8 +45,9 @@ export type RegistrationFlow = Message<"twofold.v1.RegistrationFlow"> & {
   issuedAt?: Timestamp | undefined;
 
   /**
-   * After this the flow must be restarted. Once passed, the flow is gone after this
-   * (GetRegistrationFlow answers FLOW_NOT_FOUND), at most five minutes after it passed.
+   * After this the flow must be restarted. Once passed, the flow is normally kept only until
+   * this, at most five minutes after it passed; then GetRegistrationFlow answers FLOW_EXPIRED or
+   * FLOW_NOT_FOUND.
    *
    * @generated from field: google.protobuf.Timestamp expires_at = 4;
    */
@@ -169,8 +170,9 @@ export type LoginFlow = Message<"twofold.v1.LoginFlow"> & {
   issuedAt?: Timestamp | undefined;
 
   /**
-   * After this the flow must be restarted. Once passed, the flow is gone after this
-   * (GetLoginFlow answers FLOW_NOT_FOUND), at most five minutes after it passed.
+   * After this the flow must be restarted. Once passed, the flow is normally kept only until
+   * this, at most five minutes after it passed; then GetLoginFlow answers FLOW_EXPIRED or
+   * FLOW_NOT_FOUND.
    *
    * @generated from field: google.protobuf.Timestamp expires_at = 6;
    */
