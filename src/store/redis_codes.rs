@@ -20,9 +20,9 @@ use uuid::Uuid;
 
 /// Refuse, count, compare, consume. KEYS[1]: the challenge. ARGV[1]: now (µs), ARGV[2]: max
 /// attempts, ARGV[3]: how long a consumed challenge is kept at most (ms), ARGV[4..]: candidate
-/// MACs as 64 hex characters. Every character of every candidate
-/// is compared (no early exit) and the per-candidate verdict is folded in without a branch, so
-/// the running time does not depend on how much of a candidate matched.
+/// MACs as 64 hex characters. Every character of every candidate is compared (no early exit)
+/// and the per-candidate verdict is folded in without a branch, so the running time does not
+/// depend on how much of a candidate matched.
 static ATTEMPT_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| {
     redis::Script::new(
         r"

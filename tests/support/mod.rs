@@ -100,6 +100,15 @@ pub async fn redis_pttl(key: &str) -> i64 {
         .unwrap()
 }
 
+/// Asserts that the Redis key expires, and within `limit`.
+pub async fn assert_expires_within(key: &str, limit: std::time::Duration) {
+    let remaining = redis_pttl(key).await;
+    assert!(
+        (1..=limit.as_millis() as i64).contains(&remaining),
+        "{key}: {remaining} ms"
+    );
+}
+
 /// A key prefix no other test (or earlier run) uses.
 pub fn unique_redis_prefix() -> String {
     format!("twofold-test:{}:", Uuid::now_v7().simple())
