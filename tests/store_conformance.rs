@@ -2611,6 +2611,42 @@ async fn open_with_servers() {
     );
 }
 
+/// Recently used Postgres connections are handed out without a ping, but one that sat idle is
+/// pinged first: a connection the server ended meanwhile (a restart, a proxy's idle cut) is
+/// replaced, not handed to a request that would then fail.
+#[tokio::test]
+async fn postgres_replaces_a_connection_ended_while_idle() {
+    use sqlx::Connection;
+    use twofold::store::postgres::PostgresStore;
+    let dsn = support::fresh_postgres_dsn().await;
+    let store = PostgresStore::connect(&dsn).await.expect("connect");
+    let identity = new_identity();
+    store
+        .insert_identity(&identity, None)
+        .await
+        .expect("insert");
+    // Longer than the store's idle threshold (one second).
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let mut admin = sqlx::PgConnection::connect(&dsn)
+        .await
+        .expect("admin connection");
+    let ended: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE datname = current_database() AND pid <> pg_backend_pid()",
+    )
+    .fetch_all(&mut admin)
+    .await
+    .expect("end the store's connections");
+    assert!(!ended.is_empty(), "the store held no connection to end");
+    assert!(ended.iter().all(|ended| *ended));
+    let _ = admin.close().await;
+    let found = store
+        .get_identity(identity.id)
+        .await
+        .expect("read after the restart");
+    assert_eq!(found.map(|found| found.id), Some(identity.id));
+}
+
 /// A server that is not there is `Unavailable` (retry later), not `Internal` (a bug).
 #[tokio::test]
 async fn unreachable_servers_are_unavailable() {

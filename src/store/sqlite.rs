@@ -399,6 +399,7 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal);
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
+            .test_before_acquire(false)
             .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect_with(options.clone())
             .await
@@ -406,6 +407,7 @@ impl SqliteStore {
         MIGRATOR.run(&writer).await.map_err(map_migrate_error)?;
         let pool = SqlitePoolOptions::new()
             .max_connections(READ_CONNECTIONS)
+            .test_before_acquire(false)
             .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect_with(options.read_only(true).create_if_missing(false))
             .await
