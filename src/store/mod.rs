@@ -25,6 +25,7 @@ pub mod redis_codes;
 pub mod session_cache;
 pub mod sql_common;
 pub mod sqlite;
+mod sqlite_writes;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -16,20 +16,22 @@ use super::sql_common::{
     after_attempt, assemble, corrupt, count_failure, lease_end, map_error,
     map_identifier_insert_error, map_migrate_error, merge_addresses,
 };
-use super::{IdentityStore, SessionStore, SessionUpgrade, StoreError, StoreResult, Upgraded};
+use super::sqlite_writes::{WriteThread, Writer, WriterGuard, in_one_command};
+use super::{IdentityStore, SessionStore, SessionUpgrade, StoreResult, Upgraded};
 use crate::domain::identity::{CredentialKind, Identifier, Identity, VerifiableAddress};
 use crate::domain::session::Session;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
+use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{
     SqliteArguments, SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePoolOptions,
     SqliteRow, SqliteSynchronous,
 };
-use sqlx::{Row, Sqlite, Transaction};
+use sqlx::{AssertSqlSafe, ConnectOptions, Connection, Row, Sqlite, Transaction};
+use std::ops::{Deref, DerefMut};
 use std::str::FromStr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -231,133 +233,49 @@ fn decode_session(row: Option<SqliteRow>) -> StoreResult<Option<Session>> {
     row.map(|row| session_row(&row)?.into_domain()).transpose()
 }
 
-/// Reads go to `pool`, every write to `writer`, a pool of one connection. SQLite runs one writer
-/// at a time anyway; with several write connections they met in SQLite's busy handler, which
-/// sleeps (up to 100 ms a turn) instead of queueing, so a step-up load left the cores idle while
-/// requests waited. Queued on the one writer connection they run back to back, and the busiest
-/// transactions run on a thread of their own (`writes`).
+/// Reads go to `readers`, every write to `writer`, the one connection that writes. SQLite runs
+/// one writer at a time anyway; with several write connections they met in SQLite's busy handler,
+/// which sleeps (up to 100 ms a turn) instead of queueing, so a step-up load left the cores idle
+/// while requests waited. Queued on the one writer connection they run back to back, and the
+/// busiest transactions run on a thread of their own (`writes`).
 #[derive(Clone)]
 pub struct SqliteStore {
-    pool: sqlx::SqlitePool,
-    writer: sqlx::SqlitePool,
+    readers: Readers,
+    writer: Arc<Writer>,
     writes: Arc<WriteThread>,
 }
 
-/// A thread with a runtime of its own for the busiest write transactions. The one writer
-/// connection is held from `BEGIN` to `COMMIT`, and each statement in between is a hop to
-/// SQLite's worker thread and back; on the server's runtime every hop back waited behind all the
-/// other requests ready to run, so under load the writer sat idle most of the time it was held.
-/// There a transaction's task queues only behind other transactions.
-struct WriteThread {
-    runtime: tokio::runtime::Handle,
-    /// Dropped with the last store, which ends the thread.
-    _stop: tokio::sync::oneshot::Sender<()>,
-    /// Transactions started through `run` and not yet finished or abandoned.
-    in_flight: Arc<AtomicUsize>,
+#[derive(Clone)]
+enum Readers {
+    /// A database file, read in WAL mode by several connections at once.
+    Pool(sqlx::SqlitePool),
+    /// An in-memory database exists only in its one connection, so reads take the writer.
+    Writer,
 }
 
-impl WriteThread {
-    fn start() -> StoreResult<Arc<Self>> {
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let (ready, started) = std::sync::mpsc::channel();
-        // The runtime is built and dropped on its own thread: a runtime dropped inside async code
-        // panics, and `connect` is async.
-        std::thread::Builder::new()
-            .name("sqlite-writes".into())
-            .spawn(move || {
-                let runtime = match tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                {
-                    Ok(runtime) => runtime,
-                    Err(error) => {
-                        let _ = ready.send(Err(error.to_string()));
-                        return;
-                    }
-                };
-                let _ = ready.send(Ok(runtime.handle().clone()));
-                runtime.block_on(async {
-                    let _ = stopped.await;
-                });
-            })
-            .map_err(|error| StoreError::Internal(format!("sqlite write thread: {error}")))?;
-        // Blocks for as long as building a current-thread runtime takes, once per store.
-        let runtime = started
-            .recv()
-            .map_err(|_| StoreError::Internal("sqlite write thread ended at start".into()))?
-            .map_err(|error| StoreError::Internal(format!("sqlite write runtime: {error}")))?;
-        Ok(Arc::new(Self {
-            runtime,
-            _stop: stop,
-            in_flight: Arc::new(AtomicUsize::new(0)),
-        }))
-    }
-
-    /// Runs `work` where it was called when no other transaction is under way, else on the
-    /// write thread. Waking the parked write thread costs two thread switches, a quarter of a
-    /// lone step-up's time, and a lone transaction has nothing to queue behind anyway.
-    ///
-    /// A caller that stops waiting abandons the transaction wherever it runs (the task is
-    /// aborted, so it rolls back unless it was already committing), as before the write thread:
-    /// what callers do after a write (cache announcements, audit events, waking the courier)
-    /// must never miss a write that committed.
-    async fn run<T: Send + 'static>(
-        &self,
-        work: impl Future<Output = StoreResult<T>> + Send + 'static,
-    ) -> StoreResult<T> {
-        let counted = InFlight::enter(self.in_flight.clone());
-        if counted.alone {
-            return work.await;
-        }
-        let task = AbortOnDrop(self.runtime.spawn(async move {
-            let _counted = counted;
-            work.await
-        }));
-        task.await
-            .map_err(|error| StoreError::Internal(format!("sqlite write task: {error}")))?
-    }
+/// A connection to read from, held until dropped.
+enum ReadConnection<'a> {
+    Pooled(PoolConnection<Sqlite>),
+    Writer(WriterGuard<'a>),
 }
 
-/// Counts a transaction in `WriteThread::in_flight` for as long as it lives.
-struct InFlight {
-    count: Arc<AtomicUsize>,
-    alone: bool,
-}
+impl Deref for ReadConnection<'_> {
+    type Target = SqliteConnection;
 
-impl InFlight {
-    fn enter(count: Arc<AtomicUsize>) -> Self {
-        // Only a heuristic for where to run: a stale read costs a thread switch, nothing more.
-        let before = count.fetch_add(1, Ordering::Relaxed);
-        Self {
-            count,
-            alone: before == 0,
+    fn deref(&self) -> &SqliteConnection {
+        match self {
+            Self::Pooled(connection) => connection,
+            Self::Writer(writer) => writer,
         }
     }
 }
 
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.count.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-/// A task that is aborted when its caller stops waiting for it.
-struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
-
-impl<T> Future for AbortOnDrop<T> {
-    type Output = Result<T, tokio::task::JoinError>;
-
-    fn poll(
-        mut self: std::pin::Pin<&mut Self>,
-        context: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Self::Output> {
-        std::pin::Pin::new(&mut self.0).poll(context)
-    }
-}
-
-impl<T> Drop for AbortOnDrop<T> {
-    fn drop(&mut self) {
-        self.0.abort();
+impl DerefMut for ReadConnection<'_> {
+    fn deref_mut(&mut self) -> &mut SqliteConnection {
+        match self {
+            Self::Pooled(connection) => connection,
+            Self::Writer(writer) => writer,
+        }
     }
 }
 
@@ -376,64 +294,60 @@ impl SqliteStore {
             .foreign_keys(true)
             .busy_timeout(BUSY_TIMEOUT);
         if in_memory {
-            // Every connection to `:memory:` is its own empty database, so the pool holds exactly
-            // one connection, never lets it go, and serves reads and writes alike.
-            let pool = SqlitePoolOptions::new()
-                .max_connections(1)
-                .min_connections(1)
-                .idle_timeout(None)
-                .max_lifetime(None)
-                .acquire_timeout(ACQUIRE_TIMEOUT)
-                .connect_with(options)
+            // Every connection to `:memory:` is its own empty database: the writer is the one
+            // connection, and reads take it too.
+            let mut connection = options
+                .connect()
                 .await
                 .map_err(|error| map_error("open sqlite database", error))?;
-            MIGRATOR.run(&pool).await.map_err(map_migrate_error)?;
+            MIGRATOR
+                .run(&mut connection)
+                .await
+                .map_err(map_migrate_error)?;
             return Ok(Self {
-                writer: pool.clone(),
-                pool,
+                readers: Readers::Writer,
+                writer: Arc::new(Writer::new(connection, ACQUIRE_TIMEOUT)),
                 writes: WriteThread::start()?,
             });
         }
         let options = options
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal);
-        let writer = SqlitePoolOptions::new()
-            .max_connections(1)
-            .test_before_acquire(false)
-            .acquire_timeout(ACQUIRE_TIMEOUT)
-            .connect_with(options.clone())
+        let mut writer = options
+            .connect()
             .await
             .map_err(|error| map_error("open sqlite database", error))?;
-        MIGRATOR.run(&writer).await.map_err(map_migrate_error)?;
+        MIGRATOR.run(&mut writer).await.map_err(map_migrate_error)?;
         let pool = SqlitePoolOptions::new()
             .max_connections(READ_CONNECTIONS)
+            // A ping would only ask SQLite's worker thread whether it is still there.
             .test_before_acquire(false)
             .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect_with(options.read_only(true).create_if_missing(false))
             .await
             .map_err(|error| map_error("open sqlite database", error))?;
         Ok(Self {
-            pool,
-            writer,
+            readers: Readers::Pool(pool),
+            writer: Arc::new(Writer::new(writer, ACQUIRE_TIMEOUT)),
             writes: WriteThread::start()?,
         })
     }
 
-    pub fn pool(&self) -> &sqlx::SqlitePool {
-        &self.pool
-    }
-
-    async fn begin_write(&self) -> StoreResult<Transaction<'static, Sqlite>> {
-        self.writer
-            .begin_with(BEGIN_WRITE)
-            .await
-            .map_err(|error| map_error("begin transaction", error))
+    async fn read(&self) -> StoreResult<ReadConnection<'_>> {
+        match &self.readers {
+            Readers::Pool(pool) => pool
+                .acquire()
+                .await
+                .map(ReadConnection::Pooled)
+                .map_err(|error| map_error("acquire a read connection", error)),
+            Readers::Writer => Ok(ReadConnection::Writer(self.writer.lock().await?)),
+        }
     }
 
     async fn load(&self, scope: Scope<'_>) -> StoreResult<Vec<Identity>> {
         // A deferred transaction: in WAL mode its first read fixes the snapshot for all three.
-        let mut tx = self
-            .pool
+        let mut reader = self.read().await?;
+        let mut tx = reader
             .begin()
             .await
             .map_err(|error| map_error("begin transaction", error))?;
@@ -474,7 +388,14 @@ impl SqliteStore {
     }
 }
 
-async fn commit(tx: Transaction<'static, Sqlite>) -> StoreResult<()> {
+async fn begin_write(writer: &mut SqliteConnection) -> StoreResult<Transaction<'_, Sqlite>> {
+    writer
+        .begin_with(BEGIN_WRITE)
+        .await
+        .map_err(|error| map_error("begin transaction", error))
+}
+
+async fn commit(tx: Transaction<'_, Sqlite>) -> StoreResult<()> {
     tx.commit()
         .await
         .map_err(|error| map_error("commit transaction", error))
@@ -532,7 +453,8 @@ impl IdentityStore for SqliteStore {
         password_hash: Option<&str>,
     ) -> StoreResult<()> {
         let traits = json_text(&identity.traits)?;
-        let mut tx = self.begin_write().await?;
+        let mut writer = self.writer.lock().await?;
+        let mut tx = begin_write(&mut writer).await?;
         sqlx::query(
             "INSERT INTO identities (id, schema_id, traits, state, created_at, updated_at) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -571,7 +493,8 @@ impl IdentityStore for SqliteStore {
 
     async fn update_identity(&self, identity: &Identity) -> StoreResult<bool> {
         let traits = json_text(&identity.traits)?;
-        let mut tx = self.begin_write().await?;
+        let mut writer = self.writer.lock().await?;
+        let mut tx = begin_write(&mut writer).await?;
         let updated = sqlx::query(
             "UPDATE identities SET schema_id = ?2, traits = ?3, state = ?4, updated_at = ?5 \
              WHERE id = ?1",
@@ -637,7 +560,7 @@ impl IdentityStore for SqliteStore {
              WHERE identity_id = ?1 AND kind = 'password'",
         )
         .bind(identity_id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *self.read().await?)
         .await
         .map_err(|error| map_error("get password hash", error))?;
         row.map(|row| get(&row, "password_hash")).transpose()
@@ -652,7 +575,7 @@ impl IdentityStore for SqliteStore {
         // foreign keys switched on for every connection).
         let deleted = sqlx::query("DELETE FROM identities WHERE id = ?1")
             .bind(id)
-            .execute(&self.writer)
+            .execute(&mut *self.writer.lock().await?)
             .await
             .map_err(|error| map_error("delete identity", error))?;
         Ok(deleted.rows_affected() > 0)
@@ -673,7 +596,7 @@ impl IdentityStore for SqliteStore {
         .bind(identity_id)
         .bind(value)
         .bind(micros(at))
-        .execute(&self.writer)
+        .execute(&mut *self.writer.lock().await?)
         .await
         .map_err(|error| map_error("mark address verified", error))?;
         Ok(updated.rows_affected() > 0)
@@ -697,7 +620,7 @@ impl SessionStore for SqliteStore {
         .bind(micros(session.expires_at))
         .bind(micros(session.authenticated_at))
         .bind(session.revoked_at.map(micros))
-        .execute(&self.writer)
+        .execute(&mut *self.writer.lock().await?)
         .await
         .map_err(|error| map_error("insert session", error))?;
         Ok(())
@@ -706,7 +629,7 @@ impl SessionStore for SqliteStore {
     async fn find_by_token_hash(&self, token_hash: &[u8]) -> StoreResult<Option<Session>> {
         let row = sqlx::query(concat!(session_select!(), "WHERE token_hash = ?1"))
             .bind(token_hash)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *self.read().await?)
             .await
             .map_err(|error| map_error("find session by token", error))?;
         decode_session(row)
@@ -727,7 +650,7 @@ impl SessionStore for SqliteStore {
     async fn get_session(&self, id: Uuid) -> StoreResult<Option<Session>> {
         let row = sqlx::query(concat!(session_select!(), "WHERE id = ?1"))
             .bind(id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *self.read().await?)
             .await
             .map_err(|error| map_error("get session", error))?;
         decode_session(row)
@@ -747,7 +670,7 @@ impl SessionStore for SqliteStore {
         .bind(identity_id)
         .bind(include_inactive)
         .bind(micros(now))
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.read().await?)
         .await
         .map_err(|error| map_error("list sessions", error))?;
         rows.iter()
@@ -760,7 +683,7 @@ impl SessionStore for SqliteStore {
             sqlx::query("UPDATE sessions SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL")
                 .bind(id)
                 .bind(micros(at))
-                .execute(&self.writer)
+                .execute(&mut *self.writer.lock().await?)
                 .await
                 .map_err(|error| map_error("revoke session", error))?;
         Ok(updated.rows_affected() == 1)
@@ -776,7 +699,7 @@ impl SessionStore for SqliteStore {
         )
         .bind(identity_id)
         .bind(micros(at))
-        .execute(&self.writer)
+        .execute(&mut *self.writer.lock().await?)
         .await
         .map_err(|error| map_error("revoke identity sessions", error))?;
         Ok(u32::try_from(updated.rows_affected()).unwrap_or(u32::MAX))
@@ -892,6 +815,22 @@ async fn insert_audit(conn: &mut SqliteConnection, event: &AuditEvent) -> StoreR
     Ok(())
 }
 
+/// Binds an audit event's columns in the order `insert_audit` lists them, for a statement of
+/// a transaction sent in one command.
+fn bind_audit<'q>(
+    query: sqlx::query::Query<'q, Sqlite, SqliteArguments>,
+    event: &'q AuditEvent,
+) -> sqlx::query::Query<'q, Sqlite, SqliteArguments> {
+    query
+        .bind(event.id)
+        .bind(&event.event)
+        .bind(event.identity_id)
+        .bind(event.flow_id)
+        .bind(&event.address_hash)
+        .bind(&event.client_ip)
+        .bind(micros(event.occurred_at))
+}
+
 #[async_trait]
 impl FailureBudgetStore for SqliteStore {
     async fn failure_state(
@@ -901,7 +840,7 @@ impl FailureBudgetStore for SqliteStore {
     ) -> StoreResult<FailureState> {
         let row = sqlx::query("SELECT * FROM identity_code_failures WHERE identity_id = ?1")
             .bind(identity_id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *self.read().await?)
             .await
             .map_err(|error| map_error("get failure state", error))?;
         match row {
@@ -934,7 +873,7 @@ impl FailureBudgetStore for SqliteStore {
     async fn reset_failures(&self, identity_id: Uuid) -> StoreResult<()> {
         sqlx::query("DELETE FROM identity_code_failures WHERE identity_id = ?1")
             .bind(identity_id)
-            .execute(&self.writer)
+            .execute(&mut *self.writer.lock().await?)
             .await
             .map_err(|error| map_error("reset failures", error))?;
         Ok(())
@@ -955,7 +894,8 @@ impl SqliteStore {
     ) -> StoreResult<FailureState> {
         // BEGIN IMMEDIATE holds the database's write lock from the read to the write, so
         // concurrent failures are counted one after the other.
-        let mut tx = self.begin_write().await?;
+        let mut writer = self.writer.lock().await?;
+        let mut tx = begin_write(&mut writer).await?;
         let row = sqlx::query("SELECT * FROM identity_code_failures WHERE identity_id = ?1")
             .bind(identity_id)
             .fetch_optional(&mut *tx)
@@ -990,9 +930,9 @@ impl SqliteStore {
         limit: u32,
         lease: Duration,
     ) -> StoreResult<Vec<OutboxMessage>> {
-        // One writer at a time: the immediate transaction makes choosing and marking the rows
-        // one step for every other claimer. Expired leases first, as on Postgres.
-        let mut tx = self.begin_write().await?;
+        // One statement, so choosing and marking the rows is one step for every other claimer:
+        // a write statement takes the write lock before it reads. Expired leases first, as on
+        // Postgres.
         let rows = sqlx::query(concat!(
             "UPDATE courier_messages SET status = 'processing', lease_until = ?2, \
              updated_at = ?1 \
@@ -1006,21 +946,24 @@ impl SqliteStore {
         .bind(micros(now))
         .bind(micros(lease_end(now, lease)))
         .bind(i64::from(limit))
-        .fetch_all(&mut *tx)
+        .fetch_all(&mut *self.writer.lock().await?)
         .await
         .map_err(|error| map_error("claim due messages", error))?;
-        commit(tx).await?;
         let mut messages = decode_messages(&rows)?;
         messages.sort_by_key(|message| (message.next_attempt_at, message.id));
         Ok(messages)
     }
 
     async fn enqueue_here(&self, message: &OutboxMessage, audit: &AuditEvent) -> StoreResult<()> {
-        let mut tx = self.begin_write().await?;
-        sqlx::query(concat!(
-            "INSERT INTO courier_messages (",
-            message_columns!(),
-            ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
+        let transaction = sqlx::query(in_one_command!(
+            concat!(
+                "INSERT INTO courier_messages (",
+                message_columns!(),
+                ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            ),
+            "INSERT INTO audit_events \
+             (id, event, identity_id, flow_id, address_hash, client_ip, occurred_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?)"
         ))
         .bind(message.id)
         .bind(message.channel.as_str())
@@ -1034,12 +977,11 @@ impl SqliteStore {
         .bind(message.not_after.map(micros))
         .bind(micros(message.next_attempt_at))
         .bind(micros(message.created_at))
-        .bind(micros(message.updated_at))
-        .execute(&mut *tx)
-        .await
-        .map_err(|error| map_error("enqueue message", error))?;
-        insert_audit(&mut tx, audit).await?;
-        commit(tx).await
+        .bind(micros(message.updated_at));
+        self.writer
+            .transaction(bind_audit(transaction, audit), "enqueue message")
+            .await?;
+        Ok(())
     }
 
     async fn finish_attempts_here(
@@ -1049,37 +991,47 @@ impl SqliteStore {
         if finished.is_empty() {
             return Ok(());
         }
-        let mut tx = self.begin_write().await?;
-        for (attempt, result) in finished {
-            let (status, next_attempt_at) = after_attempt(*result);
-            sqlx::query(
+        // The text depends on how many attempts a round finished, so it is not kept prepared:
+        // up to a claim's worth of variants would crowd the hot statements out of the cache.
+        let rows = |row: &str| vec![row; finished.len()].join(", ");
+        let sql = format!(
+            in_one_command!(
                 "INSERT INTO courier_message_attempts \
                  (message_id, attempted_at, gateway, succeeded, error, provider_message_id) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            )
-            .bind(attempt.message_id)
-            .bind(micros(attempt.attempted_at))
-            .bind(&attempt.gateway)
-            .bind(attempt.succeeded)
-            .bind(&attempt.error)
-            .bind(&attempt.provider_message_id)
-            .execute(&mut *tx)
-            .await
-            .map_err(|error| map_error("record delivery attempt", error))?;
-            sqlx::query(
-                "UPDATE courier_messages SET status = ?2, send_count = send_count + 1, \
-                 next_attempt_at = COALESCE(?3, next_attempt_at), lease_until = NULL, \
-                 updated_at = ?4 WHERE id = ?1",
-            )
-            .bind(attempt.message_id)
-            .bind(status.as_str())
-            .bind(next_attempt_at.map(micros))
-            .bind(micros(attempt.attempted_at))
-            .execute(&mut *tx)
-            .await
-            .map_err(|error| map_error("finish delivery attempt", error))?;
+                 VALUES {attempts}",
+                // A round attempts each claimed message once, so every message has one row.
+                "UPDATE courier_messages SET status = finished.column2, \
+                 send_count = send_count + 1, \
+                 next_attempt_at = COALESCE(finished.column3, next_attempt_at), \
+                 lease_until = NULL, updated_at = finished.column4 \
+                 FROM (VALUES {messages}) AS finished \
+                 WHERE courier_messages.id = finished.column1"
+            ),
+            attempts = rows("(?, ?, ?, ?, ?, ?)"),
+            messages = rows("(?, ?, ?, ?)"),
+        );
+        let mut transaction = sqlx::query(AssertSqlSafe(sql)).persistent(false);
+        for (attempt, _) in finished {
+            transaction = transaction
+                .bind(attempt.message_id)
+                .bind(micros(attempt.attempted_at))
+                .bind(&attempt.gateway)
+                .bind(attempt.succeeded)
+                .bind(&attempt.error)
+                .bind(&attempt.provider_message_id);
         }
-        commit(tx).await
+        for (attempt, result) in finished {
+            let (status, next_attempt_at) = after_attempt(*result);
+            transaction = transaction
+                .bind(attempt.message_id)
+                .bind(status.as_str())
+                .bind(next_attempt_at.map(micros))
+                .bind(micros(attempt.attempted_at));
+        }
+        self.writer
+            .transaction(transaction, "finish delivery attempts")
+            .await?;
+        Ok(())
     }
 
     async fn upgrade_session_here(
@@ -1091,47 +1043,51 @@ impl SqliteStore {
         upgrade.check_audited()?;
         // One guarded statement; SQLite runs writers one at a time, so only the first of several
         // concurrent upgrades still finds the expected token. The address and audit writes share
-        // its transaction.
-        let mut tx = self.begin_write().await?;
-        let updated = sqlx::query(concat!(
-            "UPDATE sessions SET token_hash = ?3, aal = ?4, methods = ?5, authenticated_at = ?6 \
-             WHERE id = ?1 AND token_hash = ?2 AND revoked_at IS NULL RETURNING ",
-            session_columns!()
-        ))
-        .bind(id)
-        .bind(expected_token_hash)
-        .bind(&upgrade.new_token_hash)
-        .bind(upgrade.aal.as_str())
-        .bind(json_text(&upgrade.methods)?)
-        .bind(micros(upgrade.authenticated_at))
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(|error| map_error("upgrade session", error))?;
-        let Some(updated) = updated else {
-            return Ok(None);
-        };
-        let session = session_row(&updated)?.into_domain()?;
-        let identity_id = session.identity_id;
-        if let Some(address) = &upgrade.verified_address {
-            sqlx::query(
+        // its transaction and happen only if it did: the session then carries the new token.
+        // The text depends on the number of audit events, which is one of a few.
+        let sql = format!(
+            in_one_command!(
+                concat!(
+                    "UPDATE sessions SET token_hash = ?, aal = ?, methods = ?, \
+                     authenticated_at = ? \
+                     WHERE id = ? AND token_hash = ? AND revoked_at IS NULL RETURNING ",
+                    session_columns!()
+                ),
                 "UPDATE identity_verifiable_addresses \
-                 SET verified = 1, verified_at = COALESCE(verified_at, ?3) \
-                 WHERE identity_id = ?1 AND value = ?2",
-            )
-            .bind(identity_id)
-            .bind(address)
+                 SET verified = 1, verified_at = COALESCE(verified_at, ?) \
+                 WHERE identity_id = (SELECT identity_id FROM sessions \
+                                      WHERE id = ? AND token_hash = ?) \
+                   AND value = ?",
+                "INSERT INTO audit_events \
+                 (id, event, identity_id, flow_id, address_hash, client_ip, occurred_at) \
+                 SELECT * FROM (VALUES {events}) \
+                 WHERE EXISTS (SELECT 1 FROM sessions WHERE id = ? AND token_hash = ?)"
+            ),
+            events = vec!["(?, ?, ?, ?, ?, ?, ?)"; upgrade.audit.len()].join(", "),
+        );
+        let mut transaction = sqlx::query(AssertSqlSafe(sql))
+            .bind(&upgrade.new_token_hash)
+            .bind(upgrade.aal.as_str())
+            .bind(json_text(&upgrade.methods)?)
             .bind(micros(upgrade.authenticated_at))
-            .execute(&mut *tx)
-            .await
-            .map_err(|error| map_error("mark address verified", error))?;
-        }
+            .bind(id)
+            .bind(expected_token_hash)
+            .bind(micros(upgrade.authenticated_at))
+            .bind(id)
+            .bind(&upgrade.new_token_hash)
+            // No address to verify: `value = NULL` matches no row.
+            .bind(&upgrade.verified_address);
         for event in &upgrade.audit {
-            insert_audit(&mut tx, event).await?;
+            transaction = bind_audit(transaction, event);
         }
-        tx.commit()
-            .await
-            .map_err(|error| map_error("commit transaction", error))?;
-        Ok(Some(session))
+        let transaction = transaction.bind(id).bind(&upgrade.new_token_hash);
+        let rows = self
+            .writer
+            .transaction(transaction, "upgrade session")
+            .await?;
+        rows.first()
+            .map(|row| session_row(row)?.into_domain())
+            .transpose()
     }
 }
 
@@ -1145,12 +1101,7 @@ impl Outbox for SqliteStore {
     }
 
     async fn record_audit(&self, event: &AuditEvent) -> StoreResult<()> {
-        let mut conn = self
-            .writer
-            .acquire()
-            .await
-            .map_err(|error| map_error("acquire connection", error))?;
-        insert_audit(&mut conn, event).await
+        insert_audit(&mut *self.writer.lock().await?, event).await
     }
 
     async fn claim_due(
@@ -1182,7 +1133,7 @@ impl Outbox for SqliteStore {
         )
         .bind(id)
         .bind(micros(now))
-        .execute(&self.writer)
+        .execute(&mut *self.writer.lock().await?)
         .await
         .map_err(|error| map_error("abandon message", error))?;
         Ok(())
@@ -1195,7 +1146,7 @@ impl Outbox for SqliteStore {
             " FROM courier_messages WHERE id = ?1"
         ))
         .bind(id)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.read().await?)
         .await
         .map_err(|error| map_error("get message", error))?;
         Ok(decode_messages(&rows)?.into_iter().next())
@@ -1207,7 +1158,7 @@ impl Outbox for SqliteStore {
              FROM courier_message_attempts WHERE message_id = ?1 ORDER BY attempted_at, id",
         )
         .bind(id)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.read().await?)
         .await
         .map_err(|error| map_error("list delivery attempts", error))?;
         rows.iter().map(attempt_row).collect()
@@ -1233,7 +1184,7 @@ impl Outbox for SqliteStore {
         .bind(recipient)
         .bind(before)
         .bind(i64::from(limit))
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.read().await?)
         .await
         .map_err(|error| map_error("list messages", error))?;
         decode_messages(&rows)
@@ -1245,7 +1196,7 @@ impl Outbox for SqliteStore {
              FROM audit_events WHERE identity_id = ?1 ORDER BY occurred_at, id",
         )
         .bind(identity_id)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.read().await?)
         .await
         .map_err(|error| map_error("list audit events", error))?;
         rows.iter().map(audit_row).collect()
@@ -1268,7 +1219,7 @@ fn config_row(row: &SqliteRow) -> StoreResult<ConfigVersion> {
 impl ConfigVersionStore for SqliteStore {
     async fn latest_config(&self) -> StoreResult<Option<ConfigVersion>> {
         sqlx::query("SELECT * FROM config_versions ORDER BY version DESC LIMIT 1")
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *self.read().await?)
             .await
             .map_err(|error| map_error("get latest config", error))?
             .map(|row| config_row(&row))
@@ -1277,7 +1228,7 @@ impl ConfigVersionStore for SqliteStore {
 
     async fn latest_config_version(&self) -> StoreResult<Option<u64>> {
         let version: Option<i64> = sqlx::query_scalar("SELECT max(version) FROM config_versions")
-            .fetch_one(&self.pool)
+            .fetch_one(&mut *self.read().await?)
             .await
             .map_err(|error| map_error("get latest config version", error))?;
         Ok(version.and_then(|version| u64::try_from(version).ok()))
@@ -1289,7 +1240,7 @@ impl ConfigVersionStore for SqliteStore {
         };
         sqlx::query("SELECT * FROM config_versions WHERE version = ?1")
             .bind(version)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *self.read().await?)
             .await
             .map_err(|error| map_error("get config version", error))?
             .map(|row| config_row(&row))
@@ -1299,7 +1250,7 @@ impl ConfigVersionStore for SqliteStore {
     async fn latest_config_from(&self, source: ConfigSource) -> StoreResult<Option<ConfigVersion>> {
         sqlx::query("SELECT * FROM config_versions WHERE source = ?1 ORDER BY version DESC LIMIT 1")
             .bind(source.as_str())
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *self.read().await?)
             .await
             .map_err(|error| map_error("get latest config by source", error))?
             .map(|row| config_row(&row))
@@ -1308,7 +1259,7 @@ impl ConfigVersionStore for SqliteStore {
 
     async fn list_config_versions(&self) -> StoreResult<Vec<ConfigVersion>> {
         sqlx::query("SELECT * FROM config_versions ORDER BY version DESC")
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *self.read().await?)
             .await
             .map_err(|error| map_error("list config versions", error))?
             .iter()
@@ -1331,7 +1282,7 @@ impl ConfigVersionStore for SqliteStore {
         .bind(&version.etag)
         .bind(version.source.as_str())
         .bind(micros(version.created_at))
-        .execute(&self.writer)
+        .execute(&mut *self.writer.lock().await?)
         .await
         .map_err(|error| map_error("insert config version", error))?;
         Ok(inserted.rows_affected() == 1)
@@ -1340,6 +1291,7 @@ impl ConfigVersionStore for SqliteStore {
 
 #[cfg(test)]
 mod tests {
+    use super::super::sqlite_writes::tests::thread_name;
     use super::*;
     use crate::domain::aal::Channel;
 
@@ -1388,7 +1340,7 @@ mod tests {
     async fn a_lone_write_whose_caller_stops_waiting_is_abandoned() {
         let store = SqliteStore::connect("memory").await.expect("open");
         let (message, audit) = message(Utc::now());
-        let busy = store.writer.acquire().await.expect("writer");
+        let busy = store.writer.lock().await.expect("writer");
         let cancelled = futures_util::FutureExt::now_or_never(store.enqueue(&message, &audit));
         assert!(cancelled.is_none(), "the caller stopped waiting");
         drop(busy);
@@ -1407,7 +1359,7 @@ mod tests {
             holder
                 .writes
                 .run(async move {
-                    let _connection = writer.acquire().await.expect("writer");
+                    let _writer = writer.lock().await.expect("writer");
                     let _ = held.send(());
                     let _ = released.await;
                     Ok(())
@@ -1435,57 +1387,5 @@ mod tests {
             Some("sqlite-writes"),
             "the abandoned transaction no longer counts as under way"
         );
-    }
-
-    fn thread_name() -> StoreResult<Option<String>> {
-        Ok(std::thread::current().name().map(str::to_owned))
-    }
-
-    /// A lone transaction runs where it was called; one that would queue behind another runs on
-    /// the write thread.
-    #[tokio::test]
-    async fn only_a_transaction_behind_another_goes_to_the_write_thread() {
-        let thread = WriteThread::start().expect("start");
-        let alone = thread.run(async { thread_name() }).await.expect("ran");
-        assert_ne!(alone.as_deref(), Some("sqlite-writes"));
-
-        let (release, released) = tokio::sync::oneshot::channel::<()>();
-        let first = thread.run(async move {
-            let _ = released.await;
-            thread_name()
-        });
-        tokio::pin!(first);
-        assert!(
-            futures_util::FutureExt::now_or_never(first.as_mut()).is_none(),
-            "still under way"
-        );
-        let behind = thread.run(async { thread_name() }).await.expect("ran");
-        assert_eq!(behind.as_deref(), Some("sqlite-writes"));
-        release.send(()).expect("first still waits");
-        assert_ne!(first.await.expect("ran").as_deref(), Some("sqlite-writes"));
-        let alone_again = thread.run(async { thread_name() }).await.expect("ran");
-        assert_ne!(
-            alone_again.as_deref(),
-            Some("sqlite-writes"),
-            "the count went back"
-        );
-    }
-
-    #[tokio::test]
-    async fn the_write_thread_stops_when_dropped() {
-        let thread = WriteThread::start().expect("start");
-        let (held, released) = tokio::sync::oneshot::channel::<()>();
-        let (started, running) = tokio::sync::oneshot::channel::<()>();
-        thread.runtime.spawn(async move {
-            let _held = held;
-            let _ = started.send(());
-            std::future::pending::<()>().await;
-        });
-        running.await.expect("the task ran");
-        drop(thread);
-        let ended = tokio::time::timeout(Duration::from_secs(5), released)
-            .await
-            .expect("the thread's runtime shut down");
-        assert!(ended.is_err(), "its tasks were dropped, not completed");
     }
 }

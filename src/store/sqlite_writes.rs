@@ -1,0 +1,376 @@
+//! How the embedded store writes: through one connection that the store holds, with its
+//! busiest transactions sent as one command each, on a thread of their own.
+//!
+//! Writes are bound by hops, not by SQLite: a statement is a command to the connection's worker
+//! thread and an answer back, and only one writer can hold the database. Every hop while the
+//! writer is held is time in which nobody writes.
+use super::sql_common::map_error;
+use super::{StoreError, StoreResult};
+use sqlx::query::Query;
+use sqlx::sqlite::{SqliteArguments, SqliteConnection, SqliteRow};
+use sqlx::{Executor, Sqlite};
+use std::ops::{Deref, DerefMut};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+/// A transaction for [`Writer::transaction`]: its statements between `BEGIN IMMEDIATE` and
+/// `COMMIT`, as one string. The statements take anonymous `?` parameters: sqlx binds a query
+/// of several statements statement by statement, each taking the next arguments in order, and
+/// would leave `?NNN` parameters of later statements unbound (NULL).
+macro_rules! in_one_command {
+    ($($statement:expr),+ $(,)?) => {
+        concat!("BEGIN IMMEDIATE; ", $($statement, "; ",)+ "COMMIT")
+    };
+}
+pub(super) use in_one_command;
+
+/// The one connection that writes. The store holds it instead of a pool of one: a pool pings a
+/// connection each time it is handed back, from a task of its own, and nobody can write until
+/// that hop is over.
+pub(super) struct Writer {
+    held: tokio::sync::Mutex<Held>,
+    wait: Duration,
+}
+
+struct Held {
+    connection: SqliteConnection,
+    /// A transaction sent as one command may still be open: its caller stopped waiting, or a
+    /// statement in it failed and the rollback did not finish. The next holder rolls it back.
+    may_be_open: bool,
+}
+
+/// The writer, held until dropped.
+pub(super) struct WriterGuard<'a>(tokio::sync::MutexGuard<'a, Held>);
+
+impl Deref for WriterGuard<'_> {
+    type Target = SqliteConnection;
+
+    fn deref(&self) -> &SqliteConnection {
+        &self.0.connection
+    }
+}
+
+impl DerefMut for WriterGuard<'_> {
+    fn deref_mut(&mut self) -> &mut SqliteConnection {
+        &mut self.0.connection
+    }
+}
+
+impl Writer {
+    pub(super) fn new(connection: SqliteConnection, wait: Duration) -> Self {
+        Self {
+            held: tokio::sync::Mutex::new(Held {
+                connection,
+                may_be_open: false,
+            }),
+            wait,
+        }
+    }
+
+    /// Waits for the writer (first come, first served) and rolls back what an earlier holder
+    /// left open. A writer not free within `wait` is reported `Unavailable`: better to answer
+    /// than to queue forever.
+    pub(super) async fn lock(&self) -> StoreResult<WriterGuard<'_>> {
+        let mut held = tokio::time::timeout(self.wait, self.held.lock())
+            .await
+            .map_err(|_| StoreError::Unavailable("sqlite writer: busy past the wait".into()))?;
+        if held.may_be_open {
+            roll_back(&mut held.connection).await;
+            held.may_be_open = false;
+        }
+        Ok(WriterGuard(held))
+    }
+
+    /// Runs a transaction written with [`in_one_command!`] and returns the rows its statements
+    /// return: one hop to SQLite's worker thread instead of one per statement plus two.
+    ///
+    /// A caller that stops waiting abandons it as it would a `sqlx::Transaction`: the worker
+    /// runs at most one more statement, so it commits only if it was already committing, and
+    /// the next holder rolls back what ran. A failed statement rolls back what ran before it.
+    pub(super) async fn transaction(
+        &self,
+        transaction: Query<'_, Sqlite, SqliteArguments>,
+        what: &'static str,
+    ) -> StoreResult<Vec<SqliteRow>> {
+        let mut writer = self.lock().await?;
+        writer.0.may_be_open = true;
+        match transaction.fetch_all(&mut *writer).await {
+            Ok(rows) => {
+                writer.0.may_be_open = false;
+                Ok(rows)
+            }
+            Err(error) => {
+                roll_back(&mut writer).await;
+                writer.0.may_be_open = false;
+                Err(map_error(what, error))
+            }
+        }
+    }
+}
+
+async fn roll_back(connection: &mut SqliteConnection) {
+    // Also fails, harmlessly, when nothing is open: the transaction committed, or never began.
+    if let Err(error) = connection.execute("ROLLBACK").await {
+        tracing::debug!(error = %error, "sqlite writer: rollback of an unfinished transaction");
+    }
+}
+
+/// A thread with a runtime of its own for the busiest write transactions. On the server's
+/// runtime the answer to each hop waited behind all the other requests ready to run while the
+/// writer was held; there a transaction's task queues only behind other transactions.
+pub(super) struct WriteThread {
+    runtime: tokio::runtime::Handle,
+    /// Dropped with the last store, which ends the thread.
+    _stop: tokio::sync::oneshot::Sender<()>,
+    /// Transactions started through `run` and not yet finished or abandoned.
+    in_flight: Arc<AtomicUsize>,
+}
+
+impl WriteThread {
+    pub(super) fn start() -> StoreResult<Arc<Self>> {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (ready, started) = std::sync::mpsc::channel();
+        // The runtime is built and dropped on its own thread: a runtime dropped inside async code
+        // panics, and `connect` is async.
+        std::thread::Builder::new()
+            .name("sqlite-writes".into())
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => runtime,
+                    Err(error) => {
+                        let _ = ready.send(Err(error.to_string()));
+                        return;
+                    }
+                };
+                let _ = ready.send(Ok(runtime.handle().clone()));
+                runtime.block_on(async {
+                    let _ = stopped.await;
+                });
+            })
+            .map_err(|error| StoreError::Internal(format!("sqlite write thread: {error}")))?;
+        // Blocks for as long as building a current-thread runtime takes, once per store.
+        let runtime = started
+            .recv()
+            .map_err(|_| StoreError::Internal("sqlite write thread ended at start".into()))?
+            .map_err(|error| StoreError::Internal(format!("sqlite write runtime: {error}")))?;
+        Ok(Arc::new(Self {
+            runtime,
+            _stop: stop,
+            in_flight: Arc::new(AtomicUsize::new(0)),
+        }))
+    }
+
+    /// Runs `work` where it was called when no other transaction is under way, else on the
+    /// write thread. Waking the parked write thread costs two thread switches, a quarter of a
+    /// lone step-up's time, and a lone transaction has nothing to queue behind anyway.
+    ///
+    /// A caller that stops waiting abandons the transaction wherever it runs (the task is
+    /// aborted, so it rolls back unless it was already committing), as before the write thread:
+    /// what callers do after a write (cache announcements, audit events, waking the courier)
+    /// must never miss a write that committed.
+    pub(super) async fn run<T: Send + 'static>(
+        &self,
+        work: impl Future<Output = StoreResult<T>> + Send + 'static,
+    ) -> StoreResult<T> {
+        let counted = InFlight::enter(self.in_flight.clone());
+        if counted.alone {
+            return work.await;
+        }
+        let task = AbortOnDrop(self.runtime.spawn(async move {
+            let _counted = counted;
+            work.await
+        }));
+        task.await
+            .map_err(|error| StoreError::Internal(format!("sqlite write task: {error}")))?
+    }
+}
+
+/// Counts a transaction in `WriteThread::in_flight` for as long as it lives.
+struct InFlight {
+    count: Arc<AtomicUsize>,
+    alone: bool,
+}
+
+impl InFlight {
+    fn enter(count: Arc<AtomicUsize>) -> Self {
+        // Only a heuristic for where to run: a stale read costs a thread switch, nothing more.
+        let before = count.fetch_add(1, Ordering::Relaxed);
+        Self {
+            count,
+            alone: before == 0,
+        }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.count.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A task that is aborted when its caller stops waiting for it.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Future for AbortOnDrop<T> {
+    type Output = Result<T, tokio::task::JoinError>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        context: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.0).poll(context)
+    }
+}
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+#[cfg(test)]
+pub(super) mod tests {
+    use super::*;
+    use sqlx::sqlite::SqliteConnectOptions;
+    use sqlx::{ConnectOptions, Connection};
+    use std::str::FromStr;
+
+    pub(in crate::store) fn thread_name() -> StoreResult<Option<String>> {
+        Ok(std::thread::current().name().map(str::to_owned))
+    }
+
+    /// A writer on a database file with one table, and the file's DSN for a second connection.
+    async fn writer_on_file(dir: &tempfile::TempDir) -> (Writer, String) {
+        let dsn = format!(
+            "sqlite://{}?mode=rwc",
+            dir.path().join("writes.sqlite").display()
+        );
+        let mut connection = SqliteConnectOptions::from_str(&dsn)
+            .expect("dsn")
+            .busy_timeout(Duration::from_secs(5))
+            .connect()
+            .await
+            .expect("open");
+        connection
+            .execute("CREATE TABLE items (id INTEGER PRIMARY KEY)")
+            .await
+            .expect("create table");
+        (Writer::new(connection, Duration::from_secs(5)), dsn)
+    }
+
+    const TWO_ITEMS: &str = in_one_command!(
+        "INSERT INTO items VALUES (?)",
+        "INSERT INTO items VALUES (?)"
+    );
+
+    async fn items(writer: &Writer) -> Vec<i64> {
+        sqlx::query_scalar("SELECT id FROM items ORDER BY id")
+            .fetch_all(&mut *writer.lock().await.expect("writer"))
+            .await
+            .expect("read items")
+    }
+
+    #[tokio::test]
+    async fn a_transaction_in_one_command_binds_each_statement_its_own_arguments() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (writer, _) = writer_on_file(&dir).await;
+        writer
+            .transaction(sqlx::query(TWO_ITEMS).bind(1).bind(2), "insert")
+            .await
+            .expect("committed");
+        assert_eq!(items(&writer).await, [1, 2]);
+    }
+
+    /// A failed statement undoes the ones before it, and the writer is free for the next.
+    #[tokio::test]
+    async fn a_failed_statement_rolls_back_the_whole_transaction() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (writer, _) = writer_on_file(&dir).await;
+        let failed = writer
+            .transaction(sqlx::query(TWO_ITEMS).bind(1).bind(1), "insert")
+            .await;
+        assert!(failed.is_err(), "the second insert repeats the key");
+        assert_eq!(items(&writer).await, Vec::<i64>::new());
+        writer
+            .transaction(sqlx::query(TWO_ITEMS).bind(3).bind(4), "insert")
+            .await
+            .expect("the next transaction runs");
+        assert_eq!(items(&writer).await, [3, 4]);
+    }
+
+    /// The transaction's command is on its way when its caller stops waiting: its `BEGIN` waits
+    /// for a lock another connection holds, so nothing after it can have run. What began is
+    /// rolled back before the writer's next holder uses it.
+    #[tokio::test]
+    async fn a_sent_transaction_whose_caller_stops_waiting_is_rolled_back() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (writer, dsn) = writer_on_file(&dir).await;
+        let mut other = sqlx::SqliteConnection::connect(&dsn).await.expect("open");
+        other
+            .execute("BEGIN IMMEDIATE")
+            .await
+            .expect("take the lock");
+        let sent = futures_util::FutureExt::now_or_never(
+            writer.transaction(sqlx::query(TWO_ITEMS).bind(1).bind(2), "insert"),
+        );
+        assert!(sent.is_none(), "waiting for the database's lock");
+        other.execute("ROLLBACK").await.expect("free the lock");
+        writer
+            .transaction(sqlx::query(TWO_ITEMS).bind(3).bind(4), "insert")
+            .await
+            .expect("the next transaction runs");
+        assert_eq!(items(&writer).await, [3, 4]);
+    }
+
+    /// A lone transaction runs where it was called; one that would queue behind another runs on
+    /// the write thread.
+    #[tokio::test]
+    async fn only_a_transaction_behind_another_goes_to_the_write_thread() {
+        let thread = WriteThread::start().expect("start");
+        let alone = thread.run(async { thread_name() }).await.expect("ran");
+        assert_ne!(alone.as_deref(), Some("sqlite-writes"));
+
+        let (release, released) = tokio::sync::oneshot::channel::<()>();
+        let first = thread.run(async move {
+            let _ = released.await;
+            thread_name()
+        });
+        tokio::pin!(first);
+        assert!(
+            futures_util::FutureExt::now_or_never(first.as_mut()).is_none(),
+            "still under way"
+        );
+        let behind = thread.run(async { thread_name() }).await.expect("ran");
+        assert_eq!(behind.as_deref(), Some("sqlite-writes"));
+        release.send(()).expect("first still waits");
+        assert_ne!(first.await.expect("ran").as_deref(), Some("sqlite-writes"));
+        let alone_again = thread.run(async { thread_name() }).await.expect("ran");
+        assert_ne!(
+            alone_again.as_deref(),
+            Some("sqlite-writes"),
+            "the count went back"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_write_thread_stops_when_dropped() {
+        let thread = WriteThread::start().expect("start");
+        let (held, released) = tokio::sync::oneshot::channel::<()>();
+        let (started, running) = tokio::sync::oneshot::channel::<()>();
+        thread.runtime.spawn(async move {
+            let _held = held;
+            let _ = started.send(());
+            std::future::pending::<()>().await;
+        });
+        running.await.expect("the task ran");
+        drop(thread);
+        let ended = tokio::time::timeout(Duration::from_secs(5), released)
+            .await
+            .expect("the thread's runtime shut down");
+        assert!(ended.is_err(), "its tasks were dropped, not completed");
+    }
+}
