@@ -17,7 +17,7 @@ use super::sql_common::{
     map_identifier_insert_error, map_migrate_error, merge_addresses,
 };
 use super::sqlite_writes::{WriteThread, Writer, WriterGuard, in_one_command};
-use super::{IdentityStore, SessionStore, SessionUpgrade, StoreResult, Upgraded};
+use super::{IdentityStore, SessionStore, SessionUpgrade, StoreError, StoreResult, Upgraded};
 use crate::domain::identity::{CredentialKind, Identifier, Identity, VerifiableAddress};
 use crate::domain::session::Session;
 use async_trait::async_trait;
@@ -115,6 +115,12 @@ const BY_IDENTIFIER: [&str; 3] = scoped_queries!(
 const BY_PAGE: [&str; 3] = scoped_queries!(
     "(SELECT id FROM identities WHERE (?1 IS NULL OR id > ?1) ORDER BY id LIMIT ?2)"
 );
+
+/// The identity of a session that carries a token, for the statements of a session upgrade:
+/// anonymous parameters (the session id, then the token hash, for each of the three), as a
+/// transaction in one command needs.
+const BY_UPGRADED_SESSION: [&str; 3] =
+    scoped_queries!("(SELECT identity_id FROM sessions WHERE id = ? AND token_hash = ?)");
 
 enum Scope<'a> {
     Id(Uuid),
@@ -371,21 +377,29 @@ impl SqliteStore {
             .await
             .map_err(|error| map_error("load addresses", error))?;
         commit(tx).await?;
-        assemble(
-            identities
-                .iter()
-                .map(identity_row)
-                .collect::<StoreResult<_>>()?,
-            identifiers
-                .iter()
-                .map(identifier_row)
-                .collect::<StoreResult<_>>()?,
-            addresses
-                .iter()
-                .map(address_row)
-                .collect::<StoreResult<_>>()?,
-        )
+        decode_identities(&identities, &identifiers, &addresses)
     }
+}
+
+fn decode_identities(
+    identities: &[SqliteRow],
+    identifiers: &[SqliteRow],
+    addresses: &[SqliteRow],
+) -> StoreResult<Vec<Identity>> {
+    assemble(
+        identities
+            .iter()
+            .map(identity_row)
+            .collect::<StoreResult<_>>()?,
+        identifiers
+            .iter()
+            .map(identifier_row)
+            .collect::<StoreResult<_>>()?,
+        addresses
+            .iter()
+            .map(address_row)
+            .collect::<StoreResult<_>>()?,
+    )
 }
 
 async fn begin_write(writer: &mut SqliteConnection) -> StoreResult<Transaction<'_, Sqlite>> {
@@ -713,22 +727,9 @@ impl SessionStore for SqliteStore {
     ) -> StoreResult<Option<Upgraded>> {
         let (store, expected, upgrade) =
             (self.clone(), expected_token_hash.to_vec(), upgrade.clone());
-        let Some(session) = self
-            .writes
+        self.writes
             .run(async move { store.upgrade_session_here(id, &expected, &upgrade).await })
-            .await?
-        else {
-            return Ok(None);
-        };
-        // In process a second read costs no round trip worth folding into the write. The upgrade
-        // has committed: a failed read must not report it as failed, it only goes uncached.
-        let identity = IdentityStore::get_identity(self, session.identity_id)
             .await
-            .unwrap_or_else(|error| {
-                tracing::warn!(error = %error, "identity not read back after a session upgrade");
-                None
-            });
-        Ok(Some(Upgraded { session, identity }))
     }
 }
 
@@ -1039,12 +1040,14 @@ impl SqliteStore {
         id: Uuid,
         expected_token_hash: &[u8],
         upgrade: &SessionUpgrade,
-    ) -> StoreResult<Option<Session>> {
+    ) -> StoreResult<Option<Upgraded>> {
         upgrade.check_audited()?;
         // One guarded statement; SQLite runs writers one at a time, so only the first of several
         // concurrent upgrades still finds the expected token. The address and audit writes share
         // its transaction and happen only if it did: the session then carries the new token.
-        // The text depends on the number of audit events, which is one of a few.
+        // So does the read of its identity, which sees the address as verified. The text
+        // depends on the number of audit events, which is one of a few.
+        let [identity_sql, identifiers_sql, addresses_sql] = BY_UPGRADED_SESSION;
         let sql = format!(
             in_one_command!(
                 concat!(
@@ -1061,9 +1064,15 @@ impl SqliteStore {
                 "INSERT INTO audit_events \
                  (id, event, identity_id, flow_id, address_hash, client_ip, occurred_at) \
                  SELECT * FROM (VALUES {events}) \
-                 WHERE EXISTS (SELECT 1 FROM sessions WHERE id = ? AND token_hash = ?)"
+                 WHERE EXISTS (SELECT 1 FROM sessions WHERE id = ? AND token_hash = ?)",
+                "{identity_sql}",
+                "{identifiers_sql}",
+                "{addresses_sql}"
             ),
             events = vec!["(?, ?, ?, ?, ?, ?, ?)"; upgrade.audit.len()].join(", "),
+            identity_sql = identity_sql,
+            identifiers_sql = identifiers_sql,
+            addresses_sql = addresses_sql,
         );
         let mut transaction = sqlx::query(AssertSqlSafe(sql))
             .bind(&upgrade.new_token_hash)
@@ -1080,14 +1089,33 @@ impl SqliteStore {
         for event in &upgrade.audit {
             transaction = bind_audit(transaction, event);
         }
-        let transaction = transaction.bind(id).bind(&upgrade.new_token_hash);
-        let rows = self
+        // The audit events' condition, then the three reads of the identity.
+        for _ in 0..4 {
+            transaction = transaction.bind(id).bind(&upgrade.new_token_hash);
+        }
+        let statements = self
             .writer
             .transaction(transaction, "upgrade session")
             .await?;
-        rows.first()
-            .map(|row| session_row(row)?.into_domain())
-            .transpose()
+        let [updated, _, _, identities, identifiers, addresses] = statements.as_slice() else {
+            return Err(StoreError::Internal(format!(
+                "session upgrade: {} statements answered, not 6",
+                statements.len()
+            )));
+        };
+        let Some(updated) = updated.first() else {
+            return Ok(None);
+        };
+        let session = session_row(updated)?.into_domain()?;
+        // The upgrade has committed: an identity that does not decode must not report it as
+        // failed, it only goes uncached.
+        let identity = decode_identities(identities, identifiers, addresses)
+            .map(|identities| identities.into_iter().next())
+            .unwrap_or_else(|error| {
+                tracing::warn!(error = %error, "identity not read back after a session upgrade");
+                None
+            });
+        Ok(Some(Upgraded { session, identity }))
     }
 }
 

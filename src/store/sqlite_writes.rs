@@ -6,9 +6,10 @@
 //! writer is held is time in which nobody writes.
 use super::sql_common::map_error;
 use super::{StoreError, StoreResult};
+use futures_util::TryStreamExt;
 use sqlx::query::Query;
 use sqlx::sqlite::{SqliteArguments, SqliteConnection, SqliteRow};
-use sqlx::{Executor, Sqlite};
+use sqlx::{Either, Executor, Sqlite};
 use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -82,8 +83,9 @@ impl Writer {
         Ok(WriterGuard(held))
     }
 
-    /// Runs a transaction written with [`in_one_command!`] and returns the rows its statements
-    /// return: one hop to SQLite's worker thread instead of one per statement plus two.
+    /// Runs a transaction written with [`in_one_command!`] and returns the rows of each of its
+    /// statements, in order (`BEGIN` and `COMMIT` left out): one hop to SQLite's worker thread
+    /// instead of one per statement plus two.
     ///
     /// A caller that stops waiting abandons it as it would a `sqlx::Transaction`: the worker
     /// runs at most one more statement, so it commits only if it was already committing, and
@@ -92,13 +94,14 @@ impl Writer {
         &self,
         transaction: Query<'_, Sqlite, SqliteArguments>,
         what: &'static str,
-    ) -> StoreResult<Vec<SqliteRow>> {
+    ) -> StoreResult<Vec<Vec<SqliteRow>>> {
         let mut writer = self.lock().await?;
         writer.0.may_be_open = true;
-        match transaction.fetch_all(&mut *writer).await {
-            Ok(rows) => {
+        match rows_by_statement(&mut writer, transaction).await {
+            Ok(statements) => {
                 writer.0.may_be_open = false;
-                Ok(rows)
+                let between = statements.len().saturating_sub(2);
+                Ok(statements.into_iter().skip(1).take(between).collect())
             }
             Err(error) => {
                 roll_back(&mut writer).await;
@@ -107,6 +110,24 @@ impl Writer {
             }
         }
     }
+}
+
+/// The rows of a query of several statements, one list per statement: the worker reports the
+/// end of each statement after its rows.
+async fn rows_by_statement(
+    connection: &mut SqliteConnection,
+    query: Query<'_, Sqlite, SqliteArguments>,
+) -> Result<Vec<Vec<SqliteRow>>, sqlx::Error> {
+    let mut results = connection.fetch_many(query);
+    let mut statements = Vec::new();
+    let mut rows = Vec::new();
+    while let Some(result) = results.try_next().await? {
+        match result {
+            Either::Left(_) => statements.push(std::mem::take(&mut rows)),
+            Either::Right(row) => rows.push(row),
+        }
+    }
+    Ok(statements)
 }
 
 async fn roll_back(connection: &mut SqliteConnection) {
@@ -236,7 +257,7 @@ impl<T> Drop for AbortOnDrop<T> {
 pub(super) mod tests {
     use super::*;
     use sqlx::sqlite::SqliteConnectOptions;
-    use sqlx::{ConnectOptions, Connection};
+    use sqlx::{ConnectOptions, Connection, Row};
     use std::str::FromStr;
 
     pub(in crate::store) fn thread_name() -> StoreResult<Option<String>> {
@@ -274,14 +295,30 @@ pub(super) mod tests {
             .expect("read items")
     }
 
+    /// Each statement takes its own arguments, in order, and its own rows come back apart.
     #[tokio::test]
-    async fn a_transaction_in_one_command_binds_each_statement_its_own_arguments() {
+    async fn a_transaction_in_one_command_returns_each_statements_rows() {
         let dir = tempfile::tempdir().expect("tempdir");
         let (writer, _) = writer_on_file(&dir).await;
-        writer
-            .transaction(sqlx::query(TWO_ITEMS).bind(1).bind(2), "insert")
+        let statements = writer
+            .transaction(
+                sqlx::query(in_one_command!(
+                    "INSERT INTO items VALUES (?) RETURNING id",
+                    "INSERT INTO items VALUES (?)",
+                    "SELECT id FROM items WHERE id > ? ORDER BY id"
+                ))
+                .bind(1)
+                .bind(2)
+                .bind(0),
+                "insert",
+            )
             .await
             .expect("committed");
+        let ids: Vec<Vec<i64>> = statements
+            .iter()
+            .map(|rows| rows.iter().map(|row| row.get::<i64, _>(0)).collect())
+            .collect();
+        assert_eq!(ids, [vec![1], vec![], vec![1, 2]]);
         assert_eq!(items(&writer).await, [1, 2]);
     }
 
