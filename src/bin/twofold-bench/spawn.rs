@@ -96,19 +96,25 @@ pub fn spawn(
         .open(log_file)
         .map_err(|error| format!("opening {}: {error}", log_file.display()))?;
     // Reads the log until the listening line, then keeps draining it into the log file so the
-    // server never blocks on a full pipe.
+    // server never blocks on a full pipe: in large chunks, as the harness shares the machine
+    // with the server it measures (line by line it cost two writes per log line).
     std::thread::spawn(move || {
         use std::io::Write;
-        let mut sender = Some(sender);
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = writeln!(copy, "{line}");
-            if let Some(waiting) = &sender
-                && line.contains("twofold is serving")
-            {
-                let _ = waiting.send(line);
-                sender = None;
+        let mut reader = BufReader::new(stdout);
+        let mut line = String::new();
+        loop {
+            line.clear();
+            match reader.read_line(&mut line) {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+            let _ = copy.write_all(line.as_bytes());
+            if line.contains("twofold is serving") {
+                let _ = sender.send(line.trim_end().to_owned());
+                break;
             }
         }
+        let _ = std::io::copy(&mut reader, &mut copy);
     });
     let mut spawned = Spawned {
         child,
