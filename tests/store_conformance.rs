@@ -852,6 +852,15 @@ mod sql_cases {
                 .expect("replay")
                 .is_none()
         );
+        // Nor can the same upgrade be sent again (a retry after a lost answer): its audit events
+        // are already on record, and it must not try to write them twice.
+        assert!(
+            store
+                .upgrade_session(session.id, &session.token_hash, &upgrade)
+                .await
+                .expect("resent")
+                .is_none()
+        );
 
         assert_eq!(
             store.audit_events(identity.id).await.expect("audit").len(),
@@ -859,19 +868,33 @@ mod sql_cases {
             "a replay is not audited"
         );
 
-        // A revoked session cannot be upgraded.
-        let revoked = session_for(identity.id, now, now + ChronoDuration::hours(1));
+        // A revoked session cannot be upgraded, and nothing is written for it.
+        let other = new_identity();
+        store.insert_identity(&other, None).await.expect("insert");
+        let revoked = session_for(other.id, now, now + ChronoDuration::hours(1));
         store
             .insert_session(&revoked)
             .await
             .expect("insert session");
         assert!(store.revoke_session(revoked.id, now).await.expect("revoke"));
+        // Even one that would leave the token as it is, so the token alone cannot tell whether
+        // the upgrade happened.
+        let on_revoked = SessionUpgrade {
+            new_token_hash: revoked.token_hash.clone(),
+            ..upgrade_to_aal2(&other, now)
+        };
         assert!(
             store
-                .upgrade_session(revoked.id, &revoked.token_hash, &again)
+                .upgrade_session(revoked.id, &revoked.token_hash, &on_revoked)
                 .await
                 .expect("revoked")
                 .is_none()
+        );
+        assert_eq!(store.audit_events(other.id).await.expect("audit"), vec![]);
+        assert_eq!(
+            store.get_identity(other.id).await.expect("get"),
+            Some(other.clone()),
+            "no address verified"
         );
     }
 

@@ -37,8 +37,13 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 /// dropped while idle (a restart, a proxy's idle cut) is replaced instead of failing a request.
 /// One used more recently is handed out as it is: the pool's default pings every connection
 /// first, a round trip to Postgres for each of the step-up's statements, which cost a tenth of
-/// the step-ups per second (docs/performance.md).
+/// the step-ups per second (docs/performance.md). The price: right after a Postgres restart
+/// under load, each connection used within the last second fails one request (up to
+/// `MAX_CONNECTIONS`) before the pool's check on hand-back discards it.
 const PING_WHEN_IDLE_FOR: Duration = Duration::from_secs(1);
+/// A ping that gets no answer in this long ends the connection, so a silently dead one is
+/// replaced within the same acquire instead of using up its whole timeout.
+const PING_TIMEOUT: Duration = Duration::from_secs(1);
 
 macro_rules! identity_columns {
     () => {
@@ -91,7 +96,14 @@ impl PostgresStore {
             .before_acquire(|connection, meta| {
                 Box::pin(async move {
                     if meta.idle_for > PING_WHEN_IDLE_FOR {
-                        connection.ping().await?;
+                        tokio::time::timeout(PING_TIMEOUT, connection.ping())
+                            .await
+                            .map_err(|_| {
+                                sqlx::Error::Io(std::io::Error::new(
+                                    std::io::ErrorKind::TimedOut,
+                                    "no answer to a ping",
+                                ))
+                            })??;
                     }
                     Ok(true)
                 })

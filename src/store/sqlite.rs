@@ -883,8 +883,8 @@ impl FailureBudgetStore for SqliteStore {
 
 /// The transactions of the code engine and the courier, which their trait methods hand to
 /// `WriteThread::run` (the write thread when another transaction is under way). Writes of one
-/// statement, and the rarer identity and session writes, run where they are called: they hold
-/// the writer for a single hop.
+/// statement run where they are called, since they hold the writer for a single hop, and so do
+/// the rarer identity writes.
 impl SqliteStore {
     async fn record_failure_here(
         &self,
@@ -992,6 +992,16 @@ impl SqliteStore {
         if finished.is_empty() {
             return Ok(());
         }
+        // `UPDATE … FROM` applies one row per message: a round attempts each message once.
+        debug_assert!(
+            finished
+                .iter()
+                .map(|(attempt, _)| attempt.message_id)
+                .collect::<std::collections::HashSet<_>>()
+                .len()
+                == finished.len(),
+            "a message attempted twice in one round"
+        );
         // The text depends on how many attempts a round finished, so it is not kept prepared:
         // up to a claim's worth of variants would crowd the hot statements out of the cache.
         let rows = |row: &str| vec![row; finished.len()].join(", ");
@@ -1000,7 +1010,6 @@ impl SqliteStore {
                 "INSERT INTO courier_message_attempts \
                  (message_id, attempted_at, gateway, succeeded, error, provider_message_id) \
                  VALUES {attempts}",
-                // A round attempts each claimed message once, so every message has one row.
                 "UPDATE courier_messages SET status = finished.column2, \
                  send_count = send_count + 1, \
                  next_attempt_at = COALESCE(finished.column3, next_attempt_at), \
@@ -1044,27 +1053,29 @@ impl SqliteStore {
         upgrade.check_audited()?;
         // One guarded statement; SQLite runs writers one at a time, so only the first of several
         // concurrent upgrades still finds the expected token. The address and audit writes share
-        // its transaction and happen only if it did: the session then carries the new token.
-        // So does the read of its identity, which sees the address as verified. The text
-        // depends on the number of audit events, which is one of a few.
+        // its transaction and come first, under the same guard: nothing else in the transaction
+        // touches the session, so they happen exactly when it is upgraded (a replayed upgrade
+        // writes nothing). The identity is read back after it, so it shows the address
+        // verified. The text depends on the number of audit events, which is one of a few.
         let [identity_sql, identifiers_sql, addresses_sql] = BY_UPGRADED_SESSION;
         let sql = format!(
             in_one_command!(
+                "UPDATE identity_verifiable_addresses \
+                 SET verified = 1, verified_at = COALESCE(verified_at, ?) \
+                 WHERE identity_id = (SELECT identity_id FROM sessions \
+                                      WHERE id = ? AND token_hash = ? AND revoked_at IS NULL) \
+                   AND value = ?",
+                "INSERT INTO audit_events \
+                 (id, event, identity_id, flow_id, address_hash, client_ip, occurred_at) \
+                 SELECT * FROM (VALUES {events}) \
+                 WHERE EXISTS (SELECT 1 FROM sessions \
+                               WHERE id = ? AND token_hash = ? AND revoked_at IS NULL)",
                 concat!(
                     "UPDATE sessions SET token_hash = ?, aal = ?, methods = ?, \
                      authenticated_at = ? \
                      WHERE id = ? AND token_hash = ? AND revoked_at IS NULL RETURNING ",
                     session_columns!()
                 ),
-                "UPDATE identity_verifiable_addresses \
-                 SET verified = 1, verified_at = COALESCE(verified_at, ?) \
-                 WHERE identity_id = (SELECT identity_id FROM sessions \
-                                      WHERE id = ? AND token_hash = ?) \
-                   AND value = ?",
-                "INSERT INTO audit_events \
-                 (id, event, identity_id, flow_id, address_hash, client_ip, occurred_at) \
-                 SELECT * FROM (VALUES {events}) \
-                 WHERE EXISTS (SELECT 1 FROM sessions WHERE id = ? AND token_hash = ?)",
                 "{identity_sql}",
                 "{identifiers_sql}",
                 "{addresses_sql}"
@@ -1075,34 +1086,40 @@ impl SqliteStore {
             addresses_sql = addresses_sql,
         );
         let mut transaction = sqlx::query(AssertSqlSafe(sql))
-            .bind(&upgrade.new_token_hash)
-            .bind(upgrade.aal.as_str())
-            .bind(json_text(&upgrade.methods)?)
             .bind(micros(upgrade.authenticated_at))
             .bind(id)
             .bind(expected_token_hash)
-            .bind(micros(upgrade.authenticated_at))
-            .bind(id)
-            .bind(&upgrade.new_token_hash)
             // No address to verify: `value = NULL` matches no row.
             .bind(&upgrade.verified_address);
         for event in &upgrade.audit {
             transaction = bind_audit(transaction, event);
         }
-        // The audit events' condition, then the three reads of the identity.
-        for _ in 0..4 {
+        let mut transaction = transaction
+            .bind(id)
+            .bind(expected_token_hash)
+            .bind(&upgrade.new_token_hash)
+            .bind(upgrade.aal.as_str())
+            .bind(json_text(&upgrade.methods)?)
+            .bind(micros(upgrade.authenticated_at))
+            .bind(id)
+            .bind(expected_token_hash);
+        // The three reads of the identity.
+        for _ in 0..3 {
             transaction = transaction.bind(id).bind(&upgrade.new_token_hash);
         }
         let statements = self
             .writer
             .transaction(transaction, "upgrade session")
             .await?;
-        let [updated, _, _, identities, identifiers, addresses] = statements.as_slice() else {
+        let [_, _, updated, identities, identifiers, addresses] = statements.as_slice() else {
             return Err(StoreError::Internal(format!(
                 "session upgrade: {} statements answered, not 6",
                 statements.len()
             )));
         };
+        // From here on the upgrade has committed. An error is still safe to return: callers
+        // treat a failed upgrade as one that may have happened (the session cache retires the
+        // old token), as they must for a connection lost after COMMIT.
         let Some(updated) = updated.first() else {
             return Ok(None);
         };

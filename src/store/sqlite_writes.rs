@@ -9,7 +9,7 @@ use super::{StoreError, StoreResult};
 use futures_util::TryStreamExt;
 use sqlx::query::Query;
 use sqlx::sqlite::{SqliteArguments, SqliteConnection, SqliteRow};
-use sqlx::{Either, Executor, Sqlite};
+use sqlx::{Arguments, Either, Execute, Executor, Sqlite};
 use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -17,8 +17,10 @@ use std::time::Duration;
 
 /// A transaction for [`Writer::transaction`]: its statements between `BEGIN IMMEDIATE` and
 /// `COMMIT`, as one string. The statements take anonymous `?` parameters: sqlx binds a query
-/// of several statements statement by statement, each taking the next arguments in order, and
-/// would leave `?NNN` parameters of later statements unbound (NULL).
+/// of several statements statement by statement, each taking the next arguments in order, while
+/// a `?NNN` parameter indexes the whole argument list (a later statement's `?1` is the first
+/// statement's first argument). sqlx does not count them either: a missing argument binds NULL,
+/// so debug builds check the count (see `checked`).
 ///
 /// Several statements in one prepared query is something only sqlx's SQLite driver does (its
 /// migrations need it), and sqlx calls it deprecated (launchbadge/sqlx#3108, still open in 0.9).
@@ -76,13 +78,18 @@ impl Writer {
 
     /// Waits for the writer (first come, first served) and rolls back what an earlier holder
     /// left open. A writer not free within `wait` is reported `Unavailable`: better to answer
-    /// than to queue forever.
+    /// than to queue forever. So is one whose unfinished transaction cannot be rolled back:
+    /// a write run inside it would report success and then be lost with it.
     pub(super) async fn lock(&self) -> StoreResult<WriterGuard<'_>> {
         let mut held = tokio::time::timeout(self.wait, self.held.lock())
             .await
             .map_err(|_| StoreError::Unavailable("sqlite writer: busy past the wait".into()))?;
         if held.may_be_open {
-            roll_back(&mut held.connection).await;
+            roll_back(&mut held.connection).await.map_err(|error| {
+                StoreError::Unavailable(format!(
+                    "sqlite writer: an unfinished transaction could not be rolled back: {error}"
+                ))
+            })?;
             held.may_be_open = false;
         }
         Ok(WriterGuard(held))
@@ -96,25 +103,75 @@ impl Writer {
     /// runs at most one more statement, so it commits only if it was already committing, and
     /// the next holder rolls back what ran. A failed statement rolls back what ran before it.
     pub(super) async fn transaction(
-        &self,
+        self: &Arc<Self>,
         transaction: Query<'_, Sqlite, SqliteArguments>,
         what: &'static str,
     ) -> StoreResult<Vec<Vec<SqliteRow>>> {
+        let transaction = if cfg!(debug_assertions) {
+            checked(transaction)?
+        } else {
+            transaction
+        };
         let mut writer = self.lock().await?;
         writer.0.may_be_open = true;
-        match rows_by_statement(&mut writer, transaction).await {
+        // Until this is disarmed, dropping the call leaves the writer to be rolled back at once,
+        // not when it is next used: meanwhile the open transaction would hold the database's
+        // write lock against other processes (a backup, a migration, a second instance).
+        let mut abandoned = RollBackWhenAbandoned(Some(self.clone()));
+        let outcome = rows_by_statement(&mut writer, transaction).await;
+        abandoned.0 = None;
+        match outcome {
             Ok(statements) => {
                 writer.0.may_be_open = false;
                 let between = statements.len().saturating_sub(2);
                 Ok(statements.into_iter().skip(1).take(between).collect())
             }
             Err(error) => {
-                roll_back(&mut writer).await;
-                writer.0.may_be_open = false;
+                if roll_back(&mut writer).await.is_ok() {
+                    writer.0.may_be_open = false;
+                }
                 Err(map_error(what, error))
             }
         }
     }
+}
+
+/// Rolls back, from a task of its own, what an abandoned [`Writer::transaction`] left open.
+struct RollBackWhenAbandoned(Option<Arc<Writer>>);
+
+impl Drop for RollBackWhenAbandoned {
+    fn drop(&mut self) {
+        if let Some(writer) = self.0.take()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            // Taking the writer rolls back; the guard is released at once.
+            runtime.spawn(async move {
+                let _ = writer.lock().await;
+            });
+        }
+    }
+}
+
+/// The transaction with its arguments counted against its `?` parameters (none of the
+/// statements has a `?` anywhere else): sqlx would bind NULL for a missing argument.
+fn checked(
+    mut transaction: Query<'_, Sqlite, SqliteArguments>,
+) -> StoreResult<Query<'_, Sqlite, SqliteArguments>> {
+    let persistent = Execute::persistent(&transaction);
+    let arguments = transaction
+        .take_arguments()
+        .map_err(|error| StoreError::Internal(format!("sqlite transaction arguments: {error}")))?
+        .unwrap_or_default();
+    let sql = transaction.sql();
+    let parameters = sql.as_str().matches('?').count();
+    if parameters != arguments.len() {
+        return Err(StoreError::Internal(format!(
+            "sqlite transaction: {parameters} parameters, {} arguments: {}",
+            arguments.len(),
+            sql.as_str()
+        )));
+    }
+    Ok(sqlx::query_with(sql, arguments).persistent(persistent))
 }
 
 /// The rows of a query of several statements, one list per statement: the worker reports the
@@ -135,10 +192,20 @@ async fn rows_by_statement(
     Ok(statements)
 }
 
-async fn roll_back(connection: &mut SqliteConnection) {
-    // Also fails, harmlessly, when nothing is open: the transaction committed, or never began.
-    if let Err(error) = connection.execute("ROLLBACK").await {
-        tracing::debug!(error = %error, "sqlite writer: rollback of an unfinished transaction");
+/// Rolls back whatever is open; nothing open (the transaction committed, or never began) is
+/// fine too.
+async fn roll_back(connection: &mut SqliteConnection) -> Result<(), sqlx::Error> {
+    match connection.execute("ROLLBACK").await {
+        Ok(_) => Ok(()),
+        Err(sqlx::Error::Database(error))
+            if error.message().contains("no transaction is active") =>
+        {
+            Ok(())
+        }
+        Err(error) => {
+            tracing::warn!(error = %error, "sqlite writer: rollback of an unfinished transaction failed");
+            Err(error)
+        }
     }
 }
 
@@ -262,7 +329,7 @@ impl<T> Drop for AbortOnDrop<T> {
 pub(super) mod tests {
     use super::*;
     use sqlx::sqlite::SqliteConnectOptions;
-    use sqlx::{ConnectOptions, Connection, Row};
+    use sqlx::{ConnectOptions, Row};
     use std::str::FromStr;
 
     pub(in crate::store) fn thread_name() -> StoreResult<Option<String>> {
@@ -270,7 +337,7 @@ pub(super) mod tests {
     }
 
     /// A writer on a database file with one table, and the file's DSN for a second connection.
-    async fn writer_on_file(dir: &tempfile::TempDir) -> (Writer, String) {
+    async fn writer_on_file(dir: &tempfile::TempDir) -> (Arc<Writer>, String) {
         let dsn = format!(
             "sqlite://{}?mode=rwc",
             dir.path().join("writes.sqlite").display()
@@ -285,7 +352,10 @@ pub(super) mod tests {
             .execute("CREATE TABLE items (id INTEGER PRIMARY KEY)")
             .await
             .expect("create table");
-        (Writer::new(connection, Duration::from_secs(5)), dsn)
+        (
+            Arc::new(Writer::new(connection, Duration::from_secs(5))),
+            dsn,
+        )
     }
 
     const TWO_ITEMS: &str = in_one_command!(
@@ -327,21 +397,54 @@ pub(super) mod tests {
         assert_eq!(items(&writer).await, [1, 2]);
     }
 
-    /// A failed statement undoes the ones before it, and the writer is free for the next.
+    /// A second connection to the file that waits at most `wait` for the database's lock.
+    async fn other_connection(dsn: &str, wait: Duration) -> SqliteConnection {
+        SqliteConnectOptions::from_str(dsn)
+            .expect("dsn")
+            .busy_timeout(wait)
+            .connect()
+            .await
+            .expect("open")
+    }
+
+    /// A failed statement undoes the ones before it at once (the database's lock is free
+    /// before the writer is used again), and the writer is free for the next.
     #[tokio::test]
     async fn a_failed_statement_rolls_back_the_whole_transaction() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let (writer, _) = writer_on_file(&dir).await;
+        let (writer, dsn) = writer_on_file(&dir).await;
         let failed = writer
             .transaction(sqlx::query(TWO_ITEMS).bind(1).bind(1), "insert")
             .await;
         assert!(failed.is_err(), "the second insert repeats the key");
+        let mut other = other_connection(&dsn, Duration::from_millis(200)).await;
+        other
+            .execute("BEGIN IMMEDIATE")
+            .await
+            .expect("nothing holds the lock");
+        other.execute("ROLLBACK").await.expect("free the lock");
         assert_eq!(items(&writer).await, Vec::<i64>::new());
         writer
             .transaction(sqlx::query(TWO_ITEMS).bind(3).bind(4), "insert")
             .await
             .expect("the next transaction runs");
         assert_eq!(items(&writer).await, [3, 4]);
+    }
+
+    /// Debug builds count a transaction's arguments against its parameters: sqlx would bind
+    /// NULL for a missing one.
+    #[tokio::test]
+    async fn a_transaction_short_of_arguments_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (writer, _) = writer_on_file(&dir).await;
+        let refused = writer
+            .transaction(sqlx::query(TWO_ITEMS).bind(1), "insert")
+            .await;
+        assert!(
+            matches!(refused, Err(StoreError::Internal(_))),
+            "{refused:?}"
+        );
+        assert_eq!(items(&writer).await, Vec::<i64>::new());
     }
 
     /// The transaction's command is on its way when its caller stops waiting: its `BEGIN` waits
@@ -351,7 +454,7 @@ pub(super) mod tests {
     async fn a_sent_transaction_whose_caller_stops_waiting_is_rolled_back() {
         let dir = tempfile::tempdir().expect("tempdir");
         let (writer, dsn) = writer_on_file(&dir).await;
-        let mut other = sqlx::SqliteConnection::connect(&dsn).await.expect("open");
+        let mut other = other_connection(&dsn, Duration::from_secs(5)).await;
         other
             .execute("BEGIN IMMEDIATE")
             .await
@@ -360,6 +463,13 @@ pub(super) mod tests {
             writer.transaction(sqlx::query(TWO_ITEMS).bind(1).bind(2), "insert"),
         );
         assert!(sent.is_none(), "waiting for the database's lock");
+        other.execute("ROLLBACK").await.expect("free the lock");
+        // Nobody uses the writer meanwhile: the abandoned `BEGIN` is rolled back anyway, or
+        // this would wait out the busy timeout and fail.
+        other
+            .execute("BEGIN IMMEDIATE")
+            .await
+            .expect("the abandoned transaction let go of the lock");
         other.execute("ROLLBACK").await.expect("free the lock");
         writer
             .transaction(sqlx::query(TWO_ITEMS).bind(3).bind(4), "insert")

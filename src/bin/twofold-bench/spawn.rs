@@ -101,16 +101,18 @@ pub fn spawn(
     std::thread::spawn(move || {
         use std::io::Write;
         let mut reader = BufReader::new(stdout);
-        let mut line = String::new();
+        // Bytes, not text: a line that is not UTF-8 must not stop the draining.
+        let mut line = Vec::new();
         loop {
             line.clear();
-            match reader.read_line(&mut line) {
+            match reader.read_until(b'\n', &mut line) {
                 Ok(0) | Err(_) => return,
                 Ok(_) => {}
             }
-            let _ = copy.write_all(line.as_bytes());
-            if line.contains("twofold is serving") {
-                let _ = sender.send(line.trim_end().to_owned());
+            let _ = copy.write_all(&line);
+            let text = String::from_utf8_lossy(&line);
+            if text.contains("twofold is serving") {
+                let _ = sender.send(text.trim_end().to_owned());
                 break;
             }
         }
