@@ -798,26 +798,22 @@ fn audit_row(row: &SqliteRow) -> StoreResult<AuditEvent> {
 }
 
 async fn insert_audit(conn: &mut SqliteConnection, event: &AuditEvent) -> StoreResult<()> {
-    sqlx::query(
-        "INSERT INTO audit_events \
-         (id, event, identity_id, flow_id, address_hash, client_ip, occurred_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    bind_audit(
+        sqlx::query(
+            "INSERT INTO audit_events \
+             (id, event, identity_id, flow_id, address_hash, client_ip, occurred_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
+        ),
+        event,
     )
-    .bind(event.id)
-    .bind(&event.event)
-    .bind(event.identity_id)
-    .bind(event.flow_id)
-    .bind(&event.address_hash)
-    .bind(&event.client_ip)
-    .bind(micros(event.occurred_at))
     .execute(conn)
     .await
     .map_err(|error| map_error("insert audit event", error))?;
     Ok(())
 }
 
-/// Binds an audit event's columns in the order `insert_audit` lists them, for a statement of
-/// a transaction sent in one command.
+/// Binds an audit event's seven columns, in `audit_events` column order, as the next
+/// parameters: every statement that writes one lists the columns that way.
 fn bind_audit<'q>(
     query: sqlx::query::Query<'q, Sqlite, SqliteArguments>,
     event: &'q AuditEvent,
