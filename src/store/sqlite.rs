@@ -16,7 +16,9 @@ use super::sql_common::{
     after_attempt, assemble, corrupt, count_failure, lease_end, map_error,
     map_identifier_insert_error, map_migrate_error, merge_addresses,
 };
-use super::sqlite_writes::{WriteThread, Writer, WriterGuard, in_one_command};
+use super::sqlite_writes::{
+    Shareable, WriteThread, Writer, WriterGuard, in_one_command, statements,
+};
 use super::{IdentityStore, SessionStore, SessionUpgrade, StoreError, StoreResult, Upgraded};
 use crate::domain::identity::{CredentialKind, Identifier, Identity, VerifiableAddress};
 use crate::domain::session::Session;
@@ -243,7 +245,8 @@ fn decode_session(row: Option<SqliteRow>) -> StoreResult<Option<Session>> {
 /// one writer at a time anyway; with several write connections they met in SQLite's busy handler,
 /// which sleeps (up to 100 ms a turn) instead of queueing, so a step-up load left the cores idle
 /// while requests waited. Queued on the one writer connection they run back to back, and the
-/// busiest transactions run on a thread of their own (`writes`).
+/// busiest transactions run on a thread of their own (`writes`), where those that queue
+/// meanwhile share a commit.
 #[derive(Clone)]
 pub struct SqliteStore {
     readers: Readers,
@@ -310,10 +313,11 @@ impl SqliteStore {
                 .run(&mut connection)
                 .await
                 .map_err(map_migrate_error)?;
+            let writer = Arc::new(Writer::new(connection, ACQUIRE_TIMEOUT));
             return Ok(Self {
                 readers: Readers::Writer,
-                writer: Arc::new(Writer::new(connection, ACQUIRE_TIMEOUT)),
-                writes: WriteThread::start()?,
+                writes: WriteThread::start(writer.clone())?,
+                writer,
             });
         }
         let options = options
@@ -332,10 +336,11 @@ impl SqliteStore {
             .connect_with(options.read_only(true).create_if_missing(false))
             .await
             .map_err(|error| map_error("open sqlite database", error))?;
+        let writer = Arc::new(Writer::new(writer, ACQUIRE_TIMEOUT));
         Ok(Self {
             readers: Readers::Pool(pool),
-            writer: Arc::new(Writer::new(writer, ACQUIRE_TIMEOUT)),
-            writes: WriteThread::start()?,
+            writes: WriteThread::start(writer.clone())?,
+            writer,
         })
     }
 
@@ -725,11 +730,12 @@ impl SessionStore for SqliteStore {
         expected_token_hash: &[u8],
         upgrade: &SessionUpgrade,
     ) -> StoreResult<Option<Upgraded>> {
-        let (store, expected, upgrade) =
-            (self.clone(), expected_token_hash.to_vec(), upgrade.clone());
-        self.writes
-            .run(async move { store.upgrade_session_here(id, &expected, &upgrade).await })
-            .await
+        upgrade.check_audited()?;
+        let statements = self
+            .writes
+            .commit(upgrade_transaction(id, expected_token_hash, upgrade)?)
+            .await?;
+        upgraded(&statements)
     }
 }
 
@@ -816,7 +822,7 @@ async fn insert_audit(conn: &mut SqliteConnection, event: &AuditEvent) -> StoreR
 /// parameters: every statement that writes one lists the columns that way.
 fn bind_audit<'q>(
     query: sqlx::query::Query<'q, Sqlite, SqliteArguments>,
-    event: &'q AuditEvent,
+    event: &AuditEvent,
 ) -> sqlx::query::Query<'q, Sqlite, SqliteArguments> {
     query
         .bind(event.id)
@@ -951,36 +957,6 @@ impl SqliteStore {
         Ok(messages)
     }
 
-    async fn enqueue_here(&self, message: &OutboxMessage, audit: &AuditEvent) -> StoreResult<()> {
-        let transaction = sqlx::query(in_one_command!(
-            concat!(
-                "INSERT INTO courier_messages (",
-                message_columns!(),
-                ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-            ),
-            "INSERT INTO audit_events \
-             (id, event, identity_id, flow_id, address_hash, client_ip, occurred_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?)"
-        ))
-        .bind(message.id)
-        .bind(message.channel.as_str())
-        .bind(&message.recipient)
-        .bind(&message.template_type)
-        .bind(&message.locale)
-        .bind(&message.sealed_data)
-        .bind(message.identity_id)
-        .bind(message.status.as_str())
-        .bind(i64::from(message.send_count))
-        .bind(message.not_after.map(micros))
-        .bind(micros(message.next_attempt_at))
-        .bind(micros(message.created_at))
-        .bind(micros(message.updated_at));
-        self.writer
-            .transaction(bind_audit(transaction, audit), "enqueue message")
-            .await?;
-        Ok(())
-    }
-
     async fn finish_attempts_here(
         &self,
         finished: &[(DeliveryAttempt, AttemptResult)],
@@ -1039,106 +1015,135 @@ impl SqliteStore {
             .await?;
         Ok(())
     }
+}
 
-    async fn upgrade_session_here(
-        &self,
-        id: Uuid,
-        expected_token_hash: &[u8],
-        upgrade: &SessionUpgrade,
-    ) -> StoreResult<Option<Upgraded>> {
-        upgrade.check_audited()?;
-        // One guarded statement; SQLite runs writers one at a time, so only the first of several
-        // concurrent upgrades still finds the expected token. The address and audit writes share
-        // its transaction and come first, under the same guard: nothing else in the transaction
-        // touches the session, so they happen exactly when it is upgraded (a replayed upgrade
-        // writes nothing). The identity is read back after it, so it shows the address
-        // verified. The text depends on the number of audit events, which is one of a few.
-        let [identity_sql, identifiers_sql, addresses_sql] = BY_UPGRADED_SESSION;
-        let sql = format!(
-            in_one_command!(
-                "UPDATE identity_verifiable_addresses \
-                 SET verified = 1, verified_at = COALESCE(verified_at, ?) \
-                 WHERE identity_id = (SELECT identity_id FROM sessions \
-                                      WHERE id = ? AND token_hash = ? AND revoked_at IS NULL) \
-                   AND value = ?",
-                "INSERT INTO audit_events \
-                 (id, event, identity_id, flow_id, address_hash, client_ip, occurred_at) \
-                 SELECT * FROM (VALUES {events}) \
-                 WHERE EXISTS (SELECT 1 FROM sessions \
-                               WHERE id = ? AND token_hash = ? AND revoked_at IS NULL)",
-                concat!(
-                    "UPDATE sessions SET token_hash = ?, aal = ?, methods = ?, \
-                     authenticated_at = ? \
-                     WHERE id = ? AND token_hash = ? AND revoked_at IS NULL RETURNING ",
-                    session_columns!()
-                ),
-                "{identity_sql}",
-                "{identifiers_sql}",
-                "{addresses_sql}"
+/// The session upgrade as one transaction. It is one guarded statement: SQLite runs writers one
+/// at a time, so only the first of several concurrent upgrades still finds the expected token.
+/// The address and audit writes share its transaction and come first, under the same guard:
+/// nothing else in the transaction touches the session, so they happen exactly when it is
+/// upgraded (a replayed upgrade writes nothing). The identity is read back after it, so it shows
+/// the address verified. The text depends on the number of audit events, which is one of a few.
+fn upgrade_transaction(
+    id: Uuid,
+    expected_token_hash: &[u8],
+    upgrade: &SessionUpgrade,
+) -> StoreResult<Shareable> {
+    let [identity_sql, identifiers_sql, addresses_sql] = BY_UPGRADED_SESSION;
+    let sql = format!(
+        statements!(
+            "UPDATE identity_verifiable_addresses \
+             SET verified = 1, verified_at = COALESCE(verified_at, ?) \
+             WHERE identity_id = (SELECT identity_id FROM sessions \
+                                  WHERE id = ? AND token_hash = ? AND revoked_at IS NULL) \
+               AND value = ?",
+            "INSERT INTO audit_events \
+             (id, event, identity_id, flow_id, address_hash, client_ip, occurred_at) \
+             SELECT * FROM (VALUES {events}) \
+             WHERE EXISTS (SELECT 1 FROM sessions \
+                           WHERE id = ? AND token_hash = ? AND revoked_at IS NULL)",
+            concat!(
+                "UPDATE sessions SET token_hash = ?, aal = ?, methods = ?, \
+                 authenticated_at = ? \
+                 WHERE id = ? AND token_hash = ? AND revoked_at IS NULL RETURNING ",
+                session_columns!()
             ),
-            events = vec!["(?, ?, ?, ?, ?, ?, ?)"; upgrade.audit.len()].join(", "),
-            identity_sql = identity_sql,
-            identifiers_sql = identifiers_sql,
-            addresses_sql = addresses_sql,
-        );
-        let mut transaction = sqlx::query(AssertSqlSafe(sql))
+            "{identity_sql}",
+            "{identifiers_sql}",
+            "{addresses_sql}"
+        ),
+        events = vec!["(?, ?, ?, ?, ?, ?, ?)"; upgrade.audit.len()].join(", "),
+        identity_sql = identity_sql,
+        identifiers_sql = identifiers_sql,
+        addresses_sql = addresses_sql,
+    );
+    let methods = json_text(&upgrade.methods)?;
+    let (expected, upgrade) = (expected_token_hash.to_vec(), upgrade.clone());
+    Ok(Shareable::new(sql, 6, "upgrade session", move |query| {
+        let mut query = query
             .bind(micros(upgrade.authenticated_at))
             .bind(id)
-            .bind(expected_token_hash)
+            .bind(&expected)
             // No address to verify: `value = NULL` matches no row.
             .bind(&upgrade.verified_address);
         for event in &upgrade.audit {
-            transaction = bind_audit(transaction, event);
+            query = bind_audit(query, event);
         }
-        let mut transaction = transaction
+        let mut query = query
             .bind(id)
-            .bind(expected_token_hash)
+            .bind(&expected)
             .bind(&upgrade.new_token_hash)
             .bind(upgrade.aal.as_str())
-            .bind(json_text(&upgrade.methods)?)
+            .bind(&methods)
             .bind(micros(upgrade.authenticated_at))
             .bind(id)
-            .bind(expected_token_hash);
+            .bind(&expected);
         // The three reads of the identity.
         for _ in 0..3 {
-            transaction = transaction.bind(id).bind(&upgrade.new_token_hash);
+            query = query.bind(id).bind(&upgrade.new_token_hash);
         }
-        let statements = self
-            .writer
-            .transaction(transaction, "upgrade session")
-            .await?;
-        let [_, _, updated, identities, identifiers, addresses] = statements.as_slice() else {
-            return Err(StoreError::Internal(format!(
-                "session upgrade: {} statements answered, not 6",
-                statements.len()
-            )));
-        };
-        // From here on the upgrade has committed. An error is still safe to return: callers
-        // treat a failed upgrade as one that may have happened (the session cache retires the
-        // old token), as they must for a connection lost after COMMIT.
-        let Some(updated) = updated.first() else {
-            return Ok(None);
-        };
-        let session = session_row(updated)?.into_domain()?;
-        // The upgrade has committed: an identity that does not decode must not report it as
-        // failed, it only goes uncached.
-        let identity = decode_identities(identities, identifiers, addresses)
-            .map(|identities| identities.into_iter().next())
-            .unwrap_or_else(|error| {
-                tracing::warn!(error = %error, "identity not read back after a session upgrade");
-                None
-            });
-        Ok(Some(Upgraded { session, identity }))
-    }
+        query
+    }))
+}
+
+/// What `upgrade_transaction`'s statements answered.
+fn upgraded(statements: &[Vec<SqliteRow>]) -> StoreResult<Option<Upgraded>> {
+    let [_, _, updated, identities, identifiers, addresses] = statements else {
+        return Err(StoreError::Internal(format!(
+            "session upgrade: {} statements answered, not 6",
+            statements.len()
+        )));
+    };
+    // From here on the upgrade has committed. An error is still safe to return: callers
+    // treat a failed upgrade as one that may have happened (the session cache retires the
+    // old token), as they must for a connection lost after COMMIT.
+    let Some(updated) = updated.first() else {
+        return Ok(None);
+    };
+    let session = session_row(updated)?.into_domain()?;
+    // The upgrade has committed: an identity that does not decode must not report it as
+    // failed, it only goes uncached.
+    let identity = decode_identities(identities, identifiers, addresses)
+        .map(|identities| identities.into_iter().next())
+        .unwrap_or_else(|error| {
+            tracing::warn!(error = %error, "identity not read back after a session upgrade");
+            None
+        });
+    Ok(Some(Upgraded { session, identity }))
 }
 
 #[async_trait]
 impl Outbox for SqliteStore {
     async fn enqueue(&self, message: &OutboxMessage, audit: &AuditEvent) -> StoreResult<()> {
-        let (store, message, audit) = (self.clone(), message.clone(), audit.clone());
-        self.writes
-            .run(async move { store.enqueue_here(&message, &audit).await })
-            .await
+        const ENQUEUE: &str = statements!(
+            concat!(
+                "INSERT INTO courier_messages (",
+                message_columns!(),
+                ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            ),
+            "INSERT INTO audit_events \
+             (id, event, identity_id, flow_id, address_hash, client_ip, occurred_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?)"
+        );
+        let (message, audit) = (message.clone(), audit.clone());
+        let transaction = Shareable::new(ENQUEUE, 2, "enqueue message", move |query| {
+            let query = query
+                .bind(message.id)
+                .bind(message.channel.as_str())
+                .bind(&message.recipient)
+                .bind(&message.template_type)
+                .bind(&message.locale)
+                .bind(&message.sealed_data)
+                .bind(message.identity_id)
+                .bind(message.status.as_str())
+                .bind(i64::from(message.send_count))
+                .bind(message.not_after.map(micros))
+                .bind(micros(message.next_attempt_at))
+                .bind(micros(message.created_at))
+                .bind(micros(message.updated_at));
+            bind_audit(query, &audit)
+        });
+        self.writes.commit(transaction).await?;
+        Ok(())
     }
 
     async fn record_audit(&self, event: &AuditEvent) -> StoreResult<()> {

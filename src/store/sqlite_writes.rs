@@ -1,9 +1,14 @@
 //! How the embedded store writes: through one connection that the store holds, with its
-//! busiest transactions sent as one command each, on a thread of their own.
+//! busiest transactions sent as one command each, on a thread of their own, and under load
+//! several of them in one command and one commit (`group_commit`).
 //!
 //! Writes are bound by hops, not by SQLite: a statement is a command to the connection's worker
 //! thread and an answer back, and only one writer can hold the database. Every hop while the
 //! writer is held is time in which nobody writes.
+mod group_commit;
+
+pub(super) use group_commit::Shareable;
+
 use super::sql_common::map_error;
 use super::{StoreError, StoreResult};
 use futures_util::TryStreamExt;
@@ -28,10 +33,19 @@ use std::time::Duration;
 /// sqlx upgrade that drops it fails them rather than production.
 macro_rules! in_one_command {
     ($($statement:expr),+ $(,)?) => {
-        concat!("BEGIN IMMEDIATE; ", $($statement, "; ",)+ "COMMIT")
+        concat!("BEGIN IMMEDIATE; ", statements!($($statement),+), "COMMIT")
     };
 }
 pub(super) use in_one_command;
+
+/// A transaction's statements without `BEGIN` and `COMMIT`, each followed by `"; "`, for a
+/// [`Shareable`] transaction. The same rules for parameters hold as for [`in_one_command!`].
+macro_rules! statements {
+    ($($statement:expr),+ $(,)?) => {
+        concat!($($statement, "; ",)+)
+    };
+}
+pub(super) use statements;
 
 /// The one connection that writes. The store holds it instead of a pool of one: a pool pings a
 /// connection each time it is handed back, from a task of its own, and nobody can write until
@@ -107,31 +121,49 @@ impl Writer {
         transaction: Query<'_, Sqlite, SqliteArguments>,
         what: &'static str,
     ) -> StoreResult<Vec<Vec<SqliteRow>>> {
+        let mut writer = self.lock().await?;
+        // Until this is disarmed, dropping the call leaves the writer to be rolled back at once,
+        // not when it is next used: meanwhile the open transaction would hold the database's
+        // write lock against other processes (a backup, a migration, a second instance).
+        let mut abandoned = RollBackWhenAbandoned(Some(self.clone()));
+        let outcome = writer.transaction(transaction, what).await;
+        abandoned.0 = None;
+        outcome
+    }
+}
+
+impl WriterGuard<'_> {
+    /// [`Writer::transaction`] on a writer already held. Dropped before it ends, it leaves the
+    /// transaction to be rolled back (see [`Self::roll_back_abandoned`]).
+    async fn transaction(
+        &mut self,
+        transaction: Query<'_, Sqlite, SqliteArguments>,
+        what: &'static str,
+    ) -> StoreResult<Vec<Vec<SqliteRow>>> {
         let transaction = if cfg!(debug_assertions) {
             checked(transaction)?
         } else {
             transaction
         };
-        let mut writer = self.lock().await?;
-        writer.0.may_be_open = true;
-        // Until this is disarmed, dropping the call leaves the writer to be rolled back at once,
-        // not when it is next used: meanwhile the open transaction would hold the database's
-        // write lock against other processes (a backup, a migration, a second instance).
-        let mut abandoned = RollBackWhenAbandoned(Some(self.clone()));
-        let outcome = rows_by_statement(&mut writer, transaction).await;
-        abandoned.0 = None;
-        match outcome {
+        self.0.may_be_open = true;
+        match rows_by_statement(self, transaction).await {
             Ok(statements) => {
-                writer.0.may_be_open = false;
+                self.0.may_be_open = false;
                 let between = statements.len().saturating_sub(2);
                 Ok(statements.into_iter().skip(1).take(between).collect())
             }
             Err(error) => {
-                if roll_back(&mut writer).await.is_ok() {
-                    writer.0.may_be_open = false;
-                }
+                self.roll_back_abandoned().await;
                 Err(map_error(what, error))
             }
+        }
+    }
+
+    /// Rolls back what may still be open; if that fails the writer stays marked, so its next
+    /// holder finds it `Unavailable` (see [`Writer::lock`]).
+    async fn roll_back_abandoned(&mut self) {
+        if self.0.may_be_open && roll_back(self).await.is_ok() {
+            self.0.may_be_open = false;
         }
     }
 }
@@ -214,6 +246,9 @@ async fn roll_back(connection: &mut SqliteConnection) -> Result<(), sqlx::Error>
 /// writer was held; there a transaction's task queues only behind other transactions.
 pub(super) struct WriteThread {
     runtime: tokio::runtime::Handle,
+    writer: Arc<Writer>,
+    /// To the write thread's group committer (see `group_commit`).
+    groups: tokio::sync::mpsc::UnboundedSender<group_commit::Waiting>,
     /// Dropped with the last store, which ends the thread.
     _stop: tokio::sync::oneshot::Sender<()>,
     /// Transactions started through `run` and not yet finished or abandoned.
@@ -221,7 +256,7 @@ pub(super) struct WriteThread {
 }
 
 impl WriteThread {
-    pub(super) fn start() -> StoreResult<Arc<Self>> {
+    pub(super) fn start(writer: Arc<Writer>) -> StoreResult<Arc<Self>> {
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let (ready, started) = std::sync::mpsc::channel();
         // The runtime is built and dropped on its own thread: a runtime dropped inside async code
@@ -250,11 +285,34 @@ impl WriteThread {
             .recv()
             .map_err(|_| StoreError::Internal("sqlite write thread ended at start".into()))?
             .map_err(|error| StoreError::Internal(format!("sqlite write runtime: {error}")))?;
+        let (groups, grouped) = tokio::sync::mpsc::unbounded_channel();
+        runtime.spawn(group_commit::commit_in_groups(writer.clone(), grouped));
         Ok(Arc::new(Self {
             runtime,
+            writer,
+            groups,
             _stop: stop,
             in_flight: Arc::new(AtomicUsize::new(0)),
         }))
+    }
+
+    /// Commits a transaction and returns each statement's rows. A lone transaction runs where
+    /// it was called, as in `run`; one that would queue behind another goes to the write
+    /// thread's group committer, which commits it together with the others of its text that
+    /// queued meanwhile. Either way a caller that stops waiting abandons it: it is not
+    /// committed unless it was already committing.
+    pub(super) async fn commit(&self, transaction: Shareable) -> StoreResult<Vec<Vec<SqliteRow>>> {
+        let counted = InFlight::enter(self.in_flight.clone());
+        if counted.alone {
+            return transaction.run_alone(&self.writer).await;
+        }
+        let (waiting, answered) = group_commit::Waiting::new(transaction, counted);
+        self.groups
+            .send(waiting)
+            .map_err(|_| StoreError::Internal("sqlite write thread: stopped".into()))?;
+        answered.await.map_err(|_| {
+            StoreError::Internal("sqlite write thread: dropped a transaction".into())
+        })?
     }
 
     /// Runs `work` where it was called when no other transaction is under way, else on the
@@ -356,6 +414,15 @@ pub(super) mod tests {
             Arc::new(Writer::new(connection, Duration::from_secs(5))),
             dsn,
         )
+    }
+
+    async fn memory_writer() -> Arc<Writer> {
+        let connection = SqliteConnectOptions::from_str("sqlite::memory:")
+            .expect("dsn")
+            .connect()
+            .await
+            .expect("open");
+        Arc::new(Writer::new(connection, Duration::from_secs(5)))
     }
 
     const TWO_ITEMS: &str = in_one_command!(
@@ -478,11 +545,192 @@ pub(super) mod tests {
         assert_eq!(items(&writer).await, [3, 4]);
     }
 
+    /// The writer on a file in WAL mode that never checkpoints by itself, so the frames in its
+    /// WAL count what its commits appended.
+    async fn writer_on_wal(dir: &tempfile::TempDir) -> (Arc<Writer>, String) {
+        let (writer, dsn) = writer_on_file(dir).await;
+        {
+            let mut connection = writer.lock().await.expect("writer");
+            connection
+                .execute("PRAGMA journal_mode = WAL")
+                .await
+                .expect("wal");
+            connection
+                .execute("PRAGMA wal_autocheckpoint = 0")
+                .await
+                .expect("no automatic checkpoints");
+        }
+        (writer, dsn)
+    }
+
+    /// Empties the WAL into the database, so that it counts from nothing again.
+    async fn empty_wal(writer: &Writer) {
+        writer
+            .lock()
+            .await
+            .expect("writer")
+            .execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            .await
+            .expect("checkpoint");
+    }
+
+    async fn wal_frames(writer: &Writer) -> i64 {
+        let (_busy, frames, _checkpointed): (i64, i64, i64) =
+            sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
+                .fetch_one(&mut *writer.lock().await.expect("writer"))
+                .await
+                .expect("count frames");
+        frames
+    }
+
+    fn insert_item(id: i64) -> Shareable {
+        Shareable::new(
+            statements!("INSERT INTO items VALUES (?) RETURNING id"),
+            1,
+            "insert item",
+            move |query| query.bind(id),
+        )
+    }
+
+    /// Holds the writer from a transaction of the write thread's until `release` is sent, so
+    /// that what is committed meanwhile queues for the group committer.
+    async fn hold_writer(
+        thread: &Arc<WriteThread>,
+        writer: &Arc<Writer>,
+    ) -> (
+        tokio::sync::oneshot::Sender<()>,
+        tokio::task::JoinHandle<StoreResult<()>>,
+    ) {
+        let (release, released) = tokio::sync::oneshot::channel::<()>();
+        let (held, holding) = tokio::sync::oneshot::channel::<()>();
+        let (thread, writer) = (thread.clone(), writer.clone());
+        let holder = tokio::spawn(async move {
+            thread
+                .run(async move {
+                    let _writer = writer.lock().await?;
+                    let _ = held.send(());
+                    let _ = released.await;
+                    Ok(())
+                })
+                .await
+        });
+        holding.await.expect("the writer is held");
+        (release, holder)
+    }
+
+    fn ids(statements: &[Vec<SqliteRow>]) -> Vec<Vec<i64>> {
+        statements
+            .iter()
+            .map(|rows| rows.iter().map(|row| row.get::<i64, _>(0)).collect())
+            .collect()
+    }
+
+    /// Transactions of one text that queued while the writer was busy are committed in one
+    /// commit: the WAL grows by what one commit of a row appends, not three. Each caller gets
+    /// its own statements' rows.
+    #[tokio::test]
+    async fn transactions_queued_for_the_writer_commit_together() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (writer, _) = writer_on_wal(&dir).await;
+        let thread = WriteThread::start(writer.clone()).expect("start");
+        empty_wal(&writer).await;
+        thread.commit(insert_item(1)).await.expect("alone");
+        let one_commit = wal_frames(&writer).await;
+        assert!(one_commit > 0, "a commit appends to the WAL");
+        empty_wal(&writer).await;
+
+        let (release, holder) = hold_writer(&thread, &writer).await;
+        let queued = futures_util::future::join3(
+            thread.commit(insert_item(2)),
+            thread.commit(insert_item(3)),
+            thread.commit(insert_item(4)),
+        );
+        tokio::pin!(queued);
+        assert!(
+            futures_util::FutureExt::now_or_never(queued.as_mut()).is_none(),
+            "queued behind the writer's holder"
+        );
+        release.send(()).expect("the holder waits");
+        holder.await.expect("joined").expect("held");
+        let (two, three, four) = queued.await;
+        assert_eq!(ids(&two.expect("committed")), [vec![2]]);
+        assert_eq!(ids(&three.expect("committed")), [vec![3]]);
+        assert_eq!(ids(&four.expect("committed")), [vec![4]]);
+        assert_eq!(
+            wal_frames(&writer).await,
+            one_commit,
+            "one commit for the three"
+        );
+        assert_eq!(items(&writer).await, [1, 2, 3, 4]);
+    }
+
+    /// A statement that fails in a group fails its own transaction only: the others commit.
+    #[tokio::test]
+    async fn a_failed_transaction_in_a_group_fails_alone() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (writer, _) = writer_on_file(&dir).await;
+        let thread = WriteThread::start(writer.clone()).expect("start");
+        let (release, holder) = hold_writer(&thread, &writer).await;
+        let queued = futures_util::future::join3(
+            thread.commit(insert_item(1)),
+            thread.commit(insert_item(1)),
+            thread.commit(insert_item(2)),
+        );
+        tokio::pin!(queued);
+        assert!(futures_util::FutureExt::now_or_never(queued.as_mut()).is_none());
+        release.send(()).expect("the holder waits");
+        holder.await.expect("joined").expect("held");
+        let (first, repeated, other) = queued.await;
+        assert_eq!(ids(&first.expect("committed")), [vec![1]]);
+        assert!(repeated.is_err(), "the key is taken");
+        assert_eq!(ids(&other.expect("committed")), [vec![2]]);
+        assert_eq!(items(&writer).await, [1, 2]);
+    }
+
+    /// A caller that stops waiting while its group runs is not committed behind its back: the
+    /// group is rolled back and the others commit without it. The group's `BEGIN` waits for a
+    /// lock another connection holds, so the caller leaves after the group was formed.
+    #[tokio::test]
+    async fn a_caller_that_leaves_a_running_group_is_not_committed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (writer, dsn) = writer_on_file(&dir).await;
+        let thread = WriteThread::start(writer.clone()).expect("start");
+        let (release, holder) = hold_writer(&thread, &writer).await;
+        let staying = futures_util::future::join(
+            thread.commit(insert_item(1)),
+            thread.commit(insert_item(3)),
+        );
+        tokio::pin!(staying);
+        assert!(futures_util::FutureExt::now_or_never(staying.as_mut()).is_none());
+        let mut leaving = Box::pin(thread.commit(insert_item(2)));
+        assert!(futures_util::FutureExt::now_or_never(leaving.as_mut()).is_none());
+
+        let mut other = other_connection(&dsn, Duration::from_secs(5)).await;
+        other
+            .execute("BEGIN IMMEDIATE")
+            .await
+            .expect("take the lock");
+        release.send(()).expect("the holder waits");
+        holder.await.expect("joined").expect("held");
+        // The group committer takes the writer, forms the group and waits in its `BEGIN`.
+        while writer.held.try_lock().is_ok() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        drop(leaving);
+        other.execute("ROLLBACK").await.expect("free the lock");
+
+        let (first, third) = staying.await;
+        assert_eq!(ids(&first.expect("committed")), [vec![1]]);
+        assert_eq!(ids(&third.expect("committed")), [vec![3]]);
+        assert_eq!(items(&writer).await, [1, 3]);
+    }
+
     /// A lone transaction runs where it was called; one that would queue behind another runs on
     /// the write thread.
     #[tokio::test]
     async fn only_a_transaction_behind_another_goes_to_the_write_thread() {
-        let thread = WriteThread::start().expect("start");
+        let thread = WriteThread::start(memory_writer().await).expect("start");
         let alone = thread.run(async { thread_name() }).await.expect("ran");
         assert_ne!(alone.as_deref(), Some("sqlite-writes"));
 
@@ -510,7 +758,7 @@ pub(super) mod tests {
 
     #[tokio::test]
     async fn the_write_thread_stops_when_dropped() {
-        let thread = WriteThread::start().expect("start");
+        let thread = WriteThread::start(memory_writer().await).expect("start");
         let (held, released) = tokio::sync::oneshot::channel::<()>();
         let (started, running) = tokio::sync::oneshot::channel::<()>();
         thread.runtime.spawn(async move {

@@ -1,0 +1,285 @@
+//! Group commit: write transactions queued for the writer share one command and one commit.
+//!
+//! Under load the step-up's transactions queue for the one writer. Each costs a hop to SQLite's
+//! worker thread and back, and a commit that appends every page it touched to the WAL. Queued
+//! transactions with the same text (the enqueues, or the session upgrades with as many audit
+//! events) go in one command instead: one hop and one commit for the group, and the pages they
+//! share (an index's leaf, a table's last page) are appended once.
+//!
+//! Only the same text goes together: sqlx keeps a command prepared by its text, so a group of
+//! one kind and size is prepared once, where mixed groups would be prepared anew each time.
+use super::{InFlight, Writer, WriterGuard, checked, rows_by_statement};
+use crate::store::sql_common::map_error;
+use crate::store::{StoreError, StoreResult};
+use sqlx::query::Query;
+use sqlx::sqlite::{SqliteArguments, SqliteRow};
+use sqlx::{AssertSqlSafe, Executor, Sqlite};
+use std::borrow::Cow;
+use std::collections::VecDeque;
+use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot};
+
+/// Each size of group is a command kept prepared on the writer's connection: up to 8, that is
+/// 35 commands for each of the three texts the step-up writes.
+const MOST_IN_A_GROUP: usize = 8;
+
+type SqliteQuery = Query<'static, Sqlite, SqliteArguments>;
+
+/// A write transaction that may share its command and commit with others of the same text.
+pub(in crate::store) struct Shareable {
+    /// Its statements, each followed by `"; "`, as [`statements!`](super::statements) writes
+    /// them. Transactions whose text is the same go together.
+    statements: Cow<'static, str>,
+    /// How many statements that is, so that each transaction's rows can be told apart.
+    count: usize,
+    /// Binds the transaction's arguments as the next parameters of a query: once when it runs
+    /// alone, once more if its group fails and it runs again alone.
+    bind: Box<dyn Fn(SqliteQuery) -> SqliteQuery + Send + Sync>,
+    what: &'static str,
+}
+
+impl Shareable {
+    pub(in crate::store) fn new(
+        statements: impl Into<Cow<'static, str>>,
+        count: usize,
+        what: &'static str,
+        bind: impl Fn(SqliteQuery) -> SqliteQuery + Send + Sync + 'static,
+    ) -> Self {
+        let statements = statements.into();
+        debug_assert_eq!(statements.matches("; ").count(), count, "{statements}");
+        Self {
+            statements,
+            count,
+            bind: Box::new(bind),
+            what,
+        }
+    }
+
+    /// The transaction as a command of its own.
+    fn alone(&self) -> SqliteQuery {
+        (self.bind)(sqlx::query(AssertSqlSafe(format!(
+            "BEGIN IMMEDIATE; {}COMMIT",
+            self.statements
+        ))))
+    }
+
+    /// Runs the transaction by itself and returns each statement's rows; a caller that stops
+    /// waiting abandons it (see [`Writer::transaction`]).
+    pub(in crate::store) async fn run_alone(
+        &self,
+        writer: &Arc<Writer>,
+    ) -> StoreResult<Vec<Vec<SqliteRow>>> {
+        writer.transaction(self.alone(), self.what).await
+    }
+}
+
+/// A transaction queued for the group committer, and where its rows go.
+pub(super) struct Waiting {
+    transaction: Shareable,
+    answer: oneshot::Sender<StoreResult<Vec<Vec<SqliteRow>>>>,
+    /// Counted as under way until it is answered or dropped.
+    _counted: InFlight,
+}
+
+impl Waiting {
+    pub(super) fn new(
+        transaction: Shareable,
+        counted: InFlight,
+    ) -> (Self, oneshot::Receiver<StoreResult<Vec<Vec<SqliteRow>>>>) {
+        let (answer, answered) = oneshot::channel();
+        let waiting = Self {
+            transaction,
+            answer,
+            _counted: counted,
+        };
+        (waiting, answered)
+    }
+
+    fn departed(&self) -> bool {
+        self.answer.is_closed()
+    }
+
+    fn answer(self, outcome: StoreResult<Vec<Vec<SqliteRow>>>) {
+        // A caller that stopped waiting no longer needs the answer.
+        let _ = self.answer.send(outcome);
+    }
+}
+
+/// Commits what is queued, group by group, until the queue's senders are gone. The writer is
+/// taken before a group is chosen, so everything that queued while it was busy can join.
+pub(super) async fn commit_in_groups(
+    writer: Arc<Writer>,
+    mut queue: mpsc::UnboundedReceiver<Waiting>,
+) {
+    let mut waiting = VecDeque::new();
+    loop {
+        if waiting.is_empty() {
+            match queue.recv().await {
+                Some(first) => waiting.push_back(first),
+                None => return,
+            }
+        }
+        let held = writer.lock().await;
+        while let Ok(next) = queue.try_recv() {
+            waiting.push_back(next);
+        }
+        let group = next_group(&mut waiting);
+        match held {
+            Ok(mut held) => commit_group(&mut held, group).await,
+            Err(error) => {
+                let message = error.to_string();
+                for transaction in group {
+                    transaction.answer(Err(StoreError::Unavailable(message.clone())));
+                }
+            }
+        }
+    }
+}
+
+/// The first transaction still awaited and those behind it with the same text, in the order
+/// they came; the others keep their places.
+fn next_group(waiting: &mut VecDeque<Waiting>) -> Vec<Waiting> {
+    waiting.retain(|transaction| !transaction.departed());
+    let Some(first) = waiting.pop_front() else {
+        return Vec::new();
+    };
+    let mut group = vec![first];
+    let mut others = VecDeque::with_capacity(waiting.len());
+    for next in waiting.drain(..) {
+        if group.len() < MOST_IN_A_GROUP
+            && next.transaction.statements == group[0].transaction.statements
+        {
+            group.push(next);
+        } else {
+            others.push_back(next);
+        }
+    }
+    *waiting = others;
+    group
+}
+
+async fn commit_group(writer: &mut WriterGuard<'_>, mut group: Vec<Waiting>) {
+    loop {
+        group.retain(|transaction| !transaction.departed());
+        if group.len() <= 1 {
+            if let Some(transaction) = group.pop() {
+                commit_alone(writer, transaction).await;
+            }
+            return;
+        }
+        match commit_together(writer, &group).await {
+            Together::Committed(rows) => {
+                for (transaction, rows) in group.into_iter().zip(rows) {
+                    transaction.answer(Ok(rows));
+                }
+                return;
+            }
+            Together::SomeoneLeft => continue,
+            Together::Failed => {
+                // Each on its own, so a statement that fails fails only its own transaction.
+                for transaction in group {
+                    commit_alone(writer, transaction).await;
+                }
+                return;
+            }
+            Together::Unreadable(message) => {
+                // Committed: callers treat an error as a write that may have happened.
+                for transaction in group {
+                    transaction.answer(Err(StoreError::Internal(message.clone())));
+                }
+                return;
+            }
+        }
+    }
+}
+
+/// Runs one transaction by itself. If its caller stops waiting, it is abandoned as a caller's
+/// own would be: SQLite's worker runs at most one more statement, and what ran is rolled back.
+async fn commit_alone(writer: &mut WriterGuard<'_>, mut transaction: Waiting) {
+    let query = transaction.transaction.alone();
+    let what = transaction.transaction.what;
+    let outcome = tokio::select! {
+        outcome = writer.transaction(query, what) => Some(outcome),
+        () = transaction.answer.closed() => None,
+    };
+    match outcome {
+        Some(outcome) => transaction.answer(outcome),
+        None => writer.roll_back_abandoned().await,
+    }
+}
+
+enum Together {
+    /// Each transaction's rows, in the group's order.
+    Committed(Vec<Vec<Vec<SqliteRow>>>),
+    /// A caller stopped waiting before the commit: everything was rolled back, so its
+    /// transaction is not committed behind its back.
+    SomeoneLeft,
+    /// A statement, the commit or the arguments failed; everything was rolled back.
+    Failed,
+    /// Committed, but the answer does not divide into the group's transactions.
+    Unreadable(String),
+}
+
+/// The group's statements in one command after `BEGIN IMMEDIATE`, and `COMMIT` as a command of
+/// its own once every caller is known to be still waiting: a caller that leaves while its
+/// transaction runs alone abandons it, and leaving a group must not commit it either.
+async fn commit_together(writer: &mut WriterGuard<'_>, group: &[Waiting]) -> Together {
+    let what = group[0].transaction.what;
+    let count = group[0].transaction.count;
+    let statements = group[0].transaction.statements.repeat(group.len());
+    let mut query = sqlx::query(AssertSqlSafe(format!(
+        "BEGIN IMMEDIATE; {}",
+        statements.trim_end_matches("; ")
+    )));
+    for waiting in group {
+        query = (waiting.transaction.bind)(query);
+    }
+    let query = if cfg!(debug_assertions) {
+        match checked(query) {
+            Ok(query) => query,
+            // Alone, each is refused or runs as its own arguments say.
+            Err(_) => return Together::Failed,
+        }
+    } else {
+        query
+    };
+    writer.0.may_be_open = true;
+    let outcome = match rows_by_statement(writer, query).await {
+        Ok(_) if group.iter().any(Waiting::departed) => Err(Together::SomeoneLeft),
+        Ok(statements) => match writer.execute("COMMIT").await {
+            Ok(_) => Ok(statements),
+            Err(error) => {
+                tracing::warn!(error = %map_error(what, error), size = group.len(),
+                    "sqlite group commit failed; its transactions run one by one");
+                Err(Together::Failed)
+            }
+        },
+        Err(error) => {
+            tracing::debug!(error = %map_error(what, error), size = group.len(),
+                "a statement in a sqlite group failed; its transactions run one by one");
+            Err(Together::Failed)
+        }
+    };
+    let statements = match outcome {
+        Ok(statements) => statements,
+        Err(together) => {
+            writer.roll_back_abandoned().await;
+            return together;
+        }
+    };
+    writer.0.may_be_open = false;
+    // The first list is `BEGIN`'s.
+    if statements.len() != 1 + count * group.len() {
+        return Together::Unreadable(format!(
+            "{what}: {} statements answered for a group of {} with {count} each",
+            statements.len().saturating_sub(1),
+            group.len()
+        ));
+    }
+    let mut statements = statements.into_iter().skip(1);
+    Together::Committed(
+        (0..group.len())
+            .map(|_| statements.by_ref().take(count).collect())
+            .collect(),
+    )
+}
