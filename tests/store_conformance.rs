@@ -2670,6 +2670,105 @@ async fn postgres_replaces_a_connection_ended_while_idle() {
     assert_eq!(found.map(|found| found.id), Some(identity.id));
 }
 
+/// A courier round finds its messages by key however much the outbox grew since the
+/// connection first ran one. Postgres keeps a prepared statement's generic plan, and the one it
+/// made for rounds of many messages while the outbox was small joined by scanning all of it:
+/// every round then read the whole outbox until the table was next analyzed.
+#[tokio::test]
+async fn postgres_courier_rounds_do_not_scan_a_grown_outbox() {
+    use sqlx::Connection;
+    use twofold::store::codes::{AttemptResult, DeliveryAttempt, Outbox};
+    use twofold::store::postgres::PostgresStore;
+    /// A courier round's most, as the courier claims them under load.
+    const PER_ROUND: usize = 64;
+    /// Enough rounds that each of the pool's connections runs more than five, after which
+    /// Postgres may settle on a generic plan.
+    const ROUNDS: usize = 30;
+    const GROWN: i64 = 50_000;
+    let dsn = support::fresh_postgres_dsn().await;
+    let store = PostgresStore::connect(&dsn).await.expect("connect");
+    let mut admin = sqlx::PgConnection::connect(&dsn)
+        .await
+        .expect("admin connection");
+    let insert = |count: i64| {
+        sqlx::query_scalar::<_, Uuid>(
+            "INSERT INTO courier_messages (id, channel, recipient, template_type, locale, \
+             sealed_data, status, send_count, next_attempt_at, created_at, updated_at) \
+             SELECT gen_random_uuid(), 'sms', '+15550100', 'login_code', 'en', '\\x00', \
+             'processing', 0, now(), now(), now() FROM generate_series(1, $1) RETURNING id",
+        )
+        .bind(count)
+    };
+    let round = |ids: &[Uuid]| {
+        ids.iter()
+            .map(|id| {
+                let attempt = DeliveryAttempt {
+                    message_id: *id,
+                    attempted_at: now(),
+                    gateway: "sms".into(),
+                    succeeded: true,
+                    error: None,
+                    provider_message_id: None,
+                };
+                (attempt, AttemptResult::Sent)
+            })
+            .collect::<Vec<_>>()
+    };
+    let small = insert((ROUNDS * PER_ROUND) as i64)
+        .fetch_all(&mut admin)
+        .await
+        .expect("a small outbox");
+    for ids in small.chunks(PER_ROUND) {
+        store.finish_attempts(&round(ids)).await.expect("round");
+    }
+    let grown = insert(GROWN)
+        .fetch_all(&mut admin)
+        .await
+        .expect("the outbox grows");
+    let after = &grown[..ROUNDS * PER_ROUND];
+    for ids in after.chunks(PER_ROUND) {
+        store.finish_attempts(&round(ids)).await.expect("round");
+    }
+    // A connection reports its table statistics when it ends.
+    store.pool().close().await;
+    let scanned = outbox_statistics(&mut admin, small.len() + after.len()).await;
+    // Scans of the small outbox read at most all of it each round.
+    let most_while_small = (ROUNDS * small.len()) as i64;
+    assert!(
+        scanned <= most_while_small,
+        "the rounds read {} messages by scanning the grown outbox",
+        scanned - most_while_small
+    );
+    let _ = admin.close().await;
+}
+
+/// The rows scanned in `courier_messages` so far, once its statistics show `updated` updates.
+async fn outbox_statistics(admin: &mut sqlx::PgConnection, updated: usize) -> i64 {
+    let mut reported = (0_i64, 0_i64);
+    for _ in 0..100 {
+        sqlx::query("SELECT pg_stat_clear_snapshot()")
+            .execute(&mut *admin)
+            .await
+            .expect("fresh statistics");
+        reported = sqlx::query_as(
+            "SELECT n_tup_upd, seq_tup_read FROM pg_stat_user_tables \
+             WHERE relname = 'courier_messages'",
+        )
+        .fetch_one(&mut *admin)
+        .await
+        .expect("table statistics");
+        if reported.0 >= updated as i64 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        reported.0, updated as i64,
+        "every round's update was reported"
+    );
+    reported.1
+}
+
 /// A server that is not there is `Unavailable` (retry later), not `Internal` (a bug).
 #[tokio::test]
 async fn unreachable_servers_are_unavailable() {

@@ -974,7 +974,10 @@ impl Outbox for PostgresStore {
             provider_ids.push(attempt.provider_message_id.as_deref());
         }
         // One statement for the whole round: the attempt records and the messages' new states
-        // commit together.
+        // commit together. It is planned afresh each round (an unnamed statement): as a
+        // prepared statement, Postgres settled on a generic plan made while the outbox was small,
+        // which joins by scanning all of it, and kept it until the table was next analyzed, so
+        // every round read the whole outbox as it grew. Planning a round costs far less.
         sqlx::query(
             "WITH done AS ( \
                  SELECT * FROM unnest($1::uuid[], $2::text[], $3::timestamptz[], \
@@ -1000,6 +1003,7 @@ impl Outbox for PostgresStore {
         .bind(&succeeded)
         .bind(&errors)
         .bind(&provider_ids)
+        .persistent(false)
         .execute(&self.pool)
         .await
         .map_err(|error| map_error("finish delivery attempts", error))?;
