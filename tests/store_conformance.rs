@@ -985,6 +985,10 @@ mod sql_cases {
             .expect("get")
             .expect("exists");
         assert_eq!(stored.token_hash, winners[0]);
+        let audited = twofold::store::codes::Outbox::audit_events(store, identity.id)
+            .await
+            .expect("audit events");
+        assert_eq!(audited.len(), 2, "only the winner's upgrade is audited");
     }
 }
 
@@ -2729,7 +2733,8 @@ async fn postgres_courier_rounds_do_not_scan_a_grown_outbox() {
     for ids in after.chunks(PER_ROUND) {
         store.finish_attempts(&round(ids)).await.expect("round");
     }
-    // A connection reports its table statistics when it ends.
+    // A connection reports its table statistics when it ends (Postgres 15 and later; before,
+    // they went by UDP and could be lost).
     store.pool().close().await;
     let scanned = outbox_statistics(&mut admin, small.len() + after.len()).await;
     // Scans of the small outbox read at most all of it each round.

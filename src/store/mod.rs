@@ -27,7 +27,7 @@ pub mod sql_common;
 pub mod sqlite;
 mod sqlite_writes;
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// A unique identifier (email, phone, ...) is already used by another identity.
     #[error("identifier already taken ({kind}:{trait_name})")]

@@ -592,8 +592,9 @@ pub(super) mod tests {
         )
     }
 
-    /// Holds the writer from a transaction of the write thread's until `release` is sent, so
-    /// that what is committed meanwhile queues for the group committer.
+    /// Holds the writer from a transaction counted as under way (alone, it runs on the test's
+    /// own task) until `release` is sent, so that what is committed meanwhile queues for the
+    /// group committer.
     async fn hold_writer(
         thread: &Arc<WriteThread>,
         writer: &Arc<Writer>,
@@ -664,6 +665,100 @@ pub(super) mod tests {
         assert_eq!(items(&writer).await, [1, 2, 3, 4]);
     }
 
+    /// Transactions queued with two texts, more than a group's worth of one: a group takes the
+    /// first transaction's text and at most 8, the others keep their places. Three commits for
+    /// twelve transactions, each answered with its own rows.
+    #[tokio::test]
+    async fn queued_transactions_group_by_text_and_at_most_eight() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (writer, _) = writer_on_wal(&dir).await;
+        let thread = WriteThread::start(writer.clone()).expect("start");
+        empty_wal(&writer).await;
+        thread.commit(insert_item(100)).await.expect("alone");
+        let one_commit = wal_frames(&writer).await;
+        empty_wal(&writer).await;
+
+        let insert_two = |id: i64| {
+            Shareable::new(
+                statements!(
+                    "INSERT INTO items VALUES (?) RETURNING id",
+                    "INSERT INTO items VALUES (?) RETURNING id"
+                ),
+                2,
+                "insert two items",
+                move |query| query.bind(id).bind(id + 1),
+            )
+        };
+        let (release, holder) = hold_writer(&thread, &writer).await;
+        // Ten single inserts (ids 1 to 10) with two double inserts (20, 21 and 30, 31) among them.
+        let mut queued = Vec::new();
+        for id in 1..=10 {
+            queued.push(thread.commit(insert_item(id)));
+            match id {
+                3 => queued.push(thread.commit(insert_two(20))),
+                6 => queued.push(thread.commit(insert_two(40))),
+                _ => {}
+            }
+        }
+        let all = futures_util::future::join_all(queued);
+        tokio::pin!(all);
+        assert!(futures_util::FutureExt::now_or_never(all.as_mut()).is_none());
+        release.send(()).expect("the holder waits");
+        holder.await.expect("joined").expect("held");
+        let answered: Vec<Vec<Vec<i64>>> = all
+            .await
+            .into_iter()
+            .map(|rows| ids(&rows.expect("committed")))
+            .collect();
+        let expected: Vec<Vec<Vec<i64>>> = vec![
+            vec![vec![1]],
+            vec![vec![2]],
+            vec![vec![3]],
+            vec![vec![20], vec![21]],
+            vec![vec![4]],
+            vec![vec![5]],
+            vec![vec![6]],
+            vec![vec![40], vec![41]],
+            vec![vec![7]],
+            vec![vec![8]],
+            vec![vec![9]],
+            vec![vec![10]],
+        ];
+        assert_eq!(answered, expected);
+        // Singles 1 to 8, then both doubles, then singles 9 and 10.
+        assert_eq!(wal_frames(&writer).await, 3 * one_commit);
+    }
+
+    /// A transaction short of arguments in a group does not take the next one's: the group's
+    /// arguments are counted, and each transaction runs alone instead.
+    #[tokio::test]
+    async fn a_transaction_short_of_arguments_does_not_take_the_next_ones() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (writer, _) = writer_on_file(&dir).await;
+        let thread = WriteThread::start(writer.clone()).expect("start");
+        let short = Shareable::new(
+            statements!("INSERT INTO items VALUES (?) RETURNING id"),
+            1,
+            "insert item",
+            |query| query,
+        );
+        let (release, holder) = hold_writer(&thread, &writer).await;
+        let queued = futures_util::future::join3(
+            thread.commit(insert_item(1)),
+            thread.commit(short),
+            thread.commit(insert_item(3)),
+        );
+        tokio::pin!(queued);
+        assert!(futures_util::FutureExt::now_or_never(queued.as_mut()).is_none());
+        release.send(()).expect("the holder waits");
+        holder.await.expect("joined").expect("held");
+        let (first, short, third) = queued.await;
+        assert_eq!(ids(&first.expect("committed")), [vec![1]]);
+        // Debug builds refuse it alone; a release build would insert NULL, a new row id.
+        assert!(matches!(short, Err(StoreError::Internal(_))), "{short:?}");
+        assert_eq!(ids(&third.expect("committed")), [vec![3]]);
+    }
+
     /// A statement that fails in a group fails its own transaction only: the others commit.
     #[tokio::test]
     async fn a_failed_transaction_in_a_group_fails_alone() {
@@ -689,7 +784,9 @@ pub(super) mod tests {
 
     /// A caller that stops waiting while its group runs is not committed behind its back: the
     /// group is rolled back and the others commit without it. The group's `BEGIN` waits for a
-    /// lock another connection holds, so the caller leaves after the group was formed.
+    /// lock another connection holds, so the caller leaves after the group was formed (given
+    /// 100 ms to get there; a committer slower than that would find the caller gone before it
+    /// formed the group, and the test would check that path instead).
     #[tokio::test]
     async fn a_caller_that_leaves_a_running_group_is_not_committed() {
         let dir = tempfile::tempdir().expect("tempdir");

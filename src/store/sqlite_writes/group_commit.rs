@@ -8,19 +8,19 @@
 //!
 //! Only the same text goes together: sqlx keeps a command prepared by its text, so a group of
 //! one kind and size is prepared once, where mixed groups would be prepared anew each time.
-use super::{InFlight, Writer, WriterGuard, checked, rows_by_statement};
+use super::{InFlight, Writer, WriterGuard, rows_by_statement};
 use crate::store::sql_common::map_error;
 use crate::store::{StoreError, StoreResult};
 use sqlx::query::Query;
 use sqlx::sqlite::{SqliteArguments, SqliteRow};
-use sqlx::{AssertSqlSafe, Executor, Sqlite};
+use sqlx::{Arguments, AssertSqlSafe, Execute, Executor, Sqlite};
 use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
-/// Each size of group is a command kept prepared on the writer's connection: up to 8, that is
-/// 35 commands for each of the three texts the step-up writes.
+/// Each size of group is a command kept prepared on the writer's connection: sizes 2 to 8 are 7
+/// commands for each of the three texts the step-up writes, holding 35 copies of the text.
 const MOST_IN_A_GROUP: usize = 8;
 
 type SqliteQuery = Query<'static, Sqlite, SqliteArguments>;
@@ -32,9 +32,13 @@ pub(in crate::store) struct Shareable {
     statements: Cow<'static, str>,
     /// How many statements that is, so that each transaction's rows can be told apart.
     count: usize,
-    /// Binds the transaction's arguments as the next parameters of a query: once when it runs
-    /// alone, once more if its group fails and it runs again alone.
+    /// How many `?` parameters they have. A group binds its transactions' arguments one after
+    /// the other, so one short of arguments would shift the next one's into its statements.
+    parameters: usize,
+    /// Binds the transaction's arguments as the next parameters of a query, each time it is
+    /// sent: in a group, and again alone if the group fails or loses a caller.
     bind: Box<dyn Fn(SqliteQuery) -> SqliteQuery + Send + Sync>,
+    /// What it does, for errors.
     what: &'static str,
 }
 
@@ -47,9 +51,12 @@ impl Shareable {
     ) -> Self {
         let statements = statements.into();
         debug_assert_eq!(statements.matches("; ").count(), count, "{statements}");
+        // No statement has a `?` outside its parameters.
+        let parameters = statements.matches('?').count();
         Self {
             statements,
             count,
+            parameters,
             bind: Box::new(bind),
             what,
         }
@@ -100,8 +107,13 @@ impl Waiting {
     }
 
     fn answer(self, outcome: StoreResult<Vec<Vec<SqliteRow>>>) {
+        let Self {
+            answer, _counted, ..
+        } = self;
+        // No longer under way: a caller that writes again at once may run it where it is.
+        drop(_counted);
         // A caller that stopped waiting no longer needs the answer.
-        let _ = self.answer.send(outcome);
+        let _ = answer.send(outcome);
     }
 }
 
@@ -123,16 +135,29 @@ pub(super) async fn commit_in_groups(
         while let Ok(next) = queue.try_recv() {
             waiting.push_back(next);
         }
-        let group = next_group(&mut waiting);
         match held {
-            Ok(mut held) => commit_group(&mut held, group).await,
-            Err(error) => {
-                let message = error.to_string();
-                for transaction in group {
-                    transaction.answer(Err(StoreError::Unavailable(message.clone())));
-                }
+            Ok(mut held) => {
+                let group = next_group(&mut waiting);
+                commit_group(&mut held, group).await;
             }
+            // Everything queued has waited for the writer as long as this did, or is behind
+            // transactions that did: it is `Unavailable` now, as a caller's own wait would be.
+            Err(error) => answer_all(waiting.drain(..), &error),
         }
+    }
+}
+
+/// A rollback failed: whatever ran next would run inside the open transaction. The writer's
+/// next holder tries the rollback again (see [`Writer::lock`]).
+fn still_open() -> StoreError {
+    StoreError::Unavailable(
+        "sqlite writer: an unfinished transaction could not be rolled back".into(),
+    )
+}
+
+fn answer_all(transactions: impl IntoIterator<Item = Waiting>, error: &StoreError) {
+    for transaction in transactions {
+        transaction.answer(Err(error.clone()));
     }
 }
 
@@ -174,6 +199,10 @@ async fn commit_group(writer: &mut WriterGuard<'_>, mut group: Vec<Waiting>) {
                 }
                 return;
             }
+            Together::SomeoneLeft | Together::Failed if writer.0.may_be_open => {
+                answer_all(group, &still_open());
+                return;
+            }
             Together::SomeoneLeft => continue,
             Together::Failed => {
                 // Each on its own, so a statement that fails fails only its own transaction.
@@ -196,11 +225,20 @@ async fn commit_group(writer: &mut WriterGuard<'_>, mut group: Vec<Waiting>) {
 /// Runs one transaction by itself. If its caller stops waiting, it is abandoned as a caller's
 /// own would be: SQLite's worker runs at most one more statement, and what ran is rolled back.
 async fn commit_alone(writer: &mut WriterGuard<'_>, mut transaction: Waiting) {
+    if transaction.departed() {
+        return;
+    }
+    if writer.0.may_be_open {
+        transaction.answer(Err(still_open()));
+        return;
+    }
     let query = transaction.transaction.alone();
     let what = transaction.transaction.what;
     let outcome = tokio::select! {
-        outcome = writer.transaction(query, what) => Some(outcome),
+        // A caller that left is noticed before the transaction is sent, not after.
+        biased;
         () = transaction.answer.closed() => None,
+        outcome = writer.transaction(query, what) => Some(outcome),
     };
     match outcome {
         Some(outcome) => transaction.answer(outcome),
@@ -234,20 +272,21 @@ async fn commit_together(writer: &mut WriterGuard<'_>, group: &[Waiting]) -> Tog
     for waiting in group {
         query = (waiting.transaction.bind)(query);
     }
-    let query = if cfg!(debug_assertions) {
-        match checked(query) {
-            Ok(query) => query,
-            // Alone, each is refused or runs as its own arguments say.
-            Err(_) => return Together::Failed,
-        }
-    } else {
-        query
+    let parameters = group
+        .iter()
+        .map(|waiting| waiting.transaction.parameters)
+        .sum();
+    let Some(query) = with_arguments_for(query, parameters) else {
+        // Alone, each is refused in debug builds or runs as its own arguments say.
+        return Together::Failed;
     };
     writer.0.may_be_open = true;
     let outcome = match rows_by_statement(writer, query).await {
         Ok(_) if group.iter().any(Waiting::departed) => Err(Together::SomeoneLeft),
         Ok(statements) => match writer.execute("COMMIT").await {
             Ok(_) => Ok(statements),
+            // A COMMIT that fails leaves nothing committed (SQLite rolls back, or the
+            // transaction stays open and is rolled back below), so running them again is safe.
             Err(error) => {
                 tracing::warn!(error = %map_error(what, error), size = group.len(),
                     "sqlite group commit failed; its transactions run one by one");
@@ -282,4 +321,19 @@ async fn commit_together(writer: &mut WriterGuard<'_>, group: &[Waiting]) -> Tog
             .map(|_| statements.by_ref().take(count).collect())
             .collect(),
     )
+}
+
+/// The query, if its arguments are as many as its `?` parameters: sqlx does not count them.
+fn with_arguments_for(mut query: SqliteQuery, parameters: usize) -> Option<SqliteQuery> {
+    let persistent = Execute::persistent(&query);
+    let arguments = query.take_arguments().ok()?.unwrap_or_default();
+    if arguments.len() != parameters {
+        tracing::error!(
+            arguments = arguments.len(),
+            parameters,
+            "sqlite group: arguments do not match the parameters"
+        );
+        return None;
+    }
+    Some(sqlx::query_with(query.sql(), arguments).persistent(persistent))
 }
