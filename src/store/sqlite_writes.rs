@@ -583,6 +583,19 @@ pub(super) mod tests {
         frames
     }
 
+    /// A writer on a WAL and its write thread, with the frames that one commit of one row (id
+    /// 0) appends to the WAL, which is empty again after it.
+    async fn measured_commit(dir: &tempfile::TempDir) -> (Arc<Writer>, Arc<WriteThread>, i64) {
+        let (writer, _) = writer_on_wal(dir).await;
+        let thread = WriteThread::start(writer.clone()).expect("start");
+        empty_wal(&writer).await;
+        thread.commit(insert_item(0)).await.expect("alone");
+        let one_commit = wal_frames(&writer).await;
+        assert!(one_commit > 0, "a commit appends to the WAL");
+        empty_wal(&writer).await;
+        (writer, thread, one_commit)
+    }
+
     fn insert_item(id: i64) -> Shareable {
         Shareable::new(
             statements!("INSERT INTO items VALUES (?) RETURNING id"),
@@ -593,15 +606,9 @@ pub(super) mod tests {
     }
 
     /// Holds the writer from a transaction counted as under way (alone, it runs on the test's
-    /// own task) until `release` is sent, so that what is committed meanwhile queues for the
-    /// group committer.
-    async fn hold_writer(
-        thread: &Arc<WriteThread>,
-        writer: &Arc<Writer>,
-    ) -> (
-        tokio::sync::oneshot::Sender<()>,
-        tokio::task::JoinHandle<StoreResult<()>>,
-    ) {
+    /// own task) until released, so that what is committed meanwhile queues for the group
+    /// committer.
+    async fn hold_writer(thread: &Arc<WriteThread>, writer: &Arc<Writer>) -> HeldWriter {
         let (release, released) = tokio::sync::oneshot::channel::<()>();
         let (held, holding) = tokio::sync::oneshot::channel::<()>();
         let (thread, writer) = (thread.clone(), writer.clone());
@@ -616,7 +623,46 @@ pub(super) mod tests {
                 .await
         });
         holding.await.expect("the writer is held");
-        (release, holder)
+        HeldWriter { release, holder }
+    }
+
+    struct HeldWriter {
+        release: tokio::sync::oneshot::Sender<()>,
+        holder: tokio::task::JoinHandle<StoreResult<()>>,
+    }
+
+    impl HeldWriter {
+        async fn release(self) {
+            self.release.send(()).expect("the holder waits");
+            self.holder.await.expect("joined").expect("held");
+        }
+    }
+
+    /// Polls the queued transactions once, which sends them, and checks they wait.
+    fn assert_queued(queued: std::pin::Pin<&mut impl Future>) {
+        assert!(
+            futures_util::FutureExt::now_or_never(queued).is_none(),
+            "queued behind the writer's holder"
+        );
+    }
+
+    /// Commits transactions queued together behind a held writer, so that they meet the group
+    /// committer at once, and returns their answers in order.
+    async fn commit_queued(
+        thread: &Arc<WriteThread>,
+        writer: &Arc<Writer>,
+        transactions: Vec<Shareable>,
+    ) -> Vec<StoreResult<Vec<Vec<SqliteRow>>>> {
+        let held = hold_writer(thread, writer).await;
+        let queued = futures_util::future::join_all(
+            transactions
+                .into_iter()
+                .map(|transaction| thread.commit(transaction)),
+        );
+        tokio::pin!(queued);
+        assert_queued(queued.as_mut());
+        held.release().await;
+        queued.await
     }
 
     fn ids(statements: &[Vec<SqliteRow>]) -> Vec<Vec<i64>> {
@@ -632,37 +678,25 @@ pub(super) mod tests {
     #[tokio::test]
     async fn transactions_queued_for_the_writer_commit_together() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let (writer, _) = writer_on_wal(&dir).await;
-        let thread = WriteThread::start(writer.clone()).expect("start");
-        empty_wal(&writer).await;
-        thread.commit(insert_item(1)).await.expect("alone");
-        let one_commit = wal_frames(&writer).await;
-        assert!(one_commit > 0, "a commit appends to the WAL");
-        empty_wal(&writer).await;
+        let (writer, thread, one_commit) = measured_commit(&dir).await;
 
-        let (release, holder) = hold_writer(&thread, &writer).await;
-        let queued = futures_util::future::join3(
-            thread.commit(insert_item(2)),
-            thread.commit(insert_item(3)),
-            thread.commit(insert_item(4)),
-        );
-        tokio::pin!(queued);
-        assert!(
-            futures_util::FutureExt::now_or_never(queued.as_mut()).is_none(),
-            "queued behind the writer's holder"
-        );
-        release.send(()).expect("the holder waits");
-        holder.await.expect("joined").expect("held");
-        let (two, three, four) = queued.await;
-        assert_eq!(ids(&two.expect("committed")), [vec![2]]);
-        assert_eq!(ids(&three.expect("committed")), [vec![3]]);
-        assert_eq!(ids(&four.expect("committed")), [vec![4]]);
+        let answers = commit_queued(
+            &thread,
+            &writer,
+            vec![insert_item(2), insert_item(3), insert_item(4)],
+        )
+        .await;
+        let answered: Vec<_> = answers
+            .into_iter()
+            .map(|rows| ids(&rows.expect("committed")))
+            .collect();
+        assert_eq!(answered, [[vec![2]], [vec![3]], [vec![4]]]);
         assert_eq!(
             wal_frames(&writer).await,
             one_commit,
             "one commit for the three"
         );
-        assert_eq!(items(&writer).await, [1, 2, 3, 4]);
+        assert_eq!(items(&writer).await, [0, 2, 3, 4]);
     }
 
     /// Transactions queued with two texts, more than a group's worth of one: a group takes the
@@ -671,12 +705,7 @@ pub(super) mod tests {
     #[tokio::test]
     async fn queued_transactions_group_by_text_and_at_most_eight() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let (writer, _) = writer_on_wal(&dir).await;
-        let thread = WriteThread::start(writer.clone()).expect("start");
-        empty_wal(&writer).await;
-        thread.commit(insert_item(100)).await.expect("alone");
-        let one_commit = wal_frames(&writer).await;
-        empty_wal(&writer).await;
+        let (writer, thread, one_commit) = measured_commit(&dir).await;
 
         let insert_two = |id: i64| {
             Shareable::new(
@@ -689,23 +718,17 @@ pub(super) mod tests {
                 move |query| query.bind(id).bind(id + 1),
             )
         };
-        let (release, holder) = hold_writer(&thread, &writer).await;
-        // Ten single inserts (ids 1 to 10) with two double inserts (20, 21 and 30, 31) among them.
-        let mut queued = Vec::new();
+        // Ten single inserts (ids 1 to 10) with two double inserts (20, 21 and 40, 41) among them.
+        let mut transactions = Vec::new();
         for id in 1..=10 {
-            queued.push(thread.commit(insert_item(id)));
+            transactions.push(insert_item(id));
             match id {
-                3 => queued.push(thread.commit(insert_two(20))),
-                6 => queued.push(thread.commit(insert_two(40))),
+                3 => transactions.push(insert_two(20)),
+                6 => transactions.push(insert_two(40)),
                 _ => {}
             }
         }
-        let all = futures_util::future::join_all(queued);
-        tokio::pin!(all);
-        assert!(futures_util::FutureExt::now_or_never(all.as_mut()).is_none());
-        release.send(()).expect("the holder waits");
-        holder.await.expect("joined").expect("held");
-        let answered: Vec<Vec<Vec<i64>>> = all
+        let answered: Vec<Vec<Vec<i64>>> = commit_queued(&thread, &writer, transactions)
             .await
             .into_iter()
             .map(|rows| ids(&rows.expect("committed")))
@@ -742,17 +765,13 @@ pub(super) mod tests {
             "insert item",
             |query| query,
         );
-        let (release, holder) = hold_writer(&thread, &writer).await;
-        let queued = futures_util::future::join3(
-            thread.commit(insert_item(1)),
-            thread.commit(short),
-            thread.commit(insert_item(3)),
-        );
-        tokio::pin!(queued);
-        assert!(futures_util::FutureExt::now_or_never(queued.as_mut()).is_none());
-        release.send(()).expect("the holder waits");
-        holder.await.expect("joined").expect("held");
-        let (first, short, third) = queued.await;
+        let answers = commit_queued(
+            &thread,
+            &writer,
+            vec![insert_item(1), short, insert_item(3)],
+        )
+        .await;
+        let [first, short, third] = <[_; 3]>::try_from(answers).expect("three answers");
         assert_eq!(ids(&first.expect("committed")), [vec![1]]);
         // Debug builds refuse it alone; a release build would insert NULL, a new row id.
         assert!(matches!(short, Err(StoreError::Internal(_))), "{short:?}");
@@ -765,17 +784,13 @@ pub(super) mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let (writer, _) = writer_on_file(&dir).await;
         let thread = WriteThread::start(writer.clone()).expect("start");
-        let (release, holder) = hold_writer(&thread, &writer).await;
-        let queued = futures_util::future::join3(
-            thread.commit(insert_item(1)),
-            thread.commit(insert_item(1)),
-            thread.commit(insert_item(2)),
-        );
-        tokio::pin!(queued);
-        assert!(futures_util::FutureExt::now_or_never(queued.as_mut()).is_none());
-        release.send(()).expect("the holder waits");
-        holder.await.expect("joined").expect("held");
-        let (first, repeated, other) = queued.await;
+        let answers = commit_queued(
+            &thread,
+            &writer,
+            vec![insert_item(1), insert_item(1), insert_item(2)],
+        )
+        .await;
+        let [first, repeated, other] = <[_; 3]>::try_from(answers).expect("three answers");
         assert_eq!(ids(&first.expect("committed")), [vec![1]]);
         assert!(repeated.is_err(), "the key is taken");
         assert_eq!(ids(&other.expect("committed")), [vec![2]]);
@@ -792,23 +807,22 @@ pub(super) mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let (writer, dsn) = writer_on_file(&dir).await;
         let thread = WriteThread::start(writer.clone()).expect("start");
-        let (release, holder) = hold_writer(&thread, &writer).await;
+        let held = hold_writer(&thread, &writer).await;
         let staying = futures_util::future::join(
             thread.commit(insert_item(1)),
             thread.commit(insert_item(3)),
         );
         tokio::pin!(staying);
-        assert!(futures_util::FutureExt::now_or_never(staying.as_mut()).is_none());
+        assert_queued(staying.as_mut());
         let mut leaving = Box::pin(thread.commit(insert_item(2)));
-        assert!(futures_util::FutureExt::now_or_never(leaving.as_mut()).is_none());
+        assert_queued(leaving.as_mut());
 
         let mut other = other_connection(&dsn, Duration::from_secs(5)).await;
         other
             .execute("BEGIN IMMEDIATE")
             .await
             .expect("take the lock");
-        release.send(()).expect("the holder waits");
-        holder.await.expect("joined").expect("held");
+        held.release().await;
         // The group committer takes the writer, forms the group and waits in its `BEGIN`.
         while writer.held.try_lock().is_ok() {
             tokio::time::sleep(Duration::from_millis(5)).await;
