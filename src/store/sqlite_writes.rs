@@ -400,12 +400,7 @@ pub(super) mod tests {
             "sqlite://{}?mode=rwc",
             dir.path().join("writes.sqlite").display()
         );
-        let mut connection = SqliteConnectOptions::from_str(&dsn)
-            .expect("dsn")
-            .busy_timeout(Duration::from_secs(5))
-            .connect()
-            .await
-            .expect("open");
+        let mut connection = other_connection(&dsn, Duration::from_secs(5)).await;
         connection
             .execute("CREATE TABLE items (id INTEGER PRIMARY KEY)")
             .await
@@ -417,11 +412,7 @@ pub(super) mod tests {
     }
 
     async fn memory_writer() -> Arc<Writer> {
-        let connection = SqliteConnectOptions::from_str("sqlite::memory:")
-            .expect("dsn")
-            .connect()
-            .await
-            .expect("open");
+        let connection = other_connection("sqlite::memory:", Duration::from_secs(5)).await;
         Arc::new(Writer::new(connection, Duration::from_secs(5)))
     }
 
@@ -464,7 +455,8 @@ pub(super) mod tests {
         assert_eq!(items(&writer).await, [1, 2]);
     }
 
-    /// A second connection to the file that waits at most `wait` for the database's lock.
+    /// A connection to `dsn` that waits at most `wait` for the database's lock: the writer's, or
+    /// a second one to its file.
     async fn other_connection(dsn: &str, wait: Duration) -> SqliteConnection {
         SqliteConnectOptions::from_str(dsn)
             .expect("dsn")
