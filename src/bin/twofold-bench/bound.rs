@@ -27,6 +27,7 @@ pub struct PgCounters {
     updated: i64,
     deleted: i64,
     fetched: i64,
+    scanned: i64,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -46,6 +47,9 @@ pub struct PgWork {
     pub updated: f64,
     pub deleted: f64,
     pub fetched: f64,
+    /// Rows read by sequential scans of the server's tables: a step-up's statements find their
+    /// rows by key, so anything here is a plan that scans (as the courier's once did).
+    pub scanned: f64,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -214,8 +218,9 @@ impl Probes {
 }
 
 async fn pg_counters(pool: &sqlx::PgPool) -> Result<PgCounters, sqlx::Error> {
-    let row: (i64, i64, i64, i64, i64, i64) = sqlx::query_as(
-        "SELECT xact_commit, xact_rollback, tup_inserted, tup_updated, tup_deleted, tup_fetched \
+    let row: (i64, i64, i64, i64, i64, i64, i64) = sqlx::query_as(
+        "SELECT xact_commit, xact_rollback, tup_inserted, tup_updated, tup_deleted, tup_fetched, \
+         (SELECT COALESCE(sum(seq_tup_read), 0)::bigint FROM pg_stat_user_tables) \
          FROM pg_stat_database WHERE datname = current_database()",
     )
     .fetch_one(pool)
@@ -227,6 +232,7 @@ async fn pg_counters(pool: &sqlx::PgPool) -> Result<PgCounters, sqlx::Error> {
         updated: row.3,
         deleted: row.4,
         fetched: row.5,
+        scanned: row.6,
     })
 }
 
@@ -276,6 +282,7 @@ pub fn pg_work(start: &PgCounters, end: &PgCounters, iterations: u64) -> PgWork 
         updated: per(start.updated, end.updated),
         deleted: per(start.deleted, end.deleted),
         fetched: per(start.fetched, end.fetched),
+        scanned: per(start.scanned, end.scanned),
     }
 }
 
