@@ -447,11 +447,7 @@ pub(super) mod tests {
             )
             .await
             .expect("committed");
-        let ids: Vec<Vec<i64>> = statements
-            .iter()
-            .map(|rows| rows.iter().map(|row| row.get::<i64, _>(0)).collect())
-            .collect();
-        assert_eq!(ids, [vec![1], vec![], vec![1, 2]]);
+        assert_eq!(ids(&statements), [vec![1], vec![], vec![1, 2]]);
         assert_eq!(items(&writer).await, [1, 2]);
     }
 
