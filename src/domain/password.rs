@@ -1,16 +1,21 @@
 //! Password hashing with argon2id (OWASP parameters: m=19 MiB, t=2, p=1).
 //!
 //! Hashing is CPU-bound for tens of milliseconds and needs 19 MiB of working memory, so it runs on
-//! a few dedicated threads (one per core), each reusing one memory block for every run. Letting
-//! each run allocate and free its block on tokio's blocking pool kept hundreds of MiB resident:
-//! glibc raises its mmap threshold after the first 19 MiB free, so later blocks come from the
-//! per-thread arenas of whichever pool threads ran them and stay there. Callers wait on the async
-//! side; more runs at once than cores would only add memory, not throughput.
+//! a few dedicated threads (one per core) that reuse their memory blocks while hashes keep coming.
+//! Letting each run allocate and free its block on tokio's blocking pool kept hundreds of MiB
+//! resident: glibc raises its mmap threshold after the first 19 MiB free, so later blocks come
+//! from the per-thread arenas of whichever pool threads ran them and stay there. Callers wait on
+//! the async side; more runs at once than cores would only add memory, not throughput.
+//!
+//! Blocks no run has used for [`IDLE_MEMORY_RELEASED_AFTER`] are freed: a server whose load is
+//! code step-ups, not passwords, would otherwise keep 19 MiB per core for the rest of its life
+//! (on two cores that was two fifths of the embedded server's memory under load).
 use super::error::{DomainError, FieldViolation};
 use argon2::password_hash::phc::{Output, ParamsString, PasswordHash, Salt};
 use argon2::{Algorithm, Argon2, Block, Params, Version};
-use std::sync::mpsc;
-use std::sync::{LazyLock, Mutex};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{LazyLock, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 pub const MIN_PASSWORD_LENGTH: usize = 8;
 /// Long enough for passphrases, short enough that hashing cannot be used to burn CPU.
@@ -30,11 +35,80 @@ const MAX_STORED_MEMORY_KIB: u32 = 256 * 1024;
 const MAX_STORED_ITERATIONS: u32 = 16;
 const MAX_STORED_LANES: u32 = 16;
 
-/// A run on a hashing thread, given that thread's reusable memory.
+/// A run on a hashing thread, given a memory block to use (grown as the run needs).
 type Job = Box<dyn FnOnce(&mut Vec<Block>) + Send>;
+
+/// How long a memory block may wait unused for the next run before it is freed.
+pub const IDLE_MEMORY_RELEASED_AFTER: Duration = Duration::from_secs(5);
 
 /// The hashing threads' shared queue. Threads start on first use and live as long as the process.
 static HASHING_QUEUE: LazyLock<mpsc::Sender<Job>> = LazyLock::new(start_hashing_threads);
+
+/// Blocks between runs, shared by the threads: whichever thread is waiting for work frees the
+/// idle ones, so no block depends on its own thread waking up.
+static SPARE_MEMORY: Mutex<SpareMemory> = Mutex::new(SpareMemory::new());
+
+/// Memory blocks put back after a run, each with when it was put back.
+struct SpareMemory {
+    blocks: Vec<(Vec<Block>, Instant)>,
+}
+
+impl SpareMemory {
+    const fn new() -> Self {
+        Self { blocks: Vec::new() }
+    }
+
+    /// The most recently used block (already the right size after a burst), or an empty one.
+    fn take(&mut self) -> Vec<Block> {
+        self.blocks
+            .pop()
+            .map(|(block, _)| block)
+            .unwrap_or_default()
+    }
+
+    fn put_back(&mut self, block: Vec<Block>, now: Instant) {
+        if !block.is_empty() {
+            self.blocks.push((block, now));
+        }
+    }
+
+    /// Frees the blocks unused for [`IDLE_MEMORY_RELEASED_AFTER`]; `put_back` keeps them oldest
+    /// first.
+    fn release_idle(&mut self, now: Instant) {
+        let idle = self.blocks.partition_point(|(_, put_back)| {
+            now.duration_since(*put_back) >= IDLE_MEMORY_RELEASED_AFTER
+        });
+        self.blocks.drain(..idle);
+    }
+
+    /// How long until the oldest block has been idle long enough to free.
+    fn next_release_in(&self, now: Instant) -> Duration {
+        self.blocks
+            .first()
+            .map_or(IDLE_MEMORY_RELEASED_AFTER, |(_, put_back)| {
+                (*put_back + IDLE_MEMORY_RELEASED_AFTER).saturating_duration_since(now)
+            })
+    }
+
+    fn bytes(&self) -> usize {
+        self.blocks
+            .iter()
+            .map(|(block, _)| block.len() * size_of::<Block>())
+            .sum()
+    }
+}
+
+fn spare_memory() -> MutexGuard<'static, SpareMemory> {
+    // A list of blocks is consistent at every step, so a panic elsewhere does not spoil it.
+    SPARE_MEMORY
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Bytes the hashing threads hold between runs, for tests and measurements.
+pub fn spare_memory_bytes() -> usize {
+    spare_memory().bytes()
+}
 
 fn hashing_threads() -> usize {
     std::thread::available_parallelism().map_or(2, |cores| cores.get())
@@ -48,23 +122,35 @@ fn start_hashing_threads() -> mpsc::Sender<Job> {
         std::thread::Builder::new()
             .name(format!("twofold-argon2-{number}"))
             .spawn(move || {
-                let mut memory = Vec::new();
                 loop {
                     // Holding the lock only while waiting: the next idle thread takes the next job.
                     let job = match receiver.lock() {
-                        Ok(receiver) => receiver.recv(),
+                        Ok(receiver) => {
+                            let release_in = spare_memory().next_release_in(Instant::now());
+                            receiver.recv_timeout(release_in)
+                        }
                         Err(_) => return,
                     };
                     match job {
-                        // A panicking run loses its answer (the caller sees an internal error),
-                        // not the thread.
                         Ok(job) => {
+                            let mut memory = spare_memory().take();
                             let run = std::panic::AssertUnwindSafe(|| job(&mut memory));
-                            if std::panic::catch_unwind(run).is_err() {
-                                memory = Vec::new();
+                            // A panicking run loses its answer (the caller sees an internal
+                            // error) and its block, not the thread.
+                            let completed = std::panic::catch_unwind(run).is_ok();
+                            let mut spare = spare_memory();
+                            let now = Instant::now();
+                            if completed {
+                                spare.put_back(memory, now);
                             }
+                            // Runs every few seconds never let the wait time out, and a block
+                            // left over from a burst must not stay for them.
+                            spare.release_idle(now);
                         }
-                        Err(_) => return,
+                        Err(RecvTimeoutError::Timeout) => {
+                            spare_memory().release_idle(Instant::now())
+                        }
+                        Err(RecvTimeoutError::Disconnected) => return,
                     }
                 }
             })
@@ -225,6 +311,49 @@ mod tests {
         fn drop(&mut self) {
             RUNNING.fetch_sub(1, Ordering::SeqCst);
         }
+    }
+
+    #[test]
+    fn spare_blocks_are_reused_newest_first_and_freed_once_idle_long_enough() {
+        use super::{Block, IDLE_MEMORY_RELEASED_AFTER, SpareMemory};
+        use std::time::{Duration, Instant};
+        let start = Instant::now();
+        let block = |blocks: usize| vec![Block::new(); blocks];
+        let mut spare = SpareMemory::new();
+        spare.put_back(block(1), start);
+        spare.put_back(block(2), start + Duration::from_secs(1));
+        spare.put_back(Vec::new(), start + Duration::from_secs(2));
+        assert_eq!(
+            spare.bytes(),
+            3 * size_of::<Block>(),
+            "an empty block is not kept"
+        );
+
+        spare.release_idle(start + IDLE_MEMORY_RELEASED_AFTER - Duration::from_millis(1));
+        assert_eq!(
+            spare.bytes(),
+            3 * size_of::<Block>(),
+            "nothing idle long enough yet"
+        );
+        spare.release_idle(start + IDLE_MEMORY_RELEASED_AFTER);
+        assert_eq!(
+            spare.bytes(),
+            2 * size_of::<Block>(),
+            "only the older block went"
+        );
+
+        assert_eq!(
+            spare.next_release_in(start + Duration::from_secs(2)),
+            IDLE_MEMORY_RELEASED_AFTER - Duration::from_secs(1),
+            "the oldest block left was put back a second after the start"
+        );
+        assert_eq!(spare.take().len(), 2);
+        assert_eq!(
+            spare.take().len(),
+            0,
+            "nothing left: a run starts with an empty block"
+        );
+        assert_eq!(spare.next_release_in(start), IDLE_MEMORY_RELEASED_AFTER);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
