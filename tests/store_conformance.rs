@@ -1177,10 +1177,11 @@ mod flow_cases {
 mod code_cases {
     use super::*;
     use twofold::store::codes::{
-        AttemptOutcome, Challenge, ChallengeStore, RateLimiter, ReplaceOutcome,
+        AttemptOutcome, Challenge, ChallengeStore, KeptAfterUse, RateLimiter, ReplaceOutcome,
     };
 
     const TTL: Duration = Duration::from_secs(60);
+    const KEPT: KeptAfterUse = KeptAfterUse::Remembered(TTL);
 
     fn mac() -> [u8; 32] {
         let mut mac = [0u8; 32];
@@ -1227,7 +1228,7 @@ mod code_cases {
         assert!(store.get_challenge(unknown).await.expect("get").is_none());
         assert_eq!(
             store
-                .attempt(unknown, &[mac()], now(), 5, TTL)
+                .attempt(unknown, &[mac()], now(), 5, KEPT)
                 .await
                 .expect("attempt"),
             AttemptOutcome::NotFound
@@ -1240,7 +1241,7 @@ mod code_cases {
         for left in [2, 1, 0] {
             assert_eq!(
                 store
-                    .attempt(challenge.id, &[mac()], at, 3, TTL)
+                    .attempt(challenge.id, &[mac()], at, 3, KEPT)
                     .await
                     .expect("attempt"),
                 AttemptOutcome::Wrong {
@@ -1250,7 +1251,7 @@ mod code_cases {
         }
         assert_eq!(
             store
-                .attempt(challenge.id, &[right], at, 3, TTL)
+                .attempt(challenge.id, &[right], at, 3, KEPT)
                 .await
                 .expect("attempt"),
             AttemptOutcome::TooManyAttempts,
@@ -1270,7 +1271,7 @@ mod code_cases {
         let late = challenge.expires_at + ChronoDuration::seconds(1);
         assert_eq!(
             store
-                .attempt(challenge.id, &[right], late, 5, TTL)
+                .attempt(challenge.id, &[right], late, 5, KEPT)
                 .await
                 .expect("attempt"),
             AttemptOutcome::Expired
@@ -1285,7 +1286,7 @@ mod code_cases {
         let in_time = challenge.expires_at - ChronoDuration::seconds(1);
         assert!(matches!(
             store
-                .attempt(challenge.id, &[right], in_time, 5, TTL)
+                .attempt(challenge.id, &[right], in_time, 5, KEPT)
                 .await
                 .expect("attempt"),
             AttemptOutcome::Verified(_)
@@ -1295,7 +1296,7 @@ mod code_cases {
     pub async fn a_used_challenge_is_kept_only_a_while<S: ChallengeStore + RateLimiter>(
         store: Arc<S>,
     ) {
-        let kept = Duration::from_millis(300);
+        let kept = KeptAfterUse::ForItsFlow(Duration::from_millis(300));
         let at = now();
         let (challenge, right) = created(&*store, at).await;
         // A wrong code leaves the deadline alone.
@@ -1342,7 +1343,7 @@ mod code_cases {
             .expect("create");
         assert!(matches!(
             store
-                .attempt(short.id, &[right], at, 5, TTL)
+                .attempt(short.id, &[right], at, 5, KEPT)
                 .await
                 .expect("attempt"),
             AttemptOutcome::Verified(_)
@@ -1359,13 +1360,13 @@ mod code_cases {
         let (challenge, right) = created(&*store, at).await;
         assert_eq!(
             store
-                .attempt(challenge.id, &[mac()], at, 5, TTL)
+                .attempt(challenge.id, &[mac()], at, 5, KEPT)
                 .await
                 .expect("attempt"),
             AttemptOutcome::Wrong { attempts_left: 4 }
         );
         let verified = store
-            .attempt(challenge.id, &[right], at, 5, TTL)
+            .attempt(challenge.id, &[right], at, 5, KEPT)
             .await
             .expect("attempt");
         assert_eq!(
@@ -1378,7 +1379,7 @@ mod code_cases {
         );
         assert_eq!(
             store
-                .attempt(challenge.id, &[right], at, 5, TTL)
+                .attempt(challenge.id, &[right], at, 5, KEPT)
                 .await
                 .expect("attempt"),
             AttemptOutcome::AlreadyUsed
@@ -1403,7 +1404,7 @@ mod code_cases {
             let store = Arc::clone(&store);
             tasks.push(tokio::spawn(async move {
                 store
-                    .attempt(challenge.id, &[right], at, 5, TTL)
+                    .attempt(challenge.id, &[right], at, 5, KEPT)
                     .await
                     .expect("attempt")
             }));
@@ -1424,7 +1425,7 @@ mod code_cases {
         let (challenge, right) = created(&*store, at).await;
         assert!(matches!(
             store
-                .attempt(challenge.id, &[mac(), right], at, 5, TTL)
+                .attempt(challenge.id, &[mac(), right], at, 5, KEPT)
                 .await
                 .expect("attempt"),
             AttemptOutcome::Verified(_)
@@ -1435,7 +1436,7 @@ mod code_cases {
         near[31] ^= 1;
         assert_eq!(
             store
-                .attempt(other.id, &[near], at, 5, TTL)
+                .attempt(other.id, &[near], at, 5, KEPT)
                 .await
                 .expect("attempt"),
             AttemptOutcome::Wrong { attempts_left: 4 }
@@ -1447,7 +1448,7 @@ mod code_cases {
         let (challenge, old) = created(&*store, at).await;
         assert_eq!(
             store
-                .attempt(challenge.id, &[mac()], at, 5, TTL)
+                .attempt(challenge.id, &[mac()], at, 5, KEPT)
                 .await
                 .expect("attempt"),
             AttemptOutcome::Wrong { attempts_left: 4 }
@@ -1484,7 +1485,7 @@ mod code_cases {
         );
         assert_eq!(
             store
-                .attempt(challenge.id, &[old], after, 5, TTL)
+                .attempt(challenge.id, &[old], after, 5, KEPT)
                 .await
                 .expect("attempt"),
             AttemptOutcome::Wrong { attempts_left: 4 },
@@ -1492,7 +1493,7 @@ mod code_cases {
         );
         assert!(matches!(
             store
-                .attempt(challenge.id, &[new], after, 5, TTL)
+                .attempt(challenge.id, &[new], after, 5, KEPT)
                 .await
                 .expect("attempt"),
             AttemptOutcome::Verified(_)
@@ -1530,7 +1531,7 @@ mod code_cases {
         );
         assert_eq!(
             store
-                .attempt(challenge.id, &[right], now(), 5, TTL)
+                .attempt(challenge.id, &[right], now(), 5, KEPT)
                 .await
                 .expect("attempt"),
             AttemptOutcome::NotFound

@@ -7,7 +7,8 @@ use super::error::{DomainError, DomainResult, FieldViolation};
 use super::identity::Identifier;
 use super::mask::address_hash;
 use crate::store::codes::{
-    AttemptOutcome, AuditEvent, Challenge, MessageStatus, OutboxMessage, ReplaceOutcome,
+    AttemptOutcome, AuditEvent, Challenge, KeptAfterUse, MessageStatus, OutboxMessage,
+    ReplaceOutcome,
 };
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -406,9 +407,9 @@ pub async fn verify_challenge(
             now,
             code_config.max_submissions,
             if flow_id.is_some() {
-                FLOW_CHALLENGE_KEPT_AFTER_USE
+                KeptAfterUse::ForItsFlow(FLOW_CHALLENGE_KEPT_AFTER_USE)
             } else {
-                code_config.lifespan + CHALLENGE_GRACE
+                KeptAfterUse::Remembered(code_config.lifespan + CHALLENGE_GRACE)
             },
         )
         .await?;

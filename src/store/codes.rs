@@ -47,6 +47,27 @@ pub enum AttemptOutcome {
     NotFound,
 }
 
+/// How long a challenge is kept once a code has verified it, to answer a repeated submit with
+/// "already used" rather than "not found" (both refuse it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeptAfterUse {
+    /// A flow's challenge. Once its flow has passed, the flow refuses a repeated submit before
+    /// the challenge is read, so the challenge only answers a submit that raced the first one:
+    /// kept at most this long, and an in-process store may drop it sooner to bound its memory.
+    ForItsFlow(Duration),
+    /// A challenge its caller answers for by itself (`CodeService`): kept this long, since a
+    /// retried send must find its first answer as long as its request is remembered.
+    Remembered(Duration),
+}
+
+impl KeptAfterUse {
+    pub fn at_most(self) -> Duration {
+        match self {
+            Self::ForItsFlow(kept) | Self::Remembered(kept) => kept,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReplaceOutcome {
     /// The new MAC is in place: attempts reset to 0, sends + 1, new expiry and cooldown.
@@ -69,15 +90,16 @@ pub trait ChallengeStore: Send + Sync + 'static {
     /// One atomic step: refuse when consumed, expired at `now`, or `attempts >= max_attempts`;
     /// otherwise count the attempt, compare every candidate with the stored MAC in constant
     /// time, and on a match mark the challenge consumed. Concurrent calls with the right code
-    /// yield exactly one `Verified`. A consumed challenge is kept for at most `kept_after_use`
-    /// more (a nearer deadline stays): it only has to answer "already used" for a while.
+    /// yield exactly one `Verified`. A consumed challenge is kept for at most
+    /// `kept_after_use.at_most()` more (a nearer deadline stays): it only has to answer "already
+    /// used" for a while.
     async fn attempt(
         &self,
         id: Uuid,
         candidates: &[[u8; 32]],
         now: DateTime<Utc>,
         max_attempts: u32,
-        kept_after_use: Duration,
+        kept_after_use: KeptAfterUse,
     ) -> StoreResult<AttemptOutcome>;
 
     /// Resend: atomically replaces the MAC if the challenge is unconsumed and

@@ -4,11 +4,18 @@
 //! Entries carry their expiry instant; an expired entry is treated as absent at once and removed
 //! lazily (when looked at, and in a sweep every [`SWEEP_EVERY`] creates or hits), so no
 //! background task is needed and no single call pays for scanning every entry.
-use super::codes::{AttemptOutcome, Challenge, ChallengeStore, RateLimiter, ReplaceOutcome};
+//!
+//! Entries that have reached their end (a passed flow, a challenge its flow has used) are kept
+//! only to answer a repeated request with "already used" instead of "not found", and both refuse
+//! it. Of those, at most the newest [`FINISHED_KEPT_AT_MOST`] are held: at full load the five
+//! minutes they are otherwise kept came to hundreds of MiB of process memory.
+use super::codes::{
+    AttemptOutcome, Challenge, ChallengeStore, KeptAfterUse, RateLimiter, ReplaceOutcome,
+};
 use super::{FlowStore, StoreError, StoreResult, StoredFlow};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use subtle::{Choice, ConstantTimeEq};
@@ -23,10 +30,44 @@ struct Entry {
 /// step-ups a second with hour-long flows, tens of thousands of entries per call.
 const SWEEP_EVERY: u32 = 1024;
 
+/// Finished entries held at most, per store. At 1,700 step-ups/s that is the last ten seconds
+/// of them (about 20 MiB of flows and challenges together); at a hundred a second, the whole
+/// five minutes they are kept for.
+pub const FINISHED_KEPT_AT_MOST: usize = 16_384;
+
+/// The ids of finished entries, oldest first, each with the deadline it was given on finishing
+/// (which tells whether the entry under that id is still the one that finished).
+#[derive(Default)]
+struct Finished {
+    oldest_first: VecDeque<(Uuid, Instant)>,
+}
+
+impl Finished {
+    /// Records `id` as finished until `kept_until`, then hands `drop` every recorded entry that is
+    /// beyond the bound or past its deadline (oldest first), with the deadline it was recorded with.
+    fn record(
+        &mut self,
+        id: Uuid,
+        kept_until: Instant,
+        now: Instant,
+        mut drop: impl FnMut(&Uuid, Instant),
+    ) {
+        self.oldest_first.push_back((id, kept_until));
+        while let Some(&(oldest, deadline)) = self.oldest_first.front() {
+            if self.oldest_first.len() <= FINISHED_KEPT_AT_MOST && deadline > now {
+                break;
+            }
+            self.oldest_first.pop_front();
+            drop(&oldest, deadline);
+        }
+    }
+}
+
 #[derive(Default)]
 struct FlowState {
     flows: HashMap<Uuid, Entry>,
     creates_since_sweep: u32,
+    finished: Finished,
 }
 
 #[derive(Default)]
@@ -120,7 +161,10 @@ impl MemoryFlowStore {
     ) -> bool {
         let now = Instant::now();
         let mut state = self.state();
-        let Some(entry) = Self::live(&mut state.flows, &id, now) else {
+        let FlowState {
+            flows, finished, ..
+        } = &mut *state;
+        let Some(entry) = Self::live(flows, &id, now) else {
             return false;
         };
         if entry.flow.revision != expected_revision {
@@ -130,8 +174,20 @@ impl MemoryFlowStore {
             revision: expected_revision + 1,
             document: document.to_vec(),
         };
-        if let Some(kept_until) = keep_for.and_then(|keep_for| now.checked_add(keep_for)) {
-            entry.expires_at = entry.expires_at.min(kept_until);
+        if let Some(keep_for) = keep_for {
+            if let Some(kept_until) = now.checked_add(keep_for) {
+                entry.expires_at = entry.expires_at.min(kept_until);
+            }
+            let kept_until = entry.expires_at;
+            finished.record(id, kept_until, now, |oldest, deadline| {
+                // Changed since it finished (or gone): not the entry this record is about.
+                if flows
+                    .get(oldest)
+                    .is_some_and(|entry| entry.expires_at == deadline)
+                {
+                    flows.remove(oldest);
+                }
+            });
         }
         true
     }
@@ -152,6 +208,8 @@ struct CodeState {
     hits_since_sweep: u32,
     /// Creates since the last sweep of `challenges` and `requests`.
     creates_since_sweep: u32,
+    /// Challenges used by their flows.
+    used_by_flows: Finished,
 }
 
 /// Challenges, sender idempotency keys and rate-limit windows for the embedded default, with the
@@ -230,11 +288,16 @@ impl ChallengeStore for MemoryCodeStore {
         candidates: &[[u8; 32]],
         now: DateTime<Utc>,
         max_attempts: u32,
-        kept_after_use: Duration,
+        kept_after_use: KeptAfterUse,
     ) -> StoreResult<AttemptOutcome> {
         let instant = Instant::now();
         let mut state = self.state();
-        let Some(entry) = Self::live_challenge(&mut state.challenges, &id, instant) else {
+        let CodeState {
+            challenges,
+            used_by_flows,
+            ..
+        } = &mut *state;
+        let Some(entry) = Self::live_challenge(challenges, &id, instant) else {
             return Ok(AttemptOutcome::NotFound);
         };
         let challenge = &mut entry.challenge;
@@ -255,8 +318,18 @@ impl ChallengeStore for MemoryCodeStore {
         if bool::from(found) {
             challenge.consumed = true;
             let verified = challenge.clone();
-            if let Some(kept_until) = instant.checked_add(kept_after_use) {
+            if let Some(kept_until) = instant.checked_add(kept_after_use.at_most()) {
                 entry.expires_at = entry.expires_at.min(kept_until);
+            }
+            if let KeptAfterUse::ForItsFlow(_) = kept_after_use {
+                let kept_until = entry.expires_at;
+                used_by_flows.record(id, kept_until, instant, |oldest, deadline| {
+                    if challenges.get(oldest).is_some_and(|entry| {
+                        entry.challenge.consumed && entry.expires_at == deadline
+                    }) {
+                        challenges.remove(oldest);
+                    }
+                });
             }
             return Ok(AttemptOutcome::Verified(verified));
         }
@@ -363,9 +436,145 @@ impl RateLimiter for MemoryCodeStore {
 
 #[cfg(test)]
 mod tests {
-    use super::{FlowStore, MemoryFlowStore, SWEEP_EVERY};
+    use super::{
+        AttemptOutcome, Challenge, ChallengeStore, FINISHED_KEPT_AT_MOST, FlowStore, KeptAfterUse,
+        MemoryCodeStore, MemoryFlowStore, SWEEP_EVERY,
+    };
+    use crate::domain::aal::Channel;
+    use chrono::Utc;
     use std::time::Duration;
     use uuid::Uuid;
+
+    const HOUR: Duration = Duration::from_secs(3600);
+    const KEPT: Duration = Duration::from_secs(300);
+
+    async fn finished_flow(store: &MemoryFlowStore, keep_for: Duration) -> Uuid {
+        let id = Uuid::new_v4();
+        store.create_flow(id, b"open", HOUR).await.unwrap();
+        assert!(store.finish_flow(id, 1, b"passed", keep_for).await.unwrap());
+        id
+    }
+
+    #[tokio::test]
+    async fn only_the_newest_finished_flows_are_held_and_open_ones_are_never_dropped() {
+        let store = MemoryFlowStore::new();
+        let open = Uuid::new_v4();
+        store.create_flow(open, b"open", HOUR).await.unwrap();
+        let oldest = finished_flow(&store, KEPT).await;
+        let second = finished_flow(&store, KEPT).await;
+        // A finished flow changed afterwards is still the one that finished.
+        assert!(
+            store
+                .replace_flow(second, 2, b"passed again")
+                .await
+                .unwrap()
+        );
+        let third = finished_flow(&store, KEPT).await;
+        for _ in 3..FINISHED_KEPT_AT_MOST {
+            finished_flow(&store, KEPT).await;
+        }
+        assert!(
+            store.get_flow(oldest).await.unwrap().is_some(),
+            "not beyond the bound yet"
+        );
+
+        finished_flow(&store, KEPT).await;
+        assert_eq!(
+            store.get_flow(oldest).await.unwrap(),
+            None,
+            "beyond the bound"
+        );
+        assert!(store.get_flow(second).await.unwrap().is_some());
+        finished_flow(&store, KEPT).await;
+        assert_eq!(store.get_flow(second).await.unwrap(), None);
+        assert!(store.get_flow(third).await.unwrap().is_some());
+        let open_flow = store
+            .get_flow(open)
+            .await
+            .unwrap()
+            .expect("an open flow stays");
+        assert_eq!(open_flow.document, b"open");
+        let state = store.state();
+        assert_eq!(state.flows.len(), FINISHED_KEPT_AT_MOST + 1);
+        assert_eq!(state.finished.oldest_first.len(), FINISHED_KEPT_AT_MOST);
+    }
+
+    #[tokio::test]
+    async fn finished_flows_past_their_deadline_go_at_the_next_finish() {
+        let store = MemoryFlowStore::new();
+        let brief = finished_flow(&store, Duration::from_millis(1)).await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let kept = finished_flow(&store, KEPT).await;
+        let state = store.state();
+        assert!(
+            !state.flows.contains_key(&brief),
+            "dropped, not left for a sweep"
+        );
+        assert!(state.flows.contains_key(&kept));
+        assert_eq!(state.finished.oldest_first.len(), 1);
+    }
+
+    fn challenge(mac: [u8; 32]) -> Challenge {
+        let id = Uuid::new_v4();
+        Challenge {
+            id,
+            identity_id: Uuid::new_v4(),
+            address: "+4915112345678".into(),
+            channel: Channel::Sms,
+            purpose: format!("login:{id}"),
+            mac: mac.to_vec(),
+            attempts: 0,
+            sends: 1,
+            expires_at: Utc::now() + chrono::Duration::minutes(15),
+            resend_available_at: Utc::now(),
+            consumed: false,
+        }
+    }
+
+    async fn used_challenge(store: &MemoryCodeStore, kept: KeptAfterUse) -> Uuid {
+        let mac = [7u8; 32];
+        let challenge = challenge(mac);
+        store.create_challenge(&challenge, HOUR).await.unwrap();
+        let outcome = store
+            .attempt(challenge.id, &[mac], Utc::now(), 5, kept)
+            .await
+            .unwrap();
+        assert!(matches!(outcome, AttemptOutcome::Verified(_)));
+        challenge.id
+    }
+
+    #[tokio::test]
+    async fn only_the_newest_challenges_used_by_flows_are_held() {
+        let store = MemoryCodeStore::new();
+        let unused = challenge([1u8; 32]);
+        store.create_challenge(&unused, HOUR).await.unwrap();
+        let remembered = used_challenge(&store, KeptAfterUse::Remembered(KEPT)).await;
+        let oldest = used_challenge(&store, KeptAfterUse::ForItsFlow(KEPT)).await;
+        let second = used_challenge(&store, KeptAfterUse::ForItsFlow(KEPT)).await;
+        for _ in 2..FINISHED_KEPT_AT_MOST {
+            used_challenge(&store, KeptAfterUse::ForItsFlow(KEPT)).await;
+        }
+        assert!(store.get_challenge(oldest).await.unwrap().is_some());
+
+        used_challenge(&store, KeptAfterUse::ForItsFlow(KEPT)).await;
+        assert_eq!(
+            store.get_challenge(oldest).await.unwrap(),
+            None,
+            "beyond the bound"
+        );
+        assert!(store.get_challenge(second).await.unwrap().is_some());
+        assert!(
+            store.get_challenge(unused.id).await.unwrap().is_some(),
+            "a challenge not used yet is never dropped"
+        );
+        let remembered = store.get_challenge(remembered).await.unwrap();
+        assert!(
+            remembered.is_some_and(|challenge| challenge.consumed),
+            "a CodeService challenge keeps its time: a retried send must find it"
+        );
+        let state = store.state();
+        assert_eq!(state.challenges.len(), FINISHED_KEPT_AT_MOST + 2);
+    }
 
     #[tokio::test]
     async fn expired_flows_are_reclaimed_by_a_later_sweep() {

@@ -212,7 +212,8 @@ pub trait FlowStore: Send + Sync + 'static {
     /// Replaces the document as [`replace_flow`](Self::replace_flow) does, then keeps the flow
     /// for at most `keep_for` more; a deadline that is already nearer stays. A flow that has
     /// reached its end only has to answer a repeated or late request for a while, so it need
-    /// not hold memory for the rest of its lifespan.
+    /// not hold memory for the rest of its lifespan. An in-process store may drop it sooner to
+    /// bound its memory.
     async fn finish_flow(
         &self,
         id: Uuid,

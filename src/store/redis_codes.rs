@@ -6,7 +6,9 @@
 //! them exactly until the year 2255). Every check-and-change is one Lua script, so concurrent
 //! submissions are serialised by the server and exactly one of them can consume a code. `now`
 //! always comes from the caller: the application server's clock decides, not Redis's.
-use super::codes::{AttemptOutcome, Challenge, ChallengeStore, RateLimiter, ReplaceOutcome};
+use super::codes::{
+    AttemptOutcome, Challenge, ChallengeStore, KeptAfterUse, RateLimiter, ReplaceOutcome,
+};
 use super::redis::{connect_manager, map_error, ttl_millis};
 use super::{StoreError, StoreResult};
 use crate::domain::aal::Channel;
@@ -281,13 +283,13 @@ impl ChallengeStore for RedisCodeStore {
         candidates: &[[u8; 32]],
         now: DateTime<Utc>,
         max_attempts: u32,
-        kept_after_use: Duration,
+        kept_after_use: KeptAfterUse,
     ) -> StoreResult<AttemptOutcome> {
         let mut invocation = ATTEMPT_SCRIPT.key(self.challenge_key(id));
         invocation
             .arg(now.timestamp_micros().to_string())
             .arg(max_attempts.to_string())
-            .arg(ttl_millis(kept_after_use).to_string());
+            .arg(ttl_millis(kept_after_use.at_most()).to_string());
         for candidate in candidates {
             invocation.arg(hex::encode(candidate));
         }

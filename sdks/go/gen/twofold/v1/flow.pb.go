@@ -90,8 +90,9 @@ type RegistrationFlow struct {
 	SchemaId string `protobuf:"bytes,2,opt,name=schema_id,json=schemaId,proto3" json:"schema_id,omitempty"`
 	// When the flow was created.
 	IssuedAt *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=issued_at,json=issuedAt,proto3" json:"issued_at,omitempty"`
-	// After this the flow must be restarted. Once passed, the flow is normally kept only until
-	// this, at most five minutes after it passed; then GetRegistrationFlow answers FLOW_EXPIRED or
+	// After this the flow must be restarted. Once passed, the flow is kept at most until this,
+	// five minutes after it passed, and the embedded store keeps only its newest passed flows
+	// (16,384), so under load it may go sooner; then GetRegistrationFlow answers FLOW_EXPIRED or
 	// FLOW_NOT_FOUND.
 	ExpiresAt *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
 	// CHOOSE_METHOD until submitted, then PASSED_CHALLENGE.
@@ -273,8 +274,9 @@ type LoginFlow struct {
 	State FlowState `protobuf:"varint,4,opt,name=state,proto3,enum=twofold.v1.FlowState" json:"state,omitempty"`
 	// When the flow was created.
 	IssuedAt *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=issued_at,json=issuedAt,proto3" json:"issued_at,omitempty"`
-	// After this the flow must be restarted. Once passed, the flow is normally kept only until
-	// this, at most five minutes after it passed; then GetLoginFlow answers FLOW_EXPIRED or
+	// After this the flow must be restarted. Once passed, the flow is kept at most until this,
+	// five minutes after it passed, and the embedded store keeps only its newest passed flows
+	// (16,384), so under load it may go sooner; then GetLoginFlow answers FLOW_EXPIRED or
 	// FLOW_NOT_FOUND.
 	ExpiresAt *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
 	// Methods the flow accepts ("password", "code").

@@ -45,8 +45,9 @@ export type RegistrationFlow = Message<"twofold.v1.RegistrationFlow"> & {
   issuedAt?: Timestamp | undefined;
 
   /**
-   * After this the flow must be restarted. Once passed, the flow is normally kept only until
-   * this, at most five minutes after it passed; then GetRegistrationFlow answers FLOW_EXPIRED or
+   * After this the flow must be restarted. Once passed, the flow is kept at most until this,
+   * five minutes after it passed, and the embedded store keeps only its newest passed flows
+   * (16,384), so under load it may go sooner; then GetRegistrationFlow answers FLOW_EXPIRED or
    * FLOW_NOT_FOUND.
    *
    * @generated from field: google.protobuf.Timestamp expires_at = 4;
@@ -170,8 +171,9 @@ export type LoginFlow = Message<"twofold.v1.LoginFlow"> & {
   issuedAt?: Timestamp | undefined;
 
   /**
-   * After this the flow must be restarted. Once passed, the flow is normally kept only until
-   * this, at most five minutes after it passed; then GetLoginFlow answers FLOW_EXPIRED or
+   * After this the flow must be restarted. Once passed, the flow is kept at most until this,
+   * five minutes after it passed, and the embedded store keeps only its newest passed flows
+   * (16,384), so under load it may go sooner; then GetLoginFlow answers FLOW_EXPIRED or
    * FLOW_NOT_FOUND.
    *
    * @generated from field: google.protobuf.Timestamp expires_at = 6;
