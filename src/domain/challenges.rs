@@ -337,7 +337,7 @@ impl Verified {
 /// Verifies `code` against the challenge, which must belong to `identity_id` and `purpose`.
 /// A locked identity gets the same answer for the right code as for a wrong one. Every outcome
 /// but a right code is audited here; a right code's event is in the answer. A challenge used
-/// for a flow (`flow_id`) is kept only [`FLOW_CHALLENGE_KEPT_AFTER_USE`] after.
+/// for a flow (`flow_id`) is kept at most [`FLOW_CHALLENGE_KEPT_AFTER_USE`] after.
 pub async fn verify(
     context: &Context,
     challenge_id: Uuid,

@@ -153,8 +153,8 @@ pub(super) async fn save(
 
 /// How long a flow is kept once it has passed: long enough for a double submit, a retried
 /// request or a reloaded page to get "already used" rather than "not found", short enough that
-/// the flows held at once are those of the last few minutes and not of the whole lifespan. The
-/// embedded store also bounds how many it holds (`store::memory::FINISHED_KEPT_AT_MOST`).
+/// the flows held at once are those of the last few minutes and not of the whole lifespan. A
+/// store may drop one sooner to bound its memory (see `FlowStore::finish_flow`).
 pub const PASSED_FLOW_KEPT_FOR: std::time::Duration = std::time::Duration::from_secs(5 * 60);
 
 /// Marks a login flow as passed and stores it for [`PASSED_FLOW_KEPT_FOR`] at most, a

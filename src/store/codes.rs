@@ -54,6 +54,8 @@ pub enum KeptAfterUse {
     /// A flow's challenge. Once its flow has passed, the flow refuses a repeated submit before
     /// the challenge is read, so the challenge only answers a submit that raced the first one:
     /// kept at most this long, and an in-process store may drop it sooner to bound its memory.
+    /// If the flow never passes (the session could not be upgraded after the code verified), a
+    /// retry may then get "not found" where it would have got "already used".
     ForItsFlow(Duration),
     /// A challenge its caller answers for by itself (`CodeService`): kept this long, since a
     /// retried send must find its first answer as long as its request is remembered.

@@ -43,14 +43,16 @@ struct Finished {
 }
 
 impl Finished {
-    /// Records `id` as finished until `kept_until`, then hands `drop` every recorded entry that is
-    /// beyond the bound or past its deadline (oldest first), with the deadline it was recorded with.
+    /// Records `id` as finished until `kept_until`, then hands `remove`, from the front, every
+    /// record beyond the bound or past its deadline, with the deadline it was recorded with.
+    /// Deadlines are not in order (each is capped by its entry's own lifespan), so a record past
+    /// its deadline may wait behind a live one; the bound holds either way.
     fn record(
         &mut self,
         id: Uuid,
         kept_until: Instant,
         now: Instant,
-        mut drop: impl FnMut(&Uuid, Instant),
+        mut remove: impl FnMut(&Uuid, Instant),
     ) {
         self.oldest_first.push_back((id, kept_until));
         while let Some(&(oldest, deadline)) = self.oldest_first.front() {
@@ -58,7 +60,7 @@ impl Finished {
                 break;
             }
             self.oldest_first.pop_front();
-            drop(&oldest, deadline);
+            remove(&oldest, deadline);
         }
     }
 }

@@ -90,10 +90,10 @@ type RegistrationFlow struct {
 	SchemaId string `protobuf:"bytes,2,opt,name=schema_id,json=schemaId,proto3" json:"schema_id,omitempty"`
 	// When the flow was created.
 	IssuedAt *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=issued_at,json=issuedAt,proto3" json:"issued_at,omitempty"`
-	// After this the flow must be restarted. Once passed, the flow is kept at most until this,
-	// five minutes after it passed, and the embedded store keeps only its newest passed flows
-	// (16,384), so under load it may go sooner; then GetRegistrationFlow answers FLOW_EXPIRED or
-	// FLOW_NOT_FOUND.
+	// After this the flow must be restarted. Once passed, the flow is kept at most until this
+	// (at most five minutes after it passed); the embedded store holds only a bounded number of
+	// the newest passed flows, so under load one may go sooner. Then GetRegistrationFlow answers
+	// FLOW_EXPIRED or FLOW_NOT_FOUND.
 	ExpiresAt *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
 	// CHOOSE_METHOD until submitted, then PASSED_CHALLENGE.
 	State FlowState `protobuf:"varint,5,opt,name=state,proto3,enum=twofold.v1.FlowState" json:"state,omitempty"`
@@ -274,10 +274,10 @@ type LoginFlow struct {
 	State FlowState `protobuf:"varint,4,opt,name=state,proto3,enum=twofold.v1.FlowState" json:"state,omitempty"`
 	// When the flow was created.
 	IssuedAt *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=issued_at,json=issuedAt,proto3" json:"issued_at,omitempty"`
-	// After this the flow must be restarted. Once passed, the flow is kept at most until this,
-	// five minutes after it passed, and the embedded store keeps only its newest passed flows
-	// (16,384), so under load it may go sooner; then GetLoginFlow answers FLOW_EXPIRED or
-	// FLOW_NOT_FOUND.
+	// After this the flow must be restarted. Once passed, the flow is kept at most until this
+	// (at most five minutes after it passed); the embedded store holds only a bounded number of
+	// the newest passed flows, so under load one may go sooner. Then GetLoginFlow answers
+	// FLOW_EXPIRED or FLOW_NOT_FOUND.
 	ExpiresAt *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
 	// Methods the flow accepts ("password", "code").
 	Methods []string `protobuf:"bytes,7,rep,name=methods,proto3" json:"methods,omitempty"`

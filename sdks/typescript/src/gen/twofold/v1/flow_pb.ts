@@ -45,10 +45,10 @@ export type RegistrationFlow = Message<"twofold.v1.RegistrationFlow"> & {
   issuedAt?: Timestamp | undefined;
 
   /**
-   * After this the flow must be restarted. Once passed, the flow is kept at most until this,
-   * five minutes after it passed, and the embedded store keeps only its newest passed flows
-   * (16,384), so under load it may go sooner; then GetRegistrationFlow answers FLOW_EXPIRED or
-   * FLOW_NOT_FOUND.
+   * After this the flow must be restarted. Once passed, the flow is kept at most until this
+   * (at most five minutes after it passed); the embedded store holds only a bounded number of
+   * the newest passed flows, so under load one may go sooner. Then GetRegistrationFlow answers
+   * FLOW_EXPIRED or FLOW_NOT_FOUND.
    *
    * @generated from field: google.protobuf.Timestamp expires_at = 4;
    */
@@ -171,10 +171,10 @@ export type LoginFlow = Message<"twofold.v1.LoginFlow"> & {
   issuedAt?: Timestamp | undefined;
 
   /**
-   * After this the flow must be restarted. Once passed, the flow is kept at most until this,
-   * five minutes after it passed, and the embedded store keeps only its newest passed flows
-   * (16,384), so under load it may go sooner; then GetLoginFlow answers FLOW_EXPIRED or
-   * FLOW_NOT_FOUND.
+   * After this the flow must be restarted. Once passed, the flow is kept at most until this
+   * (at most five minutes after it passed); the embedded store holds only a bounded number of
+   * the newest passed flows, so under load one may go sooner. Then GetLoginFlow answers
+   * FLOW_EXPIRED or FLOW_NOT_FOUND.
    *
    * @generated from field: google.protobuf.Timestamp expires_at = 6;
    */
