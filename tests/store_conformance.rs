@@ -2748,6 +2748,172 @@ async fn postgres_courier_rounds_do_not_scan_a_grown_outbox() {
     let _ = admin.close().await;
 }
 
+/// A step-up whose address is already verified leaves the address row alone: rewriting it on
+/// every step-up cost a row version and its WAL record for nothing. An address marked verified
+/// without a time still gets the upgrade's. Each backend counts the row's writes with a trigger.
+async fn a_verified_address_is_written_by_its_first_upgrade_only<S: SqlStore>(
+    store: &S,
+    mut address_writes: impl AsyncFnMut() -> i64,
+    mut forget_verified_at: impl AsyncFnMut(&str),
+) {
+    let identity = new_identity();
+    store
+        .insert_identity(&identity, None)
+        .await
+        .expect("insert");
+    let email = email_of(&identity);
+    let verified_at = async |store: &S| {
+        let stored = store
+            .get_identity(identity.id)
+            .await
+            .expect("read")
+            .expect("identity");
+        let address = stored
+            .verifiable_addresses
+            .iter()
+            .find(|address| address.value == email)
+            .expect("email address")
+            .clone();
+        assert!(address.verified);
+        address.verified_at
+    };
+    let start = now();
+    let session = session_for(identity.id, start, start + ChronoDuration::hours(1));
+    store
+        .insert_session(&session)
+        .await
+        .expect("insert session");
+    let mut token = session.token_hash.clone();
+    let mut upgrade_at = async |at: DateTime<Utc>| {
+        let upgrade = sql_cases::upgrade_to_aal2(&identity, at);
+        let upgraded = store
+            .upgrade_session(session.id, &token, &upgrade)
+            .await
+            .expect("upgrade");
+        assert!(upgraded.is_some(), "the session was upgraded");
+        token = upgrade.new_token_hash;
+    };
+    assert_eq!(address_writes().await, 0);
+
+    let first = start + ChronoDuration::seconds(1);
+    upgrade_at(first).await;
+    assert_eq!(
+        address_writes().await,
+        1,
+        "the first upgrade verifies the address"
+    );
+    assert_eq!(verified_at(store).await, Some(first));
+
+    upgrade_at(start + ChronoDuration::seconds(2)).await;
+    assert_eq!(
+        address_writes().await,
+        1,
+        "an address already verified is not written"
+    );
+    assert_eq!(
+        verified_at(store).await,
+        Some(first),
+        "the first time is kept"
+    );
+
+    forget_verified_at(&email).await;
+    assert_eq!(address_writes().await, 2);
+    let third = start + ChronoDuration::seconds(3);
+    upgrade_at(third).await;
+    assert_eq!(
+        address_writes().await,
+        3,
+        "verified without a time: the upgrade gives it one"
+    );
+    assert_eq!(verified_at(store).await, Some(third));
+}
+
+#[tokio::test]
+async fn postgres_a_verified_address_is_written_by_its_first_upgrade_only() {
+    use sqlx::Connection;
+    use twofold::store::postgres::PostgresStore;
+    let dsn = support::fresh_postgres_dsn().await;
+    let store = PostgresStore::connect(&dsn).await.expect("connect");
+    let mut counter = sqlx::PgConnection::connect(&dsn).await.expect("connect");
+    sqlx::raw_sql(
+        "CREATE TABLE address_writes (n bigint NOT NULL); \
+         INSERT INTO address_writes VALUES (0); \
+         CREATE FUNCTION count_address_write() RETURNS trigger LANGUAGE plpgsql AS \
+             $$ BEGIN UPDATE address_writes SET n = n + 1; RETURN NULL; END $$; \
+         CREATE TRIGGER count_address_writes AFTER UPDATE ON identity_verifiable_addresses \
+             FOR EACH ROW EXECUTE FUNCTION count_address_write();",
+    )
+    .execute(&mut counter)
+    .await
+    .expect("count address writes");
+    let mut editor = sqlx::PgConnection::connect(&dsn).await.expect("connect");
+    a_verified_address_is_written_by_its_first_upgrade_only(
+        &store,
+        async || {
+            sqlx::query_scalar("SELECT n FROM address_writes")
+                .fetch_one(&mut counter)
+                .await
+                .expect("count")
+        },
+        async |value: &str| {
+            sqlx::query(
+                "UPDATE identity_verifiable_addresses SET verified_at = NULL WHERE value = $1",
+            )
+            .bind(value)
+            .execute(&mut editor)
+            .await
+            .expect("forget the time");
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn sqlite_a_verified_address_is_written_by_its_first_upgrade_only() {
+    use sqlx::Connection;
+    use twofold::store::sqlite::SqliteStore;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let dsn = format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("twofold.sqlite").display()
+    );
+    let store = SqliteStore::connect(&dsn).await.expect("open sqlite file");
+    let mut counter = sqlx::SqliteConnection::connect(&dsn)
+        .await
+        .expect("connect");
+    sqlx::raw_sql(
+        "CREATE TABLE address_writes (n INTEGER NOT NULL); \
+         INSERT INTO address_writes VALUES (0); \
+         CREATE TRIGGER count_address_writes AFTER UPDATE ON identity_verifiable_addresses \
+         BEGIN UPDATE address_writes SET n = n + 1; END;",
+    )
+    .execute(&mut counter)
+    .await
+    .expect("count address writes");
+    let mut editor = sqlx::SqliteConnection::connect(&dsn)
+        .await
+        .expect("connect");
+    a_verified_address_is_written_by_its_first_upgrade_only(
+        &store,
+        async || {
+            sqlx::query_scalar("SELECT n FROM address_writes")
+                .fetch_one(&mut counter)
+                .await
+                .expect("count")
+        },
+        async |value: &str| {
+            sqlx::query(
+                "UPDATE identity_verifiable_addresses SET verified_at = NULL WHERE value = ?1",
+            )
+            .bind(value)
+            .execute(&mut editor)
+            .await
+            .expect("forget the time");
+        },
+    )
+    .await;
+}
+
 /// The rows scanned in `courier_messages` so far, once its statistics show `updated` updates.
 async fn outbox_statistics(admin: &mut sqlx::PgConnection, updated: usize) -> i64 {
     let mut reported = (0_i64, 0_i64);

@@ -596,8 +596,9 @@ impl SessionStore for PostgresStore {
         // One guarded statement: Postgres re-checks the WHERE clause after waiting for a
         // concurrent writer's row lock, so only the first of several upgrades matches. The
         // address and audit writes hang off its RETURNING, so they happen exactly when it does,
-        // in the same commit. It also reads the identity, so the new token's first lookup needs
-        // no statement of its own (see `session_cache`).
+        // in the same commit. An address already verified is left alone: rewriting it on every
+        // step-up cost a row version and its WAL record for nothing. It also reads the identity,
+        // so the new token's first lookup needs no statement of its own (see `session_cache`).
         let query = sqlx::query(concat!(
             "WITH upgraded AS ( \
                  UPDATE sessions SET token_hash = $3, aal = $4, methods = $5, \
@@ -607,7 +608,8 @@ impl SessionStore for PostgresStore {
              verified AS ( \
                  UPDATE identity_verifiable_addresses \
                  SET verified = true, verified_at = COALESCE(verified_at, $6) \
-                 WHERE value = $7 AND identity_id IN (SELECT identity_id FROM upgraded)), \
+                 WHERE value = $7 AND identity_id IN (SELECT identity_id FROM upgraded) \
+                   AND (NOT verified OR verified_at IS NULL)), \
              audited AS ( \
                  INSERT INTO audit_events \
                  (id, event, identity_id, flow_id, address_hash, client_ip, occurred_at) \

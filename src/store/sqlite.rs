@@ -1021,8 +1021,8 @@ impl SqliteStore {
 /// at a time, so only the first of several concurrent upgrades still finds the expected token.
 /// The address and audit writes share its transaction and come first, under the same guard:
 /// nothing else in the transaction touches the session, so they happen exactly when it is
-/// upgraded (a replayed upgrade writes nothing). The identity is read back after it, so it shows
-/// the address verified. The text depends on the number of audit events, which is one of a few.
+/// upgraded (a replayed upgrade writes nothing). An address already verified is not written
+/// again. The identity is read back after it, so it shows the address verified. The text depends on the number of audit events, which is one of a few.
 fn upgrade_transaction(
     id: Uuid,
     expected_token_hash: &[u8],
@@ -1035,7 +1035,7 @@ fn upgrade_transaction(
              SET verified = 1, verified_at = COALESCE(verified_at, ?) \
              WHERE identity_id = (SELECT identity_id FROM sessions \
                                   WHERE id = ? AND token_hash = ? AND revoked_at IS NULL) \
-               AND value = ?",
+               AND value = ? AND (verified = 0 OR verified_at IS NULL)",
             "INSERT INTO audit_events \
              (id, event, identity_id, flow_id, address_hash, client_ip, occurred_at) \
              SELECT * FROM (VALUES {events}) \
