@@ -2794,83 +2794,86 @@ async fn a_verified_address_is_written_by_its_first_upgrade_only<S: SqlStore>(
         token = upgrade.new_token_hash;
     };
     assert_eq!(address_writes().await, 0);
+    let mut upgraded_then = async |at, writes: i64, verified: DateTime<Utc>, why: &str| {
+        upgrade_at(at).await;
+        assert_eq!(address_writes().await, writes, "{why}");
+        assert_eq!(verified_at(store).await, Some(verified), "{why}");
+    };
 
     let first = start + ChronoDuration::seconds(1);
-    upgrade_at(first).await;
-    assert_eq!(
-        address_writes().await,
+    upgraded_then(first, 1, first, "the first upgrade verifies the address").await;
+    upgraded_then(
+        start + ChronoDuration::seconds(2),
         1,
-        "the first upgrade verifies the address"
-    );
-    assert_eq!(verified_at(store).await, Some(first));
-
-    upgrade_at(start + ChronoDuration::seconds(2)).await;
-    assert_eq!(
-        address_writes().await,
-        1,
-        "an address already verified is not written"
-    );
-    assert_eq!(
-        verified_at(store).await,
-        Some(first),
-        "the first time is kept"
-    );
-
+        first,
+        "an address already verified is not written again and keeps its first time",
+    )
+    .await;
+    // One more write, by the test.
     forget_verified_at(&email).await;
-    assert_eq!(address_writes().await, 2);
     let third = start + ChronoDuration::seconds(3);
-    upgrade_at(third).await;
-    assert_eq!(
-        address_writes().await,
+    upgraded_then(
+        third,
         3,
-        "verified without a time: the upgrade gives it one"
-    );
-    assert_eq!(verified_at(store).await, Some(third));
+        third,
+        "verified without a time: the upgrade gives it one",
+    )
+    .await;
+}
+
+/// Runs [`a_verified_address_is_written_by_its_first_upgrade_only`] on `$store`, counting the
+/// address rows' writes with `$trigger` and forgetting a time with `$forget` through connections
+/// of type `$connection` (the backends differ only in this SQL).
+macro_rules! count_address_writes_of_upgrades {
+    ($store:expr, $connection:ty, $dsn:expr, $trigger:expr, $forget:expr) => {{
+        use sqlx::Connection;
+        let mut counter = <$connection>::connect($dsn).await.expect("connect");
+        sqlx::raw_sql($trigger)
+            .execute(&mut counter)
+            .await
+            .expect("count address writes");
+        let mut editor = <$connection>::connect($dsn).await.expect("connect");
+        a_verified_address_is_written_by_its_first_upgrade_only(
+            &$store,
+            async || {
+                sqlx::query_scalar("SELECT n FROM address_writes")
+                    .fetch_one(&mut counter)
+                    .await
+                    .expect("count")
+            },
+            async |value: &str| {
+                sqlx::query($forget)
+                    .bind(value)
+                    .execute(&mut editor)
+                    .await
+                    .expect("forget the time");
+            },
+        )
+        .await;
+    }};
 }
 
 #[tokio::test]
 async fn postgres_a_verified_address_is_written_by_its_first_upgrade_only() {
-    use sqlx::Connection;
     use twofold::store::postgres::PostgresStore;
     let dsn = support::fresh_postgres_dsn().await;
     let store = PostgresStore::connect(&dsn).await.expect("connect");
-    let mut counter = sqlx::PgConnection::connect(&dsn).await.expect("connect");
-    sqlx::raw_sql(
+    count_address_writes_of_upgrades!(
+        store,
+        sqlx::PgConnection,
+        &dsn,
         "CREATE TABLE address_writes (n bigint NOT NULL); \
          INSERT INTO address_writes VALUES (0); \
          CREATE FUNCTION count_address_write() RETURNS trigger LANGUAGE plpgsql AS \
              $$ BEGIN UPDATE address_writes SET n = n + 1; RETURN NULL; END $$; \
          CREATE TRIGGER count_address_writes AFTER UPDATE ON identity_verifiable_addresses \
              FOR EACH ROW EXECUTE FUNCTION count_address_write();",
-    )
-    .execute(&mut counter)
-    .await
-    .expect("count address writes");
-    let mut editor = sqlx::PgConnection::connect(&dsn).await.expect("connect");
-    a_verified_address_is_written_by_its_first_upgrade_only(
-        &store,
-        async || {
-            sqlx::query_scalar("SELECT n FROM address_writes")
-                .fetch_one(&mut counter)
-                .await
-                .expect("count")
-        },
-        async |value: &str| {
-            sqlx::query(
-                "UPDATE identity_verifiable_addresses SET verified_at = NULL WHERE value = $1",
-            )
-            .bind(value)
-            .execute(&mut editor)
-            .await
-            .expect("forget the time");
-        },
-    )
-    .await;
+        "UPDATE identity_verifiable_addresses SET verified_at = NULL WHERE value = $1"
+    );
 }
 
 #[tokio::test]
 async fn sqlite_a_verified_address_is_written_by_its_first_upgrade_only() {
-    use sqlx::Connection;
     use twofold::store::sqlite::SqliteStore;
     let dir = tempfile::tempdir().expect("tempdir");
     let dsn = format!(
@@ -2878,40 +2881,16 @@ async fn sqlite_a_verified_address_is_written_by_its_first_upgrade_only() {
         dir.path().join("twofold.sqlite").display()
     );
     let store = SqliteStore::connect(&dsn).await.expect("open sqlite file");
-    let mut counter = sqlx::SqliteConnection::connect(&dsn)
-        .await
-        .expect("connect");
-    sqlx::raw_sql(
+    count_address_writes_of_upgrades!(
+        store,
+        sqlx::SqliteConnection,
+        &dsn,
         "CREATE TABLE address_writes (n INTEGER NOT NULL); \
          INSERT INTO address_writes VALUES (0); \
          CREATE TRIGGER count_address_writes AFTER UPDATE ON identity_verifiable_addresses \
          BEGIN UPDATE address_writes SET n = n + 1; END;",
-    )
-    .execute(&mut counter)
-    .await
-    .expect("count address writes");
-    let mut editor = sqlx::SqliteConnection::connect(&dsn)
-        .await
-        .expect("connect");
-    a_verified_address_is_written_by_its_first_upgrade_only(
-        &store,
-        async || {
-            sqlx::query_scalar("SELECT n FROM address_writes")
-                .fetch_one(&mut counter)
-                .await
-                .expect("count")
-        },
-        async |value: &str| {
-            sqlx::query(
-                "UPDATE identity_verifiable_addresses SET verified_at = NULL WHERE value = ?1",
-            )
-            .bind(value)
-            .execute(&mut editor)
-            .await
-            .expect("forget the time");
-        },
-    )
-    .await;
+        "UPDATE identity_verifiable_addresses SET verified_at = NULL WHERE value = ?1"
+    );
 }
 
 /// The rows scanned in `courier_messages` so far, once its statistics show `updated` updates.
