@@ -1022,7 +1022,8 @@ impl SqliteStore {
 /// The address and audit writes share its transaction and come first, under the same guard:
 /// nothing else in the transaction touches the session, so they happen exactly when it is
 /// upgraded (a replayed upgrade writes nothing). An address already verified is not written
-/// again. The identity is read back after it, so it shows the address verified. The text depends on the number of audit events, which is one of a few.
+/// again. The identity is read back after it, so it shows the address verified. The text
+/// depends on the number of audit events, which is one of a few.
 fn upgrade_transaction(
     id: Uuid,
     expected_token_hash: &[u8],
