@@ -52,7 +52,8 @@ pub fn service_url(variable: &str) -> String {
 
 /// Creates an empty, uniquely named database on the server `TWOFOLD_TEST_POSTGRES_URL` points
 /// at and returns a DSN for it. Databases are left behind for inspection; they are named
-/// `twofold_test_<uuid>` so they are easy to drop in bulk.
+/// `twofold_test_<UUIDv7>`, whose creation time `scripts/services.sh` reads to drop those over an
+/// hour old at the start of the next run.
 pub async fn fresh_postgres_dsn() -> String {
     let base = service_url(POSTGRES_ENV);
     let name = format!("twofold_test_{}", Uuid::now_v7().simple());
