@@ -18,14 +18,24 @@ fn running(pid: u32) -> bool {
         .unwrap_or(false)
 }
 
-#[test]
-fn the_harness_drives_every_scenario_against_a_spawned_server_without_errors() {
+/// What a finished run left: its JSON report, its output, and the folder holding its files (removed
+/// when the run is dropped).
+struct Run {
+    report: serde_json::Value,
+    stdout: String,
+    stderr: String,
+    out: std::path::PathBuf,
+    _directory: tempfile::TempDir,
+}
+
+/// Runs the harness with `--spawn` and `arguments` in a fresh folder; a failed or stuck run fails
+/// the test.
+fn run_harness(arguments: &[&str]) -> Run {
     let directory = tempfile::tempdir().unwrap();
     let out = directory.path().join("smoke.json");
     let mut child = Command::new(HARNESS)
         .args(["--spawn", "--server-bin", SERVER])
-        .args(["--mode", "stepup,whoami,code", "--concurrency", "2"])
-        .args(["--duration", "1s", "--warmup", "300ms", "--seats", "4"])
+        .args(arguments)
         .arg("--out")
         .arg(&out)
         .current_dir(directory.path())
@@ -43,15 +53,42 @@ fn the_harness_drives_every_scenario_against_a_spawned_server_without_errors() {
         std::thread::sleep(Duration::from_millis(100));
     }
     let output = child.wait_with_output().unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
     assert!(
         output.status.success(),
         "harness failed:\n{stdout}\n{stderr}"
     );
+    let report = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).expect("valid JSON");
+    Run {
+        report,
+        stdout,
+        stderr,
+        out,
+        _directory: directory,
+    }
+}
 
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).expect("valid JSON");
+#[test]
+fn the_harness_drives_every_scenario_against_a_spawned_server_without_errors() {
+    let Run {
+        report,
+        stdout,
+        stderr,
+        out,
+        _directory,
+    } = run_harness(&[
+        "--mode",
+        "stepup,whoami,code",
+        "--concurrency",
+        "2",
+        "--duration",
+        "1s",
+        "--warmup",
+        "300ms",
+        "--seats",
+        "4",
+    ]);
     assert_eq!(
         report["backend"],
         "embedded (sqlite file, in-process code store)"
@@ -114,4 +151,48 @@ fn the_harness_drives_every_scenario_against_a_spawned_server_without_errors() {
         .and_then(|pid| pid.parse().ok())
         .expect("the harness names the server it started");
     assert!(!running(pid), "the spawned server was stopped");
+}
+
+#[test]
+fn a_share_of_the_peak_paces_each_level_after_running_it_unpaced() {
+    let Run { report, stdout, .. } = run_harness(&[
+        "--mode",
+        "stepup",
+        "--concurrency",
+        "2",
+        "--duration",
+        "1s",
+        "--warmup",
+        "300ms",
+        "--seats",
+        "4",
+        "--rate",
+        "50%",
+    ]);
+    assert_eq!(report["rate"], "50%");
+    let levels = report["levels"].as_array().unwrap();
+    assert_eq!(
+        levels.len(),
+        2,
+        "the peak, then the paced level: {levels:?}"
+    );
+    let (peak, paced) = (&levels[0], &levels[1]);
+    assert!(peak["offered_per_second"].is_null() && peak["share_of_peak"].is_null());
+    assert_eq!(paced["concurrency"], 2);
+    assert_eq!(paced["share_of_peak"], 0.5);
+    let peak_rate = peak["per_second"].as_f64().unwrap();
+    let offered = paced["offered_per_second"].as_f64().unwrap();
+    assert!(peak_rate > 0.0);
+    assert_eq!(offered, peak_rate * 0.5);
+    // Each user starts at most one iteration per interval (a late one starts at once, without
+    // catching up), so a second's window holds at most the offered rate plus two per user; an
+    // unpaced level would reach about twice the offer.
+    let completed = paced["completed"].as_u64().unwrap();
+    assert!(completed > 0, "{paced}");
+    assert!(
+        completed as f64 <= offered * 1.0 + 4.0,
+        "{completed} completed against {offered}/s offered"
+    );
+    assert_eq!(paced["error_count"], 0, "{}", paced["errors"]);
+    assert!(stdout.contains("(50%)"), "{stdout}");
 }

@@ -81,9 +81,12 @@ pub struct Args {
 
     /// Iterations per second to offer across all virtual users (each user paces itself to its
     /// share, starting the next iteration on schedule or at once when late); 0 = as fast as
-    /// they can. For "p99 at 70 % of peak": take the peak from a sweep, then run at 0.7 × it.
-    #[arg(long, default_value_t = 0.0)]
-    pub rate: f64,
+    /// they can. A percentage, e.g. `70%`, runs each level twice: as fast as the users can, then
+    /// at that share of the rate they reached, for "p99 at 70 % of peak" against a peak taken
+    /// seconds before (a peak from an earlier sweep may come from a faster hour of a shared
+    /// machine, putting its 70 % near this hour's peak).
+    #[arg(long, default_value = "0", value_parser = parse_rate)]
+    pub rate: Rate,
     /// Measure the machine's bound with pgbench and redis-benchmark after each level (needs a
     /// postgres dsn and a redis url; without them there is no bound to measure).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
@@ -98,6 +101,15 @@ impl Args {
         self.concurrency.iter().copied().max().unwrap_or(1)
     }
 
+    /// `--rate` as the report records it.
+    pub fn rate_text(&self) -> String {
+        match self.rate {
+            Rate::Unpaced => "0".to_owned(),
+            Rate::PerSecond(rate) => format!("{rate}"),
+            Rate::OfPeak(share) => format!("{}%", share * 100.0),
+        }
+    }
+
     pub fn seat_count(&self) -> usize {
         self.seats.max(self.max_concurrency())
     }
@@ -105,9 +117,6 @@ impl Args {
     pub fn check(&self) -> Result<(), String> {
         if self.concurrency.contains(&0) {
             return Err("--concurrency: every level needs at least one virtual user".into());
-        }
-        if !(self.rate.is_finite() && self.rate >= 0.0) {
-            return Err("--rate must be 0 (unpaced) or a positive number per second".into());
         }
         if self.duration.is_zero() {
             return Err("--duration must be more than 0s".into());
@@ -119,6 +128,37 @@ impl Args {
             );
         }
         Ok(())
+    }
+}
+
+/// What each level offers.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Rate {
+    /// Every user starts its next iteration as soon as the last one ends.
+    Unpaced,
+    /// Iterations per second across all users.
+    PerSecond(f64),
+    /// A share (0, 1] of the unpaced rate the same level reaches just before.
+    OfPeak(f64),
+}
+
+/// `0`, a rate per second such as `774`, or a share of the peak such as `70%`.
+pub fn parse_rate(text: &str) -> Result<Rate, String> {
+    let text = text.trim();
+    if let Some(percent) = text.strip_suffix('%') {
+        return match percent.trim().parse::<f64>() {
+            Ok(percent) if percent > 0.0 && percent <= 100.0 => Ok(Rate::OfPeak(percent / 100.0)),
+            _ => Err(format!(
+                "{text:?}: a share of the peak is more than 0% and at most 100%"
+            )),
+        };
+    }
+    match text.parse::<f64>() {
+        Ok(0.0) => Ok(Rate::Unpaced),
+        Ok(rate) if rate.is_finite() && rate > 0.0 => Ok(Rate::PerSecond(rate)),
+        _ => Err(format!(
+            "{text:?}: the rate is 0 (unpaced), iterations per second, or a share like 70%"
+        )),
     }
 }
 
@@ -153,5 +193,17 @@ mod tests {
         assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
         assert!(parse_duration("10h").is_err());
         assert!(parse_duration("fast").is_err());
+    }
+
+    #[test]
+    fn rates_are_unpaced_per_second_or_a_share_of_the_peak() {
+        assert_eq!(parse_rate("0"), Ok(Rate::Unpaced));
+        assert_eq!(parse_rate("774"), Ok(Rate::PerSecond(774.0)));
+        assert_eq!(parse_rate("12.5"), Ok(Rate::PerSecond(12.5)));
+        assert_eq!(parse_rate("70%"), Ok(Rate::OfPeak(0.7)));
+        assert_eq!(parse_rate("100%"), Ok(Rate::OfPeak(1.0)));
+        for wrong in ["-1", "inf", "NaN", "fast", "0%", "101%", "-5%", "%"] {
+            assert!(parse_rate(wrong).is_err(), "{wrong}");
+        }
     }
 }

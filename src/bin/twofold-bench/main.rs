@@ -12,7 +12,7 @@ mod spawn;
 mod stats;
 
 use clap::Parser;
-use cli::{Args, Mode};
+use cli::{Args, Mode, Rate};
 use inbox::Inbox;
 use rand::RngExt;
 use report::{Level, Machine, Report};
@@ -154,6 +154,10 @@ async fn run(args: Args, scratch: &Path) -> Result<(), String> {
             seats = scenario::lift_to_aal2(&target, seats, &inbox, args.max_concurrency()).await?;
         }
         for &concurrency in &args.concurrency {
+            let first_rate = match args.rate {
+                Rate::PerSecond(rate) => Some(rate),
+                Rate::Unpaced | Rate::OfPeak(_) => None,
+            };
             let (level, back) = run_level(
                 &args,
                 &target,
@@ -162,20 +166,34 @@ async fn run(args: Args, scratch: &Path) -> Result<(), String> {
                 pid,
                 mode,
                 concurrency,
+                first_rate,
                 seats,
                 scratch,
             )
             .await?;
             seats = back;
-            eprintln!(
-                "twofold-bench: {:<6} x{:<3} {:>9.1}/s  errors {}  worst p99 {:.2} ms",
-                mode.as_str(),
-                concurrency,
-                level.per_second,
-                level.error_count,
-                level.worst_rpc_p99_ms()
-            );
+            let peak = level.per_second;
             levels.push(level);
+            if let Rate::OfPeak(share) = args.rate
+                && peak > 0.0
+            {
+                let (mut level, back) = run_level(
+                    &args,
+                    &target,
+                    &inbox,
+                    &probes,
+                    pid,
+                    mode,
+                    concurrency,
+                    Some(peak * share),
+                    seats,
+                    scratch,
+                )
+                .await?;
+                seats = back;
+                level.share_of_peak = Some(share);
+                levels.push(level);
+            }
         }
     }
     probes.cleanup().await;
@@ -196,7 +214,7 @@ async fn run(args: Args, scratch: &Path) -> Result<(), String> {
         machine: Machine::describe(),
         duration_s: args.duration.as_secs_f64(),
         warmup_s: args.warmup.as_secs_f64(),
-        offered_rate: (args.rate > 0.0).then_some(args.rate),
+        rate: args.rate_text(),
         seats: seats.len(),
         setup_s,
         server_rss_after_setup_mib: rss_after_setup_mib,
@@ -231,6 +249,7 @@ async fn run_level(
     pid: Option<u32>,
     mode: Mode,
     concurrency: usize,
+    offered: Option<f64>,
     seats: Vec<Seat>,
     scratch: &Path,
 ) -> Result<(Level, Vec<Seat>), String> {
@@ -242,9 +261,8 @@ async fn run_level(
     for group in groups {
         users.push((Clients::connect(target, mode).await?, group));
     }
-    // Each user offers its share of --rate.
-    let pace = (args.rate > 0.0)
-        .then(|| std::time::Duration::from_secs_f64(concurrency as f64 / args.rate));
+    // Each user offers its share of the level's rate.
+    let pace = offered.map(|rate| std::time::Duration::from_secs_f64(concurrency as f64 / rate));
     let begin = Instant::now();
     let window_start = begin + args.warmup;
     let window_end = window_start + args.duration;
@@ -294,6 +312,16 @@ async fn run_level(
         seconds,
         &tally,
         probe::usage(pid, &usage_start, &usage_end),
+    );
+    level.offered_per_second = offered;
+    eprintln!(
+        "twofold-bench: {:<6} x{:<3} {:>9}  {:>9.1}/s  errors {}  worst p99 {:.2} ms",
+        mode.as_str(),
+        concurrency,
+        offered.map_or_else(|| "unpaced".to_owned(), |rate| format!("@{rate:.0}/s")),
+        level.per_second,
+        level.error_count,
+        level.worst_rpc_p99_ms()
     );
     if tally.completed > 0 {
         level.postgres_per_iteration = pg_start

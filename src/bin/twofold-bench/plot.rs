@@ -46,7 +46,12 @@ pub fn svg(title: &str, levels: &[Level]) -> String {
         escape(title)
     );
     for (index, mode) in modes.iter().enumerate() {
-        let mut points: Vec<&Level> = levels.iter().filter(|level| level.mode == *mode).collect();
+        // A level paced at a share of the peak repeats the peak's concurrency; the curve is
+        // drawn through the peaks, and the paced levels are in the table and the JSON.
+        let mut points: Vec<&Level> = levels
+            .iter()
+            .filter(|level| level.mode == *mode && level.share_of_peak.is_none())
+            .collect();
         points.sort_by_key(|level| level.concurrency);
         let top = TOP + index as f64 * (PANEL + BOTTOM + TOP) + 20.0;
         panel(&mut out, mode.as_str(), &points, top);

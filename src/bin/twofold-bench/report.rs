@@ -37,6 +37,10 @@ impl RpcFigures {
 pub struct Level {
     pub mode: Mode,
     pub concurrency: usize,
+    /// Iterations/s offered to this level; none: as fast as the users could.
+    pub offered_per_second: Option<f64>,
+    /// With `--rate <n>%`: the share of the previous level's (the peak's) rate offered here.
+    pub share_of_peak: Option<f64>,
     pub measured_s: f64,
     /// Finished iterations: step-ups, WhoAmI calls, or send+verify pairs.
     pub completed: u64,
@@ -55,6 +59,8 @@ impl Level {
         Self {
             mode,
             concurrency,
+            offered_per_second: None,
+            share_of_peak: None,
             measured_s: seconds,
             completed: tally.completed,
             per_second: tally.completed as f64 / seconds,
@@ -122,8 +128,8 @@ pub struct Report {
     pub machine: Machine,
     pub duration_s: f64,
     pub warmup_s: f64,
-    /// Offered iterations/s per level (--rate); none: as fast as the users can.
-    pub offered_rate: Option<f64>,
+    /// `--rate` as given: `0`, iterations per second, or a share of the peak such as `70%`.
+    pub rate: String,
     pub seats: usize,
     pub setup_s: f64,
     /// The server's resident memory after registering the seats, before any load.
@@ -155,14 +161,24 @@ fn option(value: Option<f64>, digits: usize) -> String {
     value.map_or_else(|| "-".to_owned(), |value| format!("{value:.digits$}"))
 }
 
+/// `-` when unpaced, the rate, and the share of the peak it was taken from.
+fn offered(level: &Level) -> String {
+    match (level.offered_per_second, level.share_of_peak) {
+        (None, _) => "-".to_owned(),
+        (Some(rate), None) => format!("{rate:.0}"),
+        (Some(rate), Some(share)) => format!("{rate:.0} ({:.0}%)", share * 100.0),
+    }
+}
+
 /// One summary line per level, then per-RPC latencies.
 pub fn table(levels: &[Level]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<7} {:>4} {:>9} {:>6} {:>8} {:>8} {:>8} {:>8} {:>9} {:>6}",
+        "{:<7} {:>4} {:>12} {:>9} {:>6} {:>8} {:>8} {:>8} {:>8} {:>9} {:>6}",
         "mode",
         "vus",
+        "offered/s",
         "ops/s",
         "errors",
         "srv cpu",
@@ -176,9 +192,10 @@ pub fn table(levels: &[Level]) -> String {
         let bound = level.bound.as_ref();
         let _ = writeln!(
             out,
-            "{:<7} {:>4} {:>9.1} {:>6} {:>8} {:>8} {:>8} {:>8} {:>9} {:>6}",
+            "{:<7} {:>4} {:>12} {:>9.1} {:>6} {:>8} {:>8} {:>8} {:>8} {:>9} {:>6}",
             level.mode.as_str(),
             level.concurrency,
+            offered(level),
             level.per_second,
             level.error_count,
             option(level.usage.server_cpu_cores, 2),
@@ -191,16 +208,17 @@ pub fn table(levels: &[Level]) -> String {
     }
     let _ = writeln!(
         out,
-        "\n{:<7} {:>4} {:<16} {:>9} {:>8} {:>8} {:>8} {:>8}",
-        "mode", "vus", "rpc (ms)", "calls/s", "p50", "p90", "p99", "max"
+        "\n{:<7} {:>4} {:>12} {:<16} {:>9} {:>8} {:>8} {:>8} {:>8}",
+        "mode", "vus", "offered/s", "rpc (ms)", "calls/s", "p50", "p90", "p99", "max"
     );
     for level in levels {
         for (rpc, figures) in &level.rpcs {
             let _ = writeln!(
                 out,
-                "{:<7} {:>4} {:<16} {:>9.1} {:>8.2} {:>8.2} {:>8.2} {:>8.2}",
+                "{:<7} {:>4} {:>12} {:<16} {:>9.1} {:>8.2} {:>8.2} {:>8.2} {:>8.2}",
                 level.mode.as_str(),
                 level.concurrency,
+                offered(level),
                 rpc,
                 figures.per_second,
                 figures.p50_ms,
@@ -215,9 +233,10 @@ pub fn table(levels: &[Level]) -> String {
         .flat_map(|level| {
             level.errors.iter().map(move |(reason, count)| {
                 format!(
-                    "{} x{}: {reason}: {count}",
+                    "{} x{} offered {}: {reason}: {count}",
                     level.mode.as_str(),
-                    level.concurrency
+                    level.concurrency,
+                    offered(level)
                 )
             })
         })
