@@ -17,7 +17,7 @@ const BATCH: u32 = 64;
 /// How long a woken worker waits before it claims, so that messages enqueued meanwhile share its
 /// round: one claim and one attempt write for several messages instead of a round each. Under
 /// full load rounds fill up anyway; at 70 % of peak step-ups they did not, and the extra rounds
-/// kept a two-core machine 6–10 points busier (docs/performance.md, "After the eighth pass").
+/// kept a two-core machine 8–11 points busier (docs/performance.md, "After the eighth pass").
 /// Next to a gateway's own latency the wait is nothing.
 const GATHER: Duration = Duration::from_millis(5);
 /// Deliveries in flight at once within a round. A gateway call is mostly waiting (an SMTP
