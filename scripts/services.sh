@@ -52,18 +52,21 @@ else
         "$PG_VERSION" "$PG_CLUSTER" start -- --timeout=600 >&2
 fi
 PG_PORT="$(pg_lsclusters -h | awk -v v="$PG_VERSION" -v c="$PG_CLUSTER" '$1==v && $2==c {print $3}')"
-for _ in $(seq 1 50); do
+# A cluster found running may still be recovering; give it as long as pg_ctl gets above.
+for _ in $(seq 1 3000); do
     if runuser -u postgres -- pg_isready -q -p "$PG_PORT"; then break; fi
     sleep 0.2
 done
-runuser -u postgres -- psql -q -p "$PG_PORT" -v ON_ERROR_STOP=1 \
+runuser -u postgres -- psql -X -q -p "$PG_PORT" -v ON_ERROR_STOP=1 \
     -c "ALTER USER postgres PASSWORD '$PG_PASSWORD'" >&2
 
 # Every Postgres test creates its own database, `twofold_test_<UUIDv7>`, and leaves it for
 # inspection. Left for good, they grow the data directory by about 8 MiB each (3,000 of them came
 # to 25 GiB) and slow every recovery. Those created over an hour ago (the UUID's first 48 bits are
 # its creation time in milliseconds) are dropped; a newer one may belong to a run that is still
-# going, and one still connected to is skipped, so a concurrent run is never disturbed.
+# going, and one still connected to is skipped, so a concurrent run (any run shorter than an hour;
+# the suite takes about 15 minutes) is never disturbed. Dropping is housekeeping: when it fails,
+# the tests still run.
 stale_test_databases="
     SELECT format('DROP DATABASE %I', d.datname)
     FROM pg_database d
@@ -71,14 +74,19 @@ stale_test_databases="
       AND ('x' || lpad(substr(d.datname, 14, 12), 16, '0'))::bit(64)::bigint
           < (extract(epoch FROM now()) * 1000)::bigint - 3600 * 1000
       AND NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.datname = d.datname)"
-stale_count="$(runuser -u postgres -- psql -Atq -p "$PG_PORT" \
-    -c "SELECT count(*) FROM ($stale_test_databases) AS stale")"
+count_stale() {
+    runuser -u postgres -- psql -X -Atq -p "$PG_PORT" \
+        -c "SELECT count(*) FROM ($stale_test_databases) AS stale"
+}
+stale_count="$(count_stale)" || stale_count=0
 if [ "$stale_count" -gt 0 ]; then
     log "dropping $stale_count test databases older than an hour"
-    # Without ON_ERROR_STOP: a database that gains a connection meanwhile cannot be dropped and
-    # is left for the next run.
+    # Without ON_ERROR_STOP: a database that gains a connection meanwhile cannot be dropped, and
+    # the others still are.
     printf '%s\n\\gexec\n' "$stale_test_databases" |
-        runuser -u postgres -- psql -q -p "$PG_PORT" >&2 || log "some test databases were left"
+        runuser -u postgres -- psql -X -q -p "$PG_PORT" >&2 || true
+    left="$(count_stale)" || left="?"
+    [ "$left" = 0 ] || log "$left of them are left for the next run"
 fi
 
 # --- redis ------------------------------------------------------------------------------------
