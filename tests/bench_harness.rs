@@ -184,13 +184,14 @@ fn a_share_of_the_peak_paces_each_level_after_running_it_unpaced() {
     let offered = paced["offered_per_second"].as_f64().unwrap();
     assert!(peak_rate > 0.0);
     assert_eq!(offered, peak_rate * 0.5);
-    // Each user starts at most one iteration per interval (a late one starts at once, without
-    // catching up), so a second's window holds at most the offered rate plus two per user; an
-    // unpaced level would reach about twice the offer.
+    // A paced user keeps to its schedule: a late start is not made up with a burst, and one that
+    // falls a whole interval behind starts a new schedule. An iteration that straddles the
+    // window's start, or a user back on schedule after a late one, can add one or two to a
+    // second's count, hence the slack; an unpaced level would complete about twice the offer.
     let completed = paced["completed"].as_u64().unwrap();
     assert!(completed > 0, "{paced}");
     assert!(
-        completed as f64 <= offered * 1.0 + 4.0,
+        completed as f64 <= offered * 1.25 + 6.0,
         "{completed} completed against {offered}/s offered"
     );
     assert_eq!(paced["error_count"], 0, "{}", paced["errors"]);

@@ -106,7 +106,7 @@ impl Args {
         match self.rate {
             Rate::Unpaced => "0".to_owned(),
             Rate::PerSecond(rate) => format!("{rate}"),
-            Rate::OfPeak(share) => format!("{}%", share * 100.0),
+            Rate::OfPeak { percent } => format!("{percent}%"),
         }
     }
 
@@ -138,8 +138,9 @@ pub enum Rate {
     Unpaced,
     /// Iterations per second across all users.
     PerSecond(f64),
-    /// A share (0, 1] of the unpaced rate the same level reaches just before.
-    OfPeak(f64),
+    /// A percentage (0, 100] of the unpaced rate the same level reaches just before, kept as
+    /// given so the report repeats it exactly.
+    OfPeak { percent: f64 },
 }
 
 /// `0`, a rate per second such as `774`, or a share of the peak such as `70%`.
@@ -147,7 +148,7 @@ pub fn parse_rate(text: &str) -> Result<Rate, String> {
     let text = text.trim();
     if let Some(percent) = text.strip_suffix('%') {
         return match percent.trim().parse::<f64>() {
-            Ok(percent) if percent > 0.0 && percent <= 100.0 => Ok(Rate::OfPeak(percent / 100.0)),
+            Ok(percent) if percent > 0.0 && percent <= 100.0 => Ok(Rate::OfPeak { percent }),
             _ => Err(format!(
                 "{text:?}: a share of the peak is more than 0% and at most 100%"
             )),
@@ -200,8 +201,12 @@ mod tests {
         assert_eq!(parse_rate("0"), Ok(Rate::Unpaced));
         assert_eq!(parse_rate("774"), Ok(Rate::PerSecond(774.0)));
         assert_eq!(parse_rate("12.5"), Ok(Rate::PerSecond(12.5)));
-        assert_eq!(parse_rate("70%"), Ok(Rate::OfPeak(0.7)));
-        assert_eq!(parse_rate("100%"), Ok(Rate::OfPeak(1.0)));
+        assert_eq!(parse_rate("70%"), Ok(Rate::OfPeak { percent: 70.0 }));
+        assert_eq!(parse_rate("100%"), Ok(Rate::OfPeak { percent: 100.0 }));
+        let with_rate = |rate: &str| Args::parse_from(["twofold-bench", "--spawn", "--rate", rate]);
+        assert_eq!(with_rate("29%").rate_text(), "29%");
+        assert_eq!(with_rate("774").rate_text(), "774");
+        assert_eq!(with_rate("0").rate_text(), "0");
         for wrong in ["-1", "inf", "NaN", "fast", "0%", "101%", "-5%", "%"] {
             assert!(parse_rate(wrong).is_err(), "{wrong}");
         }

@@ -156,7 +156,7 @@ async fn run(args: Args, scratch: &Path) -> Result<(), String> {
         for &concurrency in &args.concurrency {
             let first_rate = match args.rate {
                 Rate::PerSecond(rate) => Some(rate),
-                Rate::Unpaced | Rate::OfPeak(_) => None,
+                Rate::Unpaced | Rate::OfPeak { .. } => None,
             };
             let (level, back) = run_level(
                 &args,
@@ -174,9 +174,15 @@ async fn run(args: Args, scratch: &Path) -> Result<(), String> {
             seats = back;
             let peak = level.per_second;
             levels.push(level);
-            if let Rate::OfPeak(share) = args.rate
-                && peak > 0.0
-            {
+            if let Rate::OfPeak { percent } = args.rate {
+                if peak <= 0.0 {
+                    eprintln!(
+                        "twofold-bench: {} x{concurrency} completed nothing unpaced: no paced level",
+                        mode.as_str()
+                    );
+                    continue;
+                }
+                let share = percent / 100.0;
                 let (mut level, back) = run_level(
                     &args,
                     &target,
