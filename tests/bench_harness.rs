@@ -28,14 +28,24 @@ struct Run {
     _directory: tempfile::TempDir,
 }
 
-/// Runs the harness with `--spawn` and `arguments` in a fresh folder; a failed or stuck run fails
-/// the test.
-fn run_harness(arguments: &[&str]) -> Run {
+/// Runs the harness with `--spawn` in a fresh folder for about a second per level at two users on
+/// four seats, with `modes` and any `extra` arguments; a failed or stuck run fails the test.
+fn run_short(modes: &str, extra: &[&str]) -> Run {
     let directory = tempfile::tempdir().unwrap();
     let out = directory.path().join("smoke.json");
     let mut child = Command::new(HARNESS)
-        .args(["--spawn", "--server-bin", SERVER])
-        .args(arguments)
+        .args(["--spawn", "--server-bin", SERVER, "--mode", modes])
+        .args([
+            "--concurrency",
+            "2",
+            "--duration",
+            "1s",
+            "--warmup",
+            "300ms",
+            "--seats",
+            "4",
+        ])
+        .args(extra)
         .arg("--out")
         .arg(&out)
         .current_dir(directory.path())
@@ -77,18 +87,7 @@ fn the_harness_drives_every_scenario_against_a_spawned_server_without_errors() {
         stderr,
         out,
         _directory,
-    } = run_harness(&[
-        "--mode",
-        "stepup,whoami,code",
-        "--concurrency",
-        "2",
-        "--duration",
-        "1s",
-        "--warmup",
-        "300ms",
-        "--seats",
-        "4",
-    ]);
+    } = run_short("stepup,whoami,code", &[]);
     assert_eq!(
         report["backend"],
         "embedded (sqlite file, in-process code store)"
@@ -155,20 +154,7 @@ fn the_harness_drives_every_scenario_against_a_spawned_server_without_errors() {
 
 #[test]
 fn a_share_of_the_peak_paces_each_level_after_running_it_unpaced() {
-    let Run { report, stdout, .. } = run_harness(&[
-        "--mode",
-        "stepup",
-        "--concurrency",
-        "2",
-        "--duration",
-        "1s",
-        "--warmup",
-        "300ms",
-        "--seats",
-        "4",
-        "--rate",
-        "50%",
-    ]);
+    let Run { report, stdout, .. } = run_short("stepup", &["--rate", "50%"]);
     assert_eq!(report["rate"], "50%");
     let levels = report["levels"].as_array().unwrap();
     assert_eq!(

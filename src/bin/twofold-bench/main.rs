@@ -154,35 +154,14 @@ async fn run(args: Args, scratch: &Path) -> Result<(), String> {
             seats = scenario::lift_to_aal2(&target, seats, &inbox, args.max_concurrency()).await?;
         }
         for &concurrency in &args.concurrency {
-            let first_rate = match args.rate {
+            // With a share of the peak, the level runs twice: unpaced, then at that share of
+            // the rate it just reached.
+            let mut offered = match args.rate {
                 Rate::PerSecond(rate) => Some(rate),
                 Rate::Unpaced | Rate::OfPeak { .. } => None,
             };
-            let (level, back) = run_level(
-                &args,
-                &target,
-                &inbox,
-                &probes,
-                pid,
-                mode,
-                concurrency,
-                first_rate,
-                seats,
-                scratch,
-            )
-            .await?;
-            seats = back;
-            let peak = level.per_second;
-            levels.push(level);
-            if let Rate::OfPeak { percent } = args.rate {
-                if peak <= 0.0 {
-                    eprintln!(
-                        "twofold-bench: {} x{concurrency} completed nothing unpaced: no paced level",
-                        mode.as_str()
-                    );
-                    continue;
-                }
-                let share = percent / 100.0;
+            let mut share_of_peak = None;
+            loop {
                 let (mut level, back) = run_level(
                     &args,
                     &target,
@@ -191,14 +170,30 @@ async fn run(args: Args, scratch: &Path) -> Result<(), String> {
                     pid,
                     mode,
                     concurrency,
-                    Some(peak * share),
+                    offered,
                     seats,
                     scratch,
                 )
                 .await?;
                 seats = back;
-                level.share_of_peak = Some(share);
+                level.share_of_peak = share_of_peak;
+                let peak = level.per_second;
                 levels.push(level);
+                match (args.rate, share_of_peak) {
+                    (Rate::OfPeak { percent }, None) if peak > 0.0 => {
+                        let share = percent / 100.0;
+                        share_of_peak = Some(share);
+                        offered = Some(peak * share);
+                    }
+                    (Rate::OfPeak { .. }, None) => {
+                        eprintln!(
+                            "twofold-bench: {} x{concurrency} completed nothing unpaced: no paced level",
+                            mode.as_str()
+                        );
+                        break;
+                    }
+                    _ => break,
+                }
             }
         }
     }
