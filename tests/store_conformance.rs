@@ -1181,7 +1181,7 @@ mod code_cases {
     };
 
     const TTL: Duration = Duration::from_secs(60);
-    const KEPT: KeptAfterUse = KeptAfterUse::Remembered(TTL);
+    const KEPT: KeptAfterUse = KeptAfterUse::ForItsCaller(TTL);
 
     fn mac() -> [u8; 32] {
         let mut mac = [0u8; 32];

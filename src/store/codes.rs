@@ -57,15 +57,17 @@ pub enum KeptAfterUse {
     /// If the flow never passes (the session could not be upgraded after the code verified), a
     /// retry may then get "not found" where it would have got "already used".
     ForItsFlow(Duration),
-    /// A challenge its caller answers for by itself (`CodeService`): kept this long, since a
-    /// retried send must find its first answer as long as its request is remembered.
-    Remembered(Duration),
+    /// A challenge its caller answers for by itself (`CodeService`): kept this long. One that a
+    /// remembered `SendCode` request points at keeps the whole time, since a retried send must
+    /// find its first answer as long as the request is remembered; any other only answers a
+    /// repeated verify, and an in-process store may drop it sooner, as for a flow's.
+    ForItsCaller(Duration),
 }
 
 impl KeptAfterUse {
     pub fn at_most(self) -> Duration {
         match self {
-            Self::ForItsFlow(kept) | Self::Remembered(kept) => kept,
+            Self::ForItsFlow(kept) | Self::ForItsCaller(kept) => kept,
         }
     }
 }

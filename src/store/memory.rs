@@ -5,10 +5,11 @@
 //! lazily (when looked at, and in a sweep every [`SWEEP_EVERY`] creates or hits), so no
 //! background task is needed and no single call pays for scanning every entry.
 //!
-//! Entries that have reached their end (a passed flow, a challenge its flow has used) are kept
-//! only to answer a repeated request with "already used" instead of "not found", and both refuse
-//! it. Of those, at most the newest [`FINISHED_KEPT_AT_MOST`] are held: at full load the five
-//! minutes they are otherwise kept came to hundreds of MiB of process memory.
+//! Entries that have reached their end (a passed flow, a used challenge no remembered `SendCode`
+//! request points at) are kept only to answer a repeated request with "already used" instead of
+//! "not found", and both refuse it. Of those, at most the newest [`FINISHED_KEPT_AT_MOST`] are
+//! held: at full load the minutes they are otherwise kept came to hundreds of MiB of process
+//! memory.
 use super::codes::{
     AttemptOutcome, Challenge, ChallengeStore, KeptAfterUse, RateLimiter, ReplaceOutcome,
 };
@@ -30,9 +31,9 @@ struct Entry {
 /// step-ups a second with hour-long flows, tens of thousands of entries per call.
 const SWEEP_EVERY: u32 = 1024;
 
-/// Finished entries held at most, per store. At 1,700 step-ups/s that is the last ten seconds
-/// of them (about 20 MiB of flows and challenges together); at a hundred a second, the whole
-/// five minutes they are kept for.
+/// Finished entries held at most, per store. At 1,700 step-ups (or `CodeService` verifications)
+/// a second that is the last ten seconds of them (about 20 MiB of flows and challenges
+/// together); at a hundred a second, the whole five minutes a flow's are kept for.
 pub const FINISHED_KEPT_AT_MOST: usize = 16_384;
 
 /// The ids of finished entries, oldest first, each with the deadline it was given on finishing
@@ -198,20 +199,26 @@ impl MemoryFlowStore {
 struct ChallengeEntry {
     challenge: Challenge,
     expires_at: Instant,
+    /// A remembered `SendCode` request answers its retries with this challenge, so once used it
+    /// keeps its time rather than joining the bounded finished ones.
+    answers_a_request: bool,
 }
 
 #[derive(Default)]
 struct CodeState {
     challenges: HashMap<Uuid, ChallengeEntry>,
     requests: HashMap<String, (Uuid, Instant)>,
+    /// Challenges a remembered request points at but not created yet (the request is remembered
+    /// first, so that concurrent retries send one code), with the request's end.
+    awaited: HashMap<Uuid, Instant>,
     /// Counters by (key, window index), each dropped once its window is over.
     windows: HashMap<(String, i64), (u32, Instant)>,
     /// Hits since the last sweep of `windows`.
     hits_since_sweep: u32,
     /// Creates since the last sweep of `challenges` and `requests`.
     creates_since_sweep: u32,
-    /// Challenges used by their flows.
-    used_by_flows: Finished,
+    /// Used challenges that answer no remembered request.
+    used: Finished,
 }
 
 /// Challenges, sender idempotency keys and rate-limit windows for the embedded default, with the
@@ -265,12 +272,18 @@ impl ChallengeStore for MemoryCodeStore {
             state
                 .requests
                 .retain(|_, (_, expires_at)| *expires_at > now);
+            state.awaited.retain(|_, expires_at| *expires_at > now);
         }
+        let answers_a_request = state
+            .awaited
+            .remove(&challenge.id)
+            .is_some_and(|expires_at| expires_at > now);
         state.challenges.insert(
             challenge.id,
             ChallengeEntry {
                 challenge: challenge.clone(),
                 expires_at: now + ttl,
+                answers_a_request,
             },
         );
         Ok(())
@@ -295,9 +308,7 @@ impl ChallengeStore for MemoryCodeStore {
         let instant = Instant::now();
         let mut state = self.state();
         let CodeState {
-            challenges,
-            used_by_flows,
-            ..
+            challenges, used, ..
         } = &mut *state;
         let Some(entry) = Self::live_challenge(challenges, &id, instant) else {
             return Ok(AttemptOutcome::NotFound);
@@ -323,9 +334,13 @@ impl ChallengeStore for MemoryCodeStore {
             if let Some(kept_until) = instant.checked_add(kept_after_use.at_most()) {
                 entry.expires_at = entry.expires_at.min(kept_until);
             }
-            if let KeptAfterUse::ForItsFlow(_) = kept_after_use {
+            let droppable = match kept_after_use {
+                KeptAfterUse::ForItsFlow(_) => true,
+                KeptAfterUse::ForItsCaller(_) => !entry.answers_a_request,
+            };
+            if droppable {
                 let kept_until = entry.expires_at;
-                used_by_flows.record(id, kept_until, instant, |oldest, deadline| {
+                used.record(id, kept_until, instant, |oldest, deadline| {
                     if challenges.get(oldest).is_some_and(|entry| {
                         entry.challenge.consumed && entry.expires_at == deadline
                     }) {
@@ -390,14 +405,27 @@ impl ChallengeStore for MemoryCodeStore {
         {
             return Ok(Some(*first));
         }
+        let expires_at = now + ttl;
         state
             .requests
-            .insert(key.to_owned(), (challenge_id, now + ttl));
+            .insert(key.to_owned(), (challenge_id, expires_at));
+        match state.challenges.get_mut(&challenge_id) {
+            Some(entry) => entry.answers_a_request = true,
+            None => {
+                state.awaited.insert(challenge_id, expires_at);
+            }
+        }
         Ok(None)
     }
 
     async fn forget_request(&self, key: &str) -> StoreResult<()> {
-        self.state().requests.remove(key);
+        let mut state = self.state();
+        if let Some((challenge_id, _)) = state.requests.remove(key) {
+            state.awaited.remove(&challenge_id);
+            if let Some(entry) = state.challenges.get_mut(&challenge_id) {
+                entry.answers_a_request = false;
+            }
+        }
         Ok(())
     }
 }
@@ -533,49 +561,114 @@ mod tests {
         }
     }
 
-    async fn used_challenge(store: &MemoryCodeStore, kept: KeptAfterUse) -> Uuid {
-        let mac = [7u8; 32];
-        let challenge = challenge(mac);
-        store.create_challenge(&challenge, HOUR).await.unwrap();
+    const USED_MAC: [u8; 32] = [7u8; 32];
+
+    async fn use_challenge(store: &MemoryCodeStore, id: Uuid, kept: KeptAfterUse) {
         let outcome = store
-            .attempt(challenge.id, &[mac], Utc::now(), 5, kept)
+            .attempt(id, &[USED_MAC], Utc::now(), 5, kept)
             .await
             .unwrap();
         assert!(matches!(outcome, AttemptOutcome::Verified(_)));
+    }
+
+    async fn used_challenge(store: &MemoryCodeStore, kept: KeptAfterUse) -> Uuid {
+        let challenge = challenge(USED_MAC);
+        store.create_challenge(&challenge, HOUR).await.unwrap();
+        use_challenge(store, challenge.id, kept).await;
+        challenge.id
+    }
+
+    /// Remembers `key` for a new challenge, either before creating it (as `SendCode` does) or
+    /// after, then forgets it if `forget` (as a failed send does), and uses the challenge.
+    async fn used_for_a_request(
+        store: &MemoryCodeStore,
+        key: &str,
+        remembered_first: bool,
+        forget: bool,
+    ) -> Uuid {
+        let challenge = challenge(USED_MAC);
+        if remembered_first {
+            let first = store.remember_request(key, challenge.id, HOUR).await;
+            assert_eq!(first.unwrap(), None);
+        }
+        store.create_challenge(&challenge, HOUR).await.unwrap();
+        if !remembered_first {
+            let first = store.remember_request(key, challenge.id, HOUR).await;
+            assert_eq!(first.unwrap(), None);
+        }
+        if forget {
+            store.forget_request(key).await.unwrap();
+        }
+        use_challenge(store, challenge.id, KeptAfterUse::ForItsCaller(KEPT)).await;
         challenge.id
     }
 
     #[tokio::test]
-    async fn only_the_newest_challenges_used_by_flows_are_held() {
+    async fn only_the_newest_used_challenges_are_held_unless_a_remembered_request_needs_them() {
         let store = MemoryCodeStore::new();
         let unused = challenge([1u8; 32]);
         store.create_challenge(&unused, HOUR).await.unwrap();
-        let remembered = used_challenge(&store, KeptAfterUse::Remembered(KEPT)).await;
-        let oldest = used_challenge(&store, KeptAfterUse::ForItsFlow(KEPT)).await;
-        let second = used_challenge(&store, KeptAfterUse::ForItsFlow(KEPT)).await;
-        for _ in 2..FINISHED_KEPT_AT_MOST {
-            used_challenge(&store, KeptAfterUse::ForItsFlow(KEPT)).await;
+        let requested = used_for_a_request(&store, "before", true, false).await;
+        let requested_after = used_for_a_request(&store, "after", false, false).await;
+        let forgotten = used_for_a_request(&store, "forgotten", true, true).await;
+        let forgotten_after = used_for_a_request(&store, "forgotten after", false, true).await;
+        let by_a_flow = used_challenge(&store, KeptAfterUse::ForItsFlow(KEPT)).await;
+        let by_a_caller = used_challenge(&store, KeptAfterUse::ForItsCaller(KEPT)).await;
+        let held = [forgotten, forgotten_after, by_a_flow, by_a_caller];
+        for round in held.len()..FINISHED_KEPT_AT_MOST {
+            let kept = if round % 2 == 0 {
+                KeptAfterUse::ForItsFlow(KEPT)
+            } else {
+                KeptAfterUse::ForItsCaller(KEPT)
+            };
+            used_challenge(&store, kept).await;
         }
-        assert!(store.get_challenge(oldest).await.unwrap().is_some());
+        for id in held {
+            assert!(
+                store.get_challenge(id).await.unwrap().is_some(),
+                "not beyond the bound yet"
+            );
+        }
 
-        used_challenge(&store, KeptAfterUse::ForItsFlow(KEPT)).await;
-        assert_eq!(
-            store.get_challenge(oldest).await.unwrap(),
-            None,
-            "beyond the bound"
-        );
-        assert!(store.get_challenge(second).await.unwrap().is_some());
+        for (newer, dropped) in held.iter().enumerate() {
+            used_challenge(&store, KeptAfterUse::ForItsCaller(KEPT)).await;
+            assert_eq!(
+                store.get_challenge(*dropped).await.unwrap(),
+                None,
+                "beyond the bound"
+            );
+            if let Some(next) = held.get(newer + 1) {
+                assert!(store.get_challenge(*next).await.unwrap().is_some());
+            }
+        }
         assert!(
             store.get_challenge(unused.id).await.unwrap().is_some(),
             "a challenge not used yet is never dropped"
         );
-        let remembered = store.get_challenge(remembered).await.unwrap();
-        assert!(
-            remembered.is_some_and(|challenge| challenge.consumed),
-            "a CodeService challenge keeps its time: a retried send must find it"
-        );
+        for id in [requested, requested_after] {
+            let challenge = store.get_challenge(id).await.unwrap();
+            assert!(
+                challenge.is_some_and(|challenge| challenge.consumed),
+                "a retried send must find the challenge its request remembers"
+            );
+            let again = store
+                .attempt(
+                    id,
+                    &[USED_MAC],
+                    Utc::now(),
+                    5,
+                    KeptAfterUse::ForItsCaller(KEPT),
+                )
+                .await
+                .unwrap();
+            assert_eq!(again, AttemptOutcome::AlreadyUsed);
+        }
         let state = store.state();
-        assert_eq!(state.challenges.len(), FINISHED_KEPT_AT_MOST + 2);
+        assert_eq!(state.challenges.len(), FINISHED_KEPT_AT_MOST + 3);
+        assert!(
+            state.awaited.is_empty(),
+            "creating or forgetting ends the wait"
+        );
     }
 
     #[tokio::test]

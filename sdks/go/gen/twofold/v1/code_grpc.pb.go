@@ -31,10 +31,14 @@ const (
 // registered address for a purpose, then check it. It uses the same code engine and limits as
 // the login flows. Served on the admin listener only.
 type CodeServiceClient interface {
-	// Sends a code. A retry with the same `request_id` returns the first answer and sends nothing.
-	// Permission: admin API key.
+	// Sends a code. A retry with the same `request_id` within the code's lifespan returns the first
+	// answer and sends nothing. Permission: admin API key.
 	SendCode(ctx context.Context, in *SendCodeRequest, opts ...grpc.CallOption) (*SendCodeResponse, error)
-	// Checks a code against a challenge. Permission: admin API key.
+	// Checks a code against a challenge. Permission: admin API key. A code checked again after it
+	// verified answers CODE_INVALID while its challenge is kept (the code's lifespan and five
+	// minutes). The embedded store holds only a bounded number of the newest verified challenges
+	// that no remembered `request_id` needs, so under load one may go sooner; then the answer is
+	// CHALLENGE_NOT_FOUND.
 	VerifyCode(ctx context.Context, in *VerifyCodeRequest, opts ...grpc.CallOption) (*VerifyCodeResponse, error)
 }
 
@@ -74,10 +78,14 @@ func (c *codeServiceClient) VerifyCode(ctx context.Context, in *VerifyCodeReques
 // registered address for a purpose, then check it. It uses the same code engine and limits as
 // the login flows. Served on the admin listener only.
 type CodeServiceServer interface {
-	// Sends a code. A retry with the same `request_id` returns the first answer and sends nothing.
-	// Permission: admin API key.
+	// Sends a code. A retry with the same `request_id` within the code's lifespan returns the first
+	// answer and sends nothing. Permission: admin API key.
 	SendCode(context.Context, *SendCodeRequest) (*SendCodeResponse, error)
-	// Checks a code against a challenge. Permission: admin API key.
+	// Checks a code against a challenge. Permission: admin API key. A code checked again after it
+	// verified answers CODE_INVALID while its challenge is kept (the code's lifespan and five
+	// minutes). The embedded store holds only a bounded number of the newest verified challenges
+	// that no remembered `request_id` needs, so under load one may go sooner; then the answer is
+	// CHALLENGE_NOT_FOUND.
 	VerifyCode(context.Context, *VerifyCodeRequest) (*VerifyCodeResponse, error)
 	mustEmbedUnimplementedCodeServiceServer()
 }

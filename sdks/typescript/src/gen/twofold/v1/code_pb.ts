@@ -211,8 +211,8 @@ export const VerifyCodeResponseSchema: GenMessage<VerifyCodeResponse> = /*@__PUR
  */
 export const CodeService: GenService<{
   /**
-   * Sends a code. A retry with the same `request_id` returns the first answer and sends nothing.
-   * Permission: admin API key.
+   * Sends a code. A retry with the same `request_id` within the code's lifespan returns the first
+   * answer and sends nothing. Permission: admin API key.
    *
    * @generated from rpc twofold.v1.CodeService.SendCode
    */
@@ -222,7 +222,11 @@ export const CodeService: GenService<{
     output: typeof SendCodeResponseSchema;
   },
   /**
-   * Checks a code against a challenge. Permission: admin API key.
+   * Checks a code against a challenge. Permission: admin API key. A code checked again after it
+   * verified answers CODE_INVALID while its challenge is kept (the code's lifespan and five
+   * minutes). The embedded store holds only a bounded number of the newest verified challenges
+   * that no remembered `request_id` needs, so under load one may go sooner; then the answer is
+   * CHALLENGE_NOT_FOUND.
    *
    * @generated from rpc twofold.v1.CodeService.VerifyCode
    */
