@@ -20,9 +20,9 @@ use uuid::Uuid;
 const CHALLENGE_GRACE: Duration = Duration::from_secs(300);
 /// How long a challenge used in a login flow is kept: the passed flow refuses a repeated submit
 /// before the challenge is read, so the challenge need not hold memory until its code would have
-/// expired. Challenges of `CodeService` are kept for the rest of their life, since a retried
-/// `SendCode` must find its first answer for as long as its `request_id` is remembered (see
-/// [`KeptAfterUse::ForItsCaller`]).
+/// expired. Challenges of `CodeService` are kept for the rest of their life, bounded in number
+/// on the embedded store except while a remembered `request_id` needs them: a retried
+/// `SendCode` must find its first answer (see [`KeptAfterUse::ForItsCaller`]).
 pub const FLOW_CHALLENGE_KEPT_AFTER_USE: Duration = Duration::from_secs(300);
 const HOUR: Duration = Duration::from_secs(3600);
 

@@ -31,9 +31,9 @@ struct Entry {
 /// step-ups a second with hour-long flows, tens of thousands of entries per call.
 const SWEEP_EVERY: u32 = 1024;
 
-/// Finished entries held at most, per store. At 1,700 step-ups (or `CodeService` verifications)
-/// a second that is the last ten seconds of them (about 20 MiB of flows and challenges
-/// together); at a hundred a second, the whole five minutes a flow's are kept for.
+/// Finished entries held at most, per store. At 1,700 step-ups a second that is the last ten
+/// seconds of them (about 20 MiB of flows and challenges together); at 50 a second or fewer,
+/// the whole five minutes a flow's are kept for.
 pub const FINISHED_KEPT_AT_MOST: usize = 16_384;
 
 /// The ids of finished entries, oldest first, each with the deadline it was given on finishing
@@ -199,9 +199,15 @@ impl MemoryFlowStore {
 struct ChallengeEntry {
     challenge: Challenge,
     expires_at: Instant,
-    /// A remembered `SendCode` request answers its retries with this challenge, so once used it
-    /// keeps its time rather than joining the bounded finished ones.
-    answers_a_request: bool,
+    /// Until when a remembered `SendCode` request answers its retries with this challenge: while
+    /// it does, the used challenge keeps its time rather than joining the bounded finished ones.
+    remembered_until: Option<Instant>,
+}
+
+impl ChallengeEntry {
+    fn answers_a_request(&self, now: Instant) -> bool {
+        self.remembered_until.is_some_and(|until| until > now)
+    }
 }
 
 #[derive(Default)]
@@ -222,7 +228,8 @@ struct CodeState {
 }
 
 /// Challenges, sender idempotency keys and rate-limit windows for the embedded default, with the
-/// same semantics as the Redis store. One mutex makes every operation atomic.
+/// same semantics as the Redis store except that used challenges beyond the bound go sooner. One
+/// mutex makes every operation atomic.
 #[derive(Default)]
 pub struct MemoryCodeStore {
     state: Mutex<CodeState>,
@@ -274,16 +281,13 @@ impl ChallengeStore for MemoryCodeStore {
                 .retain(|_, (_, expires_at)| *expires_at > now);
             state.awaited.retain(|_, expires_at| *expires_at > now);
         }
-        let answers_a_request = state
-            .awaited
-            .remove(&challenge.id)
-            .is_some_and(|expires_at| expires_at > now);
+        let remembered_until = state.awaited.remove(&challenge.id);
         state.challenges.insert(
             challenge.id,
             ChallengeEntry {
                 challenge: challenge.clone(),
                 expires_at: now + ttl,
-                answers_a_request,
+                remembered_until,
             },
         );
         Ok(())
@@ -336,13 +340,15 @@ impl ChallengeStore for MemoryCodeStore {
             }
             let droppable = match kept_after_use {
                 KeptAfterUse::ForItsFlow(_) => true,
-                KeptAfterUse::ForItsCaller(_) => !entry.answers_a_request,
+                KeptAfterUse::ForItsCaller(_) => !entry.answers_a_request(instant),
             };
             if droppable {
                 let kept_until = entry.expires_at;
                 used.record(id, kept_until, instant, |oldest, deadline| {
                     if challenges.get(oldest).is_some_and(|entry| {
-                        entry.challenge.consumed && entry.expires_at == deadline
+                        entry.challenge.consumed
+                            && entry.expires_at == deadline
+                            && !entry.answers_a_request(instant)
                     }) {
                         challenges.remove(oldest);
                     }
@@ -410,7 +416,7 @@ impl ChallengeStore for MemoryCodeStore {
             .requests
             .insert(key.to_owned(), (challenge_id, expires_at));
         match state.challenges.get_mut(&challenge_id) {
-            Some(entry) => entry.answers_a_request = true,
+            Some(entry) => entry.remembered_until = Some(expires_at),
             None => {
                 state.awaited.insert(challenge_id, expires_at);
             }
@@ -423,7 +429,7 @@ impl ChallengeStore for MemoryCodeStore {
         if let Some((challenge_id, _)) = state.requests.remove(key) {
             state.awaited.remove(&challenge_id);
             if let Some(entry) = state.challenges.get_mut(&challenge_id) {
-                entry.answers_a_request = false;
+                entry.remembered_until = None;
             }
         }
         Ok(())
@@ -610,6 +616,10 @@ mod tests {
         store.create_challenge(&unused, HOUR).await.unwrap();
         let requested = used_for_a_request(&store, "before", true, false).await;
         let requested_after = used_for_a_request(&store, "after", false, false).await;
+        assert!(
+            store.state().used.oldest_first.is_empty(),
+            "a challenge a request needs takes no place among the bounded ones"
+        );
         let forgotten = used_for_a_request(&store, "forgotten", true, true).await;
         let forgotten_after = used_for_a_request(&store, "forgotten after", false, true).await;
         let by_a_flow = used_challenge(&store, KeptAfterUse::ForItsFlow(KEPT)).await;
@@ -669,6 +679,54 @@ mod tests {
             state.awaited.is_empty(),
             "creating or forgetting ends the wait"
         );
+    }
+
+    /// A request holds its used challenge only while it is remembered: one used after its
+    /// request ended goes with the bounded ones, and answers "not found" once dropped, so its
+    /// code cannot verify again; one named by a request only after it was used is held from
+    /// then on. A request forgotten before its challenge was created leaves nothing behind.
+    #[tokio::test]
+    async fn a_request_holds_its_used_challenge_only_while_it_is_remembered() {
+        let store = MemoryCodeStore::new();
+        let brief = challenge(USED_MAC);
+        let first = store
+            .remember_request("brief", brief.id, Duration::from_millis(1))
+            .await;
+        assert_eq!(first.unwrap(), None);
+        store.create_challenge(&brief, HOUR).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        use_challenge(&store, brief.id, KeptAfterUse::ForItsCaller(KEPT)).await;
+        let refused = Uuid::new_v4();
+        let first = store.remember_request("refused", refused, HOUR).await;
+        assert_eq!(first.unwrap(), None);
+        store.forget_request("refused").await.unwrap();
+        let late = used_challenge(&store, KeptAfterUse::ForItsCaller(KEPT)).await;
+        let first = store.remember_request("late", late, HOUR).await;
+        assert_eq!(first.unwrap(), None);
+        for _ in 2..FINISHED_KEPT_AT_MOST {
+            used_challenge(&store, KeptAfterUse::ForItsFlow(KEPT)).await;
+        }
+        assert!(store.get_challenge(brief.id).await.unwrap().is_some());
+
+        used_challenge(&store, KeptAfterUse::ForItsFlow(KEPT)).await;
+        assert_eq!(store.get_challenge(brief.id).await.unwrap(), None);
+        let again = store
+            .attempt(
+                brief.id,
+                &[USED_MAC],
+                Utc::now(),
+                5,
+                KeptAfterUse::ForItsCaller(KEPT),
+            )
+            .await
+            .unwrap();
+        assert_eq!(again, AttemptOutcome::NotFound, "fails closed");
+        used_challenge(&store, KeptAfterUse::ForItsFlow(KEPT)).await;
+        assert!(
+            store.get_challenge(late).await.unwrap().is_some(),
+            "remembered since it was used"
+        );
+        assert!(store.state().awaited.is_empty());
     }
 
     #[tokio::test]
