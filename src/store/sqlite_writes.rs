@@ -286,7 +286,7 @@ impl WriteThread {
             .map_err(|_| StoreError::Internal("sqlite write thread ended at start".into()))?
             .map_err(|error| StoreError::Internal(format!("sqlite write runtime: {error}")))?;
         let (groups, grouped) = tokio::sync::mpsc::unbounded_channel();
-        runtime.spawn(group_commit::commit_in_groups(writer.clone(), grouped));
+        runtime.spawn(group_commit::keep_committing(writer.clone(), grouped));
         Ok(Arc::new(Self {
             runtime,
             writer,
@@ -764,6 +764,43 @@ pub(super) mod tests {
         // Debug builds refuse it alone; a release build would insert NULL, a new row id.
         assert!(matches!(short, Err(StoreError::Internal(_))), "{short:?}");
         assert_eq!(ids(&third.expect("committed")), [vec![3]]);
+    }
+
+    /// A panic in the group committer (here a transaction whose binding panics, as a bug in a
+    /// store's binding would) fails that transaction's caller only: the committer starts again
+    /// and commits what had queued behind it and what comes later. Without the restart every
+    /// later queued transaction fails with "stopped".
+    #[tokio::test]
+    async fn the_group_committer_starts_again_after_a_panic() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (writer, _) = writer_on_file(&dir).await;
+        let thread = WriteThread::start(writer.clone()).expect("start");
+        // Another text than `insert_item`'s, so it is a group of its own, and the first.
+        let panicking = Shareable::new(
+            statements!("INSERT INTO items SELECT ? RETURNING id"),
+            1,
+            "insert item with a broken binding",
+            |_| panic!("a binding that panics"),
+        );
+        let answers = commit_queued(
+            &thread,
+            &writer,
+            vec![panicking, insert_item(1), insert_item(2)],
+        )
+        .await;
+        let [panicked, first, second] = <[_; 3]>::try_from(answers).expect("three answers");
+        assert!(
+            matches!(panicked, Err(StoreError::Internal(_))),
+            "{panicked:?}"
+        );
+        assert_eq!(ids(&first.expect("queued behind it")), [vec![1]]);
+        assert_eq!(ids(&second.expect("queued behind it")), [vec![2]]);
+
+        let later = commit_queued(&thread, &writer, vec![insert_item(3), insert_item(4)]).await;
+        for (answer, id) in later.into_iter().zip([3, 4]) {
+            assert_eq!(ids(&answer.expect("committed later")), [vec![id]]);
+        }
+        assert_eq!(items(&writer).await, [1, 2, 3, 4]);
     }
 
     /// A statement that fails in a group fails its own transaction only: the others commit.

@@ -11,11 +11,13 @@
 use super::{InFlight, Writer, WriterGuard, rows_by_statement};
 use crate::store::sql_common::map_error;
 use crate::store::{StoreError, StoreResult};
+use futures_util::FutureExt;
 use sqlx::query::Query;
 use sqlx::sqlite::{SqliteArguments, SqliteRow};
 use sqlx::{Arguments, AssertSqlSafe, Execute, Executor, Sqlite};
 use std::borrow::Cow;
 use std::collections::VecDeque;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
@@ -117,27 +119,54 @@ impl Waiting {
     }
 }
 
+/// What the group committer has taken in and not answered yet. It lives outside the committer,
+/// so that one started again after a panic carries on with the same transactions.
+pub(super) struct Queue {
+    incoming: mpsc::UnboundedReceiver<Waiting>,
+    waiting: VecDeque<Waiting>,
+}
+
+/// Commits what is queued until the queue's senders are gone, starting the committer again if
+/// it panics. A committer that ended would leave every later transaction that queued failing
+/// until the process restarted; a panic costs only the callers of the group it was committing.
+pub(super) async fn keep_committing(
+    writer: Arc<Writer>,
+    incoming: mpsc::UnboundedReceiver<Waiting>,
+) {
+    let mut queue = Queue {
+        incoming,
+        waiting: VecDeque::new(),
+    };
+    // Unwind safety: a panic can only come from inside a group's commit, with the group already
+    // taken out of `waiting`; a transaction it left open is rolled back by the writer's next
+    // holder (see `Writer::lock`).
+    while AssertUnwindSafe(commit_in_groups(&writer, &mut queue))
+        .catch_unwind()
+        .await
+        .is_err()
+    {
+        tracing::error!("the sqlite group committer panicked; it starts again");
+    }
+}
+
 /// Commits what is queued, group by group, until the queue's senders are gone. The writer is
 /// taken before a group is chosen, so everything that queued while it was busy can join.
-pub(super) async fn commit_in_groups(
-    writer: Arc<Writer>,
-    mut queue: mpsc::UnboundedReceiver<Waiting>,
-) {
-    let mut waiting = VecDeque::new();
+async fn commit_in_groups(writer: &Arc<Writer>, queue: &mut Queue) {
+    let Queue { incoming, waiting } = queue;
     loop {
         if waiting.is_empty() {
-            match queue.recv().await {
+            match incoming.recv().await {
                 Some(first) => waiting.push_back(first),
                 None => return,
             }
         }
         let held = writer.lock().await;
-        while let Ok(next) = queue.try_recv() {
+        while let Ok(next) = incoming.try_recv() {
             waiting.push_back(next);
         }
         match held {
             Ok(mut held) => {
-                let group = next_group(&mut waiting);
+                let group = next_group(waiting);
                 commit_group(&mut held, group).await;
             }
             // Everything queued has waited for the writer as long as this did, or is behind
