@@ -306,7 +306,7 @@ async fn commit_together(writer: &mut WriterGuard<'_>, group: &[Waiting]) -> Tog
         .map(|waiting| waiting.transaction.parameters)
         .sum();
     let Some(query) = with_arguments_for(query, parameters) else {
-        // Alone, each is refused in debug builds or runs as its own arguments say.
+        // Alone, the short one is refused and the others run.
         return Together::Failed;
     };
     writer.0.may_be_open = true;
