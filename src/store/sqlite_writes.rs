@@ -766,33 +766,38 @@ pub(super) mod tests {
 
     /// A panic in the group committer (here a transaction whose binding panics, as a bug in a
     /// store's binding would) fails that transaction's caller only: the committer starts again
-    /// and commits what had queued behind it and what comes later. Without the restart every
-    /// later queued transaction fails with "stopped".
+    /// and commits what had queued behind it and what comes later. Two such transactions in a
+    /// row are two groups, not a panic outside any group, so what waits behind them is kept.
+    /// Without the restart every later queued transaction fails with "stopped".
     #[tokio::test]
     async fn the_group_committer_starts_again_after_a_panic() {
         let dir = tempfile::tempdir().expect("tempdir");
         let (writer, _) = writer_on_file(&dir).await;
         let thread = WriteThread::start(writer.clone()).expect("start");
-        // Another text than `insert_item`'s, so it is a group of its own, and the first.
-        let panicking = Shareable::new(
-            statements!("INSERT INTO items SELECT ? RETURNING id"),
-            1,
-            "insert item with a broken binding",
-            |_| panic!("a binding that panics"),
-        );
+        // Texts other than `insert_item`'s and each other's, so each is a group of its own.
+        let panicking = |statement: &'static str| {
+            Shareable::new(statement, 1, "insert item with a broken binding", |_| {
+                panic!("a binding that panics")
+            })
+        };
         let answers = commit_queued(
             &thread,
             &writer,
-            vec![panicking, insert_item(1), insert_item(2)],
+            vec![
+                panicking("INSERT INTO items SELECT ? RETURNING id; "),
+                panicking("INSERT INTO items SELECT ? + 0 RETURNING id; "),
+                insert_item(1),
+                insert_item(2),
+            ],
         )
         .await;
-        let [panicked, first, second] = <[_; 3]>::try_from(answers).expect("three answers");
-        assert!(
-            matches!(panicked, Err(StoreError::Internal(_))),
-            "{panicked:?}"
-        );
-        assert_eq!(ids(&first.expect("queued behind it")), [vec![1]]);
-        assert_eq!(ids(&second.expect("queued behind it")), [vec![2]]);
+        let [panicked, panicked_again, first, second] =
+            <[_; 4]>::try_from(answers).expect("four answers");
+        for answer in [panicked, panicked_again] {
+            assert!(matches!(answer, Err(StoreError::Internal(_))), "{answer:?}");
+        }
+        assert_eq!(ids(&first.expect("queued behind them")), [vec![1]]);
+        assert_eq!(ids(&second.expect("queued behind them")), [vec![2]]);
 
         let later = commit_queued(&thread, &writer, vec![insert_item(3), insert_item(4)]).await;
         for (answer, id) in later.into_iter().zip([3, 4]) {

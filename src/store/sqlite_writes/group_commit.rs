@@ -12,6 +12,7 @@ use super::{InFlight, Writer, WriterGuard, rows_by_statement};
 use crate::store::sql_common::map_error;
 use crate::store::{StoreError, StoreResult};
 use futures_util::FutureExt;
+use futures_util::future::BoxFuture;
 use sqlx::query::Query;
 use sqlx::sqlite::{SqliteArguments, SqliteRow};
 use sqlx::{Arguments, AssertSqlSafe, Execute, Executor, Sqlite};
@@ -19,6 +20,7 @@ use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
 /// Each size of group is a command kept prepared on the writer's connection: sizes 2 to 8 are 7
@@ -124,7 +126,24 @@ impl Waiting {
 pub(super) struct Queue {
     incoming: mpsc::UnboundedReceiver<Waiting>,
     waiting: VecDeque<Waiting>,
+    /// Groups taken out of `waiting` so far. A panic with no group taken since the one before
+    /// did not come from a transaction, and would meet what waits again.
+    groups_taken: u64,
 }
+
+impl Queue {
+    fn new(incoming: mpsc::UnboundedReceiver<Waiting>) -> Self {
+        Self {
+            incoming,
+            waiting: VecDeque::new(),
+            groups_taken: 0,
+        }
+    }
+}
+
+/// How long a committer that panicked twice without taking a group waits before it starts
+/// again, so that a panic outside any transaction does not spin.
+const AFTER_REPEATED_PANIC: Duration = Duration::from_millis(100);
 
 /// Commits what is queued until the queue's senders are gone, starting the committer again if
 /// it panics. A committer that ended would leave every later transaction that queued failing
@@ -133,26 +152,63 @@ pub(super) async fn keep_committing(
     writer: Arc<Writer>,
     incoming: mpsc::UnboundedReceiver<Waiting>,
 ) {
-    let mut queue = Queue {
-        incoming,
-        waiting: VecDeque::new(),
-    };
-    // Unwind safety: a panic can only come from inside a group's commit, with the group already
-    // taken out of `waiting`; a transaction it left open is rolled back by the writer's next
-    // holder (see `Writer::lock`).
-    while AssertUnwindSafe(commit_in_groups(&writer, &mut queue))
+    supervise(Queue::new(incoming), |queue, restarted| {
+        let writer = writer.clone();
+        Box::pin(async move {
+            if restarted {
+                // Rolls back what the panic left open now, not at the next write: an open
+                // `BEGIN IMMEDIATE` holds the database's write lock against other processes.
+                drop(writer.lock().await);
+            }
+            commit_in_groups(&writer, queue).await;
+        })
+    })
+    .await;
+}
+
+/// Runs `committer` until it returns, again after each panic (`restarted` says so). Unwind
+/// safety: what a panic leaves behind is the queue, whose collections are never mid-change
+/// while a transaction runs, and the writer, whose guard marks a transaction that may be open
+/// so that its next holder rolls it back (see `Writer::lock`). A second panic with no group
+/// taken since the first answers everything waiting with `Unavailable`, since the same panic
+/// would meet it again, and waits a little before starting again.
+async fn supervise<C>(mut queue: Queue, mut committer: C)
+where
+    C: for<'a> FnMut(&'a mut Queue, bool) -> BoxFuture<'a, ()>,
+{
+    let mut restarted = false;
+    let mut taken_at_last_panic = None;
+    while let Err(panic) = AssertUnwindSafe(committer(&mut queue, restarted))
         .catch_unwind()
         .await
-        .is_err()
     {
-        tracing::error!("the sqlite group committer panicked; it starts again");
+        let message = panic
+            .downcast_ref::<&str>()
+            .copied()
+            .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+            .unwrap_or("(not text)");
+        tracing::error!(
+            panic = message,
+            "the sqlite group committer panicked; it starts again"
+        );
+        if taken_at_last_panic == Some(queue.groups_taken) {
+            let error = StoreError::Unavailable("sqlite group committer: failing".into());
+            answer_all(queue.waiting.drain(..), &error);
+            tokio::time::sleep(AFTER_REPEATED_PANIC).await;
+        }
+        taken_at_last_panic = Some(queue.groups_taken);
+        restarted = true;
     }
 }
 
 /// Commits what is queued, group by group, until the queue's senders are gone. The writer is
 /// taken before a group is chosen, so everything that queued while it was busy can join.
 async fn commit_in_groups(writer: &Arc<Writer>, queue: &mut Queue) {
-    let Queue { incoming, waiting } = queue;
+    let Queue {
+        incoming,
+        waiting,
+        groups_taken,
+    } = queue;
     loop {
         if waiting.is_empty() {
             match incoming.recv().await {
@@ -167,6 +223,7 @@ async fn commit_in_groups(writer: &Arc<Writer>, queue: &mut Queue) {
         match held {
             Ok(mut held) => {
                 let group = next_group(waiting);
+                *groups_taken += 1;
                 commit_group(&mut held, group).await;
             }
             // Everything queued has waited for the writer as long as this did, or is behind
@@ -365,4 +422,61 @@ fn with_arguments_for(mut query: SqliteQuery, parameters: usize) -> Option<Sqlit
         return None;
     }
     Some(sqlx::query_with(query.sql(), arguments).persistent(persistent))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{InFlight, Queue, Shareable, Waiting, supervise};
+    use crate::store::StoreError;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    /// A committer that panics outside any group (none taken between two panics) would meet
+    /// what waits again and again: the second panic answers it with `Unavailable` instead of
+    /// leaving its callers waiting for good, and the committer goes on once nothing waits.
+    #[tokio::test]
+    async fn a_repeated_panic_outside_any_group_answers_what_waits() {
+        let (sender, incoming) = tokio::sync::mpsc::unbounded_channel();
+        let under_way = Arc::new(AtomicUsize::new(0));
+        let mut answers = Vec::new();
+        for id in [1_i64, 2] {
+            let transaction = Shareable::new(
+                "INSERT INTO items VALUES (?) RETURNING id; ",
+                1,
+                "insert item",
+                move |query| query.bind(id),
+            );
+            let (waiting, answered) = Waiting::new(transaction, InFlight::enter(under_way.clone()));
+            sender.send(waiting).expect("queued");
+            answers.push(answered);
+        }
+        drop(sender);
+        let panics = Arc::new(AtomicUsize::new(0));
+        let counted = panics.clone();
+        let supervised = supervise(Queue::new(incoming), move |queue, _restarted| {
+            let counted = counted.clone();
+            Box::pin(async move {
+                while let Ok(next) = queue.incoming.try_recv() {
+                    queue.waiting.push_back(next);
+                }
+                if !queue.waiting.is_empty() {
+                    counted.fetch_add(1, Ordering::Relaxed);
+                    panic!("a panic outside any group");
+                }
+            })
+        });
+        tokio::time::timeout(Duration::from_secs(5), supervised)
+            .await
+            .expect("the committer ends once nothing waits");
+        for answered in answers {
+            let answer = answered.await.expect("answered, not dropped");
+            assert!(
+                matches!(answer, Err(StoreError::Unavailable(_))),
+                "{answer:?}"
+            );
+        }
+        assert_eq!(panics.load(Ordering::Relaxed), 2, "answered at the second");
+        assert_eq!(under_way.load(Ordering::Relaxed), 0);
+    }
 }
