@@ -123,7 +123,7 @@ impl Waiting {
 
 /// What the group committer has taken in and not answered yet. It lives outside the committer,
 /// so that one started again after a panic carries on with the same transactions.
-pub(super) struct Queue {
+struct Queue {
     incoming: mpsc::UnboundedReceiver<Waiting>,
     waiting: VecDeque<Waiting>,
     /// Groups taken out of `waiting` so far. A panic with no group taken since the one before
