@@ -990,6 +990,85 @@ mod sql_cases {
             .expect("audit events");
         assert_eq!(audited.len(), 2, "only the winner's upgrade is audited");
     }
+
+    /// Upgrades of many sessions sent at once, which a store may write together, each answer
+    /// for their own session, with their own audit events and address; one with a stale token
+    /// loses and writes nothing. Returns the sessions upgraded.
+    pub async fn upgrades_sent_at_once<S: SqlStore>(store: &S) -> Vec<Uuid> {
+        const SESSIONS: usize = 20;
+        let now = now();
+        let mut wanted = Vec::new();
+        for _ in 0..SESSIONS {
+            let identity = new_identity();
+            store
+                .insert_identity(&identity, None)
+                .await
+                .expect("insert");
+            let session = session_for(identity.id, now, now + ChronoDuration::hours(1));
+            store
+                .insert_session(&session)
+                .await
+                .expect("insert session");
+            let upgrade = upgrade_to_aal2(&identity, now + ChronoDuration::seconds(1));
+            wanted.push((identity, session, upgrade));
+        }
+        let stale = token_hash();
+        let is_stale = |index: usize| index == SESSIONS / 2;
+        let answers = futures_util::future::join_all(wanted.iter().enumerate().map(
+            |(index, (_, session, upgrade))| {
+                let expected = if is_stale(index) {
+                    &stale
+                } else {
+                    &session.token_hash
+                };
+                store.upgrade_session(session.id, expected, upgrade)
+            },
+        ))
+        .await;
+        let mut upgraded_ids = Vec::new();
+        for (index, ((identity, session, upgrade), answer)) in
+            wanted.iter().zip(answers).enumerate()
+        {
+            let answer = answer.expect("upgrade");
+            let audited = store.audit_events(identity.id).await.expect("audit");
+            let stored = store.get_session(session.id).await.expect("get");
+            if is_stale(index) {
+                assert!(answer.is_none(), "a stale token must not upgrade");
+                assert_eq!(audited, vec![], "a lost upgrade is not audited");
+                assert_eq!(stored.as_ref(), Some(session));
+                assert_eq!(
+                    store.get_identity(identity.id).await.expect("get").as_ref(),
+                    Some(identity)
+                );
+                continue;
+            }
+            let Upgraded {
+                session: upgraded,
+                identity: upgraded_identity,
+            } = answer.expect("upgraded");
+            assert_eq!(upgraded.id, session.id);
+            assert_eq!(upgraded.token_hash, upgrade.new_token_hash);
+            assert_eq!(upgraded.aal, Aal::Aal2);
+            assert_eq!(stored.as_ref(), Some(&upgraded));
+            let upgraded_identity = upgraded_identity.expect("identity");
+            assert_eq!(upgraded_identity.id, identity.id);
+            assert_eq!(
+                Some(&upgraded_identity),
+                store.get_identity(identity.id).await.expect("get").as_ref(),
+                "the answer's identity is the stored one, its address verified"
+            );
+            assert!(
+                upgraded_identity
+                    .verifiable_addresses
+                    .iter()
+                    .any(|address| address.value == email_of(identity) && address.verified)
+            );
+            assert_eq!(audited, upgrade.audit);
+            upgraded_ids.push(session.id);
+        }
+        assert_eq!(upgraded_ids.len(), SESSIONS - 1);
+        upgraded_ids
+    }
 }
 
 /// The flow suite. Each case gets its own store (own key prefix on Redis).
@@ -1870,6 +1949,54 @@ mod durable_cases {
         messages.iter().map(|message| message.id).collect()
     }
 
+    /// Messages enqueued at once, which a store may write together, are each stored with their
+    /// audit event; one that cannot be stored (its id is taken) fails alone and writes nothing.
+    /// Returns the messages stored.
+    pub async fn enqueues_sent_at_once<S: SqlStore + Outbox>(store: &S) -> Vec<OutboxMessage> {
+        const MESSAGES: usize = 20;
+        let at = now();
+        let taken = enqueued(store, &unique_phone(), at).await;
+        let clash = MESSAGES / 2;
+        let sent: Vec<(OutboxMessage, AuditEvent)> = (0..MESSAGES)
+            .map(|index| {
+                let mut message = message(&unique_phone(), at);
+                let audit = audit_for(&message, at);
+                if index == clash {
+                    message.id = taken.id;
+                }
+                (message, audit)
+            })
+            .collect();
+        let answers = futures_util::future::join_all(
+            sent.iter()
+                .map(|(message, audit)| store.enqueue(message, audit)),
+        )
+        .await;
+        let mut stored = Vec::new();
+        for (index, ((message, audit), answer)) in sent.iter().zip(answers).enumerate() {
+            let identity_id = message.identity_id.expect("an identity");
+            let audited = store.audit_events(identity_id).await.expect("audit");
+            if index == clash {
+                assert!(answer.is_err(), "a taken id must fail");
+                assert_eq!(audited, vec![], "a message not stored is not audited");
+                assert_eq!(
+                    store.get_message(taken.id).await.expect("get"),
+                    Some(taken.clone())
+                );
+                continue;
+            }
+            answer.expect("enqueue");
+            assert_eq!(
+                store.get_message(message.id).await.expect("get").as_ref(),
+                Some(message)
+            );
+            assert_eq!(audited, vec![audit.clone()]);
+            stored.push(message.clone());
+        }
+        assert_eq!(stored.len(), MESSAGES - 1);
+        stored
+    }
+
     pub async fn outbox_lifecycle<S: SqlStore + Outbox>(store: &S) {
         let t0 = now();
         let message = message(&unique_phone(), t0);
@@ -2417,7 +2544,8 @@ macro_rules! sql_suite {
                 sessions,
                 upgrade_session,
                 session_with_identity,
-                concurrent_upgrades_have_one_winner
+                concurrent_upgrades_have_one_winner,
+                upgrades_sent_at_once
             );
         }
     };
@@ -2426,7 +2554,7 @@ macro_rules! sql_suite {
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
             async fn $case() {
                 let fixture = open::$backend().await;
-                sql_cases::$case(&fixture.store).await;
+                let _ = sql_cases::$case(&fixture.store).await;
             }
         )*
     };
@@ -2502,7 +2630,8 @@ macro_rules! durable_suite {
                 abandon,
                 list_filters_and_pages,
                 concurrent_claimers_never_share,
-                config_versions_are_sequential
+                config_versions_are_sequential,
+                enqueues_sent_at_once
             );
         }
     };
@@ -2511,7 +2640,7 @@ macro_rules! durable_suite {
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
             async fn $case() {
                 let fixture = open::$backend().await;
-                durable_cases::$case(&fixture.store).await;
+                let _ = durable_cases::$case(&fixture.store).await;
             }
         )*
     };
@@ -2744,6 +2873,64 @@ async fn postgres_courier_rounds_do_not_scan_a_grown_outbox() {
         scanned <= most_while_small,
         "the rounds read {} messages by scanning the grown outbox",
         scanned - most_while_small
+    );
+    let _ = admin.close().await;
+}
+
+/// On Postgres, writes sent at once share statements, and so commits: rows written in one
+/// transaction carry the same `xmin`. Each audit event is in the transaction of the row it
+/// records, so none can outlive or precede its upgrade or message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_writes_sent_at_once_share_commits() {
+    use sqlx::Connection;
+    use twofold::store::postgres::PostgresStore;
+    let dsn = support::fresh_postgres_dsn().await;
+    let store = PostgresStore::connect(&dsn).await.expect("connect");
+    let mut admin = sqlx::PgConnection::connect(&dsn)
+        .await
+        .expect("admin connection");
+
+    let sessions = sql_cases::upgrades_sent_at_once(&store).await;
+    let (transactions, unaligned): (i64, i64) = sqlx::query_as(
+        "SELECT count(DISTINCT s.xmin::text), \
+                count(*) FILTER (WHERE e.xmin::text <> s.xmin::text) \
+         FROM sessions s JOIN audit_events e ON e.identity_id = s.identity_id \
+         WHERE s.id = ANY($1)",
+    )
+    .bind(&sessions)
+    .fetch_one(&mut admin)
+    .await
+    .expect("the upgrades' transactions");
+    assert!(
+        transactions * 2 <= sessions.len() as i64,
+        "{} upgrades sent at once took {transactions} transactions",
+        sessions.len()
+    );
+    assert_eq!(
+        unaligned, 0,
+        "an audit event outside its upgrade's transaction"
+    );
+
+    let messages = durable_cases::enqueues_sent_at_once(&store).await;
+    let ids: Vec<Uuid> = messages.iter().map(|message| message.id).collect();
+    let (transactions, unaligned): (i64, i64) = sqlx::query_as(
+        "SELECT count(DISTINCT m.xmin::text), \
+                count(*) FILTER (WHERE e.xmin::text <> m.xmin::text) \
+         FROM courier_messages m JOIN audit_events e ON e.identity_id = m.identity_id \
+         WHERE m.id = ANY($1)",
+    )
+    .bind(&ids)
+    .fetch_one(&mut admin)
+    .await
+    .expect("the messages' transactions");
+    assert!(
+        transactions * 2 <= ids.len() as i64,
+        "{} messages sent at once took {transactions} transactions",
+        ids.len()
+    );
+    assert_eq!(
+        unaligned, 0,
+        "an audit event outside its message's transaction"
     );
     let _ = admin.close().await;
 }

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use uuid::Uuid;
 
+mod batch;
 pub mod budget_cache;
 pub mod codes;
 pub mod config_versions;

@@ -4,6 +4,7 @@
 //! Writes that touch several rows run in one transaction; an identity and its children are read in
 //! one statement (aggregated as JSON), so it is never assembled from two different versions and
 //! costs one round trip.
+use super::batch::{BatchWrite, Batcher};
 use super::codes::{
     AttemptResult, AuditEvent, DeliveryAttempt, FailureBudgetStore, FailureState, MessageStatus,
     Outbox, OutboxMessage,
@@ -33,6 +34,14 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres
 const MAX_CONNECTIONS: u32 = 16;
 /// Past this the database is effectively unavailable; better to answer than to queue forever.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Batches of one kind of write running at once; a freed one takes every write that waited.
+/// Few, so that writes wait together under load, but more than one, so that one slow batch
+/// does not hold up the rest.
+const BATCHES_AT_ONCE: usize = 2;
+/// Writes per batch at most. Eight already save seven commits in eight. Larger upgrade batches
+/// took about 40 ms instead of 5 over TLS (not without it): a delayed-ACK stall, as sqlx 0.9.0
+/// no longer sets TCP_NODELAY (transact-rs/sqlx#4335). Measured in docs/performance.md.
+const MOST_PER_BATCH: usize = 8;
 /// A connection idle longer than this is pinged before it is handed out, so one the server
 /// dropped while idle (a restart, a proxy's idle cut) is replaced instead of failing a request.
 /// One used more recently is handed out as it is: the pool's default pings every connection
@@ -84,6 +93,8 @@ macro_rules! session_select {
 #[derive(Clone)]
 pub struct PostgresStore {
     pool: sqlx::PgPool,
+    enqueues: Batcher<Enqueues>,
+    upgrades: Batcher<Upgrades>,
 }
 
 impl PostgresStore {
@@ -112,7 +123,21 @@ impl PostgresStore {
             .await
             .map_err(|error| map_error("connect to postgres", error))?;
         MIGRATOR.run(&pool).await.map_err(map_migrate_error)?;
-        Ok(Self { pool })
+        let enqueues = Batcher::start(
+            Enqueues { pool: pool.clone() },
+            BATCHES_AT_ONCE,
+            MOST_PER_BATCH,
+        );
+        let upgrades = Batcher::start(
+            Upgrades { pool: pool.clone() },
+            BATCHES_AT_ONCE,
+            MOST_PER_BATCH,
+        );
+        Ok(Self {
+            pool,
+            enqueues,
+            upgrades,
+        })
     }
 
     pub fn pool(&self) -> &sqlx::PgPool {
@@ -593,6 +618,33 @@ impl SessionStore for PostgresStore {
         upgrade: &SessionUpgrade,
     ) -> StoreResult<Option<Upgraded>> {
         upgrade.check_audited()?;
+        self.upgrades
+            .submit(UpgradeWanted {
+                id,
+                expected_token_hash: expected_token_hash.to_vec(),
+                upgrade: upgrade.clone(),
+            })
+            .await
+    }
+}
+
+/// A session upgrade waiting to be written; see `batch` for why several callers' are joined.
+struct UpgradeWanted {
+    id: Uuid,
+    expected_token_hash: Vec<u8>,
+    upgrade: SessionUpgrade,
+}
+
+struct Upgrades {
+    pool: sqlx::PgPool,
+}
+
+impl BatchWrite for Upgrades {
+    type Item = UpgradeWanted;
+    type Output = Option<Upgraded>;
+
+    async fn one(&self, wanted: &UpgradeWanted) -> StoreResult<Option<Upgraded>> {
+        let upgrade = &wanted.upgrade;
         // One guarded statement: Postgres re-checks the WHERE clause after waiting for a
         // concurrent writer's row lock, so only the first of several upgrades matches. The
         // address and audit writes hang off its RETURNING, so they happen exactly when it does,
@@ -623,43 +675,149 @@ impl SessionStore for PostgresStore {
             identity_columns!(),
             "FROM upgraded s LEFT JOIN identities i ON i.id = s.identity_id"
         ))
-        .bind(id)
-        .bind(expected_token_hash)
+        .bind(wanted.id)
+        .bind(&wanted.expected_token_hash)
         .bind(&upgrade.new_token_hash)
         .bind(upgrade.aal.as_str())
         .bind(Json(&upgrade.methods))
         .bind(upgrade.authenticated_at)
         .bind(&upgrade.verified_address);
-        let Some(row) = bind_audits(query, &upgrade.audit)
+        let row = bind_audits(query, upgrade.audit.iter())
             .fetch_optional(&self.pool)
             .await
-            .map_err(|error| map_error("upgrade session", error))?
-        else {
-            return Ok(None);
-        };
-        let decode = || -> Result<_, sqlx::Error> {
-            let identity_id: Uuid = row.try_get("session_identity_id")?;
-            let found: bool = row.try_get("identity_found")?;
-            Ok((joined_session_row(&row, identity_id)?, found))
-        };
-        let (session, identity_found) =
-            decode().map_err(|error| map_error("decode upgraded session", error))?;
-        let identity = if identity_found {
-            // The statement read the addresses from the snapshot it started with, before its
-            // own `verified` part ran.
-            let identity = identity_from(&row)?;
-            Some(match &upgrade.verified_address {
-                Some(address) => with_address_verified(identity, address, upgrade.authenticated_at),
-                None => identity,
-            })
-        } else {
-            None
-        };
-        Ok(Some(Upgraded {
-            session: session.into_domain()?,
-            identity,
-        }))
+            .map_err(|error| map_error("upgrade session", error))?;
+        row.map(|row| upgraded_from(&row, upgrade)).transpose()
     }
+
+    /// The single statement of `one` for many sessions: each wanted upgrade carries its
+    /// position, and its audit events carry the position they belong to, so they are written
+    /// exactly when their own upgrade is. Two upgrades of one session in a batch update it once:
+    /// the other finds nothing, as it would have after the first one's commit.
+    async fn many(&self, wanted: &[UpgradeWanted]) -> StoreResult<Vec<Option<Upgraded>>> {
+        let positions = (0..wanted.len())
+            .map(|position| i32::try_from(position).unwrap_or(i32::MAX))
+            .collect::<Vec<_>>();
+        let upgrades = || wanted.iter().map(|wanted| &wanted.upgrade);
+        let audits = || {
+            wanted
+                .iter()
+                .zip(&positions)
+                .flat_map(|(wanted, position)| wanted.upgrade.audit.iter().map(move |_| *position))
+        };
+        let query = sqlx::query(concat!(
+            "WITH wanted AS ( \
+                 SELECT * FROM unnest($1::int[], $2::uuid[], $3::bytea[], $4::bytea[], \
+                                      $5::text[], $6::jsonb[], $7::timestamptz[], $8::text[]) \
+                 AS w(position, id, expected_token_hash, token_hash, aal, methods, \
+                      authenticated_at, verified_address)), \
+             upgraded AS ( \
+                 UPDATE sessions s SET token_hash = w.token_hash, aal = w.aal, \
+                                       methods = w.methods, \
+                                       authenticated_at = w.authenticated_at \
+                 FROM wanted w \
+                 WHERE s.id = w.id AND s.token_hash = w.expected_token_hash \
+                   AND s.revoked_at IS NULL \
+                 RETURNING s.*, w.position, w.verified_address), \
+             verified AS ( \
+                 UPDATE identity_verifiable_addresses a \
+                 SET verified = true, verified_at = COALESCE(a.verified_at, u.authenticated_at) \
+                 FROM upgraded u \
+                 WHERE a.value = u.verified_address AND a.identity_id = u.identity_id \
+                   AND (NOT a.verified OR a.verified_at IS NULL)), \
+             audited AS ( \
+                 INSERT INTO audit_events \
+                 (id, event, identity_id, flow_id, address_hash, client_ip, occurred_at) \
+                 SELECT e.id, e.event, e.identity_id, e.flow_id, e.address_hash, e.client_ip, \
+                        e.occurred_at \
+                 FROM upgraded u JOIN \
+                     unnest($9::int[], $10::uuid[], $11::text[], $12::uuid[], $13::uuid[], \
+                            $14::text[], $15::text[], $16::timestamptz[]) \
+                     AS e(position, id, event, identity_id, flow_id, address_hash, client_ip, \
+                          occurred_at) \
+                 ON e.position = u.position) \
+             SELECT s.position, s.id AS session_id, s.identity_id AS session_identity_id, \
+                    s.token_hash, s.aal, s.methods, s.issued_at, s.expires_at, \
+                    s.authenticated_at, s.revoked_at, i.id IS NOT NULL AS identity_found, ",
+            identity_columns!(),
+            "FROM upgraded s LEFT JOIN identities i ON i.id = s.identity_id"
+        ))
+        .bind(&positions)
+        .bind(wanted.iter().map(|wanted| wanted.id).collect::<Vec<_>>())
+        .bind(
+            wanted
+                .iter()
+                .map(|wanted| wanted.expected_token_hash.as_slice())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            upgrades()
+                .map(|upgrade| upgrade.new_token_hash.as_slice())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            upgrades()
+                .map(|upgrade| upgrade.aal.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            upgrades()
+                .map(|upgrade| Json(&upgrade.methods))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            upgrades()
+                .map(|upgrade| upgrade.authenticated_at)
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            upgrades()
+                .map(|upgrade| upgrade.verified_address.as_deref())
+                .collect::<Vec<_>>(),
+        )
+        .bind(audits().collect::<Vec<_>>());
+        let rows = bind_audits(query, upgrades().flat_map(|upgrade| upgrade.audit.iter()))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|error| map_error("upgrade sessions", error))?;
+        let mut outputs: Vec<Option<Upgraded>> = wanted.iter().map(|_| None).collect();
+        for row in &rows {
+            let position: i32 = row
+                .try_get("position")
+                .map_err(|error| map_error("decode upgraded session", error))?;
+            let position = usize::try_from(position)
+                .ok()
+                .filter(|position| *position < wanted.len())
+                .ok_or_else(|| corrupt("an upgrade's position out of range"))?;
+            outputs[position] = Some(upgraded_from(row, &wanted[position].upgrade)?);
+        }
+        Ok(outputs)
+    }
+}
+
+/// The session and identity a successful upgrade statement returned in `row`.
+fn upgraded_from(row: &PgRow, upgrade: &SessionUpgrade) -> StoreResult<Upgraded> {
+    let decode = || -> Result<_, sqlx::Error> {
+        let identity_id: Uuid = row.try_get("session_identity_id")?;
+        let found: bool = row.try_get("identity_found")?;
+        Ok((joined_session_row(row, identity_id)?, found))
+    };
+    let (session, identity_found) =
+        decode().map_err(|error| map_error("decode upgraded session", error))?;
+    let identity = if identity_found {
+        // The statement read the addresses from the snapshot it started with, before its
+        // own `verified` part ran.
+        let identity = identity_from(row)?;
+        Some(match &upgrade.verified_address {
+            Some(address) => with_address_verified(identity, address, upgrade.authenticated_at),
+            None => identity,
+        })
+    } else {
+        None
+    };
+    Ok(Upgraded {
+        session: session.into_domain()?,
+        identity,
+    })
 }
 
 /// `identity` with `value` verified at `at` unless verified before, as the upgrade statement
@@ -751,26 +909,21 @@ fn bind_audit<'q>(
 /// statement that writes them with `unnest`.
 fn bind_audits<'q>(
     query: sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments>,
-    events: &'q [AuditEvent],
+    events: impl Iterator<Item = &'q AuditEvent> + Clone,
 ) -> sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments> {
+    let events = || events.clone();
     query
-        .bind(events.iter().map(|e| e.id).collect::<Vec<_>>())
-        .bind(events.iter().map(|e| e.event.as_str()).collect::<Vec<_>>())
-        .bind(events.iter().map(|e| e.identity_id).collect::<Vec<_>>())
-        .bind(events.iter().map(|e| e.flow_id).collect::<Vec<_>>())
+        .bind(events().map(|e| e.id).collect::<Vec<_>>())
+        .bind(events().map(|e| e.event.as_str()).collect::<Vec<_>>())
+        .bind(events().map(|e| e.identity_id).collect::<Vec<_>>())
+        .bind(events().map(|e| e.flow_id).collect::<Vec<_>>())
         .bind(
-            events
-                .iter()
+            events()
                 .map(|e| e.address_hash.as_deref())
                 .collect::<Vec<_>>(),
         )
-        .bind(
-            events
-                .iter()
-                .map(|e| e.client_ip.as_deref())
-                .collect::<Vec<_>>(),
-        )
-        .bind(events.iter().map(|e| e.occurred_at).collect::<Vec<_>>())
+        .bind(events().map(|e| e.client_ip.as_deref()).collect::<Vec<_>>())
+        .bind(events().map(|e| e.occurred_at).collect::<Vec<_>>())
 }
 
 async fn insert_audit(conn: &mut PgConnection, event: &AuditEvent) -> StoreResult<()> {
@@ -868,9 +1021,17 @@ impl FailureBudgetStore for PostgresStore {
     }
 }
 
-#[async_trait]
-impl Outbox for PostgresStore {
-    async fn enqueue(&self, message: &OutboxMessage, audit: &AuditEvent) -> StoreResult<()> {
+/// A message and its `code.sent` event, written together; see `batch` for why several callers'
+/// are joined.
+struct Enqueues {
+    pool: sqlx::PgPool,
+}
+
+impl BatchWrite for Enqueues {
+    type Item = (OutboxMessage, AuditEvent);
+    type Output = ();
+
+    async fn one(&self, (message, audit): &Self::Item) -> StoreResult<()> {
         // One statement, so one round trip and one commit: the message and its audit event
         // exist together or not at all.
         let query = sqlx::query(concat!(
@@ -899,6 +1060,102 @@ impl Outbox for PostgresStore {
             .await
             .map_err(|error| map_error("enqueue message", error))?;
         Ok(())
+    }
+
+    async fn many(&self, items: &[Self::Item]) -> StoreResult<Vec<()>> {
+        let messages = || items.iter().map(|(message, _)| message);
+        let send_counts = messages()
+            .map(|message| counter(i64::from(message.send_count), "send count"))
+            .collect::<StoreResult<Vec<_>>>()?;
+        let query = sqlx::query(concat!(
+            "WITH queued AS (INSERT INTO courier_messages (",
+            message_columns!(),
+            ") SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], \
+                                   $6::bytea[], $7::uuid[], $8::text[], $9::int[], \
+                                   $10::timestamptz[], $11::timestamptz[], $12::timestamptz[], \
+                                   $13::timestamptz[]) \
+             RETURNING id) \
+             INSERT INTO audit_events \
+             (id, event, identity_id, flow_id, address_hash, client_ip, occurred_at) \
+             SELECT * FROM unnest($14::uuid[], $15::text[], $16::uuid[], $17::uuid[], \
+                                  $18::text[], $19::text[], $20::timestamptz[])"
+        ))
+        .bind(messages().map(|message| message.id).collect::<Vec<_>>())
+        .bind(
+            messages()
+                .map(|message| message.channel.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            messages()
+                .map(|message| message.recipient.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            messages()
+                .map(|message| message.template_type.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            messages()
+                .map(|message| message.locale.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            messages()
+                .map(|message| message.sealed_data.as_slice())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            messages()
+                .map(|message| message.identity_id)
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            messages()
+                .map(|message| message.status.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(send_counts)
+        .bind(
+            messages()
+                .map(|message| message.not_after)
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            messages()
+                .map(|message| message.next_attempt_at)
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            messages()
+                .map(|message| message.created_at)
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            messages()
+                .map(|message| message.updated_at)
+                .collect::<Vec<_>>(),
+        );
+        let done = bind_audits(query, items.iter().map(|(_, audit)| audit))
+            .execute(&self.pool)
+            .await
+            .map_err(|error| map_error("enqueue messages", error))?;
+        if done.rows_affected() != items.len() as u64 {
+            return Err(StoreError::Internal(format!(
+                "{} audit events written for {} enqueued messages",
+                done.rows_affected(),
+                items.len()
+            )));
+        }
+        Ok(vec![(); items.len()])
+    }
+}
+
+#[async_trait]
+impl Outbox for PostgresStore {
+    async fn enqueue(&self, message: &OutboxMessage, audit: &AuditEvent) -> StoreResult<()> {
+        self.enqueues.submit((message.clone(), audit.clone())).await
     }
 
     async fn record_audit(&self, event: &AuditEvent) -> StoreResult<()> {

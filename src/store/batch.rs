@@ -1,0 +1,346 @@
+//! Joins writes of one kind that wait at the same time into one statement.
+//!
+//! On Postgres most of a step-up's cost is per statement, not per row: the round trip, the
+//! executor's start-up and the commit with its WAL flush (docs/performance.md). A write submitted
+//! here runs at once, alone, when a slot is free; while every slot is busy, the writes that arrive
+//! wait, and the next free slot takes all of them (up to a limit) as one statement. So one user
+//! sees the single-row statement it always had, and many users share commits.
+//!
+//! A batch is all or nothing, like the single statement it stands for. When it fails for a reason
+//! that may be one write's own (a constraint, bad data), each write runs again alone, so only the
+//! write at fault sees the error. When the database is unavailable, every write in the batch gets
+//! that answer: none of them happened.
+use super::{StoreError, StoreResult};
+use std::future::Future;
+use std::sync::Arc;
+use tokio::sync::{Semaphore, mpsc, oneshot};
+
+/// One kind of write, alone and as a batch.
+pub(crate) trait BatchWrite: Send + Sync + 'static {
+    type Item: Send + Sync + 'static;
+    type Output: Send + 'static;
+
+    /// The write alone.
+    fn one(&self, item: &Self::Item) -> impl Future<Output = StoreResult<Self::Output>> + Send;
+
+    /// Every item's write in one atomic statement: one output per item, in the items' order, or
+    /// an error and nothing written.
+    fn many(
+        &self,
+        items: &[Self::Item],
+    ) -> impl Future<Output = StoreResult<Vec<Self::Output>>> + Send;
+}
+
+struct Waiting<W: BatchWrite> {
+    item: W::Item,
+    answer: oneshot::Sender<StoreResult<W::Output>>,
+}
+
+/// Hands writes to a task that batches them; cloning shares the task.
+pub(crate) struct Batcher<W: BatchWrite> {
+    queue: mpsc::UnboundedSender<Waiting<W>>,
+}
+
+impl<W: BatchWrite> Clone for Batcher<W> {
+    fn clone(&self) -> Self {
+        Self {
+            queue: self.queue.clone(),
+        }
+    }
+}
+
+impl<W: BatchWrite> Batcher<W> {
+    /// Starts the batching task on the current runtime. At most `slots` batches run at once, each
+    /// of at most `most` writes. The task ends when the last `Batcher` is dropped.
+    pub(crate) fn start(writes: W, slots: usize, most: usize) -> Self {
+        let (queue, waiting) = mpsc::unbounded_channel();
+        tokio::spawn(keep_batching(
+            Arc::new(writes),
+            waiting,
+            Arc::new(Semaphore::new(slots.max(1))),
+            most.max(1),
+        ));
+        Self { queue }
+    }
+
+    /// Writes `item`, alone or with others, and answers when its statement has committed.
+    pub(crate) async fn submit(&self, item: W::Item) -> StoreResult<W::Output> {
+        let (answer, answered) = oneshot::channel();
+        self.queue
+            .send(Waiting { item, answer })
+            .map_err(|_| StoreError::Unavailable("the batching task has stopped".into()))?;
+        answered.await.map_err(|_| {
+            // The batch's task ended without answering: it panicked, or the runtime is
+            // shutting down. Its statement may or may not have run.
+            StoreError::Internal("a batched write ended without an answer".into())
+        })?
+    }
+}
+
+async fn keep_batching<W: BatchWrite>(
+    writes: Arc<W>,
+    mut waiting: mpsc::UnboundedReceiver<Waiting<W>>,
+    slots: Arc<Semaphore>,
+    most: usize,
+) {
+    loop {
+        // The slot is taken before the first write is: while every slot is busy, writes gather
+        // in the queue, and a freed slot takes all of them.
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let Some(first) = waiting.recv().await else {
+            return;
+        };
+        let mut batch = vec![first];
+        while batch.len() < most {
+            match waiting.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
+            }
+        }
+        // A caller that has gone (its request was cancelled) is not written behind its back.
+        batch.retain(|waiting| !waiting.answer.is_closed());
+        if batch.is_empty() {
+            continue;
+        }
+        let writes = writes.clone();
+        tokio::spawn(async move {
+            write_batch(&*writes, batch).await;
+            drop(slot);
+        });
+    }
+}
+
+async fn write_batch<W: BatchWrite>(writes: &W, batch: Vec<Waiting<W>>) {
+    let (items, answers): (Vec<_>, Vec<_>) = batch
+        .into_iter()
+        .map(|waiting| (waiting.item, waiting.answer))
+        .unzip();
+    let results = if items.len() == 1 {
+        vec![writes.one(&items[0]).await]
+    } else {
+        match writes.many(&items).await {
+            Ok(outputs) if outputs.len() == items.len() => outputs.into_iter().map(Ok).collect(),
+            Ok(outputs) => {
+                let error = StoreError::Internal(format!(
+                    "a batch of {} writes answered {} times",
+                    items.len(),
+                    outputs.len()
+                ));
+                every(&error, items.len())
+            }
+            Err(error @ StoreError::Unavailable(_)) => every(&error, items.len()),
+            Err(_) => alone(writes, &items).await,
+        }
+    };
+    for (answer, result) in answers.into_iter().zip(results) {
+        // A caller that left meanwhile no longer listens; its write stands, as a single
+        // statement's would.
+        let _ = answer.send(result);
+    }
+}
+
+fn every<T>(error: &StoreError, count: usize) -> Vec<StoreResult<T>> {
+    (0..count).map(|_| Err(error.clone())).collect()
+}
+
+/// Each item's write on its own, concurrently, so only the one at fault fails.
+async fn alone<W: BatchWrite>(writes: &W, items: &[W::Item]) -> Vec<StoreResult<W::Output>> {
+    futures_util::future::join_all(items.iter().map(|item| writes.one(item))).await
+}
+
+#[cfg(test)]
+mod tests {
+    //! The batcher's rules against a write that records what it was asked to do: what makes a
+    //! batch, what a failure costs, who is left out. The statements themselves are tested
+    //! against Postgres (`tests/store_conformance.rs`).
+    use super::*;
+    use std::sync::Mutex;
+    use tokio::sync::Notify;
+
+    /// Fails any batch it is in, and alone too, as a constraint violation would.
+    const BAD: u32 = 13;
+    /// Makes a batch find the database unavailable.
+    const DOWN: u32 = 99;
+    /// Panics when written alone.
+    const PANIC: u32 = 66;
+    /// Waits, when written alone, until `release` is notified, keeping its slot busy.
+    const HOLD: u32 = 1_000;
+
+    #[derive(Default)]
+    struct Recorder {
+        written: Arc<Mutex<Vec<Vec<u32>>>>,
+        holding: Arc<Notify>,
+        release: Arc<Notify>,
+    }
+
+    impl BatchWrite for Recorder {
+        type Item = u32;
+        type Output = u32;
+
+        async fn one(&self, item: &u32) -> StoreResult<u32> {
+            self.written.lock().unwrap().push(vec![*item]);
+            match *item {
+                HOLD => {
+                    self.holding.notify_one();
+                    self.release.notified().await;
+                }
+                BAD => return Err(StoreError::Internal("constraint".into())),
+                PANIC => panic!("a bug in a write"),
+                _ => {}
+            }
+            Ok(item * 10)
+        }
+
+        async fn many(&self, items: &[u32]) -> StoreResult<Vec<u32>> {
+            self.written.lock().unwrap().push(items.to_vec());
+            if items.contains(&DOWN) {
+                return Err(StoreError::Unavailable("connection refused".into()));
+            }
+            if items.contains(&BAD) {
+                return Err(StoreError::Internal("constraint".into()));
+            }
+            Ok(items.iter().map(|item| item * 10).collect())
+        }
+    }
+
+    struct Started {
+        batcher: Batcher<Recorder>,
+        written: Arc<Mutex<Vec<Vec<u32>>>>,
+        release: Arc<Notify>,
+        held: tokio::task::JoinHandle<StoreResult<u32>>,
+    }
+
+    /// A batcher with one slot, kept busy by a held write.
+    async fn busy(most: usize) -> Started {
+        let writes = Recorder::default();
+        let (written, holding, release) = (
+            writes.written.clone(),
+            writes.holding.clone(),
+            writes.release.clone(),
+        );
+        let batcher = Batcher::start(writes, 1, most);
+        let held = tokio::spawn({
+            let batcher = batcher.clone();
+            async move { batcher.submit(HOLD).await }
+        });
+        holding.notified().await;
+        Started {
+            batcher,
+            written,
+            release,
+            held,
+        }
+    }
+
+    /// Submits each item from a task of its own and lets every task queue its write.
+    async fn submit_all(
+        batcher: &Batcher<Recorder>,
+        items: &[u32],
+    ) -> Vec<tokio::task::JoinHandle<StoreResult<u32>>> {
+        let tasks = items
+            .iter()
+            .map(|item| {
+                let (batcher, item) = (batcher.clone(), *item);
+                tokio::spawn(async move { batcher.submit(item).await })
+            })
+            .collect();
+        tokio::task::yield_now().await;
+        tasks
+    }
+
+    async fn answers(
+        tasks: Vec<tokio::task::JoinHandle<StoreResult<u32>>>,
+    ) -> Vec<StoreResult<u32>> {
+        let mut answers = Vec::new();
+        for task in tasks {
+            answers.push(task.await.expect("task"));
+        }
+        answers
+    }
+
+    #[tokio::test]
+    async fn writes_that_wait_for_a_slot_are_written_together() {
+        let started = busy(4).await;
+        let tasks = submit_all(&started.batcher, &[1, 2, 3, 4, 5, 6]).await;
+        started.release.notify_one();
+        assert_eq!(
+            started.held.await.expect("held").expect("written"),
+            HOLD * 10
+        );
+        let answers = answers(tasks).await;
+        assert_eq!(
+            answers
+                .into_iter()
+                .map(|a| a.expect("written"))
+                .collect::<Vec<_>>(),
+            vec![10, 20, 30, 40, 50, 60]
+        );
+        assert_eq!(
+            *started.written.lock().unwrap(),
+            vec![vec![HOLD], vec![1, 2, 3, 4], vec![5, 6]]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failed_batch_is_written_again_one_by_one_so_only_its_culprit_fails() {
+        let started = busy(8).await;
+        let tasks = submit_all(&started.batcher, &[1, BAD, 3]).await;
+        started.release.notify_one();
+        let answers = answers(tasks).await;
+        assert_eq!(answers[0].as_ref().ok(), Some(&10));
+        assert!(matches!(answers[1], Err(StoreError::Internal(_))));
+        assert_eq!(answers[2].as_ref().ok(), Some(&30));
+        let written = started.written.lock().unwrap().clone();
+        assert_eq!(written[1], vec![1, BAD, 3]);
+        let mut alone = written[2..].to_vec();
+        alone.sort();
+        assert_eq!(alone, vec![vec![1], vec![3], vec![BAD]]);
+    }
+
+    #[tokio::test]
+    async fn an_unavailable_database_fails_the_whole_batch_without_retries() {
+        let started = busy(8).await;
+        let tasks = submit_all(&started.batcher, &[1, DOWN, 3]).await;
+        started.release.notify_one();
+        for answer in answers(tasks).await {
+            assert!(matches!(answer, Err(StoreError::Unavailable(_))));
+        }
+        assert_eq!(
+            *started.written.lock().unwrap(),
+            vec![vec![HOLD], vec![1, DOWN, 3]]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_caller_gone_before_its_batch_is_not_written() {
+        let started = busy(8).await;
+        let mut tasks = submit_all(&started.batcher, &[1, 2, 3]).await;
+        let gone = tasks.remove(1);
+        gone.abort();
+        let _ = gone.await;
+        started.release.notify_one();
+        tokio::time::timeout(std::time::Duration::from_secs(5), async {
+            while started.written.lock().unwrap().len() < 2 {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .expect("the batch was written");
+        assert_eq!(
+            *started.written.lock().unwrap(),
+            vec![vec![HOLD], vec![1, 3]]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_panicking_write_fails_its_caller_and_the_batcher_goes_on() {
+        let batcher = Batcher::start(Recorder::default(), 1, 8);
+        assert!(matches!(
+            batcher.submit(PANIC).await,
+            Err(StoreError::Internal(_))
+        ));
+        assert_eq!(batcher.submit(7).await.expect("written after"), 70);
+    }
+}
