@@ -2,18 +2,21 @@
 //!
 //! On Postgres most of a step-up's cost is per statement, not per row: the round trip, the
 //! executor's start-up and the commit with its WAL flush (docs/performance.md). A write submitted
-//! here runs at once, alone, when a slot is free; while every slot is busy, the writes that arrive
-//! wait, and the next free slot takes all of them (up to a limit) as one statement. So one user
-//! sees the single-row statement it always had, and many users share commits.
+//! while one of a few slots is free runs at once, alone, on its caller's task, as it always did.
+//! While every slot is busy, the writes that arrive wait, and the next slot freed takes all of
+//! them (up to a limit) as one statement, on a task of its own so that no caller's cancellation
+//! can cut another caller's write short. So one user sees the single-row statement it always had,
+//! and many users share commits.
 //!
 //! A batch is all or nothing, like the single statement it stands for. When it fails for a reason
 //! that may be one write's own (a constraint, bad data), each write runs again alone, so only the
 //! write at fault sees the error. When the database is unavailable, every write in the batch gets
 //! that answer: none of them happened.
 use super::{StoreError, StoreResult};
+use std::collections::VecDeque;
 use std::future::Future;
-use std::sync::Arc;
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use std::sync::{Arc, Mutex};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
 /// One kind of write, alone and as a batch.
 pub(crate) trait BatchWrite: Send + Sync + 'static {
@@ -36,39 +39,55 @@ struct Waiting<W: BatchWrite> {
     answer: oneshot::Sender<StoreResult<W::Output>>,
 }
 
-/// Hands writes to a task that batches them; cloning shares the task.
+struct Shared<W: BatchWrite> {
+    writes: W,
+    slots: Arc<Semaphore>,
+    waiting: Mutex<VecDeque<Waiting<W>>>,
+    most: usize,
+}
+
+/// Batches writes of one kind; cloning shares the slots and the queue.
 pub(crate) struct Batcher<W: BatchWrite> {
-    queue: mpsc::UnboundedSender<Waiting<W>>,
+    shared: Arc<Shared<W>>,
 }
 
 impl<W: BatchWrite> Clone for Batcher<W> {
     fn clone(&self) -> Self {
         Self {
-            queue: self.queue.clone(),
+            shared: self.shared.clone(),
         }
     }
 }
 
 impl<W: BatchWrite> Batcher<W> {
-    /// Starts the batching task on the current runtime. At most `slots` batches run at once, each
-    /// of at most `most` writes. The task ends when the last `Batcher` is dropped.
-    pub(crate) fn start(writes: W, slots: usize, most: usize) -> Self {
-        let (queue, waiting) = mpsc::unbounded_channel();
-        tokio::spawn(keep_batching(
-            Arc::new(writes),
-            waiting,
-            Arc::new(Semaphore::new(slots.max(1))),
-            most.max(1),
-        ));
-        Self { queue }
+    /// At most `slots` writes or batches run at once, each batch of at most `most` writes.
+    pub(crate) fn new(writes: W, slots: usize, most: usize) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                writes,
+                slots: Arc::new(Semaphore::new(slots.max(1))),
+                waiting: Mutex::new(VecDeque::new()),
+                most: most.max(1),
+            }),
+        }
     }
 
     /// Writes `item`, alone or with others, and answers when its statement has committed.
     pub(crate) async fn submit(&self, item: W::Item) -> StoreResult<W::Output> {
+        if let Ok(slot) = self.shared.slots.clone().try_acquire_owned() {
+            if self.shared.queue().is_empty() {
+                let _slot = Release {
+                    shared: &self.shared,
+                    slot: Some(slot),
+                };
+                return self.shared.writes.one(&item).await;
+            }
+            // Others wait already: this write joins them rather than overtake them.
+            drop(slot);
+        }
         let (answer, answered) = oneshot::channel();
-        self.queue
-            .send(Waiting { item, answer })
-            .map_err(|_| StoreError::Unavailable("the batching task has stopped".into()))?;
+        self.shared.queue().push_back(Waiting { item, answer });
+        self.shared.start_batches();
         answered.await.map_err(|_| {
             // The batch's task ended without answering: it panicked, or the runtime is
             // shutting down. Its statement may or may not have run.
@@ -77,38 +96,61 @@ impl<W: BatchWrite> Batcher<W> {
     }
 }
 
-async fn keep_batching<W: BatchWrite>(
-    writes: Arc<W>,
-    mut waiting: mpsc::UnboundedReceiver<Waiting<W>>,
-    slots: Arc<Semaphore>,
-    most: usize,
-) {
-    loop {
-        // The slot is taken before the first write is: while every slot is busy, writes gather
-        // in the queue, and a freed slot takes all of them.
-        let Ok(slot) = slots.clone().acquire_owned().await else {
+impl<W: BatchWrite> Shared<W> {
+    fn queue(&self) -> std::sync::MutexGuard<'_, VecDeque<Waiting<W>>> {
+        // Nothing panics while holding the lock, but a poisoned queue is still a valid one.
+        self.waiting
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Starts a batch of the writes that wait, for as long as some wait and a slot is free.
+    /// Called after every write queued and every slot freed, so none is left waiting while a
+    /// slot is free.
+    fn start_batches(self: &Arc<Self>) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        let Some(first) = waiting.recv().await else {
-            return;
-        };
-        let mut batch = vec![first];
-        while batch.len() < most {
-            match waiting.try_recv() {
-                Ok(next) => batch.push(next),
-                Err(_) => break,
+        while let Ok(slot) = self.slots.clone().try_acquire_owned() {
+            let batch = {
+                let mut queue = self.queue();
+                // A caller that has gone (its request was cancelled) is not written behind its
+                // back.
+                queue.retain(|waiting| !waiting.answer.is_closed());
+                let take = queue.len().min(self.most);
+                queue.drain(..take).collect::<Vec<_>>()
+            };
+            if batch.is_empty() {
+                drop(slot);
+                // A write queued while this slot was held found none free: look once more.
+                if self.queue().is_empty() {
+                    return;
+                }
+                continue;
             }
+            let shared = self.clone();
+            runtime.spawn(async move {
+                let _slot = Release {
+                    shared: &shared,
+                    slot: Some(slot),
+                };
+                write_batch(&shared.writes, batch).await;
+            });
         }
-        // A caller that has gone (its request was cancelled) is not written behind its back.
-        batch.retain(|waiting| !waiting.answer.is_closed());
-        if batch.is_empty() {
-            continue;
-        }
-        let writes = writes.clone();
-        tokio::spawn(async move {
-            write_batch(&*writes, batch).await;
-            drop(slot);
-        });
+    }
+}
+
+/// Frees a slot when a write or batch ends, however it ends (done, cancelled, panicked), and
+/// starts a batch of what waited meanwhile.
+struct Release<'a, W: BatchWrite> {
+    shared: &'a Arc<Shared<W>>,
+    slot: Option<OwnedSemaphorePermit>,
+}
+
+impl<W: BatchWrite> Drop for Release<'_, W> {
+    fn drop(&mut self) {
+        drop(self.slot.take());
+        self.shared.start_batches();
     }
 }
 
@@ -163,7 +205,7 @@ mod tests {
     const BAD: u32 = 13;
     /// Makes a batch find the database unavailable.
     const DOWN: u32 = 99;
-    /// Panics when written alone.
+    /// Panics when written, alone or in a batch.
     const PANIC: u32 = 66;
     /// Waits, when written alone, until `release` is notified, keeping its slot busy.
     const HOLD: u32 = 1_000;
@@ -195,6 +237,9 @@ mod tests {
 
         async fn many(&self, items: &[u32]) -> StoreResult<Vec<u32>> {
             self.written.lock().unwrap().push(items.to_vec());
+            if items.contains(&PANIC) {
+                panic!("a bug in a batch");
+            }
             if items.contains(&DOWN) {
                 return Err(StoreError::Unavailable("connection refused".into()));
             }
@@ -220,7 +265,7 @@ mod tests {
             writes.holding.clone(),
             writes.release.clone(),
         );
-        let batcher = Batcher::start(writes, 1, most);
+        let batcher = Batcher::new(writes, 1, most);
         let held = tokio::spawn({
             let batcher = batcher.clone();
             async move { batcher.submit(HOLD).await }
@@ -250,14 +295,17 @@ mod tests {
         tasks
     }
 
+    /// Every task's answer; a write left waiting fails the test instead of hanging it.
     async fn answers(
         tasks: Vec<tokio::task::JoinHandle<StoreResult<u32>>>,
     ) -> Vec<StoreResult<u32>> {
-        let mut answers = Vec::new();
-        for task in tasks {
-            answers.push(task.await.expect("task"));
-        }
-        answers
+        let all = futures_util::future::join_all(tasks);
+        tokio::time::timeout(std::time::Duration::from_secs(5), all)
+            .await
+            .expect("a write was left waiting")
+            .into_iter()
+            .map(|answer| answer.expect("task"))
+            .collect()
     }
 
     #[tokio::test]
@@ -335,12 +383,22 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_panicking_write_fails_its_caller_and_the_batcher_goes_on() {
-        let batcher = Batcher::start(Recorder::default(), 1, 8);
-        assert!(matches!(
-            batcher.submit(PANIC).await,
-            Err(StoreError::Internal(_))
-        ));
-        assert_eq!(batcher.submit(7).await.expect("written after"), 70);
+    async fn a_panicking_write_fails_only_its_callers_and_the_batcher_goes_on() {
+        let started = busy(8).await;
+        let tasks = submit_all(&started.batcher, &[1, PANIC]).await;
+        started.release.notify_one();
+        for answer in answers(tasks).await {
+            assert!(matches!(answer, Err(StoreError::Internal(_))));
+        }
+        // Alone, the write runs on its caller's task, so the panic is the caller's own.
+        let alone = tokio::spawn({
+            let batcher = started.batcher.clone();
+            async move { batcher.submit(PANIC).await }
+        });
+        assert!(alone.await.expect_err("the caller panics").is_panic());
+        // Both panics gave their slot back.
+        assert_eq!(started.batcher.submit(7).await.expect("written after"), 70);
+        let tasks = submit_all(&started.batcher, &[8]).await;
+        assert_eq!(answers(tasks).await[0].as_ref().ok(), Some(&80));
     }
 }

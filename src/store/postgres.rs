@@ -123,12 +123,12 @@ impl PostgresStore {
             .await
             .map_err(|error| map_error("connect to postgres", error))?;
         MIGRATOR.run(&pool).await.map_err(map_migrate_error)?;
-        let enqueues = Batcher::start(
+        let enqueues = Batcher::new(
             Enqueues { pool: pool.clone() },
             BATCHES_AT_ONCE,
             MOST_PER_BATCH,
         );
-        let upgrades = Batcher::start(
+        let upgrades = Batcher::new(
             Upgrades { pool: pool.clone() },
             BATCHES_AT_ONCE,
             MOST_PER_BATCH,
