@@ -2886,6 +2886,31 @@ async fn postgres_courier_rounds_do_not_scan_a_grown_outbox() {
     let _ = admin.close().await;
 }
 
+/// Checks that the rows `ids` of `table`, written at once, took at most half as many
+/// transactions as rows, and that every audit event of their identities is in its row's.
+async fn shared_commits(admin: &mut sqlx::PgConnection, table: &'static str, ids: &[Uuid]) {
+    // `table` is one of the test's own constants, so formatting it in is safe.
+    let (transactions, unaligned): (i64, i64) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT count(DISTINCT r.xmin::text), \
+                count(*) FILTER (WHERE e.xmin::text <> r.xmin::text) \
+         FROM {table} r JOIN audit_events e ON e.identity_id = r.identity_id \
+         WHERE r.id = ANY($1)"
+    )))
+    .bind(ids)
+    .fetch_one(admin)
+    .await
+    .expect("the rows' transactions");
+    assert!(
+        transactions * 2 <= ids.len() as i64,
+        "{} {table} rows written at once took {transactions} transactions",
+        ids.len()
+    );
+    assert_eq!(
+        unaligned, 0,
+        "an audit event outside its {table} row's transaction"
+    );
+}
+
 /// On Postgres, writes sent at once share statements, and so commits: rows written in one
 /// transaction carry the same `xmin`. Each audit event is in the transaction of the row it
 /// records, so none can outlive or precede its upgrade or message.
@@ -2900,48 +2925,11 @@ async fn postgres_writes_sent_at_once_share_commits() {
         .expect("admin connection");
 
     let sessions = sql_cases::upgrades_sent_at_once(&store).await;
-    let (transactions, unaligned): (i64, i64) = sqlx::query_as(
-        "SELECT count(DISTINCT s.xmin::text), \
-                count(*) FILTER (WHERE e.xmin::text <> s.xmin::text) \
-         FROM sessions s JOIN audit_events e ON e.identity_id = s.identity_id \
-         WHERE s.id = ANY($1)",
-    )
-    .bind(&sessions)
-    .fetch_one(&mut admin)
-    .await
-    .expect("the upgrades' transactions");
-    assert!(
-        transactions * 2 <= sessions.len() as i64,
-        "{} upgrades sent at once took {transactions} transactions",
-        sessions.len()
-    );
-    assert_eq!(
-        unaligned, 0,
-        "an audit event outside its upgrade's transaction"
-    );
-
+    shared_commits(&mut admin, "sessions", &sessions).await;
     // Without a clash: a failed batch's writes run again alone, in transactions of their own.
     let messages = durable_cases::enqueue_at_once(&store, false).await;
     let ids: Vec<Uuid> = messages.iter().map(|message| message.id).collect();
-    let (transactions, unaligned): (i64, i64) = sqlx::query_as(
-        "SELECT count(DISTINCT m.xmin::text), \
-                count(*) FILTER (WHERE e.xmin::text <> m.xmin::text) \
-         FROM courier_messages m JOIN audit_events e ON e.identity_id = m.identity_id \
-         WHERE m.id = ANY($1)",
-    )
-    .bind(&ids)
-    .fetch_one(&mut admin)
-    .await
-    .expect("the messages' transactions");
-    assert!(
-        transactions * 2 <= ids.len() as i64,
-        "{} messages sent at once took {transactions} transactions",
-        ids.len()
-    );
-    assert_eq!(
-        unaligned, 0,
-        "an audit event outside its message's transaction"
-    );
+    shared_commits(&mut admin, "courier_messages", &ids).await;
     let _ = admin.close().await;
 }
 

@@ -8,10 +8,12 @@
 //! can cut another caller's write short. So one user sees the single-row statement it always had,
 //! and many users share commits.
 //!
-//! A batch is all or nothing, like the single statement it stands for. When it fails for a reason
-//! that may be one write's own (a constraint, bad data), each write runs again alone, so only the
-//! write at fault sees the error. When the database is unavailable, every write in the batch gets
-//! that answer: none of them happened.
+//! A batch is all or nothing, like the single statement it stands for. When its statement fails
+//! for a reason that may be one write's own (a constraint, bad data, a deadlock with another
+//! batch), each write runs again alone, one after the other, so only the write at fault sees the
+//! error. When the database is unavailable, every write in the batch gets that answer, as a single
+//! statement's caller would. Once the statement has committed, nothing runs again: an answer that
+//! cannot be read back fails its own caller only.
 use super::{StoreError, StoreResult};
 use std::collections::VecDeque;
 use std::future::Future;
@@ -26,12 +28,13 @@ pub(crate) trait BatchWrite: Send + Sync + 'static {
     /// The write alone.
     fn one(&self, item: &Self::Item) -> impl Future<Output = StoreResult<Self::Output>> + Send;
 
-    /// Every item's write in one atomic statement: one output per item, in the items' order, or
-    /// an error and nothing written.
+    /// Every item's write in one atomic statement. `Err` means the statement failed and wrote
+    /// nothing; `Ok` holds one answer per item, in the items' order, each read back from what was
+    /// committed.
     fn many(
         &self,
         items: &[Self::Item],
-    ) -> impl Future<Output = StoreResult<Vec<Self::Output>>> + Send;
+    ) -> impl Future<Output = StoreResult<Vec<StoreResult<Self::Output>>>> + Send;
 }
 
 struct Waiting<W: BatchWrite> {
@@ -163,7 +166,7 @@ async fn write_batch<W: BatchWrite>(writes: &W, batch: Vec<Waiting<W>>) {
         vec![writes.one(&items[0]).await]
     } else {
         match writes.many(&items).await {
-            Ok(outputs) if outputs.len() == items.len() => outputs.into_iter().map(Ok).collect(),
+            Ok(outputs) if outputs.len() == items.len() => outputs,
             Ok(outputs) => {
                 let error = StoreError::Internal(format!(
                     "a batch of {} writes answered {} times",
@@ -187,9 +190,15 @@ fn every<T>(error: &StoreError, count: usize) -> Vec<StoreResult<T>> {
     (0..count).map(|_| Err(error.clone())).collect()
 }
 
-/// Each item's write on its own, concurrently, so only the one at fault fails.
+/// Each item's write on its own, one after the other, so only the one at fault fails. Not at
+/// once: the batches of every kind doing this together could ask for more connections than the
+/// pool has.
 async fn alone<W: BatchWrite>(writes: &W, items: &[W::Item]) -> Vec<StoreResult<W::Output>> {
-    futures_util::future::join_all(items.iter().map(|item| writes.one(item))).await
+    let mut results = Vec::with_capacity(items.len());
+    for item in items {
+        results.push(writes.one(item).await);
+    }
+    results
 }
 
 #[cfg(test)]
@@ -199,6 +208,7 @@ mod tests {
     //! against Postgres (`tests/store_conformance.rs`).
     use super::*;
     use std::sync::Mutex;
+    use std::time::Duration;
     use tokio::sync::Notify;
 
     /// Fails any batch it is in, and alone too, as a constraint violation would.
@@ -207,6 +217,8 @@ mod tests {
     const DOWN: u32 = 99;
     /// Panics when written, alone or in a batch.
     const PANIC: u32 = 66;
+    /// Written in a batch, but its answer cannot be read back, as a row that does not decode.
+    const UNREADABLE: u32 = 77;
     /// Waits, when written alone, until `release` is notified, keeping its slot busy.
     const HOLD: u32 = 1_000;
 
@@ -235,7 +247,7 @@ mod tests {
             Ok(item * 10)
         }
 
-        async fn many(&self, items: &[u32]) -> StoreResult<Vec<u32>> {
+        async fn many(&self, items: &[u32]) -> StoreResult<Vec<StoreResult<u32>>> {
             self.written.lock().unwrap().push(items.to_vec());
             if items.contains(&PANIC) {
                 panic!("a bug in a batch");
@@ -246,7 +258,13 @@ mod tests {
             if items.contains(&BAD) {
                 return Err(StoreError::Internal("constraint".into()));
             }
-            Ok(items.iter().map(|item| item * 10).collect())
+            Ok(items
+                .iter()
+                .map(|item| match *item {
+                    UNREADABLE => Err(StoreError::Internal("undecodable row".into())),
+                    item => Ok(item * 10),
+                })
+                .collect())
         }
     }
 
@@ -300,7 +318,7 @@ mod tests {
         tasks: Vec<tokio::task::JoinHandle<StoreResult<u32>>>,
     ) -> Vec<StoreResult<u32>> {
         let all = futures_util::future::join_all(tasks);
-        tokio::time::timeout(std::time::Duration::from_secs(5), all)
+        tokio::time::timeout(Duration::from_secs(5), all)
             .await
             .expect("a write was left waiting")
             .into_iter()
@@ -369,7 +387,7 @@ mod tests {
         gone.abort();
         let _ = gone.await;
         started.release.notify_one();
-        tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        tokio::time::timeout(Duration::from_secs(5), async {
             while started.written.lock().unwrap().len() < 2 {
                 tokio::task::yield_now().await;
             }
@@ -397,8 +415,40 @@ mod tests {
         });
         assert!(alone.await.expect_err("the caller panics").is_panic());
         // Both panics gave their slot back.
-        assert_eq!(started.batcher.submit(7).await.expect("written after"), 70);
+        let after = tokio::time::timeout(Duration::from_secs(5), started.batcher.submit(7));
+        assert_eq!(after.await.expect("a slot was free").expect("written"), 70);
         let tasks = submit_all(&started.batcher, &[8]).await;
         assert_eq!(answers(tasks).await[0].as_ref().ok(), Some(&80));
+    }
+
+    #[tokio::test]
+    async fn after_the_commit_an_unreadable_answer_fails_its_caller_alone_and_nothing_reruns() {
+        let started = busy(8).await;
+        let tasks = submit_all(&started.batcher, &[1, UNREADABLE, 3]).await;
+        started.release.notify_one();
+        let answers = answers(tasks).await;
+        assert_eq!(answers[0].as_ref().ok(), Some(&10));
+        assert!(matches!(answers[1], Err(StoreError::Internal(_))));
+        assert_eq!(answers[2].as_ref().ok(), Some(&30));
+        assert_eq!(
+            *started.written.lock().unwrap(),
+            vec![vec![HOLD], vec![1, UNREADABLE, 3]]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_write_cancelled_on_its_callers_task_hands_its_slot_to_those_waiting() {
+        let started = busy(8).await;
+        let tasks = submit_all(&started.batcher, &[1, 2]).await;
+        started.held.abort();
+        assert!(started.held.await.expect_err("cancelled").is_cancelled());
+        let answers = answers(tasks).await;
+        assert_eq!(
+            answers
+                .into_iter()
+                .map(|a| a.expect("written"))
+                .collect::<Vec<_>>(),
+            vec![10, 20]
+        );
     }
 }

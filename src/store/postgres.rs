@@ -692,18 +692,21 @@ impl BatchWrite for Upgrades {
     /// The single statement of `one` for many sessions: each wanted upgrade carries its
     /// position, and its audit events carry the position they belong to, so they are written
     /// exactly when their own upgrade is. Two upgrades of one session in a batch update it once:
-    /// the other finds nothing, as it would have after the first one's commit.
-    async fn many(&self, wanted: &[UpgradeWanted]) -> StoreResult<Vec<Option<Upgraded>>> {
-        let positions = (0..wanted.len())
-            .map(|position| i32::try_from(position).unwrap_or(i32::MAX))
+    /// the other finds nothing, as it would have after the first one's commit. The sessions are
+    /// listed in id order, so two batches lock the rows they share in the same order.
+    async fn many(
+        &self,
+        wanted: &[UpgradeWanted],
+    ) -> StoreResult<Vec<StoreResult<Option<Upgraded>>>> {
+        let position = |index: usize| i32::try_from(index).unwrap_or(i32::MAX);
+        let mut order: Vec<usize> = (0..wanted.len()).collect();
+        order.sort_by_key(|index| wanted[*index].id);
+        let sorted: Vec<&UpgradeWanted> = order.iter().map(|index| &wanted[*index]).collect();
+        let audit_positions = wanted
+            .iter()
+            .enumerate()
+            .flat_map(|(index, wanted)| wanted.upgrade.audit.iter().map(move |_| position(index)))
             .collect::<Vec<_>>();
-        let upgrades = || wanted.iter().map(|wanted| &wanted.upgrade);
-        let audits = || {
-            wanted
-                .iter()
-                .zip(&positions)
-                .flat_map(|(wanted, position)| wanted.upgrade.audit.iter().map(move |_| *position))
-        };
         let query = sqlx::query(concat!(
             "WITH wanted AS ( \
                  SELECT * FROM unnest($1::int[], $2::uuid[], $3::bytea[], $4::bytea[], \
@@ -741,56 +744,51 @@ impl BatchWrite for Upgrades {
             identity_columns!(),
             "FROM upgraded s LEFT JOIN identities i ON i.id = s.identity_id"
         ))
-        .bind(&positions)
-        .bind(wanted.iter().map(|wanted| wanted.id).collect::<Vec<_>>())
-        .bind(
-            wanted
-                .iter()
-                .map(|wanted| wanted.expected_token_hash.as_slice())
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            upgrades()
-                .map(|upgrade| upgrade.new_token_hash.as_slice())
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            upgrades()
-                .map(|upgrade| upgrade.aal.as_str())
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            upgrades()
-                .map(|upgrade| Json(&upgrade.methods))
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            upgrades()
-                .map(|upgrade| upgrade.authenticated_at)
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            upgrades()
-                .map(|upgrade| upgrade.verified_address.as_deref())
-                .collect::<Vec<_>>(),
-        )
-        .bind(audits().collect::<Vec<_>>());
-        let rows = bind_audits(query, upgrades().flat_map(|upgrade| upgrade.audit.iter()))
+        .bind(column(&order, |index| position(*index)))
+        .bind(column(&sorted, |wanted| wanted.id))
+        .bind(column(&sorted, |wanted| {
+            wanted.expected_token_hash.as_slice()
+        }))
+        .bind(column(&sorted, |wanted| {
+            wanted.upgrade.new_token_hash.as_slice()
+        }))
+        .bind(column(&sorted, |wanted| wanted.upgrade.aal.as_str()))
+        .bind(column(&sorted, |wanted| Json(&wanted.upgrade.methods)))
+        .bind(column(&sorted, |wanted| wanted.upgrade.authenticated_at))
+        .bind(column(&sorted, |wanted| {
+            wanted.upgrade.verified_address.as_deref()
+        }))
+        .bind(audit_positions);
+        let audits = wanted.iter().flat_map(|wanted| wanted.upgrade.audit.iter());
+        let rows = bind_audits(query, audits)
             .fetch_all(&self.pool)
             .await
             .map_err(|error| map_error("upgrade sessions", error))?;
-        let mut outputs: Vec<Option<Upgraded>> = wanted.iter().map(|_| None).collect();
+        // Committed: from here on an answer that cannot be read fails its own caller, and is
+        // never a reason to write again.
+        let mut answers: Vec<Option<StoreResult<Upgraded>>> = wanted.iter().map(|_| None).collect();
+        let mut unplaced = None;
         for row in &rows {
-            let position: i32 = row
-                .try_get("position")
-                .map_err(|error| map_error("decode upgraded session", error))?;
-            let position = usize::try_from(position)
+            let index = row
+                .try_get::<i32, _>("position")
                 .ok()
-                .filter(|position| *position < wanted.len())
-                .ok_or_else(|| corrupt("an upgrade's position out of range"))?;
-            outputs[position] = Some(upgraded_from(row, &wanted[position].upgrade)?);
+                .and_then(|position| usize::try_from(position).ok())
+                .filter(|index| *index < wanted.len());
+            match index {
+                Some(index) => answers[index] = Some(upgraded_from(row, &wanted[index].upgrade)),
+                None => unplaced = Some(corrupt("an upgraded session without its position")),
+            }
         }
-        Ok(outputs)
+        Ok(answers
+            .into_iter()
+            .map(|answer| match (answer, &unplaced) {
+                (Some(answer), _) => answer.map(Some),
+                // No row: this upgrade lost its race, unless a row could not be placed, which
+                // may have been its own.
+                (None, None) => Ok(None),
+                (None, Some(error)) => Err(error.clone()),
+            })
+            .collect())
     }
 }
 
@@ -887,6 +885,11 @@ fn failure_row(row: &PgRow) -> Result<FailureRow, sqlx::Error> {
 
 fn counter(value: i64, what: &'static str) -> StoreResult<i32> {
     i32::try_from(value).map_err(|_| StoreError::Internal(format!("{what} out of range")))
+}
+
+/// One column of a multi-row statement, for `unnest`: `value` of every row, in order.
+fn column<'a, Row, Value>(rows: &'a [Row], value: impl Fn(&'a Row) -> Value) -> Vec<Value> {
+    rows.iter().map(value).collect()
 }
 
 /// Binds an audit event's seven columns, in `audit_events` column order, as the next parameters:
@@ -1062,10 +1065,10 @@ impl BatchWrite for Enqueues {
         Ok(())
     }
 
-    async fn many(&self, items: &[Self::Item]) -> StoreResult<Vec<()>> {
-        let messages = || items.iter().map(|(message, _)| message);
-        let send_counts = messages()
-            .map(|message| counter(i64::from(message.send_count), "send count"))
+    async fn many(&self, items: &[Self::Item]) -> StoreResult<Vec<StoreResult<()>>> {
+        let send_counts = items
+            .iter()
+            .map(|(message, _)| counter(i64::from(message.send_count), "send count"))
             .collect::<StoreResult<Vec<_>>>()?;
         let query = sqlx::query(concat!(
             "WITH queued AS (INSERT INTO courier_messages (",
@@ -1080,75 +1083,38 @@ impl BatchWrite for Enqueues {
              SELECT * FROM unnest($14::uuid[], $15::text[], $16::uuid[], $17::uuid[], \
                                   $18::text[], $19::text[], $20::timestamptz[])"
         ))
-        .bind(messages().map(|message| message.id).collect::<Vec<_>>())
-        .bind(
-            messages()
-                .map(|message| message.channel.as_str())
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            messages()
-                .map(|message| message.recipient.as_str())
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            messages()
-                .map(|message| message.template_type.as_str())
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            messages()
-                .map(|message| message.locale.as_str())
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            messages()
-                .map(|message| message.sealed_data.as_slice())
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            messages()
-                .map(|message| message.identity_id)
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            messages()
-                .map(|message| message.status.as_str())
-                .collect::<Vec<_>>(),
-        )
+        .bind(column(items, |(message, _)| message.id))
+        .bind(column(items, |(message, _)| message.channel.as_str()))
+        .bind(column(items, |(message, _)| message.recipient.as_str()))
+        .bind(column(items, |(message, _)| message.template_type.as_str()))
+        .bind(column(items, |(message, _)| message.locale.as_str()))
+        .bind(column(items, |(message, _)| message.sealed_data.as_slice()))
+        .bind(column(items, |(message, _)| message.identity_id))
+        .bind(column(items, |(message, _)| message.status.as_str()))
         .bind(send_counts)
-        .bind(
-            messages()
-                .map(|message| message.not_after)
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            messages()
-                .map(|message| message.next_attempt_at)
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            messages()
-                .map(|message| message.created_at)
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            messages()
-                .map(|message| message.updated_at)
-                .collect::<Vec<_>>(),
-        );
+        .bind(column(items, |(message, _)| message.not_after))
+        .bind(column(items, |(message, _)| message.next_attempt_at))
+        .bind(column(items, |(message, _)| message.created_at))
+        .bind(column(items, |(message, _)| message.updated_at));
         let done = bind_audits(query, items.iter().map(|(_, audit)| audit))
             .execute(&self.pool)
             .await
             .map_err(|error| map_error("enqueue messages", error))?;
-        if done.rows_affected() != items.len() as u64 {
-            return Err(StoreError::Internal(format!(
-                "{} audit events written for {} enqueued messages",
-                done.rows_affected(),
-                items.len()
-            )));
-        }
-        Ok(vec![(); items.len()])
+        // Committed: a count that does not add up fails the callers, but nothing runs again.
+        let written = done.rows_affected();
+        Ok(items
+            .iter()
+            .map(|_| {
+                if written == items.len() as u64 {
+                    Ok(())
+                } else {
+                    Err(StoreError::Internal(format!(
+                        "{written} audit events written for {} enqueued messages",
+                        items.len()
+                    )))
+                }
+            })
+            .collect())
     }
 }
 
