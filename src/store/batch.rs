@@ -326,6 +326,12 @@ mod tests {
             .collect()
     }
 
+    /// Every task's output, each of which must have been written.
+    async fn all_written(tasks: Vec<tokio::task::JoinHandle<StoreResult<u32>>>) -> Vec<u32> {
+        let answers = answers(tasks).await;
+        answers.into_iter().map(|a| a.expect("written")).collect()
+    }
+
     #[tokio::test]
     async fn writes_that_wait_for_a_slot_are_written_together() {
         let started = busy(4).await;
@@ -335,30 +341,29 @@ mod tests {
             started.held.await.expect("held").expect("written"),
             HOLD * 10
         );
-        let answers = answers(tasks).await;
-        assert_eq!(
-            answers
-                .into_iter()
-                .map(|a| a.expect("written"))
-                .collect::<Vec<_>>(),
-            vec![10, 20, 30, 40, 50, 60]
-        );
+        assert_eq!(all_written(tasks).await, vec![10, 20, 30, 40, 50, 60]);
         assert_eq!(
             *started.written.lock().unwrap(),
             vec![vec![HOLD], vec![1, 2, 3, 4], vec![5, 6]]
         );
     }
 
-    #[tokio::test]
-    async fn a_failed_batch_is_written_again_one_by_one_so_only_its_culprit_fails() {
+    /// Sends `[1, culprit, 3]` while the slot is busy and checks that 1 and 3 are written and
+    /// the culprit fails. Returns what the write was asked to do.
+    async fn only_the_culprit_fails(culprit: u32) -> Vec<Vec<u32>> {
         let started = busy(8).await;
-        let tasks = submit_all(&started.batcher, &[1, BAD, 3]).await;
+        let tasks = submit_all(&started.batcher, &[1, culprit, 3]).await;
         started.release.notify_one();
         let answers = answers(tasks).await;
         assert_eq!(answers[0].as_ref().ok(), Some(&10));
         assert!(matches!(answers[1], Err(StoreError::Internal(_))));
         assert_eq!(answers[2].as_ref().ok(), Some(&30));
-        let written = started.written.lock().unwrap().clone();
+        started.written.lock().unwrap().clone()
+    }
+
+    #[tokio::test]
+    async fn a_failed_batch_is_written_again_one_by_one_so_only_its_culprit_fails() {
+        let written = only_the_culprit_fails(BAD).await;
         assert_eq!(written[1], vec![1, BAD, 3]);
         let mut alone = written[2..].to_vec();
         alone.sort();
@@ -423,15 +428,8 @@ mod tests {
 
     #[tokio::test]
     async fn after_the_commit_an_unreadable_answer_fails_its_caller_alone_and_nothing_reruns() {
-        let started = busy(8).await;
-        let tasks = submit_all(&started.batcher, &[1, UNREADABLE, 3]).await;
-        started.release.notify_one();
-        let answers = answers(tasks).await;
-        assert_eq!(answers[0].as_ref().ok(), Some(&10));
-        assert!(matches!(answers[1], Err(StoreError::Internal(_))));
-        assert_eq!(answers[2].as_ref().ok(), Some(&30));
         assert_eq!(
-            *started.written.lock().unwrap(),
+            only_the_culprit_fails(UNREADABLE).await,
             vec![vec![HOLD], vec![1, UNREADABLE, 3]]
         );
     }
@@ -442,13 +440,6 @@ mod tests {
         let tasks = submit_all(&started.batcher, &[1, 2]).await;
         started.held.abort();
         assert!(started.held.await.expect_err("cancelled").is_cancelled());
-        let answers = answers(tasks).await;
-        assert_eq!(
-            answers
-                .into_iter()
-                .map(|a| a.expect("written"))
-                .collect::<Vec<_>>(),
-            vec![10, 20]
-        );
+        assert_eq!(all_written(tasks).await, vec![10, 20]);
     }
 }
