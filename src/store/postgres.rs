@@ -694,6 +694,13 @@ impl BatchWrite for Upgrades {
     /// exactly when their own upgrade is. Two upgrades of one session in a batch update it once:
     /// the other finds nothing, as it would have after the first one's commit. The sessions are
     /// listed in id order, so two batches lock the rows they share in the same order.
+    ///
+    /// `LIMIT $17` (the batch's length, so it drops nothing) is for the planner. A cached generic
+    /// plan cannot see how many rows `unnest` gives and guesses ten; against a sessions table
+    /// still small when the plan was made (a fresh installation, the bench's 256 sessions) a
+    /// hash join over a sequential scan looked cheaper than ten index lookups, and the plan stayed
+    /// while the table grew with dead versions of its rows, which every batch then read. With an
+    /// unknown limit the planner reckons on one row, and looks sessions up by index.
     async fn many(
         &self,
         wanted: &[UpgradeWanted],
@@ -712,7 +719,8 @@ impl BatchWrite for Upgrades {
                  SELECT * FROM unnest($1::int[], $2::uuid[], $3::bytea[], $4::bytea[], \
                                       $5::text[], $6::jsonb[], $7::timestamptz[], $8::text[]) \
                  AS w(position, id, expected_token_hash, token_hash, aal, methods, \
-                      authenticated_at, verified_address)), \
+                      authenticated_at, verified_address) \
+                 LIMIT $17), \
              upgraded AS ( \
                  UPDATE sessions s SET token_hash = w.token_hash, aal = w.aal, \
                                        methods = w.methods, \
@@ -761,6 +769,7 @@ impl BatchWrite for Upgrades {
         .bind(audit_positions);
         let audits = wanted.iter().flat_map(|wanted| wanted.upgrade.audit.iter());
         let rows = bind_audits(query, audits)
+            .bind(i64::try_from(wanted.len()).unwrap_or(i64::MAX))
             .fetch_all(&self.pool)
             .await
             .map_err(|error| map_error("upgrade sessions", error))?;
