@@ -6,7 +6,7 @@ use crate::domain::Context;
 use crate::domain::challenges::CodeTemplateData;
 use crate::store::StoreResult;
 use crate::store::codes::{AttemptResult, DeliveryAttempt, OutboxMessage};
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use std::future::Future;
 use std::time::Duration;
 
@@ -89,7 +89,7 @@ impl Worker {
                 // A full batch means more may be due right now: go again without waiting,
                 // unless shutdown has begun.
                 Ok(handled) if handled == BATCH as usize => {
-                    if futures_util::FutureExt::now_or_never(&mut shutdown).is_some() {
+                    if (&mut shutdown).now_or_never().is_some() {
                         break;
                     }
                     continue;
@@ -127,36 +127,15 @@ impl Worker {
         let count = claimed.len();
         // Every delivery runs to its end even when another fails: dropping one after its gateway
         // call would send that message again after the lease.
-        let mut deliveries = futures_util::stream::iter(claimed)
+        let deliveries = futures_util::stream::iter(claimed)
             .map(|message| self.deliver(&senders, message))
             .buffer_unordered(DELIVERY_CONCURRENCY);
-        // Attempts are recorded a chunk at a time as they complete: one write per chunk instead of
-        // one per message, and a crash re-sends (after the lease) at most the unrecorded chunk.
-        let outbox = &self.context.stores.outbox;
-        let mut finished = Vec::with_capacity(DELIVERY_CONCURRENCY);
-        let mut first_error = None;
-        while let Some(outcome) = deliveries.next().await {
-            match outcome {
-                Ok(Some(attempt)) => finished.push(attempt),
-                Ok(None) => {}
-                Err(error) => {
-                    first_error.get_or_insert(error);
-                }
-            }
-            if finished.len() >= DELIVERY_CONCURRENCY {
-                if let Err(error) = outbox.finish_attempts(&finished).await {
-                    first_error.get_or_insert(error);
-                }
-                finished.clear();
-            }
-        }
-        if let Err(error) = outbox.finish_attempts(&finished).await {
-            first_error.get_or_insert(error);
-        }
-        match first_error {
-            Some(error) => Err(error),
-            None => Ok(count),
-        }
+        let outbox = self.context.stores.outbox.as_ref();
+        record_as_delivered(deliveries, |chunk| async move {
+            outbox.finish_attempts(&chunk).await
+        })
+        .await?;
+        Ok(count)
     }
 
     /// Tries one message. Returns the attempt to record, or `None` when the message was settled
@@ -238,6 +217,64 @@ impl Worker {
     }
 }
 
+/// Records attempts while later deliveries go on: whatever finished while one write was in
+/// flight goes in the next, so a write never holds up a gateway call, and a round whose gateway
+/// answers at once (the bench's, a fast HTTP API) takes one or two writes. Rounds are serial, so
+/// a round's length is how long a message enqueued during it waits; when each write waited for a
+/// chunk of eight and held up the deliveries behind it, a round of 64 made eight writes one
+/// after another, and under load the courier capped step-ups (docs/performance.md, "After the
+/// eleventh pass"). A crash re-sends (after the lease) what was delivered but not recorded: the
+/// write in flight and what finished meanwhile. Every write is made even after one fails; the
+/// first error is returned.
+async fn record_as_delivered<Write, Written>(
+    deliveries: impl futures_util::Stream<Item = StoreResult<Option<Finished>>>,
+    mut write: Write,
+) -> StoreResult<()>
+where
+    Write: FnMut(Vec<Finished>) -> Written,
+    Written: Future<Output = StoreResult<()>>,
+{
+    let mut deliveries = std::pin::pin!(deliveries.fuse());
+    let mut finished: Vec<Finished> = Vec::new();
+    let mut writing: Option<std::pin::Pin<Box<Written>>> = None;
+    let mut first_error = None;
+    loop {
+        tokio::select! {
+            // Deliveries first: what has finished by the time a write starts goes in it.
+            biased;
+            Some(delivered) = deliveries.next() => {
+                let mut delivered = Some(delivered);
+                while let Some(outcome) = delivered {
+                    match outcome {
+                        Ok(Some(attempt)) => finished.push(attempt),
+                        Ok(None) => {}
+                        Err(error) => {
+                            first_error.get_or_insert(error);
+                        }
+                    }
+                    delivered = deliveries.next().now_or_never().flatten();
+                }
+            }
+            written = async { writing.as_mut().expect("guarded by the condition").await },
+                if writing.is_some() =>
+            {
+                writing = None;
+                if let Err(error) = written {
+                    first_error.get_or_insert(error);
+                }
+            }
+            else => break,
+        }
+        if writing.is_none() && !finished.is_empty() {
+            writing = Some(Box::pin(write(std::mem::take(&mut finished))));
+        }
+    }
+    match first_error {
+        Some(error) => Err(error),
+        None => Ok(()),
+    }
+}
+
 /// Exponential backoff with ±20 % jitter, so retries from many replicas do not line up.
 fn backoff(attempts_made: u32) -> chrono::Duration {
     use rand::RngExt;
@@ -246,4 +283,160 @@ fn backoff(attempts_made: u32) -> chrono::Duration {
         .min(MAX_BACKOFF);
     let jitter = rand::rng().random_range(0.8..1.2);
     chrono::Duration::from_std(exponential.mul_f64(jitter)).unwrap_or(chrono::Duration::seconds(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Finished, record_as_delivered};
+    use crate::store::codes::{AttemptResult, DeliveryAttempt};
+    use crate::store::{StoreError, StoreResult};
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+    use tokio::sync::{Semaphore, mpsc};
+
+    fn attempt(number: u8) -> Delivered {
+        let attempt = DeliveryAttempt {
+            message_id: uuid::Uuid::from_bytes([number; 16]),
+            attempted_at: chrono::DateTime::UNIX_EPOCH,
+            gateway: "test".into(),
+            succeeded: true,
+            error: None,
+            provider_message_id: None,
+        };
+        Ok(Some((attempt, AttemptResult::Sent)))
+    }
+
+    fn numbers(chunk: &[Finished]) -> Vec<u8> {
+        chunk
+            .iter()
+            .map(|(attempt, _)| attempt.message_id.as_bytes()[0])
+            .collect()
+    }
+
+    type Delivered = StoreResult<Option<Finished>>;
+
+    /// Deliveries that finish when the test says so, and a count of those the recorder took.
+    fn deliveries() -> (
+        mpsc::UnboundedSender<Delivered>,
+        Arc<Mutex<usize>>,
+        impl futures_util::Stream<Item = Delivered>,
+    ) {
+        let (sender, receiver) = mpsc::unbounded_channel();
+        let taken = Arc::new(Mutex::new(0));
+        let counted = taken.clone();
+        let stream = futures_util::stream::unfold(receiver, move |mut receiver| {
+            let counted = counted.clone();
+            async move {
+                let next = receiver.recv().await?;
+                *counted.lock().unwrap() += 1;
+                Some((next, receiver))
+            }
+        });
+        (sender, taken, stream)
+    }
+
+    async fn until(what: &str, mut done: impl FnMut() -> bool) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while !done() {
+            assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn deliveries_go_on_while_a_write_is_in_flight_and_join_the_next() {
+        let (sender, taken, stream) = deliveries();
+        let writes = Arc::new(Mutex::new(Vec::<Vec<u8>>::new()));
+        let gate = Arc::new(Semaphore::new(0));
+        let recorder = tokio::spawn({
+            let (writes, gate) = (writes.clone(), gate.clone());
+            record_as_delivered(stream, move |chunk| {
+                writes.lock().unwrap().push(numbers(&chunk));
+                let gate = gate.clone();
+                async move {
+                    gate.acquire().await.expect("open").forget();
+                    Ok(())
+                }
+            })
+        });
+        sender.send(attempt(1)).unwrap();
+        until("the first write", || writes.lock().unwrap().len() == 1).await;
+        sender.send(attempt(2)).unwrap();
+        sender.send(attempt(3)).unwrap();
+        until("deliveries taken during the write", || {
+            *taken.lock().unwrap() == 3
+        })
+        .await;
+        assert_eq!(writes.lock().unwrap().len(), 1, "one write at a time");
+        gate.add_permits(1);
+        until("the second write", || writes.lock().unwrap().len() == 2).await;
+        drop(sender);
+        gate.add_permits(1);
+        recorder.await.unwrap().unwrap();
+        assert_eq!(*writes.lock().unwrap(), [vec![1], vec![2, 3]]);
+    }
+
+    #[tokio::test]
+    async fn deliveries_finished_together_are_written_together() {
+        let writes = Arc::new(Mutex::new(Vec::<Vec<u8>>::new()));
+        let ready = futures_util::stream::iter((1..=5).map(attempt));
+        let written = writes.clone();
+        record_as_delivered(ready, move |chunk| {
+            written.lock().unwrap().push(numbers(&chunk));
+            async { Ok(()) }
+        })
+        .await
+        .unwrap();
+        assert_eq!(*writes.lock().unwrap(), [vec![1, 2, 3, 4, 5]]);
+    }
+
+    #[tokio::test]
+    async fn a_failed_write_is_reported_after_the_later_writes_are_made() {
+        let (sender, _, stream) = deliveries();
+        let writes = Arc::new(Mutex::new(Vec::<Vec<u8>>::new()));
+        let recorder = tokio::spawn({
+            let writes = writes.clone();
+            record_as_delivered(stream, move |chunk| {
+                let mut writes = writes.lock().unwrap();
+                writes.push(numbers(&chunk));
+                let first = writes.len() == 1;
+                async move {
+                    match first {
+                        true => Err(StoreError::Unavailable("first write".into())),
+                        false => Ok(()),
+                    }
+                }
+            })
+        });
+        sender.send(attempt(1)).unwrap();
+        until("the failed write", || writes.lock().unwrap().len() == 1).await;
+        sender.send(attempt(2)).unwrap();
+        drop(sender);
+        let error = recorder.await.unwrap().unwrap_err();
+        assert!(
+            matches!(&error, StoreError::Unavailable(reason) if reason == "first write"),
+            "{error}"
+        );
+        assert_eq!(*writes.lock().unwrap(), [vec![1], vec![2]]);
+    }
+
+    #[tokio::test]
+    async fn a_failed_delivery_is_reported_and_the_others_are_written() {
+        let writes = Arc::new(Mutex::new(Vec::<Vec<u8>>::new()));
+        let outcomes = [
+            attempt(1),
+            Err(StoreError::Internal("a delivery".into())),
+            Ok(None),
+            attempt(4),
+        ];
+        let written = writes.clone();
+        let error = record_as_delivered(futures_util::stream::iter(outcomes), move |chunk| {
+            written.lock().unwrap().push(numbers(&chunk));
+            async { Ok(()) }
+        })
+        .await
+        .unwrap_err();
+        assert!(matches!(error, StoreError::Internal(_)), "{error}");
+        assert_eq!(*writes.lock().unwrap(), [vec![1, 4]]);
+    }
 }
