@@ -8,6 +8,11 @@
 # Results go to bench-results/<name>-<backend>.json with a .svg plot and the server's log beside
 # it; BENCH_NAME sets <name> (default: a UTC timestamp). Extra arguments go to twofold-bench,
 # e.g. `--mode stepup --concurrency 8,32 --duration 20s` (see `twofold-bench --help`).
+#
+# On Postgres + Redis the server reaches both over their Unix sockets, as a server on the same
+# machine as its stores would (no TCP stack, no TLS); BENCH_TRANSPORT=tcp reaches them over
+# loopback TCP instead (Postgres with TLS, as sqlx's default `sslmode=prefer` gives). The report's
+# `backend` names the transport.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -31,18 +36,30 @@ case "$backend" in
     admin_url="$TWOFOLD_TEST_POSTGRES_URL"
     psql -q "$admin_url" -v ON_ERROR_STOP=1 \
       -c "DROP DATABASE IF EXISTS twofold_bench WITH (FORCE)" -c "CREATE DATABASE twofold_bench" >&2
-    dsn="${admin_url%/*}/twofold_bench"
+    transport="${BENCH_TRANSPORT:-socket}"
+    case "$transport" in
+      socket)
+        socket_url="$TWOFOLD_TEST_POSTGRES_SOCKET_URL"
+        server_part="${socket_url%%\?*}"
+        dsn="${server_part%/*}/twofold_bench?${socket_url#*\?}"
+        ;;
+      tcp) dsn="${admin_url%/*}/twofold_bench" ;;
+      *) echo "BENCH_TRANSPORT must be socket or tcp, not $transport" >&2; exit 2 ;;
+    esac
     # A private Redis, so its INFO counters hold this server's work and nobody else's.
     redis_dir="$(mktemp -d)"
     redis_port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')"
     redis-server --daemonize yes --bind 127.0.0.1 --port "$redis_port" --save "" --appendonly no \
+      --unixsocket "$redis_dir/redis.sock" --unixsocketperm 700 \
       --dir "$redis_dir" --pidfile "$redis_dir/redis.pid" --logfile "$redis_dir/redis.log" >&2
     trap 'redis-cli -p "$redis_port" shutdown nosave >/dev/null 2>&1 || true; rm -rf "$redis_dir"' EXIT
     for _ in $(seq 1 50); do
       if redis-cli -p "$redis_port" ping 2>/dev/null | grep -qx PONG; then break; fi
       sleep 0.1
     done
-    "${harness[@]}" --dsn "$dsn" --redis "redis://127.0.0.1:$redis_port/0" "$@"
+    redis_url="redis://127.0.0.1:$redis_port/0"
+    [ "$transport" = tcp ] || redis_url="unix://$redis_dir/redis.sock"
+    "${harness[@]}" --dsn "$dsn" --redis "$redis_url" "$@"
     ;;
   *)
     echo "usage: scripts/bench.sh [postgres|embedded] [twofold-bench args]" >&2

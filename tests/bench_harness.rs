@@ -1,7 +1,10 @@
 //! The load harness end to end, kept short so it runs in every CI build: `twofold-bench --spawn`
 //! starts a real `twofold serve` (built with the `bench` feature) on the embedded default, runs
 //! each scenario for about a second at two virtual users, stops the server and writes its JSON
-//! and SVG. Any error, any missing figure or a server left running fails the test.
+//! and SVG. Any error, any missing figure or a server left running fails the test. The same runs
+//! on Postgres + Redis over their Unix sockets, as `scripts/bench.sh postgres` does.
+mod support;
+
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -182,4 +185,36 @@ fn a_share_of_the_peak_paces_each_level_after_running_it_unpaced() {
     );
     assert_eq!(paced["error_count"], 0, "{}", paced["errors"]);
     assert!(stdout.contains("(50%)"), "{stdout}");
+}
+
+#[test]
+fn the_harness_runs_on_postgres_and_redis_over_their_unix_sockets() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let dsn = runtime.block_on(support::fresh_postgres_socket_dsn());
+    // The DSN's form reaches Postgres over its socket: a TCP connection would have an address.
+    let over_socket: bool = runtime.block_on(async {
+        use sqlx::Connection;
+        let mut connection = sqlx::PgConnection::connect(&dsn).await.unwrap();
+        sqlx::query_scalar("SELECT inet_client_addr() IS NULL")
+            .fetch_one(&mut connection)
+            .await
+            .unwrap()
+    });
+    assert!(over_socket, "{dsn} connected over TCP");
+    let redis = support::service_url(support::REDIS_SOCKET_ENV);
+    assert!(redis.starts_with("unix://"), "{redis}");
+
+    let Run { report, .. } = run_short(
+        "stepup",
+        &["--dsn", &dsn, "--redis", &redis, "--bound-duration", "1s"],
+    );
+    assert_eq!(report["backend"], "postgres+redis (unix sockets)");
+    let level = &report["levels"][0];
+    assert!(level["completed"].as_u64().unwrap() > 0, "{level}");
+    assert_eq!(level["error_count"], 0, "{}", level["errors"]);
+    // pgbench and redis-benchmark reached the same stores by the same sockets.
+    let bound = &level["bound"];
+    assert!(bound["pgbench_tps"].as_f64().unwrap() > 0.0, "{bound}");
+    assert!(bound["redis_script_rps"].as_f64().unwrap() > 0.0, "{bound}");
+    assert!(bound["redis_plain_rps"].as_f64().unwrap() > 0.0, "{bound}");
 }

@@ -37,6 +37,8 @@ use uuid::Uuid;
 
 pub const POSTGRES_ENV: &str = "TWOFOLD_TEST_POSTGRES_URL";
 pub const REDIS_ENV: &str = "TWOFOLD_TEST_REDIS_URL";
+pub const POSTGRES_SOCKET_ENV: &str = "TWOFOLD_TEST_POSTGRES_SOCKET_URL";
+pub const REDIS_SOCKET_ENV: &str = "TWOFOLD_TEST_REDIS_SOCKET_URL";
 
 /// The value of a service variable. Missing services fail the test: a suite that skips itself
 /// silently looks green while testing nothing.
@@ -56,8 +58,21 @@ pub fn service_url(variable: &str) -> String {
 /// hour old at the start of the next run.
 pub async fn fresh_postgres_dsn() -> String {
     let base = service_url(POSTGRES_ENV);
+    let name = fresh_postgres_database(&base).await;
+    with_database(&base, &name)
+}
+
+/// As [`fresh_postgres_dsn`], for a DSN that reaches the server over its Unix socket
+/// (`TWOFOLD_TEST_POSTGRES_SOCKET_URL`, from `scripts/services.sh`).
+pub async fn fresh_postgres_socket_dsn() -> String {
+    let socket = service_url(POSTGRES_SOCKET_ENV);
+    let name = fresh_postgres_database(&service_url(POSTGRES_ENV)).await;
+    with_database(&socket, &name)
+}
+
+async fn fresh_postgres_database(base: &str) -> String {
     let name = format!("twofold_test_{}", Uuid::now_v7().simple());
-    let mut connection = sqlx::PgConnection::connect(&base)
+    let mut connection = sqlx::PgConnection::connect(base)
         .await
         .unwrap_or_else(|error| panic!("connect to {POSTGRES_ENV}: {error}"));
     // The name is generated above from hex digits only, so formatting it in is safe.
@@ -66,7 +81,7 @@ pub async fn fresh_postgres_dsn() -> String {
         .await
         .unwrap_or_else(|error| panic!("create database {name}: {error}"));
     let _ = connection.close().await;
-    with_database(&base, &name)
+    name
 }
 
 /// Replaces the database (path) of a `postgres://` URL, keeping credentials and parameters.

@@ -81,7 +81,37 @@ pub struct Bound {
 
 pub struct Probes {
     pg: Option<(sqlx::PgPool, String)>,
-    redis: Option<(redis::aio::MultiplexedConnection, String, u16)>,
+    redis: Option<(redis::aio::MultiplexedConnection, RedisEndpoint)>,
+}
+
+/// Where `redis-benchmark` reaches the Redis the server uses: by the same transport, so the bound
+/// pays what the server pays per round trip.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RedisEndpoint {
+    Tcp { host: String, port: u16 },
+    Socket(String),
+}
+
+impl RedisEndpoint {
+    pub fn from_url(url: &str) -> Result<Self, String> {
+        let parsed = url::Url::parse(url).map_err(|error| format!("--redis: {error}"))?;
+        match parsed.scheme() {
+            "unix" | "redis+unix" => Ok(Self::Socket(parsed.path().to_owned())),
+            _ => Ok(Self::Tcp {
+                host: parsed.host_str().unwrap_or("127.0.0.1").to_owned(),
+                port: parsed.port().unwrap_or(6379),
+            }),
+        }
+    }
+
+    fn benchmark_args(&self) -> Vec<String> {
+        match self {
+            Self::Tcp { host, port } => {
+                vec!["-h".into(), host.clone(), "-p".into(), port.to_string()]
+            }
+            Self::Socket(path) => vec!["-s".into(), path.clone()],
+        }
+    }
 }
 
 impl Probes {
@@ -100,15 +130,13 @@ impl Probes {
         };
         let redis = match redis_url {
             Some(url) => {
-                let parsed = url::Url::parse(url).map_err(|error| format!("--redis: {error}"))?;
-                let host = parsed.host_str().unwrap_or("127.0.0.1").to_owned();
-                let port = parsed.port().unwrap_or(6379);
+                let endpoint = RedisEndpoint::from_url(url)?;
                 let client = redis::Client::open(url).map_err(|error| error.to_string())?;
                 let connection = client
                     .get_multiplexed_async_connection()
                     .await
                     .map_err(|error| format!("bound: redis: {error}"))?;
-                Some((connection, host, port))
+                Some((connection, endpoint))
             }
             None => None,
         };
@@ -125,7 +153,7 @@ impl Probes {
             None => None,
         };
         let redis = match &self.redis {
-            Some((connection, _, _)) => redis_counters(&mut connection.clone()).await.ok(),
+            Some((connection, _)) => redis_counters(&mut connection.clone()).await.ok(),
             None => None,
         };
         (pg, redis)
@@ -189,9 +217,9 @@ impl Probes {
         }
         // An iteration that barely touches Redis (WhoAmI) has no Redis bound worth printing.
         let redis = redis.filter(|work| work.round_trips >= 0.05);
-        if let (Some((_, host, port)), Some(work)) = (&self.redis, redis) {
-            let script = redis_benchmark(host, *port, concurrency, SCRIPT_COMMAND).await;
-            let plain = redis_benchmark(host, *port, concurrency, PLAIN_COMMAND).await;
+        if let (Some((_, endpoint)), Some(work)) = (&self.redis, redis) {
+            let script = redis_benchmark(endpoint, concurrency, SCRIPT_COMMAND).await;
+            let plain = redis_benchmark(endpoint, concurrency, PLAIN_COMMAND).await;
             match (script, plain) {
                 (Ok(script), Ok(plain)) => {
                     bound.redis_script_rps = Some(script);
@@ -432,13 +460,12 @@ const PAYLOAD_1K: &str = concat!(
 );
 
 async fn redis_benchmark(
-    host: &str,
-    port: u16,
+    endpoint: &RedisEndpoint,
     clients: usize,
     command: &[&str],
 ) -> Result<f64, String> {
     let output = Command::new("redis-benchmark")
-        .args(["-h", host, "-p", &port.to_string()])
+        .args(endpoint.benchmark_args())
         .args([
             "-c",
             &clients.to_string(),
@@ -539,5 +566,16 @@ mod tests {
         let csv = "\"test\",\"rps\",\"avg_latency_ms\",\"min_latency_ms\"\n\"EVAL local f = ...\",\"41152.26\",\"0.650\",\"0.160\"\n";
         assert_eq!(parse_redis_benchmark_csv(csv), Some(41152.26));
         assert_eq!(parse_pgbench_tps("connection refused"), None);
+    }
+
+    #[test]
+    fn redis_benchmark_reaches_redis_as_the_server_does() {
+        let tcp = RedisEndpoint::from_url("redis://127.0.0.1:40903/0").unwrap();
+        assert_eq!(tcp.benchmark_args(), ["-h", "127.0.0.1", "-p", "40903"]);
+        let default_port = RedisEndpoint::from_url("redis://cache/0").unwrap();
+        assert_eq!(default_port.benchmark_args(), ["-h", "cache", "-p", "6379"]);
+        let socket = RedisEndpoint::from_url("unix:///tmp/twofold/redis.sock").unwrap();
+        assert_eq!(socket.benchmark_args(), ["-s", "/tmp/twofold/redis.sock"]);
+        assert!(RedisEndpoint::from_url("not a url").is_err());
     }
 }

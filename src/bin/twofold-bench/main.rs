@@ -45,13 +45,39 @@ fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
     path.with_file_name(format!("{stem}{suffix}"))
 }
 
+/// The stores the server ran on, and how it reached them: a Unix socket spares both ends the TCP
+/// stack (and Postgres's TLS), so figures taken over TCP and over sockets are not comparable.
 fn backend(dsn: Option<&str>, redis: Option<&str>) -> String {
-    match (dsn, redis) {
-        (Some(dsn), Some(_)) if dsn.starts_with("postgres") => "postgres+redis".into(),
-        (Some(dsn), None) if dsn.starts_with("postgres") => "postgres".into(),
-        (_, Some(_)) => "sqlite+redis".into(),
-        _ => "embedded (sqlite file, in-process code store)".into(),
+    let postgres = dsn.filter(|dsn| dsn.starts_with("postgres"));
+    let stores = match (postgres, redis) {
+        (Some(_), Some(_)) => "postgres+redis",
+        (Some(_), None) => "postgres",
+        (None, Some(_)) => "sqlite+redis",
+        (None, None) => return "embedded (sqlite file, in-process code store)".into(),
+    };
+    let over = |socket: bool| if socket { "socket" } else { "tcp" };
+    let postgres_over = postgres.map(|dsn| over(postgres_over_socket(dsn)));
+    let redis_over = redis.map(|url| over(redis_over_socket(url)));
+    match (postgres_over, redis_over) {
+        (Some(postgres), Some(redis)) if postgres != redis => {
+            format!("{stores} (postgres over {postgres}, redis over {redis})")
+        }
+        (Some("socket"), _) | (None, Some("socket")) => format!("{stores} (unix sockets)"),
+        _ => format!("{stores} (tcp)"),
     }
+}
+
+/// libpq and sqlx both take a `host` that is a folder as the Unix socket's.
+fn postgres_over_socket(dsn: &str) -> bool {
+    url::Url::parse(dsn).is_ok_and(|url| {
+        url.query_pairs()
+            .any(|(key, value)| key == "host" && value.starts_with('/'))
+            || url.host_str().is_some_and(|host| host.starts_with("%2F"))
+    })
+}
+
+fn redis_over_socket(url: &str) -> bool {
+    url.starts_with("unix:") || url.starts_with("redis+unix:")
 }
 
 async fn run(args: Args, scratch: &Path) -> Result<(), String> {
@@ -347,4 +373,32 @@ async fn run_level(
         }
     }
     Ok((level, seats))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::backend;
+
+    #[test]
+    fn the_backend_names_its_stores_and_how_they_were_reached() {
+        let tcp_pg = Some("postgres://u:p@127.0.0.1:5432/bench");
+        let socket_pg = Some("postgres://postgres@localhost:5432/bench?host=/var/run/postgresql");
+        let tcp_redis = Some("redis://127.0.0.1:6379/0");
+        let socket_redis = Some("unix:///tmp/redis.sock");
+        assert_eq!(backend(tcp_pg, tcp_redis), "postgres+redis (tcp)");
+        assert_eq!(
+            backend(socket_pg, socket_redis),
+            "postgres+redis (unix sockets)"
+        );
+        assert_eq!(
+            backend(socket_pg, tcp_redis),
+            "postgres+redis (postgres over socket, redis over tcp)"
+        );
+        assert_eq!(backend(socket_pg, None), "postgres (unix sockets)");
+        assert_eq!(backend(None, socket_redis), "sqlite+redis (unix sockets)");
+        assert_eq!(
+            backend(None, None),
+            "embedded (sqlite file, in-process code store)"
+        );
+    }
 }
