@@ -31,8 +31,10 @@ pub struct Args {
     /// Scenarios to run, in this order, each over the whole concurrency sweep.
     #[arg(long, value_delimiter = ',', default_value = "stepup,whoami,code")]
     pub mode: Vec<Mode>,
-    /// Virtual users per level of the sweep.
-    #[arg(long, value_delimiter = ',', default_value = "1,4,16,64")]
+    /// Virtual users per level of the sweep. A user's step-ups follow one another, each waiting
+    /// for its code, so 64 users are held back by latency as much as by the machine; with 128
+    /// more writes wait together and the peak is higher (docs/performance.md).
+    #[arg(long, value_delimiter = ',', default_value = "1,4,16,64,128")]
     pub concurrency: Vec<usize>,
     /// Measured time per level.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
