@@ -203,11 +203,18 @@ impl Probes {
         measured: f64,
     ) -> Bound {
         let mut bound = Bound::default();
-        if let (Some((_, dsn)), Some(work)) = (&self.pg, pg) {
+        if let (Some((pool, dsn)), Some(work)) = (&self.pg, pg) {
             let script = pgbench_script(work);
             let path = scratch.join("pgbench-script.sql");
+            let free = free_connections(pool).await;
+            let clients = pgbench_clients(concurrency, free);
+            if clients < concurrency {
+                bound.notes.push(format!(
+                    "pgbench ran {clients} clients, not {concurrency}: Postgres takes no more"
+                ));
+            }
             match std::fs::write(&path, &script) {
-                Ok(()) => match pgbench(dsn, &path, concurrency, duration).await {
+                Ok(()) => match pgbench(dsn, &path, clients, duration).await {
                     Ok(tps) => bound.pgbench_tps = Some(tps),
                     Err(error) => bound.notes.push(error),
                 },
@@ -395,6 +402,28 @@ pub fn pgbench_script(work: &PgWork) -> String {
     script
 }
 
+/// Connections Postgres would still accept from pgbench, or `None` when it cannot tell.
+async fn free_connections(pool: &sqlx::PgPool) -> Option<usize> {
+    let free: i64 = sqlx::query_scalar(
+        "SELECT current_setting('max_connections')::int \
+              - current_setting('superuser_reserved_connections')::int \
+              - (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend')",
+    )
+    .fetch_one(pool)
+    .await
+    .ok()?;
+    usize::try_from(free).ok()
+}
+
+/// pgbench replays the work with one client per virtual user, as far as Postgres takes them: a
+/// client it refuses fails the whole run, and past its pool the measured server queued too.
+fn pgbench_clients(concurrency: usize, free_connections: Option<usize>) -> usize {
+    match free_connections {
+        Some(free) => concurrency.min(free).max(1),
+        None => concurrency,
+    }
+}
+
 async fn pgbench(
     dsn: &str,
     script: &Path,
@@ -577,5 +606,13 @@ mod tests {
         let socket = RedisEndpoint::from_url("unix:///tmp/twofold/redis.sock").unwrap();
         assert_eq!(socket.benchmark_args(), ["-s", "/tmp/twofold/redis.sock"]);
         assert!(RedisEndpoint::from_url("not a url").is_err());
+    }
+
+    #[test]
+    fn pgbench_runs_as_many_clients_as_postgres_takes() {
+        assert_eq!(pgbench_clients(64, Some(80)), 64);
+        assert_eq!(pgbench_clients(128, Some(80)), 80);
+        assert_eq!(pgbench_clients(4, Some(0)), 1);
+        assert_eq!(pgbench_clients(128, None), 128);
     }
 }
