@@ -217,15 +217,20 @@ impl Worker {
     }
 }
 
-/// Records attempts while later deliveries go on: whatever finished while one write was in
-/// flight goes in the next, so a write never holds up a gateway call, and a round whose gateway
-/// answers at once (the bench's, a fast HTTP API) takes one or two writes. Rounds are serial, so
-/// a round's length is how long a message enqueued during it waits; when each write waited for a
-/// chunk of eight and held up the deliveries behind it, a round of 64 made eight writes one
-/// after another, and under load the courier capped step-ups (docs/performance.md, "After the
-/// eleventh pass"). A crash re-sends (after the lease) what was delivered but not recorded: the
-/// write in flight and what finished meanwhile. Every write is made even after one fails; the
-/// first error is returned.
+/// Finished attempts that a write in flight may leave waiting before deliveries pause for it, so
+/// what a crash leaves unrecorded stays about where it was when writes held deliveries up.
+const MOST_WAITING: usize = 2 * DELIVERY_CONCURRENCY;
+
+/// Records attempts without holding up deliveries. A write starts once a chunk of
+/// [`DELIVERY_CONCURRENCY`] has finished (or the round's last ones), with everything finished by
+/// then, and deliveries go on while it runs. Rounds are serial, so a round's length is how long a
+/// message enqueued during it waits; when each chunk's write held up the deliveries behind it, a
+/// round of 64 made eight writes one after another, and under load the courier capped step-ups
+/// (docs/performance.md, "After the eleventh pass"). A gateway that answers at once (the bench's)
+/// now costs a round one write; one whose answers come spread out, a write per chunk as before.
+/// A crash re-sends (after the lease) what was delivered but not recorded: the write in flight,
+/// at most [`MOST_WAITING`] finished behind it, and the deliveries in flight. Every write is made
+/// even after one fails; the first error is returned.
 async fn record_as_delivered<Write, Written>(
     deliveries: impl futures_util::Stream<Item = StoreResult<Option<Finished>>>,
     mut write: Write,
@@ -234,15 +239,25 @@ where
     Write: FnMut(Vec<Finished>) -> Written,
     Written: Future<Output = StoreResult<()>>,
 {
+    use futures_util::stream::FusedStream;
     let mut deliveries = std::pin::pin!(deliveries.fuse());
     let mut finished: Vec<Finished> = Vec::new();
     let mut writing: Option<std::pin::Pin<Box<Written>>> = None;
     let mut first_error = None;
     loop {
+        if writing.is_none() {
+            let ended = deliveries.is_terminated();
+            if finished.len() >= DELIVERY_CONCURRENCY || (ended && !finished.is_empty()) {
+                writing = Some(Box::pin(write(std::mem::take(&mut finished))));
+            } else if ended {
+                break;
+            }
+        }
+        let room = writing.is_none() || finished.len() < MOST_WAITING;
         tokio::select! {
             // Deliveries first: what has finished by the time a write starts goes in it.
             biased;
-            Some(delivered) = deliveries.next() => {
+            Some(delivered) = deliveries.next(), if room && !deliveries.is_terminated() => {
                 let mut delivered = Some(delivered);
                 while let Some(outcome) = delivered {
                     match outcome {
@@ -251,6 +266,9 @@ where
                         Err(error) => {
                             first_error.get_or_insert(error);
                         }
+                    }
+                    if writing.is_some() && finished.len() >= MOST_WAITING {
+                        break;
                     }
                     delivered = deliveries.next().now_or_never().flatten();
                 }
@@ -263,10 +281,8 @@ where
                     first_error.get_or_insert(error);
                 }
             }
-            else => break,
-        }
-        if writing.is_none() && !finished.is_empty() {
-            writing = Some(Box::pin(write(std::mem::take(&mut finished))));
+            // The deliveries just ended: the top of the loop writes what is left.
+            else => {}
         }
     }
     match first_error {
@@ -287,7 +303,7 @@ fn backoff(attempts_made: u32) -> chrono::Duration {
 
 #[cfg(test)]
 mod tests {
-    use super::{Finished, record_as_delivered};
+    use super::{Finished, MOST_WAITING, record_as_delivered};
     use crate::store::codes::{AttemptResult, DeliveryAttempt};
     use crate::store::{StoreError, StoreResult};
     use std::sync::{Arc, Mutex};
@@ -343,43 +359,111 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn deliveries_go_on_while_a_write_is_in_flight_and_join_the_next() {
-        let (sender, taken, stream) = deliveries();
+    type Writes = Arc<Mutex<Vec<Vec<u8>>>>;
+    type HeldWrite = futures_util::future::BoxFuture<'static, StoreResult<()>>;
+
+    /// A recorder whose writes each wait for a permit, logging what they were given.
+    fn held_writes() -> (
+        Writes,
+        Arc<Semaphore>,
+        impl FnMut(Vec<Finished>) -> HeldWrite,
+    ) {
         let writes = Arc::new(Mutex::new(Vec::<Vec<u8>>::new()));
         let gate = Arc::new(Semaphore::new(0));
-        let recorder = tokio::spawn({
-            let (writes, gate) = (writes.clone(), gate.clone());
-            record_as_delivered(stream, move |chunk| {
-                writes.lock().unwrap().push(numbers(&chunk));
-                let gate = gate.clone();
-                async move {
-                    gate.acquire().await.expect("open").forget();
-                    Ok(())
-                }
-            })
-        });
-        sender.send(attempt(1)).unwrap();
-        until("the first write", || writes.lock().unwrap().len() == 1).await;
-        sender.send(attempt(2)).unwrap();
-        sender.send(attempt(3)).unwrap();
-        until("deliveries taken during the write", || {
-            *taken.lock().unwrap() == 3
+        let (logged, opened) = (writes.clone(), gate.clone());
+        let write = move |chunk: Vec<Finished>| {
+            logged.lock().unwrap().push(numbers(&chunk));
+            let gate = opened.clone();
+            Box::pin(async move {
+                gate.acquire().await.expect("open").forget();
+                Ok(())
+            }) as HeldWrite
+        };
+        (writes, gate, write)
+    }
+
+    #[tokio::test]
+    async fn deliveries_go_on_while_a_write_is_in_flight_and_the_rest_follow_it() {
+        let (sender, taken, stream) = deliveries();
+        let (writes, gate, write) = held_writes();
+        let recorder = tokio::spawn(record_as_delivered(stream, write));
+        for number in 1..=8 {
+            sender.send(attempt(number)).unwrap();
+        }
+        until("the first chunk's write", || {
+            writes.lock().unwrap().len() == 1
         })
         .await;
-        assert_eq!(writes.lock().unwrap().len(), 1, "one write at a time");
-        gate.add_permits(1);
-        until("the second write", || writes.lock().unwrap().len() == 2).await;
+        sender.send(attempt(9)).unwrap();
+        sender.send(attempt(10)).unwrap();
+        until("deliveries taken during the write", || {
+            *taken.lock().unwrap() == 10
+        })
+        .await;
+        // The round ends while the first write is still in flight.
         drop(sender);
-        gate.add_permits(1);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(writes.lock().unwrap().len(), 1, "one write at a time");
+        gate.add_permits(2);
         recorder.await.unwrap().unwrap();
-        assert_eq!(*writes.lock().unwrap(), [vec![1], vec![2, 3]]);
+        assert_eq!(
+            *writes.lock().unwrap(),
+            [(1..=8).collect::<Vec<u8>>(), vec![9, 10]]
+        );
+    }
+
+    #[tokio::test]
+    async fn answers_that_come_spread_out_are_written_a_chunk_at_a_time() {
+        let (sender, _, stream) = deliveries();
+        let writes = Arc::new(Mutex::new(Vec::<Vec<u8>>::new()));
+        let written = writes.clone();
+        let recorder = tokio::spawn(record_as_delivered(stream, move |chunk| {
+            written.lock().unwrap().push(numbers(&chunk));
+            async { Ok(()) }
+        }));
+        for number in 1..=19 {
+            sender.send(attempt(number)).unwrap();
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        drop(sender);
+        recorder.await.unwrap().unwrap();
+        let sizes: Vec<usize> = writes.lock().unwrap().iter().map(Vec::len).collect();
+        assert_eq!(sizes, [8, 8, 3], "{:?}", writes.lock().unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_stalled_write_pauses_deliveries_once_enough_wait_behind_it() {
+        let (sender, taken, stream) = deliveries();
+        let (writes, gate, write) = held_writes();
+        let recorder = tokio::spawn(record_as_delivered(stream, write));
+        for number in 1..=8 {
+            sender.send(attempt(number)).unwrap();
+        }
+        until("the first write", || writes.lock().unwrap().len() == 1).await;
+        for number in 9..=40 {
+            sender.send(attempt(number)).unwrap();
+        }
+        drop(sender);
+        until("deliveries up to the limit", || {
+            *taken.lock().unwrap() >= 8 + MOST_WAITING
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(
+            *taken.lock().unwrap(),
+            8 + MOST_WAITING,
+            "no more deliveries while the write is stalled"
+        );
+        gate.add_permits(10);
+        recorder.await.unwrap().unwrap();
+        let written: Vec<u8> = writes.lock().unwrap().concat();
+        assert_eq!(written, (1..=40).collect::<Vec<u8>>());
     }
 
     #[tokio::test]
     async fn deliveries_finished_together_are_written_together() {
         let writes = Arc::new(Mutex::new(Vec::<Vec<u8>>::new()));
-        let ready = futures_util::stream::iter((1..=5).map(attempt));
+        let ready = futures_util::stream::iter((1..=20).map(attempt));
         let written = writes.clone();
         record_as_delivered(ready, move |chunk| {
             written.lock().unwrap().push(numbers(&chunk));
@@ -387,7 +471,7 @@ mod tests {
         })
         .await
         .unwrap();
-        assert_eq!(*writes.lock().unwrap(), [vec![1, 2, 3, 4, 5]]);
+        assert_eq!(*writes.lock().unwrap(), [(1..=20).collect::<Vec<u8>>()]);
     }
 
     #[tokio::test]
@@ -408,16 +492,21 @@ mod tests {
                 }
             })
         });
-        sender.send(attempt(1)).unwrap();
+        for number in 1..=8 {
+            sender.send(attempt(number)).unwrap();
+        }
         until("the failed write", || writes.lock().unwrap().len() == 1).await;
-        sender.send(attempt(2)).unwrap();
+        sender.send(attempt(9)).unwrap();
         drop(sender);
         let error = recorder.await.unwrap().unwrap_err();
         assert!(
             matches!(&error, StoreError::Unavailable(reason) if reason == "first write"),
             "{error}"
         );
-        assert_eq!(*writes.lock().unwrap(), [vec![1], vec![2]]);
+        assert_eq!(
+            *writes.lock().unwrap(),
+            [(1..=8).collect::<Vec<u8>>(), vec![9]]
+        );
     }
 
     #[tokio::test]
