@@ -11,15 +11,23 @@
 #
 # On Postgres + Redis the server reaches both over their Unix sockets, as a server on the same
 # machine as its stores would (no TCP stack, no TLS); BENCH_TRANSPORT=tcp reaches them over
-# loopback TCP instead (Postgres with TLS, as sqlx's default `sslmode=prefer` gives). The report's
-# `backend` names the transport.
+# loopback TCP instead (Postgres with TLS, as sqlx's default `sslmode=prefer` gives), and its
+# files end in `-tcp`. The report's `backend` names the transport.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 backend="${1:-postgres}"
 shift || true
 name="${BENCH_NAME:-$(date -u +%Y%m%dT%H%M%SZ)}"
+transport="${BENCH_TRANSPORT:-socket}"
+case "$transport" in
+  socket | tcp) ;;
+  *) echo "BENCH_TRANSPORT must be socket or tcp, not $transport" >&2; exit 2 ;;
+esac
 out="bench-results/$name-$backend.json"
+if [ "$backend" = postgres ] && [ "$transport" = tcp ]; then
+  out="bench-results/$name-$backend-tcp.json"
+fi
 mkdir -p bench-results
 
 echo "bench: building release with the bench feature" >&2
@@ -36,16 +44,14 @@ case "$backend" in
     admin_url="$TWOFOLD_TEST_POSTGRES_URL"
     psql -q "$admin_url" -v ON_ERROR_STOP=1 \
       -c "DROP DATABASE IF EXISTS twofold_bench WITH (FORCE)" -c "CREATE DATABASE twofold_bench" >&2
-    transport="${BENCH_TRANSPORT:-socket}"
-    case "$transport" in
-      socket)
-        socket_url="$TWOFOLD_TEST_POSTGRES_SOCKET_URL"
-        server_part="${socket_url%%\?*}"
-        dsn="${server_part%/*}/twofold_bench?${socket_url#*\?}"
-        ;;
-      tcp) dsn="${admin_url%/*}/twofold_bench" ;;
-      *) echo "BENCH_TRANSPORT must be socket or tcp, not $transport" >&2; exit 2 ;;
-    esac
+    if [ "$transport" = socket ]; then
+      # services.sh's socket URL names the folder in its query (`?host=/var/run/postgresql`).
+      socket_url="$TWOFOLD_TEST_POSTGRES_SOCKET_URL"
+      server_part="${socket_url%%\?*}"
+      dsn="${server_part%/*}/twofold_bench?${socket_url#*\?}"
+    else
+      dsn="${admin_url%/*}/twofold_bench"
+    fi
     # A private Redis, so its INFO counters hold this server's work and nobody else's.
     redis_dir="$(mktemp -d)"
     redis_port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')"

@@ -62,21 +62,33 @@ runuser -u postgres -- psql -X -q -p "$PG_PORT" -v ON_ERROR_STOP=1 \
 
 # The load harness, and a test of it, reach Postgres over its Unix socket, as a server on the
 # same machine would. Sockets authenticate by peer: this map lets root (the tests' user here)
-# connect as the postgres role, and keeps postgres itself. The line goes first because the first
-# matching line decides.
+# connect as the postgres role and keeps postgres itself; the line goes first because the first
+# matching line decides. Other users reach the socket only through their own pg_hba.conf lines.
 pg_setting() {
     runuser -u postgres -- psql -X -Atq -p "$PG_PORT" -c "SHOW $1"
 }
 HBA_FILE="$(pg_setting hba_file)"
 IDENT_FILE="$(pg_setting ident_file)"
 PG_SOCKET_DIR="$(pg_setting unix_socket_directories | cut -d, -f1 | xargs)"
-if ! grep -Eq '^twofold_local[[:space:]]+root[[:space:]]+postgres' "$IDENT_FILE"; then
-    printf 'twofold_local root postgres\ntwofold_local postgres postgres\n' >>"$IDENT_FILE"
-fi
-if ! grep -Eq '^local[[:space:]]+all[[:space:]]+postgres[[:space:]]+peer[[:space:]]+map=twofold_local' \
-    "$HBA_FILE"; then
+PEER_MAP="twofold_local"
+HBA_LINE="local   all   postgres   peer   map=$PEER_MAP"
+reload=false
+for system_user in root postgres; do
+    if ! grep -Eq "^$PEER_MAP[[:space:]]+$system_user[[:space:]]+postgres([[:space:]]|\$)" \
+        "$IDENT_FILE"; then
+        echo "$PEER_MAP $system_user postgres" >>"$IDENT_FILE"
+        reload=true
+    fi
+done
+if ! grep -Fxq "$HBA_LINE" "$HBA_FILE"; then
     log "letting root connect as postgres over the socket"
-    sed -i '1i local   all   postgres   peer   map=twofold_local' "$HBA_FILE"
+    # Rewritten in place (not `sed -i`), so a linked file stays linked and an empty one works.
+    { echo "$HBA_LINE"; cat "$HBA_FILE"; } >"$HBA_FILE.twofold"
+    cat "$HBA_FILE.twofold" >"$HBA_FILE"
+    rm -f "$HBA_FILE.twofold"
+    reload=true
+fi
+if [ "$reload" = true ]; then
     runuser -u postgres -- psql -X -q -p "$PG_PORT" -c "SELECT pg_reload_conf()" >/dev/null
 fi
 
@@ -112,19 +124,11 @@ fi
 # --- redis ------------------------------------------------------------------------------------
 mkdir -p "$STATE_DIR"
 REDIS_PORT=""
-# The socket lives in the temporary folder: a path under a deep checkout could pass the 107
-# bytes a socket's path may have.
-redis_socket() { echo "${TMPDIR:-/tmp}/twofold-test-redis-$1.sock"; }
 if [ -f "$STATE_DIR/redis.port" ]; then
     port="$(cat "$STATE_DIR/redis.port")"
     if redis-cli -p "$port" ping 2>/dev/null | grep -qx PONG; then
-        if [ -S "$(redis_socket "$port")" ]; then
-            REDIS_PORT="$port"
-            log "redis already running on port $REDIS_PORT"
-        else
-            # Started by an older version of this script, without a socket.
-            redis-cli -p "$port" shutdown nosave >/dev/null 2>&1 || true
-        fi
+        REDIS_PORT="$port"
+        log "redis already running on port $REDIS_PORT"
     fi
 fi
 if [ -z "$REDIS_PORT" ]; then
@@ -133,7 +137,6 @@ if [ -z "$REDIS_PORT" ]; then
     REDIS_PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')"
     log "starting redis on port $REDIS_PORT"
     redis-server --daemonize yes --bind 127.0.0.1 --port "$REDIS_PORT" --save "" --appendonly no \
-        --unixsocket "$(redis_socket "$REDIS_PORT")" --unixsocketperm 700 \
         --dir "$STATE_DIR" --pidfile "$STATE_DIR/redis.pid" --logfile "$STATE_DIR/redis.log" >&2
     for _ in $(seq 1 50); do
         if redis-cli -p "$REDIS_PORT" ping 2>/dev/null | grep -qx PONG; then break; fi
@@ -145,5 +148,5 @@ fi
 
 echo "export TWOFOLD_TEST_POSTGRES_URL=postgres://postgres:$PG_PASSWORD@127.0.0.1:$PG_PORT/postgres"
 echo "export TWOFOLD_TEST_REDIS_URL=redis://127.0.0.1:$REDIS_PORT"
-echo "export TWOFOLD_TEST_POSTGRES_SOCKET_URL=postgres://postgres@localhost:$PG_PORT/postgres?host=$PG_SOCKET_DIR"
-echo "export TWOFOLD_TEST_REDIS_SOCKET_URL=unix://$(redis_socket "$REDIS_PORT")"
+SOCKET_URL="postgres://postgres@localhost:$PG_PORT/postgres?host=$PG_SOCKET_DIR"
+echo "export TWOFOLD_TEST_POSTGRES_SOCKET_URL=$SOCKET_URL"

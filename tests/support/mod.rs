@@ -38,7 +38,6 @@ use uuid::Uuid;
 pub const POSTGRES_ENV: &str = "TWOFOLD_TEST_POSTGRES_URL";
 pub const REDIS_ENV: &str = "TWOFOLD_TEST_REDIS_URL";
 pub const POSTGRES_SOCKET_ENV: &str = "TWOFOLD_TEST_POSTGRES_SOCKET_URL";
-pub const REDIS_SOCKET_ENV: &str = "TWOFOLD_TEST_REDIS_SOCKET_URL";
 
 /// The value of a service variable. Missing services fail the test: a suite that skips itself
 /// silently looks green while testing nothing.

@@ -62,7 +62,8 @@ fn backend(dsn: Option<&str>, redis: Option<&str>) -> String {
         (Some(postgres), Some(redis)) if postgres != redis => {
             format!("{stores} (postgres over {postgres}, redis over {redis})")
         }
-        (Some("socket"), _) | (None, Some("socket")) => format!("{stores} (unix sockets)"),
+        (Some("socket"), Some(_)) => format!("{stores} (unix sockets)"),
+        (Some("socket"), None) | (None, Some("socket")) => format!("{stores} (unix socket)"),
         _ => format!("{stores} (tcp)"),
     }
 }
@@ -72,7 +73,9 @@ fn postgres_over_socket(dsn: &str) -> bool {
     url::Url::parse(dsn).is_ok_and(|url| {
         url.query_pairs()
             .any(|(key, value)| key == "host" && value.starts_with('/'))
-            || url.host_str().is_some_and(|host| host.starts_with("%2F"))
+            || url
+                .host_str()
+                .is_some_and(|host| host.to_ascii_lowercase().starts_with("%2f"))
     })
 }
 
@@ -394,8 +397,13 @@ mod tests {
             backend(socket_pg, tcp_redis),
             "postgres+redis (postgres over socket, redis over tcp)"
         );
-        assert_eq!(backend(socket_pg, None), "postgres (unix sockets)");
-        assert_eq!(backend(None, socket_redis), "sqlite+redis (unix sockets)");
+        assert_eq!(backend(socket_pg, None), "postgres (unix socket)");
+        assert_eq!(backend(None, socket_redis), "sqlite+redis (unix socket)");
+        let encoded = Some("postgres://postgres@%2fvar%2frun%2fpostgresql/bench");
+        assert_eq!(
+            backend(encoded, socket_redis),
+            "postgres+redis (unix sockets)"
+        );
         assert_eq!(
             backend(None, None),
             "embedded (sqlite file, in-process code store)"
