@@ -382,14 +382,32 @@ mod tests {
         (writes, gate, write)
     }
 
-    #[tokio::test]
-    async fn deliveries_go_on_while_a_write_is_in_flight_and_the_rest_follow_it() {
+    type Recorder = tokio::task::JoinHandle<StoreResult<()>>;
+
+    /// A recorder running on deliveries the test sends, with writes that wait for permits.
+    fn held_recorder() -> (
+        mpsc::UnboundedSender<Delivered>,
+        Arc<Mutex<usize>>,
+        Writes,
+        Arc<Semaphore>,
+        Recorder,
+    ) {
         let (sender, taken, stream) = deliveries();
         let (writes, gate, write) = held_writes();
         let recorder = tokio::spawn(record_as_delivered(stream, write));
-        for number in 1..=8 {
+        (sender, taken, writes, gate, recorder)
+    }
+
+    fn send(sender: &mpsc::UnboundedSender<Delivered>, numbers: std::ops::RangeInclusive<u8>) {
+        for number in numbers {
             sender.send(attempt(number)).unwrap();
         }
+    }
+
+    #[tokio::test]
+    async fn deliveries_go_on_while_a_write_is_in_flight_and_the_rest_follow_it() {
+        let (sender, taken, writes, gate, recorder) = held_recorder();
+        send(&sender, 1..=8);
         until("the first chunk's write", || {
             writes.lock().unwrap().len() == 1
         })
@@ -433,16 +451,10 @@ mod tests {
 
     #[tokio::test]
     async fn a_stalled_write_pauses_deliveries_once_enough_wait_behind_it() {
-        let (sender, taken, stream) = deliveries();
-        let (writes, gate, write) = held_writes();
-        let recorder = tokio::spawn(record_as_delivered(stream, write));
-        for number in 1..=8 {
-            sender.send(attempt(number)).unwrap();
-        }
+        let (sender, taken, writes, gate, recorder) = held_recorder();
+        send(&sender, 1..=8);
         until("the first write", || writes.lock().unwrap().len() == 1).await;
-        for number in 9..=40 {
-            sender.send(attempt(number)).unwrap();
-        }
+        send(&sender, 9..=40);
         drop(sender);
         until("deliveries up to the limit", || {
             *taken.lock().unwrap() >= 8 + MOST_WAITING
@@ -492,9 +504,7 @@ mod tests {
                 }
             })
         });
-        for number in 1..=8 {
-            sender.send(attempt(number)).unwrap();
-        }
+        send(&sender, 1..=8);
         until("the failed write", || writes.lock().unwrap().len() == 1).await;
         sender.send(attempt(9)).unwrap();
         drop(sender);
