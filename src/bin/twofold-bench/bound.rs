@@ -86,7 +86,6 @@ pub struct Probes {
 
 /// Where `redis-benchmark` reaches the Redis the server uses: by the same transport, so the bound
 /// pays what the server pays per round trip.
-#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RedisEndpoint {
     Tcp { host: String, port: u16 },
     Socket(String),

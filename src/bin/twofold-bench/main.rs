@@ -80,7 +80,10 @@ fn postgres_over_socket(dsn: &str) -> bool {
 }
 
 fn redis_over_socket(url: &str) -> bool {
-    url.starts_with("unix:") || url.starts_with("redis+unix:")
+    matches!(
+        bound::RedisEndpoint::from_url(url),
+        Ok(bound::RedisEndpoint::Socket(_))
+    )
 }
 
 async fn run(args: Args, scratch: &Path) -> Result<(), String> {
