@@ -7,8 +7,8 @@ use super::error::{DomainError, DomainResult, FieldViolation};
 use super::identity::Identifier;
 use super::mask::address_hash;
 use crate::store::codes::{
-    AttemptOutcome, AuditEvent, Challenge, KeptAfterUse, MessageStatus, OutboxMessage,
-    ReplaceOutcome,
+    AttemptOutcome, AuditEvent, Challenge, FailureState, KeptAfterUse, MessageStatus,
+    OutboxMessage, ReplaceOutcome,
 };
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -99,31 +99,27 @@ async fn check_send_limits(
     let settings = context.settings();
     let limits = &settings.config.selfservice.methods.code.config;
     let now = context.clock.now();
+    let address_key = format!("send:address:{}", address_hash(address));
+    let identity_key = format!("send:identity:{identity_id}");
+    // The address first: a send it refuses does not count against the identity's other
+    // addresses.
     let keys = [
-        (
-            format!("send:address:{}", address_hash(address)),
-            limits.sends_per_address_per_hour,
-        ),
-        (
-            format!("send:identity:{identity_id}"),
-            limits.sends_per_identity_per_hour,
-        ),
+        (address_key.as_str(), limits.sends_per_address_per_hour),
+        (identity_key.as_str(), limits.sends_per_identity_per_hour),
     ];
-    for (key, limit) in keys {
-        if let Err(retry_after) = context.stores.limits.hit(&key, limit, HOUR, now).await? {
-            context
-                .stores
-                .outbox
-                .record_audit(&audit(
-                    "code.rate_limited",
-                    identity_id,
-                    flow_id,
-                    Some(address),
-                    now,
-                ))
-                .await?;
-            return Err(DomainError::RateLimited { retry_after });
-        }
+    if let Err(retry_after) = context.stores.limits.hit_each(&keys, HOUR, now).await? {
+        context
+            .stores
+            .outbox
+            .record_audit(&audit(
+                "code.rate_limited",
+                identity_id,
+                flow_id,
+                Some(address),
+                now,
+            ))
+            .await?;
+        return Err(DomainError::RateLimited { retry_after });
     }
     Ok(())
 }
@@ -196,6 +192,22 @@ async fn enqueue_code(
 
 /// Creates a challenge with a fresh code and queues its delivery.
 pub async fn send(context: &Context, request: SendRequest<'_>) -> DomainResult<Challenge> {
+    send_with(context, request, |_| std::future::ready(Ok(()))).await
+}
+
+/// [`send`], and the write `alongside` makes for the stored challenge (the flow that points at
+/// it) done while the code is queued, so it adds no wait of its own. Nothing is queued for a
+/// challenge that is not stored. When either write fails the call fails, and what the other
+/// wrote stays, as after a failure between two writes made one after the other.
+pub async fn send_with<F, Written>(
+    context: &Context,
+    request: SendRequest<'_>,
+    alongside: F,
+) -> DomainResult<Challenge>
+where
+    F: FnOnce(&Challenge) -> Written,
+    Written: Future<Output = DomainResult<()>>,
+{
     let channel = request
         .address
         .channel
@@ -230,15 +242,19 @@ pub async fn send(context: &Context, request: SendRequest<'_>) -> DomainResult<C
         .challenges
         .create_challenge(&challenge, code_config.lifespan + CHALLENGE_GRACE)
         .await?;
-    enqueue_code(
-        context,
-        &challenge,
-        &code,
-        request.template,
-        &request.locale,
-        request.flow_id,
-    )
-    .await?;
+    let (queued, written) = tokio::join!(
+        enqueue_code(
+            context,
+            &challenge,
+            &code,
+            request.template,
+            &request.locale,
+            request.flow_id,
+        ),
+        alongside(&challenge),
+    );
+    queued?;
+    written?;
     Ok(challenge)
 }
 
@@ -347,15 +363,27 @@ pub async fn verify(
     code: &Code,
     flow_id: Option<Uuid>,
 ) -> DomainResult<Verified> {
-    let Some(challenge) = context
-        .stores
-        .challenges
-        .get_challenge(challenge_id)
-        .await?
-    else {
+    // Neither read depends on the other, so neither waits for the other.
+    let (challenge, state) = tokio::join!(
+        context.stores.challenges.get_challenge(challenge_id),
+        context
+            .stores
+            .budget
+            .failure_state(identity_id, context.clock.now()),
+    );
+    let Some(challenge) = challenge? else {
         return Err(DomainError::ChallengeNotFound);
     };
-    verify_challenge(context, challenge, identity_id, purpose, code, flow_id).await
+    attempt(
+        context,
+        challenge,
+        identity_id,
+        state?,
+        purpose,
+        code,
+        flow_id,
+    )
+    .await
 }
 
 /// [`verify`] for a challenge the caller has just read.
@@ -367,6 +395,33 @@ pub async fn verify_challenge(
     code: &Code,
     flow_id: Option<Uuid>,
 ) -> DomainResult<Verified> {
+    let state = context
+        .stores
+        .budget
+        .failure_state(identity_id, context.clock.now())
+        .await?;
+    attempt(
+        context,
+        challenge,
+        identity_id,
+        state,
+        purpose,
+        code,
+        flow_id,
+    )
+    .await
+}
+
+/// Checks `code` against `challenge` for `identity_id`, whose failure budget stands at `state`.
+async fn attempt(
+    context: &Context,
+    challenge: Challenge,
+    identity_id: Uuid,
+    state: FailureState,
+    purpose: &str,
+    code: &Code,
+    flow_id: Option<Uuid>,
+) -> DomainResult<Verified> {
     let settings = context.settings();
     let code_config = &settings.config.selfservice.methods.code.config;
     let now = context.clock.now();
@@ -374,12 +429,6 @@ pub async fn verify_challenge(
     if challenge.identity_id != identity_id || challenge.purpose != purpose {
         return Err(DomainError::CodeInvalid);
     }
-
-    let state = context
-        .stores
-        .budget
-        .failure_state(identity_id, now)
-        .await?;
     if state.locked_until.is_some() {
         context
             .stores

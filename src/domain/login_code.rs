@@ -4,7 +4,7 @@ use super::aal::{Aal, Channel};
 use super::challenges::{self, CodeTemplate, SendRequest};
 use super::error::{DomainError, DomainResult, FieldViolation};
 use super::flows::{
-    CodeChoice, FlowDocument, FlowState, LoggedIn, LoginFlow, LoginFlowRequest,
+    CodeChoice, FlowDocument, FlowState, Loaded, LoggedIn, LoginFlow, LoginFlowRequest,
     MESSAGE_COMPLETE_SECOND_FACTOR, UiMessage, check_open, encode, finish_login, lifespan_from,
     load_login, save,
 };
@@ -83,27 +83,45 @@ async fn send_to(
     identity_id: Uuid,
     choice: CodeChoice,
 ) -> DomainResult<()> {
-    let challenge = challenges::send(
-        context,
-        SendRequest {
-            challenge_id: Uuid::new_v4(),
-            identity_id,
-            address: &as_identifier(&choice),
-            purpose: purpose(flow.id),
-            template: CodeTemplate::LoginCode,
-            locale: String::new(),
-            flow_id: Some(flow.id),
-        },
-    )
+    send_and_store(context, flow, identity_id, choice, |_| {
+        std::future::ready(Ok(()))
+    })
+    .await
+}
+
+/// [`send_to`], and `store` the flow as it then stands, while its code is queued.
+async fn send_and_store<F, Stored>(
+    context: &Context,
+    flow: &mut LoginFlow,
+    identity_id: Uuid,
+    choice: CodeChoice,
+    store: F,
+) -> DomainResult<()>
+where
+    F: FnOnce(DomainResult<Vec<u8>>) -> Stored,
+    Stored: Future<Output = DomainResult<()>>,
+{
+    let request = SendRequest {
+        challenge_id: Uuid::new_v4(),
+        identity_id,
+        address: &as_identifier(&choice),
+        purpose: purpose(flow.id),
+        template: CodeTemplate::LoginCode,
+        locale: String::new(),
+        flow_id: Some(flow.id),
+    };
+    challenges::send_with(context, request, |challenge| {
+        flow.state = FlowState::CodeSent;
+        flow.challenge_id = Some(challenge.id);
+        flow.resend_available_at = Some(challenge.resend_available_at);
+        // Keep the standing instruction (1010004); the choices' "send code to" texts are done.
+        flow.messages
+            .retain(|message| message.id == MESSAGE_COMPLETE_SECOND_FACTOR);
+        flow.messages.push(code_sent_message(&choice));
+        flow.sent_to = Some(choice);
+        store(encode(&FlowDocument::Login(flow.clone())))
+    })
     .await?;
-    flow.state = FlowState::CodeSent;
-    flow.challenge_id = Some(challenge.id);
-    flow.resend_available_at = Some(challenge.resend_available_at);
-    // Keep the standing instruction (1010004); the choices' "send code to" texts are done.
-    flow.messages
-        .retain(|message| message.id == MESSAGE_COMPLETE_SECOND_FACTOR);
-    flow.messages.push(code_sent_message(&choice));
-    flow.sent_to = Some(choice);
     Ok(())
 }
 
@@ -170,32 +188,57 @@ pub(super) async fn create_aal2_flow(
             .push(("address".into(), mask_address(&choice.value)));
         flow.messages.push(message);
     }
+    let flow_id = flow.id;
+    let create = |document: DomainResult<Vec<u8>>| async move {
+        let document = document?;
+        context
+            .stores
+            .flows
+            .create_flow(flow_id, &document, lifespan)
+            .await?;
+        Ok(())
+    };
     // One address and no other second factor: send at once, as Kratos's "fast login" does.
     if let [only] = choices.as_slice() {
-        send_to(context, &mut flow, identity.id, only.clone()).await?;
+        send_and_store(context, &mut flow, identity.id, only.clone(), create).await?;
+    } else {
+        create(encode(&FlowDocument::Login(flow.clone()))).await?;
     }
-    context
-        .stores
-        .flows
-        .create_flow(
-            flow.id,
-            &encode(&FlowDocument::Login(flow.clone()))?,
-            lifespan,
-        )
-        .await?;
     Ok(flow)
 }
 
-/// The caller must hold the session the AAL2 flow was created for.
-async fn owning_session(
+/// The login flow, and the session the caller presented read at the same time: an AAL2 flow
+/// needs both, and neither read depends on the other. No token, no session read.
+async fn load_with_presented(
     context: &Context,
-    flow: &LoginFlow,
+    flow_id: Uuid,
     token: Option<&str>,
-) -> DomainResult<Option<Session>> {
+) -> DomainResult<(Loaded<LoginFlow>, Presented)> {
+    let presented = async {
+        match token.filter(|token| !token.is_empty()) {
+            Some(_) => Presented::Read(sessions::authenticate(context, token).await),
+            None => Presented::Nothing,
+        }
+    };
+    let (loaded, presented) = tokio::join!(load_login(context, flow_id), presented);
+    Ok((loaded?, presented))
+}
+
+/// What [`load_with_presented`] found for the caller's token.
+enum Presented {
+    Nothing,
+    Read(DomainResult<Session>),
+}
+
+/// The caller must hold the session the AAL2 flow was created for.
+fn owning_session(flow: &LoginFlow, presented: Presented) -> DomainResult<Option<Session>> {
     let Some(owner) = flow.session_id else {
         return Ok(None);
     };
-    let session = sessions::authenticate(context, token).await?;
+    let session = match presented {
+        Presented::Read(session) => session?,
+        Presented::Nothing => return Err(DomainError::SessionInactive),
+    };
     if session.id != owner {
         return Err(DomainError::FlowSessionMismatch);
     }
@@ -218,11 +261,11 @@ pub async fn send_login_code(
     identifier: &str,
     token: Option<&str>,
 ) -> DomainResult<LoginFlow> {
-    let loaded = load_login(context, flow_id).await?;
+    let (loaded, presented) = load_with_presented(context, flow_id, token).await?;
     let mut flow = loaded.flow;
     let now = context.clock.now();
     check_open(flow.expires_at, flow.state, now)?;
-    let session = owning_session(context, &flow, token).await?;
+    let session = owning_session(&flow, presented)?;
     // Picking another address must not bypass the resend cooldown.
     ensure_resend_allowed(&flow, now)?;
 
@@ -333,11 +376,11 @@ pub async fn resend_login_code(
     flow_id: Uuid,
     token: Option<&str>,
 ) -> DomainResult<LoginFlow> {
-    let loaded = load_login(context, flow_id).await?;
+    let (loaded, presented) = load_with_presented(context, flow_id, token).await?;
     let mut flow = loaded.flow;
     let now = context.clock.now();
     check_open(flow.expires_at, flow.state, now)?;
-    owning_session(context, &flow, token).await?;
+    owning_session(&flow, presented)?;
     if flow.state != FlowState::CodeSent {
         return Err(DomainError::FlowStateInvalid);
     }
@@ -384,11 +427,11 @@ pub async fn submit_login_code(
     token: Option<&str>,
 ) -> DomainResult<LoggedIn> {
     let code = challenges::parse_code(context, input)?;
-    let loaded = load_login(context, flow_id).await?;
+    let (loaded, presented) = load_with_presented(context, flow_id, token).await?;
     let mut flow = loaded.flow;
     let now = context.clock.now();
     check_open(flow.expires_at, flow.state, now)?;
-    let session = owning_session(context, &flow, token).await?;
+    let session = owning_session(&flow, presented)?;
     if flow.state != FlowState::CodeSent {
         return Err(DomainError::FlowStateInvalid);
     }
