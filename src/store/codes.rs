@@ -144,6 +144,23 @@ pub trait RateLimiter: Send + Sync + 'static {
         window: Duration,
         now: DateTime<Utc>,
     ) -> StoreResult<Result<u32, Duration>>;
+
+    /// [`hit`](Self::hit) for each `(key, limit)` in turn, all in the same window, stopping at
+    /// the first over its limit: `Err(retry_after)`, and the keys after it are not counted. A
+    /// store may do it in one round trip.
+    async fn hit_each(
+        &self,
+        limits: &[(&str, u32)],
+        window: Duration,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Result<(), Duration>> {
+        for &(key, limit) in limits {
+            if let Err(retry_after) = self.hit(key, limit, window, now).await? {
+                return Ok(Err(retry_after));
+            }
+        }
+        Ok(Ok(()))
+    }
 }
 
 /// Where an identity stands against its failure budget.

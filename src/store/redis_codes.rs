@@ -127,6 +127,25 @@ static HIT_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| {
     )
 });
 
+/// `HIT_SCRIPT` for each key in turn; returns the 1-based index of the first key over its limit
+/// (`ARGV[i + 1]`), or 0. Keys after it are not counted.
+static HIT_EACH_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(
+        r"
+        for i, key in ipairs(KEYS) do
+            local count = redis.call('INCR', key)
+            if count == 1 then
+                redis.call('PEXPIRE', key, ARGV[1])
+            end
+            if count > tonumber(ARGV[i + 1]) then
+                return i
+            end
+        end
+        return 0
+        ",
+    )
+});
+
 #[derive(Clone)]
 pub struct RedisCodeStore {
     connection: ConnectionManager,
@@ -389,25 +408,68 @@ impl RateLimiter for RedisCodeStore {
         window: Duration,
         now: DateTime<Utc>,
     ) -> StoreResult<Result<u32, Duration>> {
-        let window_ms = ttl_millis(window);
-        let now_ms = now.timestamp_millis();
-        let index = now_ms.div_euclid(window_ms);
-        let remaining_ms = (index + 1) * window_ms - now_ms;
-        // Replicas' clocks differ a little, so the counter outlives its window by one more
-        // window rather than vanishing while a slower replica still counts in it.
-        let ttl_ms = remaining_ms.saturating_add(window_ms);
+        let window = Window::containing(now, window);
         let mut connection = self.connection.clone();
         let count: i64 = HIT_SCRIPT
-            .key(self.window_key(key, index))
-            .arg(ttl_ms)
+            .key(self.window_key(key, window.index))
+            .arg(window.ttl_ms)
             .invoke_async(&mut connection)
             .await
             .map_err(|error| map_error("count rate limit hit", error))?;
         let count = u32::try_from(count).unwrap_or(u32::MAX);
         if count > limit {
-            let retry_after = u64::try_from(remaining_ms).unwrap_or(0);
-            return Ok(Err(Duration::from_millis(retry_after)));
+            return Ok(Err(window.retry_after()));
         }
         Ok(Ok(count))
+    }
+
+    async fn hit_each(
+        &self,
+        limits: &[(&str, u32)],
+        window: Duration,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Result<(), Duration>> {
+        let window = Window::containing(now, window);
+        let mut script = HIT_EACH_SCRIPT.prepare_invoke();
+        script.arg(window.ttl_ms);
+        for &(key, limit) in limits {
+            script.key(self.window_key(key, window.index)).arg(limit);
+        }
+        let mut connection = self.connection.clone();
+        let over: i64 = script
+            .invoke_async(&mut connection)
+            .await
+            .map_err(|error| map_error("count rate limit hits", error))?;
+        if over > 0 {
+            return Ok(Err(window.retry_after()));
+        }
+        Ok(Ok(()))
+    }
+}
+
+/// The fixed window of a rate limit that contains a given instant.
+struct Window {
+    index: i64,
+    remaining_ms: i64,
+    /// Replicas' clocks differ a little, so a counter outlives its window by one more window
+    /// rather than vanishing while a slower replica still counts in it.
+    ttl_ms: i64,
+}
+
+impl Window {
+    fn containing(now: DateTime<Utc>, length: Duration) -> Self {
+        let length_ms = ttl_millis(length);
+        let now_ms = now.timestamp_millis();
+        let index = now_ms.div_euclid(length_ms);
+        let remaining_ms = (index + 1) * length_ms - now_ms;
+        Self {
+            index,
+            remaining_ms,
+            ttl_ms: remaining_ms.saturating_add(length_ms),
+        }
+    }
+
+    fn retry_after(&self) -> Duration {
+        Duration::from_millis(u64::try_from(self.remaining_ms).unwrap_or(0))
     }
 }
