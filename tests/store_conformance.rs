@@ -1682,6 +1682,55 @@ mod code_cases {
             Ok(1)
         );
     }
+
+    /// `hit_each` counts its keys in turn, and a key over its limit stops the count there.
+    pub async fn rate_limits_counted_together<S: ChallengeStore + RateLimiter>(store: Arc<S>) {
+        let (first, second) = (
+            format!("address:{}", unique()),
+            format!("identity:{}", unique()),
+        );
+        let window = Duration::from_secs(60);
+        let at = now();
+        let limits = [(first.as_str(), 2), (second.as_str(), 3)];
+        for _ in 0..2 {
+            assert_eq!(
+                store.hit_each(&limits, window, at).await.expect("hits"),
+                Ok(())
+            );
+        }
+        let retry_after = store
+            .hit_each(&limits, window, at)
+            .await
+            .expect("hits")
+            .expect_err("the first key is over its limit");
+        assert!(
+            retry_after <= window && retry_after > Duration::ZERO,
+            "{retry_after:?}"
+        );
+        // Refused by the first key, so the second counted only the two that passed.
+        assert_eq!(store.hit(&second, 3, window, at).await.expect("hit"), Ok(3));
+        let over_second = [(format!("address:{}", unique()), 5), (second.clone(), 3)];
+        let over_second: Vec<(&str, u32)> = over_second
+            .iter()
+            .map(|(key, limit)| (key.as_str(), *limit))
+            .collect();
+        assert!(
+            store
+                .hit_each(&over_second, window, at)
+                .await
+                .expect("hits")
+                .is_err(),
+            "the second key is over its limit"
+        );
+        let next_window = at + ChronoDuration::seconds(60);
+        assert_eq!(
+            store
+                .hit_each(&limits, window, next_window)
+                .await
+                .expect("hits"),
+            Ok(())
+        );
+    }
 }
 
 /// The failure budget and the outbox: Postgres and SQLite.
@@ -2610,7 +2659,8 @@ macro_rules! code_suite {
                 replace_code,
                 challenge_expires_after_ttl,
                 remember_request,
-                rate_limit_windows
+                rate_limit_windows,
+                rate_limits_counted_together
             );
         }
     };
@@ -3444,6 +3494,75 @@ mod session_cache_cases {
         );
     }
 
+    /// An upgrade of a session whose answer is cached starts its compare-and-set from that
+    /// answer's versions, read no versions of its own, and keeps the new token's answer. A change
+    /// announced since the answer was cached (here without the lookup that would have noticed
+    /// it) fails the compare-and-set: the upgrade's answer is not kept.
+    pub async fn an_upgrade_starts_from_the_cached_answers_versions(inner: Arc<dyn SqlStore>) {
+        use std::sync::atomic::Ordering;
+        let versions = Arc::new(Flaky::new());
+        let replicas = Replicas::new(inner, versions.clone());
+
+        let (identity, session) = cached_session(&replicas, &replicas.one).await;
+        let reads_before = versions.current_reads.load(Ordering::SeqCst);
+        let upgrade = sql_cases::upgrade_to_aal2(&identity, now());
+        let upgraded = replicas
+            .one
+            .upgrade_session(session.id, &session.token_hash, &upgrade)
+            .await
+            .expect("upgrade");
+        assert!(upgraded.is_some());
+        assert_eq!(
+            versions.current_reads.load(Ordering::SeqCst),
+            reads_before,
+            "no versions read for the upgrade"
+        );
+        // Behind the caches' back: the kept answer does not see it.
+        assert!(
+            replicas
+                .inner
+                .revoke_session(session.id, now())
+                .await
+                .expect("revoke")
+        );
+        let kept = answer(&replicas.one, &upgrade.new_token_hash).await;
+        assert_eq!(
+            kept.expect("answer").0.revoked_at,
+            None,
+            "served from the upgrade"
+        );
+
+        let (identity, session) = cached_session(&replicas, &replicas.one).await;
+        assert!(
+            replicas
+                .two
+                .mark_address_verified(identity.id, &email_of(&identity), now())
+                .await
+                .expect("mark")
+        );
+        let upgrade = sql_cases::upgrade_to_aal2(&identity, now());
+        assert!(
+            replicas
+                .one
+                .upgrade_session(session.id, &session.token_hash, &upgrade)
+                .await
+                .expect("upgrade")
+                .is_some()
+        );
+        assert!(
+            replicas
+                .inner
+                .revoke_session(session.id, now())
+                .await
+                .expect("revoke")
+        );
+        let first = answer(&replicas.one, &upgrade.new_token_hash).await;
+        assert!(
+            first.expect("answer").0.revoked_at.is_some(),
+            "read from SQL, not from the upgrade"
+        );
+    }
+
     /// In-process versions that can be switched off, like a Redis that goes away and comes back,
     /// or made to let another replica's announcement land just before an upgrade's own.
     pub struct Flaky {
@@ -3451,6 +3570,8 @@ mod session_cache_cases {
         pub down: std::sync::atomic::AtomicBool,
         /// Every `replace` finds the identity's version changed since it was read.
         pub interleave: std::sync::atomic::AtomicBool,
+        /// How many times `current` was called.
+        pub current_reads: std::sync::atomic::AtomicUsize,
     }
 
     impl Flaky {
@@ -3459,6 +3580,7 @@ mod session_cache_cases {
                 inner: twofold::store::session_cache::MemoryVersions::new(),
                 down: std::sync::atomic::AtomicBool::new(false),
                 interleave: std::sync::atomic::AtomicBool::new(false),
+                current_reads: std::sync::atomic::AtomicUsize::new(0),
             }
         }
 
@@ -3474,6 +3596,8 @@ mod session_cache_cases {
     #[async_trait::async_trait]
     impl Versions for Flaky {
         async fn current(&self, keys: [VersionKey; 2]) -> twofold::store::StoreResult<[u64; 2]> {
+            self.current_reads
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             self.check()?;
             self.inner.current(keys).await
         }
@@ -3653,6 +3777,14 @@ macro_rules! session_cache_suite {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn an_upgrade_racing_another_change_keeps_no_answer() {
                 super::session_cache_cases::an_upgrade_racing_another_change_keeps_no_answer(
+                    $inner.await,
+                )
+                .await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn an_upgrade_starts_from_the_cached_answers_versions() {
+                super::session_cache_cases::an_upgrade_starts_from_the_cached_answers_versions(
                     $inner.await,
                 )
                 .await;

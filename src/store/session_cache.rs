@@ -147,6 +147,16 @@ impl CachedSessions {
         entries.insert(token_hash.to_vec(), entry);
     }
 
+    /// The versions a cached answer for `token_hash` is kept under, if it answers for `keys`.
+    fn cached_versions(&self, token_hash: &[u8], keys: [VersionKey; 2]) -> Option<[u64; 2]> {
+        match self.entry(token_hash)? {
+            Entry::Cached { answer, seen, .. } if self::keys(answer.0.id, answer.1.id) == keys => {
+                Some(seen)
+            }
+            _ => None,
+        }
+    }
+
     /// Reads versions, then SQL, and keeps the answer under those versions.
     async fn refill(
         &self,
@@ -324,10 +334,18 @@ impl SessionStore for CachedSessions {
         // are what the answer is kept under. When it fails, a concurrent change may be missing
         // from the answer; it is announced plainly and not kept.
         // This relies on the store reading the answer in a statement (or transaction) that
-        // starts after `current` has returned, as both SQL stores do.
+        // starts after the versions were read, as both SQL stores do.
         let keys = keys(id, upgrade.identity_id);
         let read_started = Instant::now();
-        let before = self.versions.current(keys).await;
+        // Any versions the keys held before the write serve as the compare-and-set's start,
+        // since no announcement can bring a version back. The old token's cached answer holds
+        // such versions (read before its own SQL read, and just confirmed by the caller's
+        // lookup), which saves reading them again; an announcement made since then only fails
+        // the compare-and-set.
+        let before = match self.cached_versions(expected_token_hash, keys) {
+            Some(seen) => Ok(seen),
+            None => self.versions.current(keys).await,
+        };
         if before.is_err() {
             // As in `bypass`: versions lost in an outage could make an old answer match again.
             self.entries
