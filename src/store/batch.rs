@@ -2,11 +2,14 @@
 //!
 //! On Postgres most of a step-up's cost is per statement, not per row: the round trip, the
 //! executor's start-up and the commit with its WAL flush (docs/performance.md). A write submitted
-//! while one of a few slots is free runs at once, alone, on its caller's task, as it always did.
-//! While every slot is busy, the writes that arrive wait, and the next slot freed takes all of
-//! them (up to a limit) as one statement, on a task of its own so that no caller's cancellation
-//! can cut another caller's write short. So one user sees the single-row statement it always had,
-//! and many users share commits.
+//! while no statement of its kind is in flight runs at once, alone, on its caller's task, as it
+//! always did. The writes that arrive while one is in flight wait, and the next slot freed takes
+//! all of them (up to a limit) as one statement, on a task of its own so that no caller's
+//! cancellation can cut another caller's write short. Beside a statement in flight, a free slot
+//! takes only a full batch: at a moderate load the writes that arrive during one statement go
+//! together in the next, instead of each taking a free slot for a statement of its own, and under
+//! a heavy load full batches keep every slot busy. So one user sees the single-row statement it
+//! always had, and many users share commits.
 //!
 //! A batch is all or nothing, like the single statement it stands for. When its statement fails
 //! for a reason that may be one write's own (a constraint, bad data, a deadlock with another
@@ -45,6 +48,7 @@ struct Waiting<W: BatchWrite> {
 struct Shared<W: BatchWrite> {
     writes: W,
     slots: Arc<Semaphore>,
+    slot_count: usize,
     waiting: Mutex<VecDeque<Waiting<W>>>,
     most: usize,
 }
@@ -69,6 +73,7 @@ impl<W: BatchWrite> Batcher<W> {
             shared: Arc::new(Shared {
                 writes,
                 slots: Arc::new(Semaphore::new(slots.max(1))),
+                slot_count: slots.max(1),
                 waiting: Mutex::new(VecDeque::new()),
                 most: most.max(1),
             }),
@@ -78,7 +83,7 @@ impl<W: BatchWrite> Batcher<W> {
     /// Writes `item`, alone or with others, and answers when its statement has committed.
     pub(crate) async fn submit(&self, item: W::Item) -> StoreResult<W::Output> {
         if let Ok(slot) = self.shared.slots.clone().try_acquire_owned() {
-            if self.shared.queue().is_empty() {
+            if self.shared.queue().is_empty() && self.shared.alone_in_flight() {
                 let _slot = Release {
                     shared: &self.shared,
                     slot: Some(slot),
@@ -107,6 +112,11 @@ impl<W: BatchWrite> Shared<W> {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// Whether the slot just taken is the only one in use.
+    fn alone_in_flight(&self) -> bool {
+        self.slots.available_permits() + 1 == self.slot_count
+    }
+
     /// Starts a batch of the writes that wait, for as long as some wait and a slot is free.
     /// Called after every write queued and every slot freed, so none is left waiting while a
     /// slot is free.
@@ -120,13 +130,20 @@ impl<W: BatchWrite> Shared<W> {
                 // A caller that has gone (its request was cancelled) is not written behind its
                 // back.
                 queue.retain(|waiting| !waiting.answer.is_closed());
-                let take = queue.len().min(self.most);
+                // Beside a statement in flight, only a full batch starts: the rest wait for it
+                // to end and go together, which is fewer statements at a moderate load.
+                let take = if queue.len() >= self.most || self.alone_in_flight() {
+                    queue.len().min(self.most)
+                } else {
+                    0
+                };
                 queue.drain(..take).collect::<Vec<_>>()
             };
             if batch.is_empty() {
                 drop(slot);
-                // A write queued while this slot was held found none free: look once more.
-                if self.queue().is_empty() {
+                // A write queued while this slot was held found none free, or the statement in
+                // flight ended meanwhile: look once more.
+                if self.queue().is_empty() || self.slots.available_permits() < self.slot_count {
                     return;
                 }
                 continue;
@@ -277,13 +294,18 @@ mod tests {
 
     /// A batcher with one slot, kept busy by a held write.
     async fn busy(most: usize) -> Started {
+        busy_with(1, most).await
+    }
+
+    /// A batcher with `slots` slots, one of them kept busy by a held write.
+    async fn busy_with(slots: usize, most: usize) -> Started {
         let writes = Recorder::default();
         let (written, holding, release) = (
             writes.written.clone(),
             writes.holding.clone(),
             writes.release.clone(),
         );
-        let batcher = Batcher::new(writes, 1, most);
+        let batcher = Batcher::new(writes, slots, most);
         let held = tokio::spawn({
             let batcher = batcher.clone();
             async move { batcher.submit(HOLD).await }
@@ -346,6 +368,53 @@ mod tests {
             *started.written.lock().unwrap(),
             vec![vec![HOLD], vec![1, 2, 3, 4], vec![5, 6]]
         );
+    }
+
+    /// Waits until `written` holds `count` statements; fails the test after a while.
+    async fn statements(written: &Mutex<Vec<Vec<u32>>>, count: usize) -> Vec<Vec<u32>> {
+        for _ in 0..500 {
+            if written.lock().unwrap().len() >= count {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        written.lock().unwrap().clone()
+    }
+
+    #[tokio::test]
+    async fn beside_a_statement_in_flight_only_a_full_batch_starts() {
+        let started = busy_with(2, 3).await;
+        let first = submit_all(&started.batcher, &[1, 2]).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(
+            *started.written.lock().unwrap(),
+            vec![vec![HOLD]],
+            "a free slot does not take a batch that is not full"
+        );
+        let second = submit_all(&started.batcher, &[3, 4]).await;
+        assert_eq!(
+            statements(&started.written, 2).await,
+            vec![vec![HOLD], vec![1, 2, 3]],
+            "a full batch takes the free slot"
+        );
+        started.release.notify_one();
+        assert_eq!(all_written(first).await, vec![10, 20]);
+        assert_eq!(all_written(second).await, vec![30, 40]);
+        assert_eq!(
+            *started.written.lock().unwrap(),
+            vec![vec![HOLD], vec![1, 2, 3], vec![4]]
+        );
+    }
+
+    #[tokio::test]
+    async fn with_nothing_in_flight_a_write_runs_alone_at_once() {
+        let writes = Recorder::default();
+        let written = writes.written.clone();
+        let batcher = Batcher::new(writes, 2, 8);
+        for item in [1, 2] {
+            assert_eq!(batcher.submit(item).await.expect("written"), item * 10);
+        }
+        assert_eq!(*written.lock().unwrap(), vec![vec![1], vec![2]]);
     }
 
     /// Sends `[1, culprit, 3]` while the slot is busy and checks that 1 and 3 are written and
