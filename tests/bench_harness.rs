@@ -115,6 +115,10 @@ fn the_harness_drives_every_scenario_against_a_spawned_server_without_errors() {
             usage["server_rss_mib"].as_f64().unwrap() > 1.0,
             "{mode}: {usage}"
         );
+        assert!(
+            usage["machine_loop_ms"].as_f64().unwrap() > 0.0,
+            "{mode}: {usage}"
+        );
         let rpcs = level["rpcs"].as_object().unwrap();
         let expected: &[&str] = match mode {
             "stepup" => &[

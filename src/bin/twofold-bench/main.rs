@@ -290,6 +290,8 @@ async fn run_level(
     for (index, seat) in seats.into_iter().enumerate() {
         groups[index % concurrency].push(seat);
     }
+    // Before any user starts, so the loop measures the machine and not this level's load.
+    let machine_loop_ms = probe::machine_loop_ms();
     let mut users = Vec::with_capacity(concurrency);
     for group in groups {
         users.push((Clients::connect(target, mode).await?, group));
@@ -339,22 +341,20 @@ async fn run_level(
         seats.extend(group);
     }
     let seconds = args.duration.as_secs_f64();
-    let mut level = Level::new(
-        mode,
-        concurrency,
-        seconds,
-        &tally,
-        probe::usage(pid, &usage_start, &usage_end),
-    );
+    let mut usage = probe::usage(pid, &usage_start, &usage_end);
+    usage.machine_loop_ms = Some(machine_loop_ms);
+    let mut level = Level::new(mode, concurrency, seconds, &tally, usage);
     level.offered_per_second = offered;
     eprintln!(
-        "twofold-bench: {:<6} x{:<3} {:>9}  {:>9.1}/s  errors {}  worst p99 {:.2} ms",
+        "twofold-bench: {:<6} x{:<3} {:>9}  {:>9.1}/s  errors {}  worst p99 {:.2} ms  \
+         machine loop {:.1} ms",
         mode.as_str(),
         concurrency,
         offered.map_or_else(|| "unpaced".to_owned(), |rate| format!("@{rate:.0}/s")),
         level.per_second,
         level.error_count,
-        level.worst_rpc_p99_ms()
+        level.worst_rpc_p99_ms(),
+        machine_loop_ms
     );
     if tally.completed > 0 {
         level.postgres_per_iteration = pg_start

@@ -25,6 +25,32 @@ pub struct Usage {
     pub machine_cpu_busy: Option<f64>,
     /// Cores the load generator itself used: it shares the machine with the server.
     pub harness_cpu_cores: Option<f64>,
+    /// [`machine_loop_ms`] just before the level's users started.
+    pub machine_loop_ms: Option<f64>,
+}
+
+/// Iterations of [`machine_loop_ms`]'s loop: a few milliseconds on a current core.
+const LOOP_ITERATIONS: u64 = 4_000_000;
+
+/// How long a fixed loop takes on one core now, in milliseconds (the median of five rounds):
+/// how fast this machine runs at the time. A shared virtual machine's speed changes by the hour
+/// and its steal time may read 0, so runs compare only when their loops agree.
+pub fn machine_loop_ms() -> f64 {
+    let mut rounds: Vec<f64> = (0..5)
+        .map(|_| {
+            let started = Instant::now();
+            let mut state = 0x9E37_79B9_7F4A_7C15_u64;
+            for _ in 0..LOOP_ITERATIONS {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state = std::hint::black_box(state);
+            }
+            started.elapsed().as_secs_f64() * 1000.0
+        })
+        .collect();
+    rounds.sort_by(f64::total_cmp);
+    rounds[rounds.len() / 2]
 }
 
 fn process_ticks(pid: u32) -> Option<u64> {
@@ -93,6 +119,7 @@ pub fn usage(pid: Option<u32>, start: &Snapshot, end: &Snapshot) -> Usage {
             .and_then(|pid| status_kib(pid, "VmHWM"))
             .map(|kib| kib / 1024.0),
         machine_cpu_busy,
+        machine_loop_ms: None,
     }
 }
 
@@ -100,8 +127,27 @@ pub fn usage(pid: Option<u32>, start: &Snapshot, end: &Snapshot) -> Usage {
 mod tests {
     use super::*;
 
+    /// Held by tests that spin a core: the one that measures this process's CPU must not see
+    /// another's.
+    static SPINNING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+    #[test]
+    fn the_machine_loop_takes_a_measurable_time() {
+        let _alone = SPINNING
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let loop_ms = machine_loop_ms();
+        assert!(loop_ms.is_finite() && loop_ms > 0.0, "{loop_ms}");
+        // Four million rounds of a few instructions each cannot take a whole second on any
+        // machine this runs on, nor finish in a microsecond.
+        assert!((0.001..1000.0).contains(&loop_ms), "{loop_ms}");
+    }
+
     #[test]
     fn this_process_has_cpu_time_and_memory() {
+        let _alone = SPINNING
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let pid = std::process::id();
         let start = snapshot(Some(pid));
         let mut spin = 0u64;
