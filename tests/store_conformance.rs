@@ -3426,24 +3426,7 @@ mod session_cache_cases {
     /// seen at once.
     pub async fn an_upgrade_caches_the_new_tokens_answer_at_once(replicas: &Replicas) {
         let (identity, session) = cached_session(replicas, &replicas.one).await;
-        let upgrade = sql_cases::upgrade_to_aal2(&identity, now());
-        assert!(
-            replicas
-                .one
-                .upgrade_session(session.id, &session.token_hash, &upgrade)
-                .await
-                .expect("upgrade")
-                .is_some()
-        );
-        // Behind the caches' back, before the new token was ever looked up.
-        assert!(
-            replicas
-                .inner
-                .revoke_session(session.id, now())
-                .await
-                .expect("revoke")
-        );
-        let first = answer(&replicas.one, &upgrade.new_token_hash).await;
+        let (upgrade, first) = upgrade_then_revoke_behind(replicas, &identity, &session).await;
         let first = first.expect("answer");
         assert_eq!(
             (first.0.aal, first.0.revoked_at),
@@ -3470,7 +3453,22 @@ mod session_cache_cases {
             .store(true, std::sync::atomic::Ordering::SeqCst);
         let replicas = Replicas::new(inner, versions);
         let (identity, session) = cached_session(&replicas, &replicas.one).await;
-        let upgrade = sql_cases::upgrade_to_aal2(&identity, now());
+        // The change that was announced in between is the revocation behind the caches' back.
+        let (_, first) = upgrade_then_revoke_behind(&replicas, &identity, &session).await;
+        assert!(
+            first.expect("answer").0.revoked_at.is_some(),
+            "read from SQL, not from the upgrade"
+        );
+    }
+
+    /// Upgrades `session` through replica one, revokes it behind the caches' back before the new
+    /// token was ever looked up, and returns the new token's first answer from replica one.
+    async fn upgrade_then_revoke_behind(
+        replicas: &Replicas,
+        identity: &Identity,
+        session: &Session,
+    ) -> (SessionUpgrade, Option<(Session, Identity)>) {
+        let upgrade = sql_cases::upgrade_to_aal2(identity, now());
         assert!(
             replicas
                 .one
@@ -3479,7 +3477,6 @@ mod session_cache_cases {
                 .expect("upgrade")
                 .is_some()
         );
-        // The change that was announced in between, written behind the caches' back.
         assert!(
             replicas
                 .inner
@@ -3488,10 +3485,7 @@ mod session_cache_cases {
                 .expect("revoke")
         );
         let first = answer(&replicas.one, &upgrade.new_token_hash).await;
-        assert!(
-            first.expect("answer").0.revoked_at.is_some(),
-            "read from SQL, not from the upgrade"
-        );
+        (upgrade, first)
     }
 
     /// An upgrade of a session whose answer is cached starts its compare-and-set from that
@@ -3505,27 +3499,13 @@ mod session_cache_cases {
 
         let (identity, session) = cached_session(&replicas, &replicas.one).await;
         let reads_before = versions.current_reads.load(Ordering::SeqCst);
-        let upgrade = sql_cases::upgrade_to_aal2(&identity, now());
-        let upgraded = replicas
-            .one
-            .upgrade_session(session.id, &session.token_hash, &upgrade)
-            .await
-            .expect("upgrade");
-        assert!(upgraded.is_some());
+        // The revocation behind the caches' back is not seen by the kept answer.
+        let (_, kept) = upgrade_then_revoke_behind(&replicas, &identity, &session).await;
         assert_eq!(
             versions.current_reads.load(Ordering::SeqCst),
             reads_before,
             "no versions read for the upgrade"
         );
-        // Behind the caches' back: the kept answer does not see it.
-        assert!(
-            replicas
-                .inner
-                .revoke_session(session.id, now())
-                .await
-                .expect("revoke")
-        );
-        let kept = answer(&replicas.one, &upgrade.new_token_hash).await;
         assert_eq!(
             kept.expect("answer").0.revoked_at,
             None,
@@ -3540,23 +3520,7 @@ mod session_cache_cases {
                 .await
                 .expect("mark")
         );
-        let upgrade = sql_cases::upgrade_to_aal2(&identity, now());
-        assert!(
-            replicas
-                .one
-                .upgrade_session(session.id, &session.token_hash, &upgrade)
-                .await
-                .expect("upgrade")
-                .is_some()
-        );
-        assert!(
-            replicas
-                .inner
-                .revoke_session(session.id, now())
-                .await
-                .expect("revoke")
-        );
-        let first = answer(&replicas.one, &upgrade.new_token_hash).await;
+        let (_, first) = upgrade_then_revoke_behind(&replicas, &identity, &session).await;
         assert!(
             first.expect("answer").0.revoked_at.is_some(),
             "read from SQL, not from the upgrade"
