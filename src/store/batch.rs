@@ -6,10 +6,11 @@
 //! always did. The writes that arrive while one is in flight wait, and the next slot freed takes
 //! all of them (up to a limit) as one statement, on a task of its own so that no caller's
 //! cancellation can cut another caller's write short. Beside a statement in flight, a free slot
-//! takes only a full batch: at a moderate load the writes that arrive during one statement go
-//! together in the next, instead of each taking a free slot for a statement of its own, and under
-//! a heavy load full batches keep every slot busy. So one user sees the single-row statement it
-//! always had, and many users share commits.
+//! takes only a full batch, or writes that have waited [`OVERDUE`]: at a moderate load the writes
+//! that arrive during one statement go together in the next, instead of each taking a free slot
+//! for a statement of its own; under a heavy load full batches keep every slot busy; and a
+//! statement that is slow (a row lock, a pool connection) holds up the rest for [`OVERDUE`] at
+//! most. So one user sees the single-row statement it always had, and many users share commits.
 //!
 //! A batch is all or nothing, like the single statement it stands for. When its statement fails
 //! for a reason that may be one write's own (a constraint, bad data, a deadlock with another
@@ -20,8 +21,15 @@
 use super::{StoreError, StoreResult};
 use std::collections::VecDeque;
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
+use tokio::time::Instant;
+
+/// How long writes left waiting beside a statement in flight wait before a free slot takes them
+/// anyway: longer than most statements take under load, short against a lock wait.
+pub(crate) const OVERDUE: Duration = Duration::from_millis(10);
 
 /// One kind of write, alone and as a batch.
 pub(crate) trait BatchWrite: Send + Sync + 'static {
@@ -43,12 +51,15 @@ pub(crate) trait BatchWrite: Send + Sync + 'static {
 struct Waiting<W: BatchWrite> {
     item: W::Item,
     answer: oneshot::Sender<StoreResult<W::Output>>,
+    queued_at: Instant,
 }
 
 struct Shared<W: BatchWrite> {
     writes: W,
     slots: Arc<Semaphore>,
     slot_count: usize,
+    /// A task will look again when the oldest waiting write is [`OVERDUE`].
+    overdue_armed: AtomicBool,
     waiting: Mutex<VecDeque<Waiting<W>>>,
     most: usize,
 }
@@ -74,6 +85,7 @@ impl<W: BatchWrite> Batcher<W> {
                 writes,
                 slots: Arc::new(Semaphore::new(slots.max(1))),
                 slot_count: slots.max(1),
+                overdue_armed: AtomicBool::new(false),
                 waiting: Mutex::new(VecDeque::new()),
                 most: most.max(1),
             }),
@@ -90,11 +102,16 @@ impl<W: BatchWrite> Batcher<W> {
                 };
                 return self.shared.writes.one(&item).await;
             }
-            // Others wait already: this write joins them rather than overtake them.
+            // Others wait already, or a statement is in flight: this write joins them, or the
+            // next statement, rather than overtake them or run beside it.
             drop(slot);
         }
         let (answer, answered) = oneshot::channel();
-        self.shared.queue().push_back(Waiting { item, answer });
+        self.shared.queue().push_back(Waiting {
+            item,
+            answer,
+            queued_at: Instant::now(),
+        });
         self.shared.start_batches();
         answered.await.map_err(|_| {
             // The batch's task ended without answering: it panicked, or the runtime is
@@ -117,9 +134,10 @@ impl<W: BatchWrite> Shared<W> {
         self.slots.available_permits() + 1 == self.slot_count
     }
 
-    /// Starts a batch of the writes that wait, for as long as some wait and a slot is free.
-    /// Called after every write queued and every slot freed, so none is left waiting while a
-    /// slot is free.
+    /// Starts a batch of the writes that wait, for as long as some wait and a slot is free,
+    /// except that beside a statement in flight only a full batch starts, or one whose oldest
+    /// write is [`OVERDUE`]. Called after every write queued and every slot freed, and when the
+    /// oldest write left waiting becomes overdue.
     fn start_batches(self: &Arc<Self>) {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
@@ -132,7 +150,10 @@ impl<W: BatchWrite> Shared<W> {
                 queue.retain(|waiting| !waiting.answer.is_closed());
                 // Beside a statement in flight, only a full batch starts: the rest wait for it
                 // to end and go together, which is fewer statements at a moderate load.
-                let take = if queue.len() >= self.most || self.alone_in_flight() {
+                let overdue = queue
+                    .front()
+                    .is_some_and(|oldest| oldest.queued_at.elapsed() >= OVERDUE);
+                let take = if overdue || queue.len() >= self.most || self.alone_in_flight() {
                     queue.len().min(self.most)
                 } else {
                     0
@@ -141,6 +162,7 @@ impl<W: BatchWrite> Shared<W> {
             };
             if batch.is_empty() {
                 drop(slot);
+                self.start_once_overdue(&runtime);
                 // A write queued while this slot was held found none free, or the statement in
                 // flight ended meanwhile: look once more.
                 if self.queue().is_empty() || self.slots.available_permits() < self.slot_count {
@@ -157,6 +179,26 @@ impl<W: BatchWrite> Shared<W> {
                 write_batch(&shared.writes, batch).await;
             });
         }
+    }
+}
+
+impl<W: BatchWrite> Shared<W> {
+    /// Makes sure a task looks again when the oldest waiting write becomes [`OVERDUE`], unless
+    /// one will already. A write left waiting is at most that late for a free slot, however long
+    /// the statement beside it takes.
+    fn start_once_overdue(self: &Arc<Self>, runtime: &tokio::runtime::Handle) {
+        let Some(oldest) = self.queue().front().map(|waiting| waiting.queued_at) else {
+            return;
+        };
+        if self.overdue_armed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let shared = self.clone();
+        runtime.spawn(async move {
+            tokio::time::sleep_until(oldest + OVERDUE).await;
+            shared.overdue_armed.store(false, Ordering::Release);
+            shared.start_batches();
+        });
     }
 }
 
@@ -381,11 +423,11 @@ mod tests {
         written.lock().unwrap().clone()
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn beside_a_statement_in_flight_only_a_full_batch_starts() {
         let started = busy_with(2, 3).await;
         let first = submit_all(&started.batcher, &[1, 2]).await;
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(OVERDUE / 2).await;
         assert_eq!(
             *started.written.lock().unwrap(),
             vec![vec![HOLD]],
@@ -403,6 +445,26 @@ mod tests {
         assert_eq!(
             *started.written.lock().unwrap(),
             vec![vec![HOLD], vec![1, 2, 3], vec![4]]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn writes_left_waiting_beside_a_slow_statement_take_the_free_slot_once_overdue() {
+        let started = busy_with(2, 8).await;
+        let waiting = submit_all(&started.batcher, &[1, 2]).await;
+        tokio::time::sleep(OVERDUE - Duration::from_millis(1)).await;
+        assert_eq!(*started.written.lock().unwrap(), vec![vec![HOLD]]);
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        assert_eq!(
+            statements(&started.written, 2).await,
+            vec![vec![HOLD], vec![1, 2]],
+            "overdue, while the held statement is still in flight"
+        );
+        assert_eq!(all_written(waiting).await, vec![10, 20]);
+        started.release.notify_one();
+        assert_eq!(
+            started.held.await.expect("held").expect("written"),
+            HOLD * 10
         );
     }
 
