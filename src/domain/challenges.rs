@@ -197,8 +197,9 @@ pub async fn send(context: &Context, request: SendRequest<'_>) -> DomainResult<C
 
 /// [`send`], and the write `alongside` makes for the stored challenge (the flow that points at
 /// it) done while the code is queued, so it adds no wait of its own. Nothing is queued for a
-/// challenge that is not stored. When either write fails the call fails, and what the other
-/// wrote stays, as after a failure between two writes made one after the other.
+/// challenge that is not stored. When either write fails the call fails and what the other
+/// wrote stays: a code queued for a flow that was not stored, or a flow stored for a code that
+/// was not queued, neither of which reaches the caller.
 pub async fn send_with<F, Written>(
     context: &Context,
     request: SendRequest<'_>,
@@ -374,16 +375,16 @@ pub async fn verify(
     let Some(challenge) = challenge? else {
         return Err(DomainError::ChallengeNotFound);
     };
-    attempt(
-        context,
-        challenge,
-        identity_id,
-        state?,
-        purpose,
-        code,
-        flow_id,
-    )
-    .await
+    ensure_belongs(&challenge, identity_id, purpose)?;
+    attempt(context, challenge, identity_id, state?, code, flow_id).await
+}
+
+/// A challenge of another identity or purpose is answered as a wrong code, before anything else.
+fn ensure_belongs(challenge: &Challenge, identity_id: Uuid, purpose: &str) -> DomainResult<()> {
+    if challenge.identity_id != identity_id || challenge.purpose != purpose {
+        return Err(DomainError::CodeInvalid);
+    }
+    Ok(())
 }
 
 /// [`verify`] for a challenge the caller has just read.
@@ -395,30 +396,22 @@ pub async fn verify_challenge(
     code: &Code,
     flow_id: Option<Uuid>,
 ) -> DomainResult<Verified> {
+    ensure_belongs(&challenge, identity_id, purpose)?;
     let state = context
         .stores
         .budget
         .failure_state(identity_id, context.clock.now())
         .await?;
-    attempt(
-        context,
-        challenge,
-        identity_id,
-        state,
-        purpose,
-        code,
-        flow_id,
-    )
-    .await
+    attempt(context, challenge, identity_id, state, code, flow_id).await
 }
 
-/// Checks `code` against `challenge` for `identity_id`, whose failure budget stands at `state`.
+/// Checks `code` against `challenge`, which belongs to `identity_id` (see [`ensure_belongs`]),
+/// for an identity whose failure budget stands at `state`.
 async fn attempt(
     context: &Context,
     challenge: Challenge,
     identity_id: Uuid,
     state: FailureState,
-    purpose: &str,
     code: &Code,
     flow_id: Option<Uuid>,
 ) -> DomainResult<Verified> {
@@ -426,9 +419,6 @@ async fn attempt(
     let code_config = &settings.config.selfservice.methods.code.config;
     let now = context.clock.now();
     let challenge_id = challenge.id;
-    if challenge.identity_id != identity_id || challenge.purpose != purpose {
-        return Err(DomainError::CodeInvalid);
-    }
     if state.locked_until.is_some() {
         context
             .stores

@@ -337,11 +337,13 @@ impl SessionStore for CachedSessions {
         // starts after the versions were read, as both SQL stores do.
         let keys = keys(id, upgrade.identity_id);
         let read_started = Instant::now();
-        // Any versions the keys held before the write serve as the compare-and-set's start,
-        // since no announcement can bring a version back. The old token's cached answer holds
-        // such versions (read before its own SQL read, and just confirmed by the caller's
-        // lookup), which saves reading them again; an announcement made since then only fails
-        // the compare-and-set.
+        // Any versions the keys held before the write serve as the compare-and-set's start:
+        // a version that has moved on does not come back while an answer read under it can be
+        // served (Redis hands out random ones; in-process ones only grow, and fall back to 0 only
+        // once every answer read before their change has expired). The old token's cached
+        // answer holds such versions (read before its own SQL read, and just confirmed by the
+        // caller's lookup), which saves reading them again; an announcement made since then only
+        // fails the compare-and-set.
         let before = match self.cached_versions(expected_token_hash, keys) {
             Some(seen) => Ok(seen),
             None => self.versions.current(keys).await,

@@ -290,7 +290,8 @@ async fn run_level(
     for (index, seat) in seats.into_iter().enumerate() {
         groups[index % concurrency].push(seat);
     }
-    // Before any user starts, so the loop measures the machine and not this level's load.
+    // Before any user starts, so the loop measures the machine and not this level's load (the
+    // previous level's last requests may still be finishing).
     let machine_loop_ms = probe::machine_loop_ms();
     let mut users = Vec::with_capacity(concurrency);
     for group in groups {
