@@ -379,7 +379,8 @@ pub async fn verify(
     attempt(context, challenge, identity_id, state?, code, flow_id).await
 }
 
-/// A challenge of another identity or purpose is answered as a wrong code, before anything else.
+/// A challenge of another identity or purpose is answered as a wrong code, whatever else holds
+/// (a lockout, a budget that could not be read).
 fn ensure_belongs(challenge: &Challenge, identity_id: Uuid, purpose: &str) -> DomainResult<()> {
     if challenge.identity_id != identity_id || challenge.purpose != purpose {
         return Err(DomainError::CodeInvalid);

@@ -8,9 +8,9 @@
 //! cancellation can cut another caller's write short. Beside a statement in flight, a free slot
 //! takes only a full batch, or writes that have waited [`OVERDUE`]: at a moderate load the writes
 //! that arrive during one statement go together in the next, instead of each taking a free slot
-//! for a statement of its own; under a heavy load full batches keep every slot busy; and a
-//! statement that is slow (a row lock, a pool connection) holds up the rest for [`OVERDUE`] at
-//! most. So one user sees the single-row statement it always had, and many users share commits.
+//! for a statement of its own; under a heavy load full batches keep every slot busy; and while a
+//! slot is free, a statement that is slow (a row lock, a pool connection) holds up the rest for
+//! [`OVERDUE`] at most. So one user sees the single-row statement it always had, and many users share commits.
 //!
 //! A batch is all or nothing, like the single statement it stands for. When its statement fails
 //! for a reason that may be one write's own (a constraint, bad data, a deadlock with another
@@ -148,8 +148,9 @@ impl<W: BatchWrite> Shared<W> {
                 // A caller that has gone (its request was cancelled) is not written behind its
                 // back.
                 queue.retain(|waiting| !waiting.answer.is_closed());
-                // Beside a statement in flight, only a full batch starts: the rest wait for it
-                // to end and go together, which is fewer statements at a moderate load.
+                // Beside a statement in flight, only a full batch starts, or one whose oldest
+                // write is overdue: the rest wait for it to end and go together, which is fewer
+                // statements at a moderate load.
                 let overdue = queue
                     .front()
                     .is_some_and(|oldest| oldest.queued_at.elapsed() >= OVERDUE);
@@ -184,21 +185,31 @@ impl<W: BatchWrite> Shared<W> {
 
 impl<W: BatchWrite> Shared<W> {
     /// Makes sure a task looks again when the oldest waiting write becomes [`OVERDUE`], unless
-    /// one will already. A write left waiting is at most that late for a free slot, however long
-    /// the statement beside it takes.
+    /// one will already. A write left waiting is then at most that late for a slot that is free,
+    /// however long the statement beside it takes.
     fn start_once_overdue(self: &Arc<Self>, runtime: &tokio::runtime::Handle) {
         let Some(oldest) = self.queue().front().map(|waiting| waiting.queued_at) else {
             return;
         };
-        if self.overdue_armed.swap(true, Ordering::AcqRel) {
+        if self.overdue_armed.swap(true, Ordering::SeqCst) {
             return;
         }
         let shared = self.clone();
         runtime.spawn(async move {
+            // Disarmed however the task ends, even dropped unpolled by a runtime shutting down.
+            let armed = Disarm(&shared.overdue_armed);
             tokio::time::sleep_until(oldest + OVERDUE).await;
-            shared.overdue_armed.store(false, Ordering::Release);
+            drop(armed);
             shared.start_batches();
         });
+    }
+}
+
+struct Disarm<'a>(&'a AtomicBool);
+
+impl Drop for Disarm<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::SeqCst);
     }
 }
 
@@ -412,15 +423,11 @@ mod tests {
         );
     }
 
-    /// Waits until `written` holds `count` statements; fails the test after a while.
-    async fn statements(written: &Mutex<Vec<Vec<u32>>>, count: usize) -> Vec<Vec<u32>> {
-        for _ in 0..500 {
-            if written.lock().unwrap().len() >= count {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(1)).await;
+    /// Lets every task that can run do so, without moving (paused) time on.
+    async fn settle() {
+        for _ in 0..20 {
+            tokio::task::yield_now().await;
         }
-        written.lock().unwrap().clone()
     }
 
     #[tokio::test(start_paused = true)]
@@ -434,10 +441,11 @@ mod tests {
             "a free slot does not take a batch that is not full"
         );
         let second = submit_all(&started.batcher, &[3, 4]).await;
+        settle().await;
         assert_eq!(
-            statements(&started.written, 2).await,
+            *started.written.lock().unwrap(),
             vec![vec![HOLD], vec![1, 2, 3]],
-            "a full batch takes the free slot"
+            "a full batch takes the free slot before any write is overdue"
         );
         started.release.notify_one();
         assert_eq!(all_written(first).await, vec![10, 20]);
@@ -455,8 +463,9 @@ mod tests {
         tokio::time::sleep(OVERDUE - Duration::from_millis(1)).await;
         assert_eq!(*started.written.lock().unwrap(), vec![vec![HOLD]]);
         tokio::time::sleep(Duration::from_millis(2)).await;
+        settle().await;
         assert_eq!(
-            statements(&started.written, 2).await,
+            *started.written.lock().unwrap(),
             vec![vec![HOLD], vec![1, 2]],
             "overdue, while the held statement is still in flight"
         );

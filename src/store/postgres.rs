@@ -36,8 +36,8 @@ const MAX_CONNECTIONS: u32 = 16;
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Batches of one kind of write running at once; a freed one takes every write that waited.
 /// Few, so that writes wait together under load, but more than one, so that under a heavy load
-/// full batches run side by side, and a slow statement holds up the rest for `batch::OVERDUE`
-/// at most.
+/// full batches run side by side, and, while a slot is free, a slow statement holds up the rest
+/// for `batch::OVERDUE` at most.
 const BATCHES_AT_ONCE: usize = 2;
 /// Writes per batch at most. Eight already save seven commits in eight. Larger upgrade batches
 /// took about 40 ms instead of 5 over TLS (not without it): a delayed-ACK stall, as sqlx 0.9.0
