@@ -10,7 +10,8 @@
 //! that arrive during one statement go together in the next, instead of each taking a free slot
 //! for a statement of its own; under a heavy load full batches keep every slot busy; and while a
 //! slot is free, a statement that is slow (a row lock, a pool connection) holds up the rest for
-//! [`OVERDUE`] at most. So one user sees the single-row statement it always had, and many users share commits.
+//! [`OVERDUE`] at most. So one user sees the single-row statement it always had, and many users
+//! share commits.
 //!
 //! A batch is all or nothing, like the single statement it stands for. When its statement fails
 //! for a reason that may be one write's own (a constraint, bad data, a deadlock with another
