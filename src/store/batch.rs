@@ -13,6 +13,12 @@
 //! [`OVERDUE`] at most. So one user sees the single-row statement it always had, and many users
 //! share commits.
 //!
+//! A kind of write may also linger: while writes of it come less than its linger apart on
+//! average, a write that finds nothing in flight waits that long for others instead of running
+//! at once, and they go as one statement. A write that is quick to run is otherwise rarely
+//! joined by anything, and each costs a statement and a commit. Writes that come seldom still
+//! run at once.
+//!
 //! A batch is all or nothing, like the single statement it stands for. When its statement fails
 //! for a reason that may be one write's own (a constraint, bad data, a deadlock with another
 //! batch), each write runs again alone, one after the other, so only the write at fault sees the
@@ -22,7 +28,7 @@
 use super::{StoreError, StoreResult};
 use std::collections::VecDeque;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
@@ -53,6 +59,9 @@ struct Waiting<W: BatchWrite> {
     item: W::Item,
     answer: oneshot::Sender<StoreResult<W::Output>>,
     queued_at: Instant,
+    /// How long it waits for company when nothing of its kind is in flight: the batcher's
+    /// linger while writes come often, else none.
+    linger: Duration,
 }
 
 struct Shared<W: BatchWrite> {
@@ -61,8 +70,29 @@ struct Shared<W: BatchWrite> {
     slot_count: usize,
     /// A task will look again when the oldest waiting write is [`OVERDUE`].
     overdue_armed: AtomicBool,
+    /// A task will look again when the oldest waiting write has lingered.
+    linger_armed: AtomicBool,
     waiting: Mutex<VecDeque<Waiting<W>>>,
     most: usize,
+    linger: Duration,
+    /// When the last write was submitted, in nanoseconds since `epoch` ([`NEVER`] before the
+    /// first).
+    last_submitted: AtomicU64,
+    /// A moving mean of the gaps between submissions, in nanoseconds ([`NEVER`] before the
+    /// second): whether writes come often enough for lingering to gather company.
+    mean_gap: AtomicU64,
+    epoch: Instant,
+}
+
+const NEVER: u64 = u64::MAX;
+/// A longer gap counts as this long, so one quiet minute does not take a minute of writes to
+/// forget.
+const LONGEST_GAP: Duration = Duration::from_secs(1);
+
+#[derive(Clone, Copy)]
+enum Timer {
+    Linger,
+    Overdue,
 }
 
 /// Batches writes of one kind; cloning shares the slots and the queue.
@@ -79,23 +109,36 @@ impl<W: BatchWrite> Clone for Batcher<W> {
 }
 
 impl<W: BatchWrite> Batcher<W> {
-    /// At most `slots` writes or batches run at once, each batch of at most `most` writes.
-    pub(crate) fn new(writes: W, slots: usize, most: usize) -> Self {
+    /// At most `slots` writes or batches run at once, each batch of at most `most` writes;
+    /// `linger` is how long a write waits for company while writes come often (zero: never).
+    pub(crate) fn new(writes: W, slots: usize, most: usize, linger: Duration) -> Self {
         Self {
             shared: Arc::new(Shared {
                 writes,
                 slots: Arc::new(Semaphore::new(slots.max(1))),
                 slot_count: slots.max(1),
                 overdue_armed: AtomicBool::new(false),
+                linger_armed: AtomicBool::new(false),
                 waiting: Mutex::new(VecDeque::new()),
                 most: most.max(1),
+                linger,
+                last_submitted: AtomicU64::new(NEVER),
+                mean_gap: AtomicU64::new(NEVER),
+                epoch: Instant::now(),
             }),
         }
     }
 
     /// Writes `item`, alone or with others, and answers when its statement has committed.
     pub(crate) async fn submit(&self, item: W::Item) -> StoreResult<W::Output> {
-        if let Ok(slot) = self.shared.slots.clone().try_acquire_owned() {
+        let linger = if self.shared.note_submitted() {
+            self.shared.linger
+        } else {
+            Duration::ZERO
+        };
+        if linger.is_zero()
+            && let Ok(slot) = self.shared.slots.clone().try_acquire_owned()
+        {
             if self.shared.queue().is_empty() && self.shared.alone_in_flight() {
                 let _slot = Release {
                     shared: &self.shared,
@@ -112,6 +155,7 @@ impl<W: BatchWrite> Batcher<W> {
             item,
             answer,
             queued_at: Instant::now(),
+            linger,
         });
         self.shared.start_batches();
         answered.await.map_err(|_| {
@@ -135,10 +179,39 @@ impl<W: BatchWrite> Shared<W> {
         self.slots.available_permits() + 1 == self.slot_count
     }
 
+    /// Records a write submitted now. True when writes have lately come less than `linger`
+    /// apart on average, so that one lingering can expect another to join it. Concurrent callers
+    /// may each lose the other's update of the mean; it is a hint, and the next write corrects it.
+    fn note_submitted(&self) -> bool {
+        if self.linger.is_zero() {
+            return false;
+        }
+        let now = nanos(self.epoch.elapsed());
+        let before = self.last_submitted.swap(now, Ordering::Relaxed);
+        if before == NEVER {
+            return false;
+        }
+        let gap = now.saturating_sub(before).min(nanos(LONGEST_GAP));
+        let mean = match self.mean_gap.load(Ordering::Relaxed) {
+            NEVER => gap,
+            mean => mean - mean / 8 + gap / 8,
+        };
+        self.mean_gap.store(mean, Ordering::Relaxed);
+        mean < nanos(self.linger)
+    }
+
+    /// Whether the oldest waiting write is still lingering for others to join it.
+    fn lingering(&self) -> bool {
+        self.queue()
+            .front()
+            .is_some_and(|oldest| oldest.queued_at.elapsed() < oldest.linger)
+    }
+
     /// Starts a batch of the writes that wait, for as long as some wait and a slot is free,
     /// except that beside a statement in flight only a full batch starts, or one whose oldest
-    /// write is [`OVERDUE`]. Called after every write queued and every slot freed, and when the
-    /// oldest write left waiting becomes overdue.
+    /// write is [`OVERDUE`], and with nothing in flight, only a full batch or one whose oldest
+    /// write has lingered. Called after every write queued and every slot freed, and when the
+    /// oldest write left waiting becomes overdue or has lingered.
     fn start_batches(self: &Arc<Self>) {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
@@ -151,11 +224,17 @@ impl<W: BatchWrite> Shared<W> {
                 queue.retain(|waiting| !waiting.answer.is_closed());
                 // Beside a statement in flight, only a full batch starts, or one whose oldest
                 // write is overdue: the rest wait for it to end and go together, which is fewer
-                // statements at a moderate load.
-                let overdue = queue
-                    .front()
-                    .is_some_and(|oldest| oldest.queued_at.elapsed() >= OVERDUE);
-                let take = if overdue || queue.len() >= self.most || self.alone_in_flight() {
+                // statements at a moderate load. With nothing in flight, a lingering write waits
+                // out its linger unless the batch fills first.
+                let waited = queue.front().is_some_and(|oldest| {
+                    let due = if self.alone_in_flight() {
+                        oldest.linger
+                    } else {
+                        OVERDUE
+                    };
+                    oldest.queued_at.elapsed() >= due
+                });
+                let take = if waited || queue.len() >= self.most {
                     queue.len().min(self.most)
                 } else {
                     0
@@ -164,10 +243,15 @@ impl<W: BatchWrite> Shared<W> {
             };
             if batch.is_empty() {
                 drop(slot);
-                self.start_once_overdue(&runtime);
+                let idle = self.slots.available_permits() == self.slot_count;
+                if idle && self.lingering() {
+                    self.start_once_waited(&runtime, Timer::Linger);
+                    return;
+                }
+                self.start_once_waited(&runtime, Timer::Overdue);
                 // A write queued while this slot was held found none free, or the statement in
                 // flight ended meanwhile: look once more.
-                if self.queue().is_empty() || self.slots.available_permits() < self.slot_count {
+                if self.queue().is_empty() || !idle {
                     return;
                 }
                 continue;
@@ -185,25 +269,42 @@ impl<W: BatchWrite> Shared<W> {
 }
 
 impl<W: BatchWrite> Shared<W> {
-    /// Makes sure a task looks again when the oldest waiting write becomes [`OVERDUE`], unless
-    /// one will already. A write left waiting is then at most that late for a slot that is free,
-    /// however long the statement beside it takes.
-    fn start_once_overdue(self: &Arc<Self>, runtime: &tokio::runtime::Handle) {
-        let Some(oldest) = self.queue().front().map(|waiting| waiting.queued_at) else {
+    fn armed(&self, timer: Timer) -> &AtomicBool {
+        match timer {
+            Timer::Linger => &self.linger_armed,
+            Timer::Overdue => &self.overdue_armed,
+        }
+    }
+
+    /// Makes sure a task looks again when the oldest waiting write has waited [`OVERDUE`] (or
+    /// lingered), unless one will already. A write left waiting is then at most that late for a
+    /// slot that is free, however long the statement beside it takes.
+    fn start_once_waited(self: &Arc<Self>, runtime: &tokio::runtime::Handle, timer: Timer) {
+        let Some((oldest, wait)) = self.queue().front().map(|waiting| {
+            let wait = match timer {
+                Timer::Linger => waiting.linger,
+                Timer::Overdue => OVERDUE,
+            };
+            (waiting.queued_at, wait)
+        }) else {
             return;
         };
-        if self.overdue_armed.swap(true, Ordering::SeqCst) {
+        if self.armed(timer).swap(true, Ordering::SeqCst) {
             return;
         }
         let shared = self.clone();
         runtime.spawn(async move {
             // Disarmed however the task ends, even dropped unpolled by a runtime shutting down.
-            let armed = Disarm(&shared.overdue_armed);
-            tokio::time::sleep_until(oldest + OVERDUE).await;
+            let armed = Disarm(shared.armed(timer));
+            tokio::time::sleep_until(oldest + wait).await;
             drop(armed);
             shared.start_batches();
         });
     }
+}
+
+fn nanos(duration: Duration) -> u64 {
+    u64::try_from(duration.as_nanos()).unwrap_or(NEVER - 1)
 }
 
 struct Disarm<'a>(&'a AtomicBool);
@@ -359,7 +460,7 @@ mod tests {
             writes.holding.clone(),
             writes.release.clone(),
         );
-        let batcher = Batcher::new(writes, slots, most);
+        let batcher = Batcher::new(writes, slots, most, Duration::ZERO);
         let held = tokio::spawn({
             let batcher = batcher.clone();
             async move { batcher.submit(HOLD).await }
@@ -482,11 +583,120 @@ mod tests {
     async fn with_nothing_in_flight_a_write_runs_alone_at_once() {
         let writes = Recorder::default();
         let written = writes.written.clone();
-        let batcher = Batcher::new(writes, 2, 8);
+        let batcher = Batcher::new(writes, 2, 8, Duration::ZERO);
         for item in [1, 2] {
             assert_eq!(batcher.submit(item).await.expect("written"), item * 10);
         }
         assert_eq!(*written.lock().unwrap(), vec![vec![1], vec![2]]);
+    }
+
+    /// Tokio's timers tick in whole milliseconds, so the tests' times are whole milliseconds.
+    const LINGER: Duration = Duration::from_millis(4);
+
+    /// What a [`Recorder`] was asked to write, one list per statement.
+    type Written = Arc<Mutex<Vec<Vec<u32>>>>;
+
+    fn lingering_batcher(most: usize) -> (Batcher<Recorder>, Written) {
+        let writes = Recorder::default();
+        let written = writes.written.clone();
+        (Batcher::new(writes, 2, most, LINGER), written)
+    }
+
+    /// A timed submission's answer; a write left waiting fails the test instead of hanging it.
+    async fn finished(
+        task: tokio::task::JoinHandle<(StoreResult<u32>, Duration)>,
+    ) -> (StoreResult<u32>, Duration) {
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("a write was left waiting")
+            .expect("task")
+    }
+
+    /// Submits `item` from a task of its own, which answers with the write and how long it took.
+    fn timed_submit(
+        batcher: &Batcher<Recorder>,
+        item: u32,
+    ) -> tokio::task::JoinHandle<(StoreResult<u32>, Duration)> {
+        let batcher = batcher.clone();
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let answer = batcher.submit(item).await;
+            (answer, started.elapsed())
+        })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn writes_that_come_seldom_run_at_once_despite_a_linger() {
+        let (batcher, written) = lingering_batcher(8);
+        for item in 1..=4 {
+            let (answer, took) = finished(timed_submit(&batcher, item)).await;
+            assert_eq!(answer.expect("written"), item * 10);
+            assert_eq!(took, Duration::ZERO, "write {item} lingered");
+            tokio::time::sleep(LINGER * 3).await;
+        }
+        assert_eq!(
+            *written.lock().unwrap(),
+            vec![vec![1], vec![2], vec![3], vec![4]]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn writes_that_come_often_linger_and_go_together() {
+        let (batcher, written) = lingering_batcher(8);
+        let mut tasks = Vec::new();
+        for item in 1..=12 {
+            tasks.push(timed_submit(&batcher, item));
+            settle().await;
+            tokio::time::sleep(LINGER / 4).await;
+        }
+        for (item, task) in (1..).zip(tasks) {
+            let (answer, took) = finished(task).await;
+            assert_eq!(answer.expect("written"), item * 10);
+            assert!(took <= LINGER, "write {item} waited {took:?}");
+        }
+        let written = written.lock().unwrap().clone();
+        assert_eq!(written[0], vec![1], "the first write has no pace to go by");
+        assert_eq!(written.concat(), (1..=12).collect::<Vec<_>>());
+        // The last write lingers too, and nothing comes to join it.
+        let (last, between) = written[1..].split_last().expect("more than one statement");
+        assert!(
+            between.iter().all(|batch| batch.len() >= 3) && last.len() <= 4,
+            "twelve writes a quarter of a linger apart went as {written:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lingering_write_runs_once_it_has_waited_its_linger() {
+        let (batcher, written) = lingering_batcher(8);
+        batcher.submit(1).await.expect("written");
+        tokio::time::sleep(LINGER / 2).await;
+        let second = timed_submit(&batcher, 2);
+        tokio::time::sleep(LINGER - Duration::from_millis(1)).await;
+        settle().await;
+        assert_eq!(
+            *written.lock().unwrap(),
+            vec![vec![1]],
+            "ran before its linger"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        settle().await;
+        assert_eq!(*written.lock().unwrap(), vec![vec![1], vec![2]]);
+        let (answer, took) = finished(second).await;
+        assert_eq!(answer.expect("written"), 20);
+        assert_eq!(took, LINGER);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_full_batch_does_not_wait_out_the_linger() {
+        let (batcher, written) = lingering_batcher(3);
+        batcher.submit(1).await.expect("written");
+        tokio::time::sleep(LINGER / 2).await;
+        let tasks: Vec<_> = (2..=4).map(|item| timed_submit(&batcher, item)).collect();
+        settle().await;
+        assert_eq!(*written.lock().unwrap(), vec![vec![1], vec![2, 3, 4]]);
+        for task in tasks {
+            assert_eq!(finished(task).await.1, Duration::ZERO);
+        }
     }
 
     /// Sends `[1, culprit, 3]` while the slot is busy and checks that 1 and 3 are written and
