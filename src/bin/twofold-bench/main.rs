@@ -22,7 +22,10 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
-#[tokio::main]
+// One thread: the harness shares two cores with what it measures, and with a worker per core it
+// spent a fifth more CPU per step-up (0.28–0.29 cores at 1,000 step-ups/s against 0.22–0.23),
+// mostly waking its other thread (docs/performance.md, "After the thirteenth pass").
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     let args = Args::parse();
     let scratch = std::env::temp_dir().join(format!("twofold-bench-{}", std::process::id()));
