@@ -4,6 +4,7 @@
 mod bound;
 mod cli;
 mod inbox;
+mod one_thread;
 mod plot;
 mod probe;
 mod report;
@@ -22,10 +23,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
-// One thread: the harness shares two cores with what it measures, and with a worker per core it
-// spent a fifth more CPU per step-up (0.28–0.29 cores at 1,000 step-ups/s against 0.22–0.23),
-// mostly waking its other thread (docs/performance.md, "After the thirteenth pass").
-#[tokio::main(flavor = "current_thread")]
+#[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
     let scratch = std::env::temp_dir().join(format!("twofold-bench-{}", std::process::id()));
@@ -105,7 +103,12 @@ async fn run(args: Args, scratch: &Path) -> Result<(), String> {
         .codes
         .clone()
         .unwrap_or_else(|| scratch.join("codes.sock"));
-    let inbox = Inbox::bind(&codes).map_err(|error| format!("{}: {error}", codes.display()))?;
+    let users_thread = one_thread::OneThread::start()?;
+    // Codes go to users that wait on that thread; received there, they wake no other.
+    let inbox = {
+        let _on_users_thread = users_thread.handle().enter();
+        Inbox::bind(&codes).map_err(|error| format!("{}: {error}", codes.display()))?
+    };
 
     let dsn = args.dsn.clone().unwrap_or_else(|| {
         format!(
@@ -201,6 +204,7 @@ async fn run(args: Args, scratch: &Path) -> Result<(), String> {
                     &args,
                     &target,
                     &inbox,
+                    users_thread.handle(),
                     &probes,
                     pid,
                     mode,
@@ -281,6 +285,7 @@ async fn run_level(
     args: &Args,
     target: &Target,
     inbox: &Inbox,
+    users_thread: &tokio::runtime::Handle,
     probes: &bound::Probes,
     pid: Option<u32>,
     mode: Mode,
@@ -296,9 +301,19 @@ async fn run_level(
     // Before any user starts, so the loop measures the machine and not this level's load (the
     // previous level's last requests may still be finishing).
     let machine_loop_ms = probe::machine_loop_ms();
+    // Each user's connection is driven by the runtime its user runs on.
+    let runtime = match mode {
+        Mode::Whoami => tokio::runtime::Handle::current(),
+        Mode::Stepup | Mode::Code => users_thread.clone(),
+    };
     let mut users = Vec::with_capacity(concurrency);
     for group in groups {
-        users.push((Clients::connect(target, mode).await?, group));
+        let target = target.clone();
+        let clients = runtime
+            .spawn(async move { Clients::connect(&target, mode).await })
+            .await
+            .map_err(|error| error.to_string())??;
+        users.push((clients, group));
     }
     // Each user offers its share of the level's rate.
     let pace = offered.map(|rate| std::time::Duration::from_secs_f64(concurrency as f64 / rate));
@@ -319,7 +334,7 @@ async fn run_level(
                 interval,
                 first: begin + interval.mul_f64(index as f64 / concurrency as f64),
             });
-            tokio::spawn(scenario::run_user(
+            runtime.spawn(scenario::run_user(
                 mode,
                 clients,
                 group,
