@@ -14,10 +14,10 @@
 //! share commits.
 //!
 //! A kind of write may also linger: while writes of it come less than its linger apart on
-//! average, a write that finds nothing in flight waits that long for others instead of running
-//! at once, and they go as one statement. A write that is quick to run is otherwise rarely
-//! joined by anything, and each costs a statement and a commit. Writes that come seldom still
-//! run at once.
+//! average, each is queued instead of running at once, and with nothing in flight the queue
+//! starts only once its oldest write has waited that long, or a batch is full. A write that is
+//! quick to run is otherwise rarely joined by anything, and each costs a statement and a commit.
+//! Writes that come seldom still run at once.
 //!
 //! A batch is all or nothing, like the single statement it stands for. When its statement fails
 //! for a reason that may be one write's own (a constraint, bad data, a deadlock with another
@@ -246,7 +246,11 @@ impl<W: BatchWrite> Shared<W> {
                 let idle = self.slots.available_permits() == self.slot_count;
                 if idle && self.lingering() {
                     self.start_once_waited(&runtime, Timer::Linger);
-                    return;
+                    // A write that filled the batch while this slot was held found none free.
+                    if self.queue().len() < self.most {
+                        return;
+                    }
+                    continue;
                 }
                 self.start_once_waited(&runtime, Timer::Overdue);
                 // A write queued while this slot was held found none free, or the statement in
@@ -454,13 +458,18 @@ mod tests {
 
     /// A batcher with `slots` slots, one of them kept busy by a held write.
     async fn busy_with(slots: usize, most: usize) -> Started {
+        busy_lingering(slots, most, Duration::ZERO).await
+    }
+
+    /// The same, for a batcher whose writes linger while they come often.
+    async fn busy_lingering(slots: usize, most: usize, linger: Duration) -> Started {
         let writes = Recorder::default();
         let (written, holding, release) = (
             writes.written.clone(),
             writes.holding.clone(),
             writes.release.clone(),
         );
-        let batcher = Batcher::new(writes, slots, most, Duration::ZERO);
+        let batcher = Batcher::new(writes, slots, most, linger);
         let held = tokio::spawn({
             let batcher = batcher.clone();
             async move { batcher.submit(HOLD).await }
@@ -697,6 +706,84 @@ mod tests {
         for task in tasks {
             assert_eq!(finished(task).await.1, Duration::ZERO);
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_pause_ends_the_lingering() {
+        let (batcher, written) = lingering_batcher(8);
+        for item in 1..=6 {
+            assert!(finished(timed_submit(&batcher, item)).await.0.is_ok());
+            tokio::time::sleep(LINGER / 4).await;
+        }
+        let lingered = finished(timed_submit(&batcher, 7)).await.1;
+        assert_eq!(
+            lingered, LINGER,
+            "writes a quarter of a linger apart linger"
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let (answer, took) = finished(timed_submit(&batcher, 8)).await;
+        assert_eq!(answer.expect("written"), 80);
+        assert_eq!(
+            took,
+            Duration::ZERO,
+            "the first write after a pause runs at once"
+        );
+        tokio::time::sleep(LINGER / 4).await;
+        let took = finished(timed_submit(&batcher, 9)).await.1;
+        assert_eq!(
+            took,
+            Duration::ZERO,
+            "the pause is remembered, not one quick gap"
+        );
+        assert_eq!(written.lock().unwrap().last(), Some(&vec![9]));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn beside_a_statement_in_flight_lingering_writes_wait_for_it_not_their_linger() {
+        let started = busy_lingering(2, 8, LINGER).await;
+        // The held write was the first; these come a quarter of a linger apart.
+        let mut tasks = Vec::new();
+        for item in 1..=3 {
+            tokio::time::sleep(LINGER / 4).await;
+            tasks.push(timed_submit(&started.batcher, item));
+            settle().await;
+        }
+        // The first has lingered, and another write looks at the free slot.
+        tokio::time::sleep(LINGER).await;
+        tasks.push(timed_submit(&started.batcher, 4));
+        settle().await;
+        assert_eq!(
+            *started.written.lock().unwrap(),
+            vec![vec![HOLD]],
+            "a free slot beside a statement in flight waits for OVERDUE, not the linger"
+        );
+        started.release.notify_one();
+        settle().await;
+        assert_eq!(
+            *started.written.lock().unwrap(),
+            vec![vec![HOLD], vec![1, 2, 3, 4]],
+            "once the statement ends, writes whose oldest has lingered go at once"
+        );
+        for task in tasks {
+            assert!(finished(task).await.0.is_ok());
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lingering_write_cancelled_leaves_the_others_to_run() {
+        let (batcher, written) = lingering_batcher(8);
+        batcher.submit(1).await.expect("written");
+        tokio::time::sleep(LINGER / 4).await;
+        let gone = timed_submit(&batcher, 2);
+        settle().await;
+        let stays = timed_submit(&batcher, 3);
+        settle().await;
+        gone.abort();
+        let _ = gone.await;
+        let (answer, took) = finished(stays).await;
+        assert_eq!(answer.expect("written"), 30);
+        assert!(took <= LINGER, "waited {took:?}");
+        assert_eq!(*written.lock().unwrap(), vec![vec![1], vec![3]]);
     }
 
     /// Sends `[1, culprit, 3]` while the slot is busy and checks that 1 and 3 are written and

@@ -47,9 +47,10 @@ const MOST_PER_BATCH: usize = 8;
 /// than this. An enqueue is quick to run, so with nothing in flight most of them ran alone: at
 /// 1,000 step-ups/s 0.54–0.76 enqueue statements per step-up, over half of all Postgres
 /// statements. Waiting cut them to 0.23–0.26 and took 0.02–0.08 cores off Postgres
-/// (docs/performance.md, "After the thirteenth pass"); next to a gateway's own delivery time
-/// 2 ms is nothing. Upgrades do not wait: they hold up the answer to the code's submission, and
-/// a scratch build where they did measured no cheaper.
+/// (docs/performance.md, "After the thirteenth pass"). The wait is on `CreateLoginFlow`'s
+/// answer, up to 2 ms (3 with tokio's millisecond timers) and only at such rates; next to a
+/// gateway's own delivery time it is nothing. Upgrades do not wait: `SubmitLoginCode` has the
+/// longest answer of the step-up, and a scratch build where they did measured no cheaper.
 const ENQUEUE_LINGER: Duration = Duration::from_millis(2);
 /// A connection idle longer than this is pinged before it is handed out, so one the server
 /// dropped while idle (a restart, a proxy's idle cut) is replaced instead of failing a request.

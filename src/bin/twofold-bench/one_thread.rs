@@ -17,19 +17,32 @@ pub struct OneThread {
 
 impl OneThread {
     pub fn start() -> Result<Self, String> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|error| format!("starting the users' runtime: {error}"))?;
-        let handle = runtime.handle().clone();
         let (stop, stopped) = oneshot::channel::<()>();
+        let (handed, handle) = std::sync::mpsc::channel();
+        // Built on its own thread, so that it is dropped there too: a runtime must not be
+        // dropped inside another's async context.
         let thread = std::thread::Builder::new()
             .name("bench-users".into())
             .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => runtime,
+                    Err(error) => {
+                        let _ = handed.send(Err(error.to_string()));
+                        return;
+                    }
+                };
+                let _ = handed.send(Ok(runtime.handle().clone()));
                 // Its tasks run only while this thread drives the runtime.
                 let _ = runtime.block_on(stopped);
             })
             .map_err(|error| format!("starting the users' thread: {error}"))?;
+        let handle = handle
+            .recv()
+            .map_err(|_| "the users' thread ended before its runtime started".to_owned())?
+            .map_err(|error| format!("starting the users' runtime: {error}"))?;
         Ok(Self {
             handle,
             stop: Some(stop),
@@ -47,6 +60,8 @@ impl Drop for OneThread {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
+        // Blocks the caller only while the stopped runtime drops its tasks: nothing there waits
+        // on the caller's runtime.
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
