@@ -10,6 +10,7 @@ pub mod config;
 pub mod courier;
 pub mod domain;
 pub mod proto;
+pub mod runtime_thread;
 pub mod server;
 
 pub mod store;

@@ -243,54 +243,29 @@ async fn roll_back(connection: &mut SqliteConnection) -> Result<(), sqlx::Error>
 /// runtime the answer to each hop waited behind all the other requests ready to run while the
 /// writer was held; there a transaction's task queues only behind other transactions.
 pub(super) struct WriteThread {
-    runtime: tokio::runtime::Handle,
     writer: Arc<Writer>,
     /// To the write thread's group committer (see `group_commit`).
     groups: tokio::sync::mpsc::UnboundedSender<group_commit::Waiting>,
-    /// Dropped with the last store, which ends the thread.
-    _stop: tokio::sync::oneshot::Sender<()>,
     /// Transactions started through `run` and not yet finished or abandoned.
     in_flight: Arc<AtomicUsize>,
+    /// Dropped with the last store, which ends the thread; last, as before, after `groups`.
+    runtime: crate::runtime_thread::RuntimeThread,
 }
 
 impl WriteThread {
     pub(super) fn start(writer: Arc<Writer>) -> StoreResult<Arc<Self>> {
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let (ready, started) = std::sync::mpsc::channel();
-        // The runtime is built and dropped on its own thread: a runtime dropped inside async code
-        // panics, and `connect` is async.
-        std::thread::Builder::new()
-            .name("sqlite-writes".into())
-            .spawn(move || {
-                let runtime = match tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                {
-                    Ok(runtime) => runtime,
-                    Err(error) => {
-                        let _ = ready.send(Err(error.to_string()));
-                        return;
-                    }
-                };
-                let _ = ready.send(Ok(runtime.handle().clone()));
-                runtime.block_on(async {
-                    let _ = stopped.await;
-                });
-            })
-            .map_err(|error| StoreError::Internal(format!("sqlite write thread: {error}")))?;
         // Blocks for as long as building a current-thread runtime takes, once per store.
-        let runtime = started
-            .recv()
-            .map_err(|_| StoreError::Internal("sqlite write thread ended at start".into()))?
-            .map_err(|error| StoreError::Internal(format!("sqlite write runtime: {error}")))?;
+        let runtime = crate::runtime_thread::RuntimeThread::start("sqlite-writes")
+            .map_err(StoreError::Internal)?;
         let (groups, grouped) = tokio::sync::mpsc::unbounded_channel();
-        runtime.spawn(group_commit::keep_committing(writer.clone(), grouped));
+        runtime
+            .handle()
+            .spawn(group_commit::keep_committing(writer.clone(), grouped));
         Ok(Arc::new(Self {
-            runtime,
             writer,
             groups,
-            _stop: stop,
             in_flight: Arc::new(AtomicUsize::new(0)),
+            runtime,
         }))
     }
 
@@ -329,7 +304,7 @@ impl WriteThread {
         if counted.alone {
             return work.await;
         }
-        let task = AbortOnDrop(self.runtime.spawn(async move {
+        let task = AbortOnDrop(self.runtime.handle().spawn(async move {
             let _counted = counted;
             work.await
         }));
@@ -900,7 +875,7 @@ pub(super) mod tests {
         let thread = WriteThread::start(memory_writer().await).expect("start");
         let (held, released) = tokio::sync::oneshot::channel::<()>();
         let (started, running) = tokio::sync::oneshot::channel::<()>();
-        thread.runtime.spawn(async move {
+        thread.runtime.handle().spawn(async move {
             let _held = held;
             let _ = started.send(());
             std::future::pending::<()>().await;

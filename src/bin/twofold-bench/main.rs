@@ -4,7 +4,6 @@
 mod bound;
 mod cli;
 mod inbox;
-mod one_thread;
 mod plot;
 mod probe;
 mod report;
@@ -103,7 +102,13 @@ async fn run(args: Args, scratch: &Path) -> Result<(), String> {
         .codes
         .clone()
         .unwrap_or_else(|| scratch.join("codes.sock"));
-    let users_thread = one_thread::OneThread::start()?;
+    // Step-up and code users run on a thread of their own: the harness shares two cores with the
+    // server and the stores it measures, and users on one thread wake one another without waking
+    // a second thread. At 1,000 step-ups/s that cost a fifth less CPU than a worker per core
+    // (0.22–0.23 cores against 0.28–0.29, docs/performance.md, "After the thirteenth pass").
+    // `WhoAmI` users stay on the worker per core: the server answers from its cache, the harness
+    // does as much as it, and on one thread it capped the calls per second.
+    let users_thread = twofold::runtime_thread::RuntimeThread::start("bench-users")?;
     // Codes go to users that wait on that thread; received there, they wake no other.
     let inbox = {
         let _on_users_thread = users_thread.handle().enter();
