@@ -6,11 +6,15 @@ use twofold::config::{self, Loaded};
 use twofold::courier::worker::Worker;
 use twofold::domain::clock::SystemClock;
 use twofold::domain::{Context, Settings, configuration};
+use twofold::log_writer::{self, BatchedLog, DropReport};
 use twofold::server::{self, Listeners};
 use twofold::store;
 
 /// Where `serve` writes the admin key it generates when none is configured.
 const GENERATED_ADMIN_KEY_FILE: &str = "twofold-admin.key";
+
+/// The log's buffer, kept so that it can be flushed before the process exits.
+static LOG: std::sync::OnceLock<BatchedLog> = std::sync::OnceLock::new();
 
 fn load_config(path: Option<&Path>) -> Result<Loaded, String> {
     let env: Vec<(String, String)> = std::env::vars().collect();
@@ -43,10 +47,49 @@ fn init_logging(config: &config::Config) {
         .with_env_filter(filter)
         .with_target(false)
         .with_ansi(ansi);
+    let report_drops: DropReport = Box::new(|dropped| {
+        tracing::warn!(dropped, "log lines dropped: the log's reader fell behind");
+    });
+    let started = BatchedLog::start(
+        std::io::stdout(),
+        log_writer::GATHER,
+        log_writer::MAX_PENDING,
+        report_drops,
+    );
+    let log = match started {
+        Ok(log) => log,
+        Err(error) => {
+            // Without its thread the log is written line by line, as it was before.
+            let builder = builder.with_writer(std::io::stdout);
+            if config.log.format == "json" {
+                builder.json().init();
+            } else {
+                builder.init();
+            }
+            tracing::warn!(%error, "log writer thread not started; writing line by line");
+            return;
+        }
+    };
+    let builder = builder.with_writer(log.clone());
     if config.log.format == "json" {
         builder.json().init();
     } else {
         builder.init();
+    }
+    if LOG.set(log).is_ok() {
+        // Lines logged just before a panic are the ones that explain it.
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            flush_logs();
+            previous(info);
+        }));
+    }
+}
+
+/// Writes out the log lines still gathering; `main` calls this before the process exits.
+pub fn flush_logs() {
+    if let Some(log) = LOG.get() {
+        log.flush();
     }
 }
 

@@ -9,6 +9,7 @@ pub mod api;
 pub mod config;
 pub mod courier;
 pub mod domain;
+pub mod log_writer;
 pub mod proto;
 pub mod runtime_thread;
 pub mod server;

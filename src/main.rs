@@ -92,6 +92,7 @@ async fn main() -> ExitCode {
                 .await;
         }
     };
+    cli::flush_logs();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
