@@ -6,7 +6,7 @@ use twofold::config::{self, Loaded};
 use twofold::courier::worker::Worker;
 use twofold::domain::clock::SystemClock;
 use twofold::domain::{Context, Settings, configuration};
-use twofold::log_writer::{self, BatchedLog, DropReport};
+use twofold::log_writer::{self, BatchedLog};
 use twofold::server::{self, Listeners};
 use twofold::store;
 
@@ -47,21 +47,19 @@ fn init_logging(config: &config::Config) {
         .with_env_filter(filter)
         .with_target(false)
         .with_ansi(ansi);
-    let report_drops: DropReport = Box::new(|dropped| {
-        tracing::warn!(dropped, "log lines dropped: the log's reader fell behind");
-    });
+    let json = config.log.format == "json";
     let started = BatchedLog::start(
         std::io::stdout(),
         log_writer::GATHER,
         log_writer::MAX_PENDING,
-        report_drops,
+        drop_notice(json),
     );
     let log = match started {
         Ok(log) => log,
         Err(error) => {
             // Without its thread the log is written line by line, as it was before.
             let builder = builder.with_writer(std::io::stdout);
-            if config.log.format == "json" {
+            if json {
                 builder.json().init();
             } else {
                 builder.init();
@@ -71,25 +69,48 @@ fn init_logging(config: &config::Config) {
         }
     };
     let builder = builder.with_writer(log.clone());
-    if config.log.format == "json" {
+    if json {
         builder.json().init();
     } else {
         builder.init();
     }
     if LOG.set(log).is_ok() {
-        // Lines logged just before a panic are the ones that explain it.
         let previous = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
-            flush_logs();
+            // A panic on the main thread ends the process, and the lines just before it explain
+            // it. Elsewhere the runtime catches it and serving goes on; a worker must not wait
+            // there on a reader that stopped reading.
+            if std::thread::current().name() == Some("main") {
+                flush_logs();
+            }
             previous(info);
         }));
     }
 }
 
+/// The line that says how many log lines were dropped, in the log's format; it bypasses the level
+/// filter, as a gap in the log must always be visible.
+fn drop_notice(json: bool) -> log_writer::DropNotice {
+    const MESSAGE: &str = "log lines dropped: the log's reader fell behind";
+    Box::new(move |dropped| {
+        let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+        if json {
+            let line = serde_json::json!({
+                "timestamp": now,
+                "level": "WARN",
+                "fields": {"message": MESSAGE, "dropped": dropped},
+            });
+            format!("{line}\n")
+        } else {
+            format!("{now}  WARN {MESSAGE} dropped={dropped}\n")
+        }
+    })
+}
+
 /// Writes out the log lines still gathering; `main` calls this before the process exits.
 pub fn flush_logs() {
     if let Some(log) = LOG.get() {
-        log.flush();
+        log.flush(log_writer::FLUSH_PATIENCE);
     }
 }
 
@@ -240,4 +261,29 @@ pub async fn migrate(path: Option<&Path>) -> Result<(), String> {
         "migrations applied"
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::drop_notice;
+
+    #[test]
+    fn the_drop_notice_is_one_line_in_the_logs_format() {
+        let json = drop_notice(true)(3);
+        assert!(
+            json.ends_with('\n') && json.matches('\n').count() == 1,
+            "{json:?}"
+        );
+        let line: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(line["level"], "WARN");
+        assert_eq!(line["fields"]["dropped"], 3);
+        assert!(line["timestamp"].as_str().unwrap().ends_with('Z'));
+
+        let text = drop_notice(false)(3);
+        assert!(
+            text.ends_with(" dropped=3\n") && text.contains(" WARN "),
+            "{text:?}"
+        );
+        assert_eq!(text.matches('\n').count(), 1, "{text:?}");
+    }
 }
