@@ -106,6 +106,10 @@ fn the_harness_drives_every_scenario_against_a_spawned_server_without_errors() {
             "{mode}: nothing completed"
         );
         assert_eq!(level["error_count"], 0, "{mode}: {}", level["errors"]);
+        // Calls finished in the window, so no pause spans all of it, and one always exists.
+        let pause = level["longest_pause_ms"].as_f64().unwrap();
+        let window_ms = level["measured_s"].as_f64().unwrap() * 1000.0;
+        assert!(pause > 0.0 && pause < window_ms, "{mode}: pause {pause} ms");
         let usage = &level["usage"];
         assert!(
             usage["server_cpu_cores"].as_f64().unwrap() > 0.0,

@@ -369,15 +369,17 @@ async fn run_level(
     usage.machine_loop_ms = Some(machine_loop_ms);
     let mut level = Level::new(mode, concurrency, seconds, &tally, usage);
     level.offered_per_second = offered;
+    level.longest_pause_ms = tally.longest_pause(window_start, window_end).as_secs_f64() * 1000.0;
     eprintln!(
         "twofold-bench: {:<6} x{:<3} {:>9}  {:>9.1}/s  errors {}  worst p99 {:.2} ms  \
-         machine loop {:.1} ms",
+         longest pause {:.0} ms  machine loop {:.1} ms",
         mode.as_str(),
         concurrency,
         offered.map_or_else(|| "unpaced".to_owned(), |rate| format!("@{rate:.0}/s")),
         level.per_second,
         level.error_count,
         level.worst_rpc_p99_ms(),
+        level.longest_pause_ms,
         machine_loop_ms
     );
     if tally.completed > 0 {

@@ -49,6 +49,8 @@ pub struct Level {
     pub errors: BTreeMap<String, u64>,
     pub rpcs: BTreeMap<String, RpcFigures>,
     pub usage: Usage,
+    /// The longest time in the measured window in which no call or code delivery finished.
+    pub longest_pause_ms: f64,
     pub postgres_per_iteration: Option<PgWork>,
     pub redis_per_iteration: Option<RedisWork>,
     pub bound: Option<Bound>,
@@ -72,6 +74,7 @@ impl Level {
                 .map(|(rpc, histogram)| ((*rpc).to_owned(), RpcFigures::from(histogram, seconds)))
                 .collect(),
             usage,
+            longest_pause_ms: 0.0,
             postgres_per_iteration: None,
             redis_per_iteration: None,
             bound: None,
@@ -175,7 +178,7 @@ pub fn table(levels: &[Level]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<7} {:>4} {:>12} {:>9} {:>6} {:>8} {:>8} {:>8} {:>8} {:>9} {:>6}",
+        "{:<7} {:>4} {:>12} {:>9} {:>6} {:>8} {:>8} {:>8} {:>8} {:>9} {:>6} {:>9}",
         "mode",
         "vus",
         "offered/s",
@@ -186,13 +189,14 @@ pub fn table(levels: &[Level]) -> String {
         "gen cpu",
         "machine",
         "bound/s",
-        "ratio"
+        "ratio",
+        "pause ms"
     );
     for level in levels {
         let bound = level.bound.as_ref();
         let _ = writeln!(
             out,
-            "{:<7} {:>4} {:>12} {:>9.1} {:>6} {:>8} {:>8} {:>8} {:>8} {:>9} {:>6}",
+            "{:<7} {:>4} {:>12} {:>9.1} {:>6} {:>8} {:>8} {:>8} {:>8} {:>9} {:>6} {:>9.0}",
             level.mode.as_str(),
             level.concurrency,
             offered(level),
@@ -204,6 +208,7 @@ pub fn table(levels: &[Level]) -> String {
             option(level.usage.machine_cpu_busy.map(|busy| busy * 100.0), 0) + "%",
             option(bound.and_then(|bound| bound.bound_per_s), 0),
             option(bound.and_then(|bound| bound.ratio), 3),
+            level.longest_pause_ms,
         );
     }
     let _ = writeln!(

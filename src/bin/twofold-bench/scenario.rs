@@ -187,7 +187,7 @@ impl Recorder<'_> {
         match outcome {
             Ok(value) => {
                 if counted {
-                    self.tally.record(rpc, finished - started);
+                    self.tally.record(rpc, finished - started, finished);
                 }
                 Some(value)
             }
@@ -202,7 +202,7 @@ impl Recorder<'_> {
 
     fn latency(&mut self, name: &'static str, started: Instant, finished: Instant) {
         if self.window.contains(finished) {
-            self.tally.record(name, finished - started);
+            self.tally.record(name, finished - started, finished);
         }
     }
 

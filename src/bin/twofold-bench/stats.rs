@@ -2,7 +2,7 @@
 //! so a reported percentile is at most ~3 % above the true value), in microseconds, and merges
 //! by addition so every virtual user keeps its own without locking.
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 const SUB_BITS: u32 = 5;
 const SUB: u64 = 1 << SUB_BITS;
@@ -116,11 +116,14 @@ pub struct Tally {
     pub latency: BTreeMap<&'static str, Histogram>,
     /// `"<rpc>: <reason>"` → count.
     pub errors: BTreeMap<String, u64>,
+    /// When each call or code delivery in the window finished, to find the pauses.
+    pub finished: Vec<Instant>,
 }
 
 impl Tally {
-    pub fn record(&mut self, rpc: &'static str, latency: Duration) {
+    pub fn record(&mut self, rpc: &'static str, latency: Duration, finished: Instant) {
         self.latency.entry(rpc).or_default().record(latency);
+        self.finished.push(finished);
     }
 
     pub fn error(&mut self, rpc: &str, reason: &str) {
@@ -135,6 +138,22 @@ impl Tally {
         for (reason, count) in &other.errors {
             *self.errors.entry(reason.clone()).or_default() += count;
         }
+        self.finished.extend_from_slice(&other.finished);
+    }
+
+    /// The longest stretch of `window` in which nothing finished. Under steady load finishes
+    /// come milliseconds apart; a pause of a tenth of a second or more is a stall (every user
+    /// waiting on one thing), which alone can put a p99 over its target.
+    pub fn longest_pause(&self, window_start: Instant, window_end: Instant) -> Duration {
+        let mut finished = self.finished.clone();
+        finished.sort_unstable();
+        let mut longest = Duration::ZERO;
+        let mut previous = window_start;
+        for at in finished.into_iter().chain([window_end]) {
+            longest = longest.max(at.saturating_duration_since(previous));
+            previous = previous.max(at);
+        }
+        longest
     }
 
     pub fn error_count(&self) -> u64 {
@@ -145,6 +164,36 @@ impl Tally {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_longest_pause_is_the_widest_gap_between_finishes_in_the_window() {
+        let start = Instant::now();
+        let at = |ms: u64| start + Duration::from_millis(ms);
+        let mut first = Tally::default();
+        for ms in [5, 10, 400] {
+            first.record("a", Duration::from_millis(1), at(ms));
+        }
+        let mut second = Tally::default();
+        for ms in [12, 20, 450] {
+            second.record("b", Duration::from_millis(1), at(ms));
+        }
+        first.merge(&second);
+        // Finishes at 5, 10, 12, 20, 400, 450 ms in a window of 0–500 ms: the pause is 20–400.
+        assert_eq!(
+            first.longest_pause(at(0), at(500)),
+            Duration::from_millis(380)
+        );
+        // Nothing finished at all: the whole window.
+        assert_eq!(
+            Tally::default().longest_pause(at(0), at(500)),
+            Duration::from_millis(500)
+        );
+        // The window's edges count: nothing after 450 ms in a window that ends at 1 s.
+        assert_eq!(
+            first.longest_pause(at(0), at(1_000)),
+            Duration::from_millis(550)
+        );
+    }
 
     #[test]
     fn buckets_are_ordered_and_contain_their_values() {
@@ -225,18 +274,19 @@ mod tests {
 
     #[test]
     fn merging_adds_counts_errors_and_keeps_the_max() {
+        let now = Instant::now();
         let mut first = Tally {
             completed: 3,
             ..Tally::default()
         };
-        first.record("WhoAmI", Duration::from_micros(100));
+        first.record("WhoAmI", Duration::from_micros(100), now);
         first.error("WhoAmI", "SESSION_INACTIVE");
         let mut second = Tally {
             completed: 2,
             ..Tally::default()
         };
-        second.record("WhoAmI", Duration::from_micros(5_000));
-        second.record("SubmitLoginCode", Duration::from_micros(700));
+        second.record("WhoAmI", Duration::from_micros(5_000), now);
+        second.record("SubmitLoginCode", Duration::from_micros(700), now);
         second.error("WhoAmI", "SESSION_INACTIVE");
         second.error("SubmitLoginCode", "CODE_INVALID");
         first.merge(&second);
@@ -246,5 +296,6 @@ mod tests {
         assert_eq!(first.latency["SubmitLoginCode"].count(), 1);
         assert_eq!(first.errors["WhoAmI: SESSION_INACTIVE"], 2);
         assert_eq!(first.error_count(), 3);
+        assert_eq!(first.finished.len(), 3);
     }
 }
