@@ -682,8 +682,8 @@ impl BatchWrite for Upgrades {
                             $13::text[], $14::timestamptz[]) \
                      AS e(id, event, identity_id, flow_id, address_hash, client_ip, occurred_at)) \
              SELECT s.id AS session_id, s.identity_id AS session_identity_id, s.token_hash, \
-                    s.aal, s.methods, s.issued_at, s.expires_at, s.authenticated_at, \
-                    s.revoked_at, i.id IS NOT NULL AS identity_found, ",
+                    s.issued_at, s.expires_at, s.authenticated_at, s.revoked_at, \
+                    i.id IS NOT NULL AS identity_found, ",
             identity_columns!(),
             "FROM upgraded s LEFT JOIN identities i ON i.id = s.identity_id"
         ))
@@ -759,8 +759,8 @@ impl BatchWrite for Upgrades {
                           occurred_at) \
                  ON e.position = u.position) \
              SELECT s.position, s.id AS session_id, s.identity_id AS session_identity_id, \
-                    s.token_hash, s.aal, s.methods, s.issued_at, s.expires_at, \
-                    s.authenticated_at, s.revoked_at, i.id IS NOT NULL AS identity_found, ",
+                    s.token_hash, s.issued_at, s.expires_at, s.authenticated_at, \
+                    s.revoked_at, i.id IS NOT NULL AS identity_found, ",
             identity_columns!(),
             "FROM upgraded s LEFT JOIN identities i ON i.id = s.identity_id"
         ))
@@ -813,12 +813,25 @@ impl BatchWrite for Upgrades {
     }
 }
 
-/// The session and identity a successful upgrade statement returned in `row`.
+/// The session and identity a successful upgrade statement returned in `row`. The session's
+/// methods are the ones the statement wrote, taken from `upgrade` rather than read back: at eight
+/// second factors they are 1.6 KiB of JSON, which Postgres would print and the server parse
+/// again on every step-up.
 fn upgraded_from(row: &PgRow, upgrade: &SessionUpgrade) -> StoreResult<Upgraded> {
     let decode = || -> Result<_, sqlx::Error> {
-        let identity_id: Uuid = row.try_get("session_identity_id")?;
+        let session = Session {
+            id: row.try_get("session_id")?,
+            identity_id: row.try_get("session_identity_id")?,
+            token_hash: row.try_get("token_hash")?,
+            aal: upgrade.aal,
+            methods: upgrade.methods.clone(),
+            issued_at: row.try_get("issued_at")?,
+            expires_at: row.try_get("expires_at")?,
+            authenticated_at: row.try_get("authenticated_at")?,
+            revoked_at: row.try_get("revoked_at")?,
+        };
         let found: bool = row.try_get("identity_found")?;
-        Ok((joined_session_row(row, identity_id)?, found))
+        Ok((session, found))
     };
     let (session, identity_found) =
         decode().map_err(|error| map_error("decode upgraded session", error))?;
@@ -833,10 +846,7 @@ fn upgraded_from(row: &PgRow, upgrade: &SessionUpgrade) -> StoreResult<Upgraded>
     } else {
         None
     };
-    Ok(Upgraded {
-        session: session.into_domain()?,
-        identity,
-    })
+    Ok(Upgraded { session, identity })
 }
 
 /// `identity` with `value` verified at `at` unless verified before, as the upgrade statement
