@@ -194,6 +194,8 @@ impl Recorder<'_> {
             Err(status) => {
                 if counted {
                     self.tally.error(rpc, &reason(&status));
+                    // An error is an answer too: the server was not stalled.
+                    self.tally.finished.push(finished);
                 }
                 None
             }
