@@ -2,6 +2,9 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tokio::net::TcpListener;
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::fmt::format::{DefaultFields, Format};
 use twofold::config::{self, Loaded};
 use twofold::courier::worker::Worker;
 use twofold::domain::clock::SystemClock;
@@ -58,22 +61,12 @@ fn init_logging(config: &config::Config) {
         Ok(log) => log,
         Err(error) => {
             // Without its thread the log is written line by line, as it was before.
-            let builder = builder.with_writer(std::io::stdout);
-            if json {
-                builder.json().init();
-            } else {
-                builder.init();
-            }
+            install(builder.with_writer(std::io::stdout), json);
             tracing::warn!(%error, "log writer thread not started; writing line by line");
             return;
         }
     };
-    let builder = builder.with_writer(log.clone());
-    if json {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
+    install(builder.with_writer(log.clone()), json);
     if LOG.set(log).is_ok() {
         let previous = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
@@ -85,6 +78,20 @@ fn init_logging(config: &config::Config) {
             }
             previous(info);
         }));
+    }
+}
+
+/// Makes `builder` the global subscriber, in JSON or as text.
+fn install<W>(
+    builder: tracing_subscriber::fmt::SubscriberBuilder<DefaultFields, Format, EnvFilter, W>,
+    json: bool,
+) where
+    W: for<'writer> MakeWriter<'writer> + Send + Sync + 'static,
+{
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
     }
 }
 

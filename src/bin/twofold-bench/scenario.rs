@@ -193,9 +193,7 @@ impl Recorder<'_> {
             }
             Err(status) => {
                 if counted {
-                    self.tally.error(rpc, &reason(&status));
-                    // An error is an answer too: the server was not stalled.
-                    self.tally.finished.push(finished);
+                    self.tally.error_at(rpc, &reason(&status), finished);
                 }
                 None
             }

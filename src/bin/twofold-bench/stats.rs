@@ -126,6 +126,12 @@ impl Tally {
         self.finished.push(finished);
     }
 
+    /// An error the server answered with at `finished`: it counts as a finish for the pauses.
+    pub fn error_at(&mut self, rpc: &str, reason: &str, finished: Instant) {
+        self.error(rpc, reason);
+        self.finished.push(finished);
+    }
+
     pub fn error(&mut self, rpc: &str, reason: &str) {
         *self.errors.entry(format!("{rpc}: {reason}")).or_default() += 1;
     }
@@ -188,10 +194,29 @@ mod tests {
             Tally::default().longest_pause(at(0), at(500)),
             Duration::from_millis(500)
         );
-        // The window's edges count: nothing after 450 ms in a window that ends at 1 s.
+        // The window's edges count: nothing after 450 ms in a window that ends at 1 s, and
+        // nothing before 5 ms in one that starts 400 ms earlier.
         assert_eq!(
             first.longest_pause(at(0), at(1_000)),
             Duration::from_millis(550)
+        );
+        let earlier = start.checked_sub(Duration::from_millis(400)).unwrap();
+        assert_eq!(
+            first.longest_pause(earlier, at(500)),
+            Duration::from_millis(405)
+        );
+        // A finish after the window does not shorten the pause at its end.
+        first.record("a", Duration::from_millis(1), at(2_000));
+        assert_eq!(
+            first.longest_pause(at(0), at(1_000)),
+            Duration::from_millis(550)
+        );
+        // An answer that was an error is a finish too: at 700 ms it splits the 550 ms at the
+        // end, which leaves 20–400 ms the longest.
+        first.error_at("a", "UNAVAILABLE", at(700));
+        assert_eq!(
+            first.longest_pause(at(0), at(1_000)),
+            Duration::from_millis(380)
         );
     }
 
