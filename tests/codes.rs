@@ -33,6 +33,7 @@ on_every_backend!(
     a5_s5_email_policy_and_different_factors,
     passwordless_login_by_code_is_enumeration_safe,
     code_service_send_verify_idempotent,
+    send_limits_refuse_and_leave_no_challenge,
     courier_abandons_messages_whose_code_expired,
     l1_no_code_token_or_phone_in_logs,
 );
@@ -1160,6 +1161,93 @@ async fn code_service_send_verify_idempotent(backend: Backend) {
         .await
         .unwrap_err();
     assert_eq!(reason(&refused), "CHALLENGE_NOT_FOUND");
+    server.stop().await;
+}
+
+/// The challenges of `identity_id` stored in Redis (keys of other tests' identities skipped).
+async fn stored_challenges_of(identity_id: &str) -> usize {
+    let client = redis::Client::open(support::redis_url()).unwrap();
+    let mut redis = client.get_multiplexed_async_connection().await.unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("twofold:challenge:*")
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    let mut count = 0;
+    for key in keys {
+        let owner: Option<String> = redis::cmd("HGET")
+            .arg(&key)
+            .arg("identity_id")
+            .query_async(&mut redis)
+            .await
+            .unwrap();
+        count += usize::from(owner.as_deref() == Some(identity_id));
+    }
+    count
+}
+
+async fn send_limits_refuse_and_leave_no_challenge(backend: Backend) {
+    let server = TestServer::start(
+        backend,
+        &with_config("        sends_per_address_per_hour: 2\n"),
+    )
+    .await;
+    let user = user_with_phone(&server).await;
+    let phone = user.phone.clone().unwrap();
+    let mut codes = server.codes().await;
+    let send = |request_id: &str| {
+        admin(v1::SendCodeRequest {
+            identity_id: user.identity_id.clone(),
+            target: Some(v1::send_code_request::Target::Via("phone".into())),
+            purpose: "confirm-payout".into(),
+            locale: String::new(),
+            request_id: request_id.into(),
+        })
+    };
+    let mut sent = Vec::new();
+    for request_id in ["first", "second"] {
+        sent.push(codes.send_code(send(request_id)).await.expect("send"));
+    }
+    let refused = codes.send_code(send("third")).await.unwrap_err();
+    assert_eq!(refused.code(), Code::ResourceExhausted);
+    assert_eq!(reason(&refused), "RATE_LIMITED");
+    let details = tonic_types::StatusExt::get_error_details(&refused);
+    let retry = details
+        .retry_info()
+        .expect("RetryInfo")
+        .retry_delay
+        .expect("delay");
+    assert!(retry.as_secs() > 0 && retry.as_secs() <= 3600, "{retry:?}");
+    // A retry of the refused request is refused again, not answered with a challenge.
+    let retried = codes.send_code(send("third")).await.unwrap_err();
+    assert_eq!(reason(&retried), "RATE_LIMITED");
+
+    server.outbox.code_to(&phone, 1).await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(
+        server.outbox.count_to(&phone),
+        2,
+        "nothing sent when refused"
+    );
+    if backend == Backend::PostgresRedis {
+        // The refused sends' challenges were stored while the limits were counted; they are
+        // gone again.
+        assert_eq!(stored_challenges_of(&user.identity_id).await, 2);
+    }
+    // The two codes that went out still verify.
+    for (index, answer) in sent.into_iter().enumerate() {
+        let code = server.outbox.code_to(&phone, index).await;
+        let verified = codes
+            .verify_code(admin(v1::VerifyCodeRequest {
+                challenge_id: answer.into_inner().challenge_id,
+                code,
+                purpose: "confirm-payout".into(),
+            }))
+            .await
+            .expect("verify")
+            .into_inner();
+        assert!(verified.verified);
+    }
     server.stop().await;
 }
 

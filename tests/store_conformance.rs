@@ -1314,6 +1314,32 @@ mod code_cases {
         );
     }
 
+    pub async fn a_deleted_challenge_is_gone<S: ChallengeStore + RateLimiter>(store: Arc<S>) {
+        let (deleted, right) = created(&*store, now()).await;
+        let (kept, _) = created(&*store, now()).await;
+        store.delete_challenge(deleted.id).await.expect("delete");
+        assert!(
+            store
+                .get_challenge(deleted.id)
+                .await
+                .expect("get")
+                .is_none()
+        );
+        assert_eq!(
+            store
+                .attempt(deleted.id, &[right], now(), 5, KEPT)
+                .await
+                .expect("attempt"),
+            AttemptOutcome::NotFound
+        );
+        // Only that one: another challenge stays, and deleting again is no error.
+        assert!(store.get_challenge(kept.id).await.expect("get").is_some());
+        store
+            .delete_challenge(deleted.id)
+            .await
+            .expect("delete again");
+    }
+
     pub async fn wrong_codes_count_up_to_max<S: ChallengeStore + RateLimiter>(store: Arc<S>) {
         let at = now();
         let (challenge, right) = created(&*store, at).await;
@@ -2650,6 +2676,7 @@ macro_rules! code_suite {
             use super::*;
             code_suite!(@cases $backend;
                 challenge_round_trip,
+                a_deleted_challenge_is_gone,
                 wrong_codes_count_up_to_max,
                 expired_code_is_not_counted,
                 right_code_verifies_once,
@@ -3310,6 +3337,45 @@ mod session_cache_cases {
         assert!(email_verified(&upgraded));
     }
 
+    pub async fn the_write_after_an_upgrade_follows_its_commit(replicas: &Replicas) {
+        let (identity, session) = cached_session(replicas, &replicas.one).await;
+        let upgrade = sql_cases::upgrade_to_aal2(&identity, now());
+        let ran = std::sync::atomic::AtomicBool::new(false);
+        let after = || {
+            Box::pin(async {
+                // It runs once the upgrade has committed: the new token is in SQL already.
+                let committed = replicas
+                    .inner
+                    .find_by_token_hash(&upgrade.new_token_hash)
+                    .await
+                    .expect("read");
+                assert_eq!(committed.expect("upgraded").aal, Aal::Aal2);
+                ran.store(true, std::sync::atomic::Ordering::SeqCst);
+            }) as twofold::store::AfterUpgrade<'_>
+        };
+        let refused = replicas
+            .two
+            .upgrade_session_then(session.id, &token_hash(), &upgrade, after())
+            .await
+            .expect("upgrade");
+        assert!(refused.is_none());
+        assert!(
+            !ran.load(std::sync::atomic::Ordering::SeqCst),
+            "not run when the guard failed"
+        );
+        let upgraded = replicas
+            .two
+            .upgrade_session_then(session.id, &session.token_hash, &upgrade, after())
+            .await
+            .expect("upgrade");
+        assert!(upgraded.is_some());
+        assert!(
+            ran.load(std::sync::atomic::Ordering::SeqCst),
+            "run, and done"
+        );
+        assert_eq!(answer(&replicas.one, &session.token_hash).await, None);
+    }
+
     pub async fn identity_changes_reach_every_sessions_answer(replicas: &Replicas) {
         let (identity, first) = cached_session(replicas, &replicas.one).await;
         let now = now();
@@ -3733,6 +3799,7 @@ macro_rules! session_cache_suite {
             session_cache_suite!(@cases $replicas;
                 revocation_through_one_replica_holds_on_the_other,
                 an_upgrade_retires_the_old_tokens_answer,
+                the_write_after_an_upgrade_follows_its_commit,
                 identity_changes_reach_every_sessions_answer,
                 tokens_issued_here_are_cached_from_their_first_lookup,
                 an_upgrade_caches_the_new_tokens_answer_at_once

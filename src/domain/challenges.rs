@@ -213,13 +213,6 @@ where
         .address
         .channel
         .ok_or_else(|| DomainError::Internal("code address without a channel".into()))?;
-    check_send_limits(
-        context,
-        request.identity_id,
-        &request.address.value,
-        request.flow_id,
-    )
-    .await?;
     let settings = context.settings();
     let code_config = &settings.config.selfservice.methods.code.config;
     let now = context.clock.now();
@@ -238,11 +231,30 @@ where
         resend_available_at: now + std_to_chrono(code_config.resend_cooldown),
         consumed: false,
     };
-    context
-        .stores
-        .challenges
-        .create_challenge(&challenge, code_config.lifespan + CHALLENGE_GRACE)
-        .await?;
+    // The challenge is stored while the limits are counted, so the two share a round trip: a
+    // challenge whose send is then refused holds a code nobody has, and is removed again.
+    let (allowed, created) = tokio::join!(
+        check_send_limits(
+            context,
+            request.identity_id,
+            &request.address.value,
+            request.flow_id,
+        ),
+        context
+            .stores
+            .challenges
+            .create_challenge(&challenge, code_config.lifespan + CHALLENGE_GRACE),
+    );
+    if let Err(refused) = allowed {
+        if created.is_ok()
+            && let Err(error) = context.stores.challenges.delete_challenge(id).await
+        {
+            // It expires with its TTL all the same.
+            tracing::warn!(error = %error, challenge_id = %id, "a refused send's challenge was not removed");
+        }
+        return Err(refused);
+    }
+    created?;
     let (queued, written) = tokio::join!(
         enqueue_code(
             context,

@@ -14,7 +14,7 @@ use super::mask::{address_hash, mask_address};
 use super::session::{AuthenticationMethod, MethodKind, Session};
 use super::token::SessionToken;
 use super::{Context, Settings, sessions};
-use crate::store::SessionUpgrade;
+use crate::store::{AfterUpgrade, SessionUpgrade};
 use uuid::Uuid;
 
 /// Kratos 1010023 "Send code to {address}".
@@ -459,9 +459,18 @@ pub async fn submit_login_code(
         address_hash: Some(address_hash(&challenge.address)),
     };
     // Entering the code proved control of the address.
+    // The code was consumed exactly once above; a concurrent change to the flow document does
+    // not undo that, so a lost compare-and-swap of the finished flow is not an error for this
+    // caller.
+    let revision = loaded.revision;
     let (session, token) = match session {
         // AAL2 flows always have an owning session; passwordless ones never do.
-        Some(session) => upgrade(context, session, method, verified).await?,
+        Some(session) => {
+            let finish = Box::pin(async {
+                let _ = finish_login(context, revision, &mut flow).await;
+            });
+            upgrade(context, session, method, verified, finish).await?
+        }
         None => {
             verified.record(context).await?;
             let issued = sessions::issue(context, identity_id, vec![method]).await?;
@@ -470,12 +479,10 @@ pub async fn submit_login_code(
                 .identities
                 .mark_address_verified(identity_id, &challenge.address, completed_at)
                 .await?;
+            let _ = finish_login(context, revision, &mut flow).await;
             issued
         }
     };
-    // The code was consumed exactly once above; a concurrent change to the flow document does
-    // not undo that, so a lost compare-and-swap here is not an error for this caller.
-    let _ = finish_login(context, loaded.revision, &mut flow).await;
     Ok(LoggedIn {
         session,
         token,
@@ -514,12 +521,14 @@ fn with_second_factor(
 }
 
 /// Raises the session to AAL2 under a new token; the old token stops working, the code's address
-/// counts as verified and both the code and the change are audited, all in the same step.
-async fn upgrade(
-    context: &Context,
+/// counts as verified and both the code and the change are audited, all in the same step. Once
+/// that has happened, `finish` runs (the flow is marked passed), before this returns.
+async fn upgrade<'a>(
+    context: &'a Context,
     session: Session,
     method: AuthenticationMethod,
     verified: challenges::Verified,
+    finish: AfterUpgrade<'a>,
 ) -> DomainResult<(Session, SessionToken)> {
     let token = SessionToken::generate();
     let methods = with_second_factor(&session.methods, method.clone());
@@ -542,7 +551,7 @@ async fn upgrade(
     let outcome = context
         .stores
         .sessions
-        .upgrade_session(session.id, &session.token_hash, &upgrade)
+        .upgrade_session_then(session.id, &session.token_hash, &upgrade, finish)
         .await;
     let outcome = match outcome {
         Ok(outcome) => outcome,

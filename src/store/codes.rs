@@ -91,6 +91,11 @@ pub trait ChallengeStore: Send + Sync + 'static {
 
     async fn get_challenge(&self, id: Uuid) -> StoreResult<Option<Challenge>>;
 
+    /// Removes a challenge at once, whatever its state; removing one that is gone is no error.
+    /// For a challenge stored for a send that was then refused: nobody holds its code, so it need
+    /// not take memory until its TTL.
+    async fn delete_challenge(&self, id: Uuid) -> StoreResult<()>;
+
     /// One atomic step: refuse when consumed, expired at `now`, or `attempts >= max_attempts`;
     /// otherwise count the attempt, compare every candidate with the stored MAC in constant
     /// time, and on a match mark the challenge consumed. Concurrent calls with the right code

@@ -301,6 +301,11 @@ impl ChallengeStore for MemoryCodeStore {
         )
     }
 
+    async fn delete_challenge(&self, id: Uuid) -> StoreResult<()> {
+        self.state().challenges.remove(&id);
+        Ok(())
+    }
+
     async fn attempt(
         &self,
         id: Uuid,

@@ -173,7 +173,30 @@ pub trait SessionStore: Send + Sync + 'static {
         expected_token_hash: &[u8],
         upgrade: &SessionUpgrade,
     ) -> StoreResult<Option<Upgraded>>;
+
+    /// [`upgrade_session`](Self::upgrade_session), then `after` once the upgrade has happened:
+    /// a write that must follow it (not run when the guard failed or on an error). A store that
+    /// announces the upgrade after it committed runs `after` alongside that announcement, so the
+    /// two can share a round trip. Both are done when this returns.
+    async fn upgrade_session_then<'a>(
+        &'a self,
+        id: Uuid,
+        expected_token_hash: &'a [u8],
+        upgrade: &'a SessionUpgrade,
+        after: AfterUpgrade<'a>,
+    ) -> StoreResult<Option<Upgraded>> {
+        let upgraded = self
+            .upgrade_session(id, expected_token_hash, upgrade)
+            .await?;
+        if upgraded.is_some() {
+            after.await;
+        }
+        Ok(upgraded)
+    }
 }
+
+/// What [`SessionStore::upgrade_session_then`] does after an upgrade.
+pub type AfterUpgrade<'a> = std::pin::Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
 
 /// A session upgrade that happened (see [`SessionStore::upgrade_session`]): what a
 /// [`SessionStore::find_with_identity`] of the new token would answer right after it.

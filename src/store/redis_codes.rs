@@ -296,6 +296,15 @@ impl ChallengeStore for RedisCodeStore {
         decode_challenge(id, &flat).map(Some)
     }
 
+    async fn delete_challenge(&self, id: Uuid) -> StoreResult<()> {
+        let mut connection = self.connection.clone();
+        redis::cmd("DEL")
+            .arg(self.challenge_key(id))
+            .query_async::<()>(&mut connection)
+            .await
+            .map_err(|error| map_error("delete challenge", error))
+    }
+
     async fn attempt(
         &self,
         id: Uuid,

@@ -23,7 +23,8 @@
 //! [`CAPACITY`] of them, so memory stays bounded; a version change that could not be written
 //! (Redis down after a commit) is retried in the background for [`ENTRY_TTL`].
 use super::{
-    IdentityStore, SessionStore, SessionUpgrade, SqlStore, StoreError, StoreResult, Upgraded,
+    AfterUpgrade, IdentityStore, SessionStore, SessionUpgrade, SqlStore, StoreError, StoreResult,
+    Upgraded,
 };
 use crate::domain::identity::{CredentialKind, Identity};
 use crate::domain::session::Session;
@@ -326,6 +327,17 @@ impl SessionStore for CachedSessions {
         expected_token_hash: &[u8],
         upgrade: &SessionUpgrade,
     ) -> StoreResult<Option<Upgraded>> {
+        self.upgrade_session_then(id, expected_token_hash, upgrade, Box::pin(async {}))
+            .await
+    }
+
+    async fn upgrade_session_then<'a>(
+        &'a self,
+        id: Uuid,
+        expected_token_hash: &'a [u8],
+        upgrade: &'a SessionUpgrade,
+        after: AfterUpgrade<'a>,
+    ) -> StoreResult<Option<Upgraded>> {
         // The upgrade reads the new token's answer along with its write, so that answer can be
         // cached at once, under versions read before the write like any other answer. The
         // upgrade's own announcement would change those versions, so it is made as a
@@ -372,33 +384,36 @@ impl SessionStore for CachedSessions {
         };
         // The old token's answer can never be served again: free it now rather than at expiry.
         self.store(expected_token_hash, None);
-        let mut kept = None;
-        if let (Ok(before), Some(identity)) = (before, &upgraded.identity)
-            && keys == self::keys(upgraded.session.id, identity.id)
-            && let Ok(Some(seen)) = self.versions.replace(keys, before).await
-        {
-            kept = Some(Entry::Cached {
-                answer: Arc::new((upgraded.session.clone(), identity.clone())),
-                seen,
-                stored_at: read_started,
-            });
-        }
-        match kept {
-            Some(entry) => self.store(&upgrade.new_token_hash, Some(entry)),
-            None => {
-                // The new token's owner is known, so its first lookup can be cached. The old
-                // token stops working, and an address of the identity may now be verified.
-                self.store(
-                    &upgrade.new_token_hash,
-                    Some(Entry::Known {
-                        session_id: id,
-                        identity_id: upgrade.identity_id,
-                        stored_at: Instant::now(),
-                    }),
-                );
-                self.announce(&keys).await;
+        let announced = async {
+            let mut kept = None;
+            if let (Ok(before), Some(identity)) = (before, &upgraded.identity)
+                && keys == self::keys(upgraded.session.id, identity.id)
+                && let Ok(Some(seen)) = self.versions.replace(keys, before).await
+            {
+                kept = Some(Entry::Cached {
+                    answer: Arc::new((upgraded.session.clone(), identity.clone())),
+                    seen,
+                    stored_at: read_started,
+                });
             }
-        }
+            match kept {
+                Some(entry) => self.store(&upgrade.new_token_hash, Some(entry)),
+                None => {
+                    // The new token's owner is known, so its first lookup can be cached. The old
+                    // token stops working, and an address of the identity may now be verified.
+                    self.store(
+                        &upgrade.new_token_hash,
+                        Some(Entry::Known {
+                            session_id: id,
+                            identity_id: upgrade.identity_id,
+                            stored_at: Instant::now(),
+                        }),
+                    );
+                    self.announce(&keys).await;
+                }
+            }
+        };
+        tokio::join!(announced, after);
         Ok(Some(upgraded))
     }
 }
