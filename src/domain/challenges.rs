@@ -200,6 +200,11 @@ pub async fn send(context: &Context, request: SendRequest<'_>) -> DomainResult<C
 /// challenge that is not stored. When either write fails the call fails and what the other
 /// wrote stays: a code queued for a flow that was not stored, or a flow stored for a code that
 /// was not queued, neither of which reaches the caller.
+///
+/// The challenge is stored while the send limits are counted, so the two share a round trip. A
+/// send the limits refuse (or cannot count) deletes it again; until then it exists, so a
+/// concurrent retry of a `SendCode` with the same request id may be answered with it and later
+/// find it gone. A refused send costs that write and the delete on top of the count.
 pub async fn send_with<F, Written>(
     context: &Context,
     request: SendRequest<'_>,
@@ -231,9 +236,8 @@ where
         resend_available_at: now + std_to_chrono(code_config.resend_cooldown),
         consumed: false,
     };
-    // The challenge is stored while the limits are counted, so the two share a round trip: a
-    // challenge whose send is then refused holds a code nobody has, and is removed again.
-    let (allowed, created) = tokio::join!(
+    // A challenge whose send does not go ahead holds a code nobody has: it is removed again.
+    let (limits, created) = tokio::join!(
         check_send_limits(
             context,
             request.identity_id,
@@ -245,14 +249,14 @@ where
             .challenges
             .create_challenge(&challenge, code_config.lifespan + CHALLENGE_GRACE),
     );
-    if let Err(refused) = allowed {
+    if let Err(not_sent) = limits {
         if created.is_ok()
             && let Err(error) = context.stores.challenges.delete_challenge(id).await
         {
             // It expires with its TTL all the same.
-            tracing::warn!(error = %error, challenge_id = %id, "a refused send's challenge was not removed");
+            tracing::warn!(error = %error, challenge_id = %id, "the challenge of a send that did not go ahead was not removed");
         }
-        return Err(refused);
+        return Err(not_sent);
     }
     created?;
     let (queued, written) = tokio::join!(

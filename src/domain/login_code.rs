@@ -458,14 +458,14 @@ pub async fn submit_login_code(
         channel: Some(challenge.channel),
         address_hash: Some(address_hash(&challenge.address)),
     };
-    // Entering the code proved control of the address.
-    // The code was consumed exactly once above; a concurrent change to the flow document does
-    // not undo that, so a lost compare-and-swap of the finished flow is not an error for this
-    // caller.
     let revision = loaded.revision;
+    // Entering the code proved control of the address.
     let (session, token) = match session {
         // AAL2 flows always have an owning session; passwordless ones never do.
         Some(session) => {
+            // The code was consumed exactly once above; a concurrent change to the flow document
+            // does not undo that, so a lost compare-and-swap of the finished flow is not an
+            // error for this caller.
             let finish = Box::pin(async {
                 let _ = finish_login(context, revision, &mut flow).await;
             });
@@ -479,6 +479,7 @@ pub async fn submit_login_code(
                 .identities
                 .mark_address_verified(identity_id, &challenge.address, completed_at)
                 .await?;
+            // A lost compare-and-swap is not this caller's error, as above.
             let _ = finish_login(context, revision, &mut flow).await;
             issued
         }
@@ -522,13 +523,14 @@ fn with_second_factor(
 
 /// Raises the session to AAL2 under a new token; the old token stops working, the code's address
 /// counts as verified and both the code and the change are audited, all in the same step. Once
-/// that has happened, `finish` runs (the flow is marked passed), before this returns.
-async fn upgrade<'a>(
-    context: &'a Context,
+/// that has happened, `finish` runs (the flow is marked passed), before this returns; when the
+/// upgrade does not happen, it does not run.
+async fn upgrade(
+    context: &Context,
     session: Session,
     method: AuthenticationMethod,
     verified: challenges::Verified,
-    finish: AfterUpgrade<'a>,
+    finish: AfterUpgrade<'_>,
 ) -> DomainResult<(Session, SessionToken)> {
     let token = SessionToken::generate();
     let methods = with_second_factor(&session.methods, method.clone());

@@ -383,6 +383,17 @@ pub fn admin<T>(message: T) -> tonic::Request<T> {
 }
 
 /// The `ErrorInfo.reason` of a status, failing the test when it has none.
+/// The status's `RetryInfo.retry_delay`; panics when it has none.
+pub fn retry_delay(status: &tonic::Status) -> std::time::Duration {
+    use tonic_types::StatusExt;
+    status
+        .get_error_details()
+        .retry_info()
+        .unwrap_or_else(|| panic!("status without RetryInfo: {status:?}"))
+        .retry_delay
+        .expect("RetryInfo without a delay")
+}
+
 pub fn reason(status: &tonic::Status) -> String {
     use tonic_types::StatusExt;
     let details = status.get_error_details();
