@@ -518,13 +518,8 @@ async fn c2_no_code_is_stored_or_queued_in_plaintext(backend: Backend) {
                 "table {table} holds a session token"
             );
         }
-        let client = redis::Client::open(support::redis_url()).unwrap();
-        let mut redis = client.get_multiplexed_async_connection().await.unwrap();
-        let keys: Vec<String> = redis::cmd("KEYS")
-            .arg("twofold:*")
-            .query_async(&mut redis)
-            .await
-            .unwrap();
+        let mut redis = support::redis_connection().await;
+        let keys = support::redis_keys("twofold:*").await;
         assert!(!keys.is_empty());
         for key in keys {
             let kind: String = redis::cmd("TYPE")
@@ -1162,13 +1157,8 @@ async fn code_service_send_verify_idempotent(backend: Backend) {
 
 /// The challenges of `identity_id` stored in Redis (keys of other tests' identities skipped).
 async fn stored_challenges_of(identity_id: &str) -> usize {
-    let client = redis::Client::open(support::redis_url()).unwrap();
-    let mut redis = client.get_multiplexed_async_connection().await.unwrap();
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg("twofold:challenge:*")
-        .query_async(&mut redis)
-        .await
-        .unwrap();
+    let mut redis = support::redis_connection().await;
+    let keys = support::redis_keys("twofold:challenge:*").await;
     let mut count = 0;
     for key in keys {
         let owner: Option<String> = redis::cmd("HGET")

@@ -179,6 +179,16 @@ impl RedisCodeStore {
     fn window_key(&self, key: &str, window_index: i64) -> String {
         format!("{}rl:{}:{}", self.key_prefix, key, window_index)
     }
+
+    /// Removes `key`; one that is gone is no error.
+    async fn delete(&self, key: String, what: &'static str) -> StoreResult<()> {
+        let mut connection = self.connection.clone();
+        redis::cmd("DEL")
+            .arg(key)
+            .query_async::<()>(&mut connection)
+            .await
+            .map_err(|error| map_error(what, error))
+    }
 }
 
 fn mac_hex(mac: &[u8]) -> StoreResult<String> {
@@ -297,12 +307,8 @@ impl ChallengeStore for RedisCodeStore {
     }
 
     async fn delete_challenge(&self, id: Uuid) -> StoreResult<()> {
-        let mut connection = self.connection.clone();
-        redis::cmd("DEL")
-            .arg(self.challenge_key(id))
-            .query_async::<()>(&mut connection)
+        self.delete(self.challenge_key(id), "delete challenge")
             .await
-            .map_err(|error| map_error("delete challenge", error))
     }
 
     async fn attempt(
@@ -399,12 +405,7 @@ impl ChallengeStore for RedisCodeStore {
     }
 
     async fn forget_request(&self, key: &str) -> StoreResult<()> {
-        let mut connection = self.connection.clone();
-        redis::cmd("DEL")
-            .arg(self.request_key(key))
-            .query_async::<()>(&mut connection)
-            .await
-            .map_err(|error| map_error("forget request", error))
+        self.delete(self.request_key(key), "forget request").await
     }
 }
 

@@ -104,10 +104,24 @@ pub fn redis_url() -> String {
     service_url(REDIS_ENV)
 }
 
+/// A connection to the tests' Redis.
+pub async fn redis_connection() -> redis::aio::MultiplexedConnection {
+    let client = redis::Client::open(redis_url()).unwrap();
+    client.get_multiplexed_async_connection().await.unwrap()
+}
+
+/// The keys of the tests' Redis that match `pattern`.
+pub async fn redis_keys(pattern: &str) -> Vec<String> {
+    redis::cmd("KEYS")
+        .arg(pattern)
+        .query_async(&mut redis_connection().await)
+        .await
+        .unwrap()
+}
+
 /// The remaining TTL of a Redis key in milliseconds (negative when it has none or is gone).
 pub async fn redis_pttl(key: &str) -> i64 {
-    let client = redis::Client::open(redis_url()).unwrap();
-    let mut redis = client.get_multiplexed_async_connection().await.unwrap();
+    let mut redis = redis_connection().await;
     redis::cmd("PTTL")
         .arg(key)
         .query_async(&mut redis)
