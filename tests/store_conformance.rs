@@ -991,10 +991,20 @@ mod sql_cases {
         assert_eq!(audited.len(), 2, "only the winner's upgrade is audited");
     }
 
+    /// What [`upgrades_sent_at_once`] upgraded.
+    pub struct UpgradedAtOnce {
+        pub sessions: Vec<Uuid>,
+        /// Answers of upgrades sent without their identity that came without it.
+        pub identities_unread: usize,
+        /// Upgrades sent without their identity that won.
+        pub sent_without_identity: usize,
+    }
+
     /// Upgrades of many sessions sent at once, which a store may write together, each answer
     /// for their own session, with their own audit events and address; one with a stale token
-    /// loses and writes nothing. Returns the sessions upgraded.
-    pub async fn upgrades_sent_at_once<S: SqlStore>(store: &S) -> Vec<Uuid> {
+    /// loses and writes nothing. Every other one is sent without its identity: it writes the
+    /// same, and its answer's identity, if there is one, is the stored one too.
+    pub async fn upgrades_sent_at_once<S: SqlStore>(store: &S) -> UpgradedAtOnce {
         const SESSIONS: usize = 20;
         let now = now();
         let mut wanted = Vec::new();
@@ -1014,6 +1024,7 @@ mod sql_cases {
         }
         let stale = token_hash();
         let is_stale = |index: usize| index == SESSIONS / 2;
+        let without_identity = |index: usize| index % 2 == 1;
         let answers = futures_util::future::join_all(wanted.iter().enumerate().map(
             |(index, (_, session, upgrade))| {
                 let expected = if is_stale(index) {
@@ -1021,11 +1032,21 @@ mod sql_cases {
                 } else {
                     &session.token_hash
                 };
-                store.upgrade_session(session.id, expected, upgrade)
+                async move {
+                    if without_identity(index) {
+                        store
+                            .upgrade_session_without_identity(session.id, expected, upgrade)
+                            .await
+                    } else {
+                        store.upgrade_session(session.id, expected, upgrade).await
+                    }
+                }
             },
         ))
         .await;
         let mut upgraded_ids = Vec::new();
+        let mut identities_unread = 0;
+        let mut sent_without_identity = 0;
         for (index, ((identity, session, upgrade), answer)) in
             wanted.iter().zip(answers).enumerate()
         {
@@ -1050,7 +1071,27 @@ mod sql_cases {
             assert_eq!(upgraded.token_hash, upgrade.new_token_hash);
             assert_eq!(upgraded.aal, Aal::Aal2);
             assert_eq!(stored.as_ref(), Some(&upgraded));
-            let upgraded_identity = upgraded_identity.expect("identity");
+            let stored_identity = store.get_identity(identity.id).await.expect("get");
+            assert!(
+                stored_identity
+                    .as_ref()
+                    .expect("identity")
+                    .verifiable_addresses
+                    .iter()
+                    .any(|address| address.value == email_of(identity) && address.verified),
+                "the address is verified whether or not the answer has the identity"
+            );
+            sent_without_identity += usize::from(without_identity(index));
+            let upgraded_identity = match upgraded_identity {
+                Some(upgraded_identity) => upgraded_identity,
+                None if without_identity(index) => {
+                    identities_unread += 1;
+                    assert_eq!(audited, upgrade.audit);
+                    upgraded_ids.push(session.id);
+                    continue;
+                }
+                None => panic!("an upgrade asked for its identity answers without it"),
+            };
             assert_eq!(upgraded_identity.id, identity.id);
             assert_eq!(
                 Some(&upgraded_identity),
@@ -1067,7 +1108,11 @@ mod sql_cases {
             upgraded_ids.push(session.id);
         }
         assert_eq!(upgraded_ids.len(), SESSIONS - 1);
-        upgraded_ids
+        UpgradedAtOnce {
+            sessions: upgraded_ids,
+            identities_unread,
+            sent_without_identity,
+        }
     }
 }
 
@@ -3001,13 +3046,66 @@ async fn postgres_writes_sent_at_once_share_commits() {
         .await
         .expect("admin connection");
 
-    let sessions = sql_cases::upgrades_sent_at_once(&store).await;
-    shared_commits(&mut admin, "sessions", &sessions).await;
+    let upgraded = sql_cases::upgrades_sent_at_once(&store).await;
+    shared_commits(&mut admin, "sessions", &upgraded.sessions).await;
+    assert_eq!(
+        upgraded.identities_unread, upgraded.sent_without_identity,
+        "a batched upgrade sent without its identity does not read it"
+    );
+    assert!(upgraded.sent_without_identity > 0);
     // Without a clash: a failed batch's writes run again alone, in transactions of their own.
     let messages = durable_cases::enqueue_at_once(&store, false).await;
     let ids: Vec<Uuid> = messages.iter().map(|message| message.id).collect();
     shared_commits(&mut admin, "courier_messages", &ids).await;
     let _ = admin.close().await;
+}
+
+/// On Postgres, a lone upgrade sent without its identity (the session cache holds it already)
+/// writes what any upgrade writes, and leaves the identity unread: the answer has none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_a_lone_upgrade_without_its_identity_leaves_it_unread() {
+    use twofold::store::codes::Outbox;
+    use twofold::store::postgres::PostgresStore;
+    let store = PostgresStore::connect(&support::fresh_postgres_dsn().await)
+        .await
+        .expect("connect");
+    let identity = new_identity();
+    store
+        .insert_identity(&identity, None)
+        .await
+        .expect("insert");
+    let now = now();
+    let session = session_for(identity.id, now, now + ChronoDuration::hours(1));
+    store
+        .insert_session(&session)
+        .await
+        .expect("insert session");
+    let upgrade = sql_cases::upgrade_to_aal2(&identity, now + ChronoDuration::seconds(1));
+
+    let upgraded = store
+        .upgrade_session_without_identity(session.id, &session.token_hash, &upgrade)
+        .await
+        .expect("upgrade")
+        .expect("upgraded");
+    assert_eq!(upgraded.identity, None, "the identity was not read");
+    assert_eq!(upgraded.session.token_hash, upgrade.new_token_hash);
+    assert_eq!(upgraded.session.aal, Aal::Aal2);
+    let (stored, stored_identity) = store
+        .find_with_identity(&upgrade.new_token_hash)
+        .await
+        .expect("find")
+        .expect("found");
+    assert_eq!(stored, upgraded.session);
+    assert!(
+        stored_identity
+            .verifiable_addresses
+            .iter()
+            .any(|address| address.value == email_of(&identity) && address.verified)
+    );
+    assert_eq!(
+        store.audit_events(identity.id).await.expect("audit"),
+        upgrade.audit
+    );
 }
 
 /// A step-up whose address is already verified leaves the address row alone: rewriting it on

@@ -174,6 +174,18 @@ pub trait SessionStore: Send + Sync + 'static {
         upgrade: &SessionUpgrade,
     ) -> StoreResult<Option<Upgraded>>;
 
+    /// [`upgrade_session`](Self::upgrade_session) for a caller that holds the session's identity
+    /// already (the session cache, from the old token's answer): a store may leave it unread,
+    /// and `Upgraded::identity` is then `None`. Everything else is the same.
+    async fn upgrade_session_without_identity(
+        &self,
+        id: Uuid,
+        expected_token_hash: &[u8],
+        upgrade: &SessionUpgrade,
+    ) -> StoreResult<Option<Upgraded>> {
+        self.upgrade_session(id, expected_token_hash, upgrade).await
+    }
+
     /// [`upgrade_session`](Self::upgrade_session), then `after` once the upgrade has happened:
     /// a write that must follow it (not run when the guard failed or on an error). A store that
     /// announces the upgrade after it committed runs `after` alongside that announcement, so the
@@ -203,9 +215,28 @@ pub type AfterUpgrade<'a> = std::pin::Pin<Box<dyn Future<Output = ()> + Send + '
 #[derive(Debug, Clone, PartialEq)]
 pub struct Upgraded {
     pub session: Session,
-    /// `None` when the identity was deleted meanwhile, or (SQLite, which reads it after the
+    /// `None` when the identity was deleted meanwhile, was not asked for (see
+    /// [`SessionStore::upgrade_session_without_identity`]), or (SQLite, which reads it after the
     /// write) could not be read back.
     pub identity: Option<Identity>,
+}
+
+/// `identity` with its address `value` verified at `at`, unless verified before: what an upgrade
+/// that proved the address makes of an identity read before it.
+pub(crate) fn with_address_verified(
+    mut identity: Identity,
+    value: &str,
+    at: DateTime<Utc>,
+) -> Identity {
+    for address in identity
+        .verifiable_addresses
+        .iter_mut()
+        .filter(|address| address.value == value)
+    {
+        address.verified = true;
+        address.verified_at = address.verified_at.or(Some(at));
+    }
+    identity
 }
 
 /// A flow as stored: an opaque document plus a revision for compare-and-swap.

@@ -629,12 +629,34 @@ impl SessionStore for PostgresStore {
         expected_token_hash: &[u8],
         upgrade: &SessionUpgrade,
     ) -> StoreResult<Option<Upgraded>> {
+        self.upgrade(id, expected_token_hash, upgrade, true).await
+    }
+
+    async fn upgrade_session_without_identity(
+        &self,
+        id: Uuid,
+        expected_token_hash: &[u8],
+        upgrade: &SessionUpgrade,
+    ) -> StoreResult<Option<Upgraded>> {
+        self.upgrade(id, expected_token_hash, upgrade, false).await
+    }
+}
+
+impl PostgresStore {
+    async fn upgrade(
+        &self,
+        id: Uuid,
+        expected_token_hash: &[u8],
+        upgrade: &SessionUpgrade,
+        read_identity: bool,
+    ) -> StoreResult<Option<Upgraded>> {
         upgrade.check_audited()?;
         self.upgrades
             .submit(UpgradeWanted {
                 id,
                 expected_token_hash: expected_token_hash.to_vec(),
                 upgrade: upgrade.clone(),
+                read_identity,
             })
             .await
     }
@@ -645,6 +667,10 @@ struct UpgradeWanted {
     id: Uuid,
     expected_token_hash: Vec<u8>,
     upgrade: SessionUpgrade,
+    /// Whether the statement reads the identity too. Its identifiers and addresses are two
+    /// aggregating subqueries, about half of a batch's execution time, and a caller that holds
+    /// the identity already has no use for them.
+    read_identity: bool,
 }
 
 struct Upgrades {
@@ -661,8 +687,9 @@ impl BatchWrite for Upgrades {
         // concurrent writer's row lock, so only the first of several upgrades matches. The
         // address and audit writes hang off its RETURNING, so they happen exactly when it does,
         // in the same commit. An address already verified is left alone: rewriting it on every
-        // step-up cost a row version and its WAL record for nothing. It also reads the identity,
-        // so the new token's first lookup needs no statement of its own (see `session_cache`).
+        // step-up cost a row version and its WAL record for nothing. It also reads the identity
+        // when asked to, so the new token's first lookup needs no statement of its own (see
+        // `session_cache`).
         let query = sqlx::query(concat!(
             "WITH upgraded AS ( \
                  UPDATE sessions SET token_hash = $3, aal = $4, methods = $5, \
@@ -685,7 +712,7 @@ impl BatchWrite for Upgrades {
                     s.issued_at, s.expires_at, s.authenticated_at, s.revoked_at, \
                     i.id IS NOT NULL AS identity_found, ",
             identity_columns!(),
-            "FROM upgraded s LEFT JOIN identities i ON i.id = s.identity_id"
+            "FROM upgraded s LEFT JOIN identities i ON i.id = s.identity_id AND $15"
         ))
         .bind(wanted.id)
         .bind(&wanted.expected_token_hash)
@@ -695,6 +722,7 @@ impl BatchWrite for Upgrades {
         .bind(upgrade.authenticated_at)
         .bind(&upgrade.verified_address);
         let row = bind_audits(query, upgrade.audit.iter())
+            .bind(wanted.read_identity)
             .fetch_optional(&self.pool)
             .await
             .map_err(|error| map_error("upgrade session", error))?;
@@ -729,9 +757,10 @@ impl BatchWrite for Upgrades {
         let query = sqlx::query(concat!(
             "WITH wanted AS ( \
                  SELECT * FROM unnest($1::int[], $2::uuid[], $3::bytea[], $4::bytea[], \
-                                      $5::text[], $6::jsonb[], $7::timestamptz[], $8::text[]) \
+                                      $5::text[], $6::jsonb[], $7::timestamptz[], $8::text[], \
+                                      $18::bool[]) \
                  AS w(position, id, expected_token_hash, token_hash, aal, methods, \
-                      authenticated_at, verified_address) \
+                      authenticated_at, verified_address, read_identity) \
                  LIMIT $17), \
              upgraded AS ( \
                  UPDATE sessions s SET token_hash = w.token_hash, aal = w.aal, \
@@ -740,7 +769,7 @@ impl BatchWrite for Upgrades {
                  FROM wanted w \
                  WHERE s.id = w.id AND s.token_hash = w.expected_token_hash \
                    AND s.revoked_at IS NULL \
-                 RETURNING s.*, w.position, w.verified_address), \
+                 RETURNING s.*, w.position, w.verified_address, w.read_identity), \
              verified AS ( \
                  UPDATE identity_verifiable_addresses a \
                  SET verified = true, verified_at = COALESCE(a.verified_at, u.authenticated_at) \
@@ -762,7 +791,7 @@ impl BatchWrite for Upgrades {
                     s.token_hash, s.issued_at, s.expires_at, s.authenticated_at, \
                     s.revoked_at, i.id IS NOT NULL AS identity_found, ",
             identity_columns!(),
-            "FROM upgraded s LEFT JOIN identities i ON i.id = s.identity_id"
+            "FROM upgraded s LEFT JOIN identities i ON i.id = s.identity_id AND s.read_identity"
         ))
         .bind(column(&order, |index| position(*index)))
         .bind(column(&sorted, |wanted| wanted.id))
@@ -782,6 +811,7 @@ impl BatchWrite for Upgrades {
         let audits = wanted.iter().flat_map(|wanted| wanted.upgrade.audit.iter());
         let rows = bind_audits(query, audits)
             .bind(i64::try_from(wanted.len()).unwrap_or(i64::MAX))
+            .bind(column(&sorted, |wanted| wanted.read_identity))
             .fetch_all(&self.pool)
             .await
             .map_err(|error| map_error("upgrade sessions", error))?;
@@ -840,27 +870,15 @@ fn upgraded_from(row: &PgRow, upgrade: &SessionUpgrade) -> StoreResult<Upgraded>
         // own `verified` part ran.
         let identity = identity_from(row)?;
         Some(match &upgrade.verified_address {
-            Some(address) => with_address_verified(identity, address, upgrade.authenticated_at),
+            Some(address) => {
+                super::with_address_verified(identity, address, upgrade.authenticated_at)
+            }
             None => identity,
         })
     } else {
         None
     };
     Ok(Upgraded { session, identity })
-}
-
-/// `identity` with `value` verified at `at` unless verified before, as the upgrade statement
-/// writes it.
-fn with_address_verified(mut identity: Identity, value: &str, at: DateTime<Utc>) -> Identity {
-    for address in identity
-        .verifiable_addresses
-        .iter_mut()
-        .filter(|address| address.value == value)
-    {
-        address.verified = true;
-        address.verified_at = address.verified_at.or(Some(at));
-    }
-    identity
 }
 
 fn decode_session(row: Option<PgRow>) -> StoreResult<Option<Session>> {

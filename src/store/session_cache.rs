@@ -24,7 +24,7 @@
 //! (Redis down after a commit) is retried in the background for [`ENTRY_TTL`].
 use super::{
     AfterUpgrade, IdentityStore, SessionStore, SessionUpgrade, SqlStore, StoreError, StoreResult,
-    Upgraded,
+    Upgraded, with_address_verified,
 };
 use crate::domain::identity::{CredentialKind, Identity};
 use crate::domain::session::Session;
@@ -70,6 +70,13 @@ pub trait Versions: Send + Sync + 'static {
     /// had moved on.
     async fn replace(&self, keys: [VersionKey; 2], seen: [u64; 2])
     -> StoreResult<Option<[u64; 2]>>;
+}
+
+/// A cached answer as [`CachedSessions::cached_answer`] finds it.
+struct Held {
+    answer: Arc<(Session, Identity)>,
+    seen: [u64; 2],
+    stored_at: Instant,
 }
 
 /// A cache entry: at first only the ids behind the token (they never change), then the answer.
@@ -148,12 +155,19 @@ impl CachedSessions {
         entries.insert(token_hash.to_vec(), entry);
     }
 
-    /// The versions a cached answer for `token_hash` is kept under, if it answers for `keys`.
-    fn cached_versions(&self, token_hash: &[u8], keys: [VersionKey; 2]) -> Option<[u64; 2]> {
+    /// The cached answer for `token_hash`, with the versions it is kept under and since when, if
+    /// it answers for `keys`.
+    fn cached_answer(&self, token_hash: &[u8], keys: [VersionKey; 2]) -> Option<Held> {
         match self.entry(token_hash)? {
-            Entry::Cached { answer, seen, .. } if self::keys(answer.0.id, answer.1.id) == keys => {
-                Some(seen)
-            }
+            Entry::Cached {
+                answer,
+                seen,
+                stored_at,
+            } if self::keys(answer.0.id, answer.1.id) == keys => Some(Held {
+                answer,
+                seen,
+                stored_at,
+            }),
             _ => None,
         }
     }
@@ -348,7 +362,7 @@ impl SessionStore for CachedSessions {
         // This relies on the store reading the answer in a statement (or transaction) that
         // starts after the versions were read, as both SQL stores do.
         let keys = keys(id, upgrade.identity_id);
-        let read_started = Instant::now();
+        let mut read_started = Instant::now();
         // Any versions the keys held before the write serve as the compare-and-set's start:
         // a version that has moved on does not come back while an answer read under it can be
         // served (Redis hands out random ones; in-process ones only grow, and fall back to 0 only
@@ -356,8 +370,9 @@ impl SessionStore for CachedSessions {
         // answer holds such versions (read before its own SQL read, and just confirmed by the
         // caller's lookup), which saves reading them again; an announcement made since then only
         // fails the compare-and-set.
-        let before = match self.cached_versions(expected_token_hash, keys) {
-            Some(seen) => Ok(seen),
+        let held = self.cached_answer(expected_token_hash, keys);
+        let before = match &held {
+            Some(held) => Ok(held.seen),
             None => self.versions.current(keys).await,
         };
         if before.is_err() {
@@ -367,12 +382,35 @@ impl SessionStore for CachedSessions {
                 .unwrap_or_else(|poisoned| poisoned.into_inner())
                 .clear();
         }
-        let outcome = self
-            .inner
-            .upgrade_session(id, expected_token_hash, upgrade)
-            .await;
+        // That answer's identity was read under those versions too, so the same compare-and-set
+        // vouches for it: the store need not read it again (on Postgres, two aggregating
+        // subqueries per upgrade). It is then as old as that answer, and so is the new one.
+        let outcome = match &held {
+            Some(_) => {
+                self.inner
+                    .upgrade_session_without_identity(id, expected_token_hash, upgrade)
+                    .await
+            }
+            None => {
+                self.inner
+                    .upgrade_session(id, expected_token_hash, upgrade)
+                    .await
+            }
+        };
         let upgraded = match outcome {
-            Ok(Some(upgraded)) => upgraded,
+            Ok(Some(mut upgraded)) => {
+                if let (None, Some(held)) = (&upgraded.identity, held) {
+                    let identity = held.answer.1.clone();
+                    upgraded.identity = Some(match &upgrade.verified_address {
+                        Some(address) => {
+                            with_address_verified(identity, address, upgrade.authenticated_at)
+                        }
+                        None => identity,
+                    });
+                    read_started = read_started.min(held.stored_at);
+                }
+                upgraded
+            }
             Ok(None) => return Ok(None),
             Err(error) => {
                 // The upgrade may have committed before the error (a connection lost after
