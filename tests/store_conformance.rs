@@ -1301,7 +1301,8 @@ mod flow_cases {
 mod code_cases {
     use super::*;
     use twofold::store::codes::{
-        AttemptOutcome, Challenge, ChallengeStore, KeptAfterUse, RateLimiter, ReplaceOutcome,
+        AttemptOutcome, Challenge, ChallengeStore, KeptAfterUse, OwnedAttempt, Owner, RateLimiter,
+        ReplaceOutcome,
     };
 
     const TTL: Duration = Duration::from_secs(60);
@@ -1383,6 +1384,97 @@ mod code_cases {
             .delete_challenge(deleted.id)
             .await
             .expect("delete again");
+    }
+
+    /// An attempt for an owner counts only on that owner's challenge: another identity's, or
+    /// another purpose's, is refused untouched, even with the right code, consumed or expired. A
+    /// wrong code's answer names the challenge's address.
+    pub async fn an_owned_attempt_counts_only_for_its_owner<S: ChallengeStore + RateLimiter>(
+        store: Arc<S>,
+    ) {
+        let at = now();
+        let (challenge, right) = created(&*store, at).await;
+        let owner = Owner {
+            identity_id: challenge.identity_id,
+            purpose: &challenge.purpose,
+        };
+        let strangers = [
+            Owner {
+                identity_id: Uuid::now_v7(),
+                ..owner
+            },
+            Owner {
+                purpose: "login:another",
+                ..owner
+            },
+        ];
+        let attempt = |owner, code, at| {
+            let store = store.clone();
+            async move {
+                store
+                    .attempt_owned(challenge.id, owner, &[code], at, 3, KEPT)
+                    .await
+                    .expect("attempt")
+            }
+        };
+        for stranger in strangers {
+            assert_eq!(attempt(stranger, right, at).await, OwnedAttempt::NotOwned);
+        }
+        let untouched = store.get_challenge(challenge.id).await.expect("get");
+        assert_eq!(untouched.as_ref(), Some(&challenge), "nothing counted");
+
+        assert_eq!(
+            attempt(owner, mac(), at).await,
+            OwnedAttempt::Wrong {
+                attempts_left: 2,
+                address: challenge.address.clone()
+            }
+        );
+        let OwnedAttempt::Done(AttemptOutcome::Verified(verified)) =
+            attempt(owner, right, at).await
+        else {
+            panic!("the owner's right code verifies");
+        };
+        assert_eq!((verified.id, verified.attempts), (challenge.id, 2));
+        assert_eq!(
+            attempt(strangers[0], right, at).await,
+            OwnedAttempt::NotOwned,
+            "consumed, and still not the stranger's"
+        );
+        assert_eq!(
+            attempt(owner, right, at).await,
+            OwnedAttempt::Done(AttemptOutcome::AlreadyUsed)
+        );
+
+        let (expired, right) = created(&*store, at).await;
+        let owner = Owner {
+            identity_id: expired.identity_id,
+            purpose: &expired.purpose,
+        };
+        let later = at + ChronoDuration::hours(1);
+        let stranger = Owner {
+            identity_id: Uuid::now_v7(),
+            ..owner
+        };
+        let answer = store
+            .attempt_owned(expired.id, stranger, &[right], later, 3, KEPT)
+            .await
+            .expect("attempt");
+        assert_eq!(
+            answer,
+            OwnedAttempt::NotOwned,
+            "expired, and not the stranger's"
+        );
+        let answer = store
+            .attempt_owned(expired.id, owner, &[right], later, 3, KEPT)
+            .await
+            .expect("attempt");
+        assert_eq!(answer, OwnedAttempt::Done(AttemptOutcome::Expired));
+        let answer = store
+            .attempt_owned(Uuid::now_v7(), owner, &[right], at, 3, KEPT)
+            .await
+            .expect("attempt");
+        assert_eq!(answer, OwnedAttempt::Done(AttemptOutcome::NotFound));
     }
 
     pub async fn wrong_codes_count_up_to_max<S: ChallengeStore + RateLimiter>(store: Arc<S>) {
@@ -2722,6 +2814,7 @@ macro_rules! code_suite {
             code_suite!(@cases $backend;
                 challenge_round_trip,
                 a_deleted_challenge_is_gone,
+                an_owned_attempt_counts_only_for_its_owner,
                 wrong_codes_count_up_to_max,
                 expired_code_is_not_counted,
                 right_code_verifies_once,

@@ -8,7 +8,7 @@ use super::identity::Identifier;
 use super::mask::address_hash;
 use crate::store::codes::{
     AttemptOutcome, AuditEvent, Challenge, FailureState, KeptAfterUse, MessageStatus,
-    OutboxMessage, ReplaceOutcome,
+    OutboxMessage, OwnedAttempt, Owner, ReplaceOutcome,
 };
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -368,37 +368,91 @@ impl Verified {
     }
 }
 
+/// An identity's failure budget read ahead of [`verify`], alongside the reads before it, so that
+/// the verification itself is one round trip.
+pub struct BudgetAhead {
+    identity_id: Uuid,
+    state: crate::store::StoreResult<FailureState>,
+}
+
+/// Reads `identity_id`'s failure budget for a [`verify`] to come.
+pub async fn read_budget_ahead(context: &Context, identity_id: Uuid) -> BudgetAhead {
+    BudgetAhead {
+        identity_id,
+        state: context
+            .stores
+            .budget
+            .failure_state(identity_id, context.clock.now())
+            .await,
+    }
+}
+
 /// Verifies `code` against the challenge, which must belong to `identity_id` and `purpose`.
-/// A locked identity gets the same answer for the right code as for a wrong one. Every outcome
-/// but a right code is audited here; a right code's event is in the answer. A challenge used
-/// for a flow (`flow_id`) is kept at most [`FLOW_CHALLENGE_KEPT_AFTER_USE`] after.
+/// A locked identity gets the same answer for the right code as for a wrong one, and its code is
+/// neither compared nor consumed. Every outcome but a right code is audited here; a right code's
+/// event is in the answer. A challenge used for a flow (`flow_id`) is kept at most
+/// [`FLOW_CHALLENGE_KEPT_AFTER_USE`] after. The budget is read here unless `ahead` holds
+/// `identity_id`'s.
 pub async fn verify(
     context: &Context,
     challenge_id: Uuid,
-    identity_id: Uuid,
-    purpose: &str,
+    owner: Owner<'_>,
     code: &Code,
     flow_id: Option<Uuid>,
+    ahead: Option<BudgetAhead>,
 ) -> DomainResult<Verified> {
-    // Neither read depends on the other, so neither waits for the other.
-    let (challenge, state) = tokio::join!(
-        context.stores.challenges.get_challenge(challenge_id),
-        context
-            .stores
-            .budget
-            .failure_state(identity_id, context.clock.now()),
-    );
-    let Some(challenge) = challenge? else {
-        return Err(DomainError::ChallengeNotFound);
+    let identity_id = owner.identity_id;
+    let state = match ahead.filter(|ahead| ahead.identity_id == identity_id) {
+        Some(ahead) => ahead.state,
+        None => {
+            context
+                .stores
+                .budget
+                .failure_state(identity_id, context.clock.now())
+                .await
+        }
     };
-    ensure_belongs(&challenge, identity_id, purpose)?;
-    attempt(context, challenge, identity_id, state?, code, flow_id).await
+    let state = match state {
+        Ok(state) if state.locked_until.is_none() => state,
+        // A lockout is audited with the challenge's address, and a challenge of another identity
+        // or purpose is answered as a wrong code whatever else holds (a lockout, a budget that
+        // could not be read): the challenge is read first, and its code is not compared.
+        state => {
+            let Some(challenge) = context
+                .stores
+                .challenges
+                .get_challenge(challenge_id)
+                .await?
+            else {
+                return Err(DomainError::ChallengeNotFound);
+            };
+            ensure_belongs(&challenge, owner)?;
+            // A budget that could not be read refuses; a readable one here is a lockout.
+            state?;
+            return Err(refuse_locked(context, &challenge.address, identity_id, flow_id).await);
+        }
+    };
+    // The owner is checked in the attempt's own step: the challenge need not be read before.
+    let terms = AttemptTerms::new(context, challenge_id, code, flow_id);
+    let outcome = context
+        .stores
+        .challenges
+        .attempt_owned(
+            challenge_id,
+            owner,
+            &terms.candidates,
+            terms.now,
+            terms.max_attempts,
+            terms.kept_after_use,
+        )
+        .await?;
+    settle(context, challenge_id, identity_id, state, flow_id, outcome).await
 }
 
 /// A challenge of another identity or purpose is answered as a wrong code, whatever else holds
 /// (a lockout, a budget that could not be read).
-fn ensure_belongs(challenge: &Challenge, identity_id: Uuid, purpose: &str) -> DomainResult<()> {
-    if challenge.identity_id != identity_id || challenge.purpose != purpose {
+fn ensure_belongs(challenge: &Challenge, owner: Owner<'_>) -> DomainResult<()> {
+    if !owner.owns(challenge) {
         return Err(DomainError::CodeInvalid);
     }
     Ok(())
@@ -408,70 +462,113 @@ fn ensure_belongs(challenge: &Challenge, identity_id: Uuid, purpose: &str) -> Do
 pub async fn verify_challenge(
     context: &Context,
     challenge: Challenge,
-    identity_id: Uuid,
-    purpose: &str,
+    owner: Owner<'_>,
     code: &Code,
     flow_id: Option<Uuid>,
 ) -> DomainResult<Verified> {
-    ensure_belongs(&challenge, identity_id, purpose)?;
+    ensure_belongs(&challenge, owner)?;
+    let identity_id = owner.identity_id;
     let state = context
         .stores
         .budget
         .failure_state(identity_id, context.clock.now())
         .await?;
-    attempt(context, challenge, identity_id, state, code, flow_id).await
-}
-
-/// Checks `code` against `challenge`, which belongs to `identity_id` (see [`ensure_belongs`]),
-/// for an identity whose failure budget stands at `state`.
-async fn attempt(
-    context: &Context,
-    challenge: Challenge,
-    identity_id: Uuid,
-    state: FailureState,
-    code: &Code,
-    flow_id: Option<Uuid>,
-) -> DomainResult<Verified> {
-    let settings = context.settings();
-    let code_config = &settings.config.selfservice.methods.code.config;
-    let now = context.clock.now();
-    let challenge_id = challenge.id;
     if state.locked_until.is_some() {
-        context
-            .stores
-            .outbox
-            .record_audit(&audit(
-                "code.locked_out",
-                identity_id,
-                flow_id,
-                Some(&challenge.address),
-                now,
-            ))
-            .await?;
-        tracing::warn!(identity_id = %identity_id, "code verification refused: identity locked out");
-        return Err(DomainError::CodeInvalid);
+        return Err(refuse_locked(context, &challenge.address, identity_id, flow_id).await);
     }
-
-    let candidates = settings
-        .code_mac()
-        .candidates(&challenge_id.to_string(), code);
+    let challenge_id = challenge.id;
+    let terms = AttemptTerms::new(context, challenge_id, code, flow_id);
     let outcome = context
         .stores
         .challenges
         .attempt(
             challenge_id,
-            &candidates,
+            &terms.candidates,
+            terms.now,
+            terms.max_attempts,
+            terms.kept_after_use,
+        )
+        .await?;
+    let outcome = match outcome {
+        AttemptOutcome::Wrong { attempts_left } => OwnedAttempt::Wrong {
+            attempts_left,
+            address: challenge.address,
+        },
+        other => OwnedAttempt::Done(other),
+    };
+    settle(context, challenge_id, identity_id, state, flow_id, outcome).await
+}
+
+/// Audits a refusal for a locked identity; the answer is the same as for a wrong code, or the
+/// audit's error.
+async fn refuse_locked(
+    context: &Context,
+    address: &str,
+    identity_id: Uuid,
+    flow_id: Option<Uuid>,
+) -> DomainError {
+    let now = context.clock.now();
+    let recorded = context
+        .stores
+        .outbox
+        .record_audit(&audit(
+            "code.locked_out",
+            identity_id,
+            flow_id,
+            Some(address),
             now,
-            code_config.max_submissions,
-            if flow_id.is_some() {
+        ))
+        .await;
+    if let Err(error) = recorded {
+        return error.into();
+    }
+    tracing::warn!(identity_id = %identity_id, "code verification refused: identity locked out");
+    DomainError::CodeInvalid
+}
+
+/// What an attempt on a challenge is made with.
+struct AttemptTerms {
+    candidates: Vec<[u8; 32]>,
+    now: DateTime<Utc>,
+    max_attempts: u32,
+    kept_after_use: KeptAfterUse,
+}
+
+impl AttemptTerms {
+    fn new(context: &Context, challenge_id: Uuid, code: &Code, flow_id: Option<Uuid>) -> Self {
+        let settings = context.settings();
+        let code_config = &settings.config.selfservice.methods.code.config;
+        Self {
+            candidates: settings
+                .code_mac()
+                .candidates(&challenge_id.to_string(), code),
+            now: context.clock.now(),
+            max_attempts: code_config.max_submissions,
+            kept_after_use: if flow_id.is_some() {
                 KeptAfterUse::ForItsFlow(FLOW_CHALLENGE_KEPT_AFTER_USE)
             } else {
                 KeptAfterUse::ForItsCaller(code_config.lifespan + CHALLENGE_GRACE)
             },
-        )
-        .await?;
+        }
+    }
+}
+
+/// Answers an attempt made for an identity whose failure budget stood at `state`: a right code
+/// is returned for its caller to audit, anything else is refused (a wrong one counted against
+/// the budget and audited).
+async fn settle(
+    context: &Context,
+    challenge_id: Uuid,
+    identity_id: Uuid,
+    state: FailureState,
+    flow_id: Option<Uuid>,
+    outcome: OwnedAttempt,
+) -> DomainResult<Verified> {
+    let settings = context.settings();
+    let code_config = &settings.config.selfservice.methods.code.config;
+    let now = context.clock.now();
     match outcome {
-        AttemptOutcome::Verified(challenge) => {
+        OwnedAttempt::Done(AttemptOutcome::Verified(challenge)) => {
             if state.recorded {
                 context.stores.budget.reset_failures(identity_id).await?;
             }
@@ -487,7 +584,7 @@ async fn attempt(
                 challenge,
             })
         }
-        AttemptOutcome::Wrong { .. } => {
+        OwnedAttempt::Wrong { address, .. } => {
             let after = context
                 .stores
                 .budget
@@ -506,19 +603,19 @@ async fn attempt(
             context
                 .stores
                 .outbox
-                .record_audit(&audit(
-                    event,
-                    identity_id,
-                    flow_id,
-                    Some(&challenge.address),
-                    now,
-                ))
+                .record_audit(&audit(event, identity_id, flow_id, Some(&address), now))
                 .await?;
             tracing::info!(challenge_id = %challenge_id, identity_id = %identity_id, "wrong code submitted");
             Err(DomainError::CodeInvalid)
         }
-        AttemptOutcome::TooManyAttempts => Err(DomainError::CodeSubmittedTooOften),
-        AttemptOutcome::Expired | AttemptOutcome::AlreadyUsed => Err(DomainError::CodeInvalid),
-        AttemptOutcome::NotFound => Err(DomainError::ChallengeNotFound),
+        OwnedAttempt::NotOwned => Err(DomainError::CodeInvalid),
+        OwnedAttempt::Done(AttemptOutcome::TooManyAttempts) => {
+            Err(DomainError::CodeSubmittedTooOften)
+        }
+        // `Done` never holds a wrong code (see `OwnedAttempt`); refused all the same.
+        OwnedAttempt::Done(
+            AttemptOutcome::Expired | AttemptOutcome::AlreadyUsed | AttemptOutcome::Wrong { .. },
+        ) => Err(DomainError::CodeInvalid),
+        OwnedAttempt::Done(AttemptOutcome::NotFound) => Err(DomainError::ChallengeNotFound),
     }
 }

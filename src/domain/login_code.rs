@@ -14,6 +14,7 @@ use super::mask::{address_hash, mask_address};
 use super::session::{AuthenticationMethod, MethodKind, Session};
 use super::token::SessionToken;
 use super::{Context, Settings, sessions};
+use crate::store::codes::Owner;
 use crate::store::{AfterUpgrade, SessionUpgrade};
 use uuid::Uuid;
 
@@ -427,7 +428,16 @@ pub async fn submit_login_code(
     token: Option<&str>,
 ) -> DomainResult<LoggedIn> {
     let code = challenges::parse_code(context, input)?;
-    let (loaded, presented) = load_with_presented(context, flow_id, token).await?;
+    // An AAL2 flow's identity is its session's: when that is known already, its failure budget
+    // is read alongside the flow and the session, and the code's check is one round trip more.
+    let ahead = async {
+        match sessions::known_identity(context, token) {
+            Some(identity_id) => Some(challenges::read_budget_ahead(context, identity_id).await),
+            None => None,
+        }
+    };
+    let (loaded, ahead) = tokio::join!(load_with_presented(context, flow_id, token), ahead);
+    let (loaded, presented) = loaded?;
     let mut flow = loaded.flow;
     let now = context.clock.now();
     check_open(flow.expires_at, flow.state, now)?;
@@ -439,15 +449,13 @@ pub async fn submit_login_code(
         // A passwordless flow for an unknown identifier: no code can be right.
         return Err(DomainError::CodeInvalid);
     };
-    let verified = challenges::verify(
-        context,
-        challenge_id,
+    let purpose = purpose(flow.id);
+    let owner = Owner {
         identity_id,
-        &purpose(flow.id),
-        &code,
-        Some(flow.id),
-    )
-    .await?;
+        purpose: &purpose,
+    };
+    let verified =
+        challenges::verify(context, challenge_id, owner, &code, Some(flow.id), ahead).await?;
     let challenge = verified.challenge.clone();
 
     let completed_at = context.clock.now();

@@ -56,6 +56,13 @@ pub async fn authenticate(context: &Context, token: Option<&str>) -> DomainResul
         .map(|(session, _)| session)
 }
 
+/// The identity behind `token`, if the session store knows it without a read: a hint for a read
+/// that can start before the session is authenticated, never a proof that the token is good.
+pub fn known_identity(context: &Context, token: Option<&str>) -> Option<Uuid> {
+    let hash = presented_token_hash(token).ok()?;
+    context.stores.sessions.known_identity(&hash)
+}
+
 fn presented_token_hash(token: Option<&str>) -> DomainResult<Vec<u8>> {
     match token.filter(|token| !token.is_empty()) {
         Some(token) => Ok(SessionToken::from_presented(token).hash()),

@@ -4,7 +4,7 @@ use super::Context;
 use super::challenges::{self, CodeTemplate, SendRequest};
 use super::error::{DomainError, DomainResult, FieldViolation};
 use super::identities::{code_address_via, normalise_identifier};
-use crate::store::codes::Challenge;
+use crate::store::codes::{Challenge, Owner};
 use uuid::Uuid;
 
 const MAX_PURPOSE_LENGTH: usize = 128;
@@ -129,18 +129,15 @@ pub async fn verify_code(
         .get_challenge(challenge_id)
         .await?
         .ok_or(DomainError::ChallengeNotFound)?;
-    let identity_id = challenge.identity_id;
-    let verified = challenges::verify_challenge(
-        context,
-        challenge,
-        identity_id,
-        &stored_purpose(purpose),
-        &code,
-        None,
-    )
-    .await?
-    .record(context)
-    .await?;
+    let purpose = stored_purpose(purpose);
+    let owner = Owner {
+        identity_id: challenge.identity_id,
+        purpose: &purpose,
+    };
+    let verified = challenges::verify_challenge(context, challenge, owner, &code, None)
+        .await?
+        .record(context)
+        .await?;
     context
         .stores
         .identities

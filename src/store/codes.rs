@@ -47,6 +47,31 @@ pub enum AttemptOutcome {
     NotFound,
 }
 
+/// Whose a challenge must be for [`ChallengeStore::attempt_owned`] to count an attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Owner<'a> {
+    pub identity_id: Uuid,
+    pub purpose: &'a str,
+}
+
+impl Owner<'_> {
+    pub fn owns(&self, challenge: &Challenge) -> bool {
+        challenge.identity_id == self.identity_id && challenge.purpose == self.purpose
+    }
+}
+
+/// What [`ChallengeStore::attempt_owned`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OwnedAttempt {
+    /// The challenge is another identity's or for another purpose: nothing was counted or
+    /// compared.
+    NotOwned,
+    /// A wrong code, counted; `address` is the challenge's (for the audit of the failure).
+    Wrong { attempts_left: u32, address: String },
+    /// Any other outcome of [`ChallengeStore::attempt`] (never `Wrong`).
+    Done(AttemptOutcome),
+}
+
 /// How long a challenge is kept once a code has verified it, to answer a repeated submit with
 /// "already used" rather than "not found" (both refuse it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,6 +135,38 @@ pub trait ChallengeStore: Send + Sync + 'static {
         max_attempts: u32,
         kept_after_use: KeptAfterUse,
     ) -> StoreResult<AttemptOutcome>;
+
+    /// [`attempt`](Self::attempt) for a caller that has not read the challenge: a challenge that
+    /// is not `owner`'s is answered with [`OwnedAttempt::NotOwned`] and left as it was, and a
+    /// wrong code's answer carries the challenge's address. A store that can check the owner in the
+    /// attempt's own step saves the read; an identity and purpose never change, so reading first
+    /// is as good.
+    async fn attempt_owned(
+        &self,
+        id: Uuid,
+        owner: Owner<'_>,
+        candidates: &[[u8; 32]],
+        now: DateTime<Utc>,
+        max_attempts: u32,
+        kept_after_use: KeptAfterUse,
+    ) -> StoreResult<OwnedAttempt> {
+        let Some(challenge) = self.get_challenge(id).await? else {
+            return Ok(OwnedAttempt::Done(AttemptOutcome::NotFound));
+        };
+        if !owner.owns(&challenge) {
+            return Ok(OwnedAttempt::NotOwned);
+        }
+        let outcome = self
+            .attempt(id, candidates, now, max_attempts, kept_after_use)
+            .await?;
+        Ok(match outcome {
+            AttemptOutcome::Wrong { attempts_left } => OwnedAttempt::Wrong {
+                attempts_left,
+                address: challenge.address,
+            },
+            other => OwnedAttempt::Done(other),
+        })
+    }
 
     /// Resend: atomically replaces the MAC if the challenge is unconsumed and
     /// `now >= resend_available_at`; the old code stops working in the same step.

@@ -174,6 +174,14 @@ pub trait SessionStore: Send + Sync + 'static {
         upgrade: &SessionUpgrade,
     ) -> StoreResult<Option<Upgraded>>;
 
+    /// The identity a token's session belongs to, if this store knows it without a read (a
+    /// cache does): a hint that lets a read for that identity start early, never a proof that
+    /// the token is good.
+    fn known_identity(&self, token_hash: &[u8]) -> Option<Uuid> {
+        let _ = token_hash;
+        None
+    }
+
     /// [`upgrade_session`](Self::upgrade_session) for a caller that holds the session's identity
     /// already (the session cache, from the old token's answer): a store may leave it unread,
     /// and `Upgraded::identity` is then `None`. Everything else is the same.

@@ -7,7 +7,8 @@
 //! submissions are serialised by the server and exactly one of them can consume a code. `now`
 //! always comes from the caller: the application server's clock decides, not Redis's.
 use super::codes::{
-    AttemptOutcome, Challenge, ChallengeStore, KeptAfterUse, RateLimiter, ReplaceOutcome,
+    AttemptOutcome, Challenge, ChallengeStore, KeptAfterUse, OwnedAttempt, Owner, RateLimiter,
+    ReplaceOutcome,
 };
 use super::redis::{connect_manager, map_error, ttl_millis};
 use super::{StoreError, StoreResult};
@@ -21,17 +22,22 @@ use std::time::Duration;
 use uuid::Uuid;
 
 /// Refuse, count, compare, consume. KEYS[1]: the challenge. ARGV[1]: now (µs), ARGV[2]: max
-/// attempts, ARGV[3]: how long a consumed challenge is kept at most (ms), ARGV[4..]: candidate
-/// MACs as 64 hex characters. Every character of every candidate is compared (no early exit)
-/// and the per-candidate verdict is folded in without a branch, so the running time does not
-/// depend on how much of a candidate matched.
+/// attempts, ARGV[3]: how long a consumed challenge is kept at most (ms), ARGV[4] and ARGV[5]:
+/// the identity id and purpose it must have (empty: any), ARGV[6..]: candidate MACs as 64 hex
+/// characters. Every character of every candidate is compared (no early exit) and the
+/// per-candidate verdict is folded in without a branch, so the running time does not depend on
+/// how much of a candidate matched.
 static ATTEMPT_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| {
     redis::Script::new(
         r"
         if redis.call('EXISTS', KEYS[1]) == 0 then
             return {'not_found'}
         end
-        local fields = redis.call('HMGET', KEYS[1], 'consumed', 'expires_us', 'attempts', 'mac')
+        local fields = redis.call('HMGET', KEYS[1], 'consumed', 'expires_us', 'attempts', 'mac',
+            'identity_id', 'purpose', 'address')
+        if ARGV[4] ~= '' and (fields[5] ~= ARGV[4] or fields[6] ~= ARGV[5]) then
+            return {'not_owned'}
+        end
         if fields[1] == '1' then
             return {'already_used'}
         end
@@ -50,7 +56,7 @@ static ATTEMPT_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| {
         end
         attempts = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
         local found = 0
-        for c = 4, #ARGV do
+        for c = 6, #ARGV do
             local candidate = ARGV[c]
             local diff = 0
             for i = 1, 64 do
@@ -67,7 +73,7 @@ static ATTEMPT_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| {
             end
             return {'verified', unpack(redis.call('HGETALL', KEYS[1]))}
         end
-        return {'wrong', tostring(max - attempts)}
+        return {'wrong', tostring(max - attempts), fields[7] or ''}
         ",
     )
 });
@@ -188,6 +194,63 @@ impl RedisCodeStore {
             .query_async::<()>(&mut connection)
             .await
             .map_err(|error| map_error(what, error))
+    }
+}
+
+/// An attempt's arguments besides the challenge and its owner.
+struct Attempt<'a> {
+    candidates: &'a [[u8; 32]],
+    now: DateTime<Utc>,
+    max_attempts: u32,
+    kept_after_use: KeptAfterUse,
+}
+
+impl RedisCodeStore {
+    /// The attempt script, for `owner` or (`None`) whoever the challenge belongs to.
+    async fn run_attempt(
+        &self,
+        id: Uuid,
+        owner: Option<Owner<'_>>,
+        attempt: Attempt<'_>,
+    ) -> StoreResult<OwnedAttempt> {
+        let mut invocation = ATTEMPT_SCRIPT.key(self.challenge_key(id));
+        invocation
+            .arg(attempt.now.timestamp_micros().to_string())
+            .arg(attempt.max_attempts.to_string())
+            .arg(ttl_millis(attempt.kept_after_use.at_most()).to_string());
+        match owner {
+            Some(owner) => invocation
+                .arg(owner.identity_id.to_string())
+                .arg(owner.purpose),
+            None => invocation.arg("").arg(""),
+        };
+        for candidate in attempt.candidates {
+            invocation.arg(hex::encode(candidate));
+        }
+        let mut connection = self.connection.clone();
+        let reply: Vec<String> = invocation
+            .invoke_async(&mut connection)
+            .await
+            .map_err(|error| map_error("attempt challenge", error))?;
+        let done = |outcome| Ok(OwnedAttempt::Done(outcome));
+        match reply.split_first() {
+            Some((status, rest)) => match (status.as_str(), rest) {
+                ("verified", fields) => {
+                    done(AttemptOutcome::Verified(decode_challenge(id, fields)?))
+                }
+                ("wrong", [left, address]) => Ok(OwnedAttempt::Wrong {
+                    attempts_left: left.parse().map_err(|_| corrupt("attempts left"))?,
+                    address: address.clone(),
+                }),
+                ("not_owned", []) => Ok(OwnedAttempt::NotOwned),
+                ("too_many_attempts", []) => done(AttemptOutcome::TooManyAttempts),
+                ("expired", []) => done(AttemptOutcome::Expired),
+                ("already_used", []) => done(AttemptOutcome::AlreadyUsed),
+                ("not_found", []) => done(AttemptOutcome::NotFound),
+                _ => Err(corrupt("unexpected attempt reply")),
+            },
+            None => Err(corrupt("empty attempt reply")),
+        }
     }
 }
 
@@ -319,33 +382,37 @@ impl ChallengeStore for RedisCodeStore {
         max_attempts: u32,
         kept_after_use: KeptAfterUse,
     ) -> StoreResult<AttemptOutcome> {
-        let mut invocation = ATTEMPT_SCRIPT.key(self.challenge_key(id));
-        invocation
-            .arg(now.timestamp_micros().to_string())
-            .arg(max_attempts.to_string())
-            .arg(ttl_millis(kept_after_use.at_most()).to_string());
-        for candidate in candidates {
-            invocation.arg(hex::encode(candidate));
+        let attempt = Attempt {
+            candidates,
+            now,
+            max_attempts,
+            kept_after_use,
+        };
+        match self.run_attempt(id, None, attempt).await? {
+            OwnedAttempt::Wrong { attempts_left, .. } => {
+                Ok(AttemptOutcome::Wrong { attempts_left })
+            }
+            OwnedAttempt::Done(outcome) => Ok(outcome),
+            OwnedAttempt::NotOwned => Err(corrupt("an attempt for any owner was refused")),
         }
-        let mut connection = self.connection.clone();
-        let reply: Vec<String> = invocation
-            .invoke_async(&mut connection)
-            .await
-            .map_err(|error| map_error("attempt challenge", error))?;
-        match reply.split_first() {
-            Some((status, rest)) => match (status.as_str(), rest) {
-                ("verified", fields) => Ok(AttemptOutcome::Verified(decode_challenge(id, fields)?)),
-                ("wrong", [left]) => Ok(AttemptOutcome::Wrong {
-                    attempts_left: left.parse().map_err(|_| corrupt("attempts left"))?,
-                }),
-                ("too_many_attempts", []) => Ok(AttemptOutcome::TooManyAttempts),
-                ("expired", []) => Ok(AttemptOutcome::Expired),
-                ("already_used", []) => Ok(AttemptOutcome::AlreadyUsed),
-                ("not_found", []) => Ok(AttemptOutcome::NotFound),
-                _ => Err(corrupt("unexpected attempt reply")),
-            },
-            None => Err(corrupt("empty attempt reply")),
-        }
+    }
+
+    async fn attempt_owned(
+        &self,
+        id: Uuid,
+        owner: Owner<'_>,
+        candidates: &[[u8; 32]],
+        now: DateTime<Utc>,
+        max_attempts: u32,
+        kept_after_use: KeptAfterUse,
+    ) -> StoreResult<OwnedAttempt> {
+        let attempt = Attempt {
+            candidates,
+            now,
+            max_attempts,
+            kept_after_use,
+        };
+        self.run_attempt(id, Some(owner), attempt).await
     }
 
     async fn replace_code(

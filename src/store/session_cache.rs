@@ -249,6 +249,13 @@ pub(super) async fn announce(versions: &Arc<dyn Versions>, keys: &[VersionKey]) 
 
 #[async_trait]
 impl SessionStore for CachedSessions {
+    fn known_identity(&self, token_hash: &[u8]) -> Option<Uuid> {
+        match self.entry(token_hash)? {
+            Entry::Known { identity_id, .. } => Some(identity_id),
+            Entry::Cached { answer, .. } => Some(answer.1.id),
+        }
+    }
+
     async fn insert_session(&self, session: &Session) -> StoreResult<()> {
         self.inner.insert_session(session).await?;
         // Whose token this is is known already, so its first lookup can be cached.
