@@ -22,7 +22,7 @@ use crate::domain::session::Session;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
-use sqlx::postgres::{PgConnection, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPoolOptions, PgRow};
 use sqlx::types::Json;
 use sqlx::{Connection, Postgres, Row, Transaction};
 use std::time::Duration;
@@ -103,36 +103,63 @@ macro_rules! session_select {
 #[derive(Clone)]
 pub struct PostgresStore {
     pool: sqlx::PgPool,
+    /// The courier's claims and attempt records: see [`COURIER_CONNECTIONS`].
+    courier_pool: sqlx::PgPool,
     enqueues: Batcher<Enqueues>,
     upgrades: Batcher<Upgrades>,
+}
+
+/// Connections for the courier's rounds, whose commits do not wait for the WAL to reach the disk
+/// (`synchronous_commit = off`). A claim or an attempt record that a Postgres crash loses
+/// (at most the last few hundred milliseconds of them) means its message is claimed again once
+/// its lease has run out and delivered again: delivery is at least once anyway, and the message
+/// itself was queued durably. About a quarter of the step-up's commits are the courier's; each
+/// one that does not flush leaves the WAL's one flush at a time to the writes a caller waits for
+/// (docs/performance.md).
+const COURIER_CONNECTIONS: u32 = 2;
+
+/// The courier pool's connection options: the store's own, with commits that do not wait for the
+/// WAL's flush.
+fn courier_connect_options(dsn: &str) -> Result<PgConnectOptions, sqlx::Error> {
+    Ok(dsn
+        .parse::<PgConnectOptions>()?
+        .options([("synchronous_commit", "off")]))
+}
+
+/// A pool that pings a connection only when it has been idle (see [`PING_WHEN_IDLE_FOR`]).
+fn pool_options(max_connections: u32) -> PgPoolOptions {
+    PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(ACQUIRE_TIMEOUT)
+        .test_before_acquire(false)
+        .before_acquire(|connection, meta| {
+            Box::pin(async move {
+                if meta.idle_for > PING_WHEN_IDLE_FOR {
+                    tokio::time::timeout(PING_TIMEOUT, connection.ping())
+                        .await
+                        .map_err(|_| {
+                            sqlx::Error::Io(std::io::Error::new(
+                                std::io::ErrorKind::TimedOut,
+                                "no answer to a ping",
+                            ))
+                        })??;
+                }
+                Ok(true)
+            })
+        })
 }
 
 impl PostgresStore {
     /// Connects and runs the embedded migrations in `migrations/postgres`.
     pub async fn connect(dsn: &str) -> StoreResult<Self> {
-        let pool = PgPoolOptions::new()
-            .max_connections(MAX_CONNECTIONS)
-            .acquire_timeout(ACQUIRE_TIMEOUT)
-            .test_before_acquire(false)
-            .before_acquire(|connection, meta| {
-                Box::pin(async move {
-                    if meta.idle_for > PING_WHEN_IDLE_FOR {
-                        tokio::time::timeout(PING_TIMEOUT, connection.ping())
-                            .await
-                            .map_err(|_| {
-                                sqlx::Error::Io(std::io::Error::new(
-                                    std::io::ErrorKind::TimedOut,
-                                    "no answer to a ping",
-                                ))
-                            })??;
-                    }
-                    Ok(true)
-                })
-            })
+        let pool = pool_options(MAX_CONNECTIONS)
             .connect(dsn)
             .await
             .map_err(|error| map_error("connect to postgres", error))?;
         MIGRATOR.run(&pool).await.map_err(map_migrate_error)?;
+        let courier_options = courier_connect_options(dsn)
+            .map_err(|error| map_error("connect to postgres", error))?;
+        let courier_pool = pool_options(COURIER_CONNECTIONS).connect_lazy_with(courier_options);
         let enqueues = Batcher::new(
             Enqueues { pool: pool.clone() },
             BATCHES_AT_ONCE,
@@ -147,6 +174,7 @@ impl PostgresStore {
         );
         Ok(Self {
             pool,
+            courier_pool,
             enqueues,
             upgrades,
         })
@@ -1213,7 +1241,7 @@ impl Outbox for PostgresStore {
         .bind(now)
         .bind(lease_end(now, lease))
         .bind(i64::from(limit))
-        .fetch_all(&self.pool)
+        .fetch_all(&self.courier_pool)
         .await
         .map_err(|error| map_error("claim due messages", error))?;
         let mut messages = decode_messages(&rows)?;
@@ -1278,7 +1306,7 @@ impl Outbox for PostgresStore {
         .bind(&errors)
         .bind(&provider_ids)
         .persistent(false)
-        .execute(&self.pool)
+        .execute(&self.courier_pool)
         .await
         .map_err(|error| map_error("finish delivery attempts", error))?;
         Ok(())
@@ -1476,5 +1504,23 @@ impl ConfigVersionStore for PostgresStore {
         .await
         .map_err(|error| map_error("insert config version", error))?;
         Ok(inserted.rows_affected() == 1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_courier_commits_without_waiting_for_the_flush_and_keeps_the_dsns_options() {
+        let options = courier_connect_options(
+            "postgres://twofold@db.example/twofold?options=-c%20search_path%3Dauth",
+        )
+        .expect("options");
+        assert_eq!(
+            options.get_options(),
+            Some("-c search_path=auth -c synchronous_commit=off")
+        );
+        assert_eq!(options.get_database(), Some("twofold"));
     }
 }
