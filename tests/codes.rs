@@ -30,6 +30,7 @@ on_every_backend!(
     c7_malformed_codes_are_refused_without_counting,
     g1_max_submissions_then_even_the_right_code_fails,
     g2_g4_identity_budget_across_flows_and_locked_answers_look_wrong,
+    g4_a_locked_identitys_code_is_neither_counted_nor_consumed,
     a1_a2_aal_enforced_and_token_rotated,
     a5_s5_email_policy_and_different_factors,
     passwordless_login_by_code_is_enumeration_safe,
@@ -795,6 +796,20 @@ async fn g1_max_submissions_then_even_the_right_code_fails(backend: Backend) {
     server.stop().await;
 }
 
+/// The identity's failure budget as the server's store reads it now.
+async fn failure_state(
+    server: &TestServer,
+    identity_id: uuid::Uuid,
+) -> twofold::store::codes::FailureState {
+    server
+        .context
+        .stores
+        .budget
+        .failure_state(identity_id, server.clock_now())
+        .await
+        .unwrap()
+}
+
 async fn g2_g4_identity_budget_across_flows_and_locked_answers_look_wrong(backend: Backend) {
     // Sessions outlive the lockout, so the same session can try again after it.
     let yaml = format!(
@@ -819,13 +834,7 @@ async fn g2_g4_identity_budget_across_flows_and_locked_answers_look_wrong(backen
         }
     }
     assert!(answers.iter().all(|r| r == "CODE_INVALID"), "{answers:?}");
-    let state = server
-        .context
-        .stores
-        .budget
-        .failure_state(identity_id, server.clock_now())
-        .await
-        .unwrap();
+    let state = failure_state(&server, identity_id).await;
     assert!(
         state.locked_until.is_some(),
         "the identity is locked after its budget: {state:?}"
@@ -865,18 +874,54 @@ async fn g2_g4_identity_budget_across_flows_and_locked_answers_look_wrong(backen
     submit(&server, &user.token, &flow.id, &code)
         .await
         .expect("unlocked");
-    let state = server
-        .context
-        .stores
-        .budget
-        .failure_state(identity_id, server.clock_now())
-        .await
-        .unwrap();
+    let state = failure_state(&server, identity_id).await;
     assert_eq!(state.failures, 0);
     assert!(
         !state.recorded,
         "the success cleared the lockout history, not only the expired window"
     );
+    server.stop().await;
+}
+
+/// While the identity is locked its right code is refused without being compared: once the
+/// lockout is over, the same code still works in the same flow, although one counted try
+/// (`max_submissions: 1`) or a consumed code would refuse it.
+async fn g4_a_locked_identitys_code_is_neither_counted_nor_consumed(backend: Backend) {
+    let server = TestServer::start(
+        backend,
+        &with_config(concat!(
+            "        identity_failure_budget: 2\n",
+            "        max_submissions: 1\n",
+            "        failure_window: 1m\n"
+        )),
+    )
+    .await;
+    let user = user_with_phone(&server).await;
+    let phone = user.phone.clone().unwrap();
+    for nth in 0..2 {
+        let flow = aal2_flow(&server, &user.token, "phone").await.unwrap();
+        let code = server.outbox.code_to(&phone, nth).await;
+        let refused = submit(&server, &user.token, &flow.id, &wrong(&code))
+            .await
+            .unwrap_err();
+        assert_eq!(reason(&refused), "CODE_INVALID");
+    }
+    let identity_id = uuid::Uuid::parse_str(&user.identity_id).unwrap();
+    let state = failure_state(&server, identity_id).await;
+    assert!(state.locked_until.is_some(), "locked: {state:?}");
+
+    let flow = aal2_flow(&server, &user.token, "phone").await.unwrap();
+    let code = server.outbox.code_to(&phone, 2).await;
+    let locked = submit(&server, &user.token, &flow.id, &code)
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&locked), "CODE_INVALID");
+
+    // The lockout (one window) ends long before the code or the flow does.
+    server.clock.advance(chrono::Duration::minutes(2));
+    submit(&server, &user.token, &flow.id, &code)
+        .await
+        .expect("the code refused during the lockout works after it");
     server.stop().await;
 }
 

@@ -149,21 +149,27 @@ async fn step_up_by_sms_through_twilio() {
     let body = request.form_field("Body").expect("Body");
     finish_step_up(&server, &user, &flow.id, &code_in(&body)).await;
 
-    // The attempt records Twilio's message sid.
-    let messages = server
-        .context
-        .stores
-        .outbox
-        .list_messages(Some(MessageStatus::Sent), Some(&user.phone), None, 5)
-        .await
-        .unwrap();
-    let attempts = server
-        .context
-        .stores
-        .outbox
-        .attempts(messages[0].id)
-        .await
-        .unwrap();
+    // The attempt records Twilio's message sid. The courier records it after Twilio answered,
+    // which may be after the code it carried was used: wait for it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let sent = loop {
+        let messages = server
+            .context
+            .stores
+            .outbox
+            .list_messages(Some(MessageStatus::Sent), Some(&user.phone), None, 5)
+            .await
+            .unwrap();
+        if let Some(message) = messages.first() {
+            break message.id;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the delivery was never recorded"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    let attempts = server.context.stores.outbox.attempts(sent).await.unwrap();
     assert_eq!(attempts[0].gateway, "twilio");
     assert_eq!(
         attempts[0].provider_message_id.as_deref(),

@@ -739,7 +739,8 @@ mod sql_cases {
         }
     }
 
-    pub async fn upgrade_session<S: SqlStore>(store: &S) {
+    /// A new identity with an hour-long session, both stored.
+    pub async fn identity_with_session<S: SqlStore>(store: &S) -> (Identity, Session) {
         let identity = new_identity();
         store
             .insert_identity(&identity, None)
@@ -751,6 +752,12 @@ mod sql_cases {
             .insert_session(&session)
             .await
             .expect("insert session");
+        (identity, session)
+    }
+
+    pub async fn upgrade_session<S: SqlStore>(store: &S) {
+        let (identity, session) = identity_with_session(store).await;
+        let now = session.issued_at;
         let upgrade = upgrade_to_aal2(&identity, now + ChronoDuration::seconds(30));
 
         assert!(
@@ -3162,18 +3169,8 @@ async fn postgres_a_lone_upgrade_without_its_identity_leaves_it_unread() {
     let store = PostgresStore::connect(&support::fresh_postgres_dsn().await)
         .await
         .expect("connect");
-    let identity = new_identity();
-    store
-        .insert_identity(&identity, None)
-        .await
-        .expect("insert");
-    let now = now();
-    let session = session_for(identity.id, now, now + ChronoDuration::hours(1));
-    store
-        .insert_session(&session)
-        .await
-        .expect("insert session");
-    let upgrade = sql_cases::upgrade_to_aal2(&identity, now + ChronoDuration::seconds(1));
+    let (identity, session) = sql_cases::identity_with_session(&store).await;
+    let upgrade = sql_cases::upgrade_to_aal2(&identity, session.issued_at);
 
     let upgraded = store
         .upgrade_session_without_identity(session.id, &session.token_hash, &upgrade)

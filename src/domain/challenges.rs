@@ -387,12 +387,12 @@ pub async fn read_budget_ahead(context: &Context, identity_id: Uuid) -> BudgetAh
     }
 }
 
-/// Verifies `code` against the challenge, which must belong to `identity_id` and `purpose`.
-/// A locked identity gets the same answer for the right code as for a wrong one, and its code is
-/// neither compared nor consumed. Every outcome but a right code is audited here; a right code's
-/// event is in the answer. A challenge used for a flow (`flow_id`) is kept at most
-/// [`FLOW_CHALLENGE_KEPT_AFTER_USE`] after. The budget is read here unless `ahead` holds
-/// `identity_id`'s.
+/// Verifies `code` against the challenge, which must belong to `owner` (its identity and
+/// purpose). A locked identity gets the same answer for the right code as for a wrong one, and
+/// its code is neither compared nor consumed. A wrong code and a locked identity's try are
+/// audited here; a right code's event is in the answer. A challenge used for a flow (`flow_id`)
+/// is kept at most [`FLOW_CHALLENGE_KEPT_AFTER_USE`] after. The budget is read here unless
+/// `ahead` holds the owner's.
 pub async fn verify(
     context: &Context,
     challenge_id: Uuid,
@@ -433,6 +433,19 @@ pub async fn verify(
         }
     };
     // The owner is checked in the attempt's own step: the challenge need not be read before.
+    attempt_owned(context, challenge_id, owner, state, code, flow_id).await
+}
+
+/// Checks `code` against the challenge, if it is `owner`'s, for an identity whose failure budget
+/// stands at `state` (not locked).
+async fn attempt_owned(
+    context: &Context,
+    challenge_id: Uuid,
+    owner: Owner<'_>,
+    state: FailureState,
+    code: &Code,
+    flow_id: Option<Uuid>,
+) -> DomainResult<Verified> {
     let terms = AttemptTerms::new(context, challenge_id, code, flow_id);
     let outcome = context
         .stores
@@ -446,7 +459,15 @@ pub async fn verify(
             terms.kept_after_use,
         )
         .await?;
-    settle(context, challenge_id, identity_id, state, flow_id, outcome).await
+    settle(
+        context,
+        challenge_id,
+        owner.identity_id,
+        state,
+        flow_id,
+        outcome,
+    )
+    .await
 }
 
 /// A challenge of another identity or purpose is answered as a wrong code, whatever else holds
@@ -476,27 +497,7 @@ pub async fn verify_challenge(
     if state.locked_until.is_some() {
         return Err(refuse_locked(context, &challenge.address, identity_id, flow_id).await);
     }
-    let challenge_id = challenge.id;
-    let terms = AttemptTerms::new(context, challenge_id, code, flow_id);
-    let outcome = context
-        .stores
-        .challenges
-        .attempt(
-            challenge_id,
-            &terms.candidates,
-            terms.now,
-            terms.max_attempts,
-            terms.kept_after_use,
-        )
-        .await?;
-    let outcome = match outcome {
-        AttemptOutcome::Wrong { attempts_left } => OwnedAttempt::Wrong {
-            attempts_left,
-            address: challenge.address,
-        },
-        other => OwnedAttempt::Done(other),
-    };
-    settle(context, challenge_id, identity_id, state, flow_id, outcome).await
+    attempt_owned(context, challenge.id, owner, state, code, flow_id).await
 }
 
 /// Audits a refusal for a locked identity; the answer is the same as for a wrong code, or the
@@ -605,17 +606,25 @@ async fn settle(
                 .outbox
                 .record_audit(&audit(event, identity_id, flow_id, Some(&address), now))
                 .await?;
-            tracing::info!(challenge_id = %challenge_id, identity_id = %identity_id, "wrong code submitted");
+            tracing::info!(
+                challenge_id = %challenge_id,
+                identity_id = %identity_id,
+                "wrong code submitted"
+            );
             Err(DomainError::CodeInvalid)
         }
         OwnedAttempt::NotOwned => Err(DomainError::CodeInvalid),
         OwnedAttempt::Done(AttemptOutcome::TooManyAttempts) => {
             Err(DomainError::CodeSubmittedTooOften)
         }
-        // `Done` never holds a wrong code (see `OwnedAttempt`); refused all the same.
-        OwnedAttempt::Done(
-            AttemptOutcome::Expired | AttemptOutcome::AlreadyUsed | AttemptOutcome::Wrong { .. },
-        ) => Err(DomainError::CodeInvalid),
+        OwnedAttempt::Done(AttemptOutcome::Expired | AttemptOutcome::AlreadyUsed) => {
+            Err(DomainError::CodeInvalid)
+        }
+        // A store that breaks `OwnedAttempt`'s contract: a wrong code it did not name the address
+        // of could be neither counted nor audited as one.
+        OwnedAttempt::Done(AttemptOutcome::Wrong { .. }) => Err(DomainError::Internal(
+            "a challenge store answered a wrong code without its challenge".into(),
+        )),
         OwnedAttempt::Done(AttemptOutcome::NotFound) => Err(DomainError::ChallengeNotFound),
     }
 }

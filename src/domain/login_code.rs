@@ -428,8 +428,10 @@ pub async fn submit_login_code(
     token: Option<&str>,
 ) -> DomainResult<LoggedIn> {
     let code = challenges::parse_code(context, input)?;
-    // An AAL2 flow's identity is its session's: when that is known already, its failure budget
-    // is read alongside the flow and the session, and the code's check is one round trip more.
+    // An AAL2 flow's identity is its session's: when the session cache knows it, its failure
+    // budget is read alongside the flow and the session, and checking the code takes one round
+    // trip instead of two. The budget is then read as long before the attempt as it was before
+    // (one round trip), and the code is still not compared while the identity is locked.
     let ahead = async {
         match sessions::known_identity(context, token) {
             Some(identity_id) => Some(challenges::read_budget_ahead(context, identity_id).await),

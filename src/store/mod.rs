@@ -114,6 +114,23 @@ pub struct SessionUpgrade {
 }
 
 impl SessionUpgrade {
+    /// `identity`, read before this upgrade, as the upgrade leaves it: its `verified_address`
+    /// verified, at `authenticated_at` unless verified before.
+    pub(crate) fn verified_in(&self, mut identity: Identity) -> Identity {
+        let Some(value) = &self.verified_address else {
+            return identity;
+        };
+        for address in identity
+            .verifiable_addresses
+            .iter_mut()
+            .filter(|address| &address.value == value)
+        {
+            address.verified = true;
+            address.verified_at = address.verified_at.or(Some(self.authenticated_at));
+        }
+        identity
+    }
+
     /// Refuses an upgrade without audit events before anything is written.
     pub fn check_audited(&self) -> StoreResult<()> {
         if self.audit.is_empty() {
@@ -223,28 +240,10 @@ pub type AfterUpgrade<'a> = std::pin::Pin<Box<dyn Future<Output = ()> + Send + '
 #[derive(Debug, Clone, PartialEq)]
 pub struct Upgraded {
     pub session: Session,
-    /// `None` when the identity was deleted meanwhile, was not asked for (see
-    /// [`SessionStore::upgrade_session_without_identity`]), or (SQLite, which reads it after the
-    /// write) could not be read back.
+    /// `None` when the identity was deleted meanwhile, was not read (asked for with
+    /// [`SessionStore::upgrade_session_without_identity`], or the session cache held it
+    /// already), or (SQLite, which reads it after the write) could not be read back.
     pub identity: Option<Identity>,
-}
-
-/// `identity` with its address `value` verified at `at`, unless verified before: what an upgrade
-/// that proved the address makes of an identity read before it.
-pub(crate) fn with_address_verified(
-    mut identity: Identity,
-    value: &str,
-    at: DateTime<Utc>,
-) -> Identity {
-    for address in identity
-        .verifiable_addresses
-        .iter_mut()
-        .filter(|address| address.value == value)
-    {
-        address.verified = true;
-        address.verified_at = address.verified_at.or(Some(at));
-    }
-    identity
 }
 
 /// A flow as stored: an opaque document plus a revision for compare-and-swap.

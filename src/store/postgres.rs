@@ -110,12 +110,14 @@ pub struct PostgresStore {
 }
 
 /// Connections for the courier's rounds, whose commits do not wait for the WAL to reach the disk
-/// (`synchronous_commit = off`). A claim or an attempt record that a Postgres crash loses
-/// (at most the last few hundred milliseconds of them) means its message is claimed again once
-/// its lease has run out and delivered again: delivery is at least once anyway, and the message
-/// itself was queued durably. About a quarter of the step-up's commits are the courier's; each
-/// one that does not flush leaves the WAL's one flush at a time to the writes a caller waits for
-/// (docs/performance.md).
+/// (`synchronous_commit = off`). A Postgres crash may lose the last few hundred milliseconds of
+/// them. A lost claim leaves its message as it was before (queued, or under an older lease), to
+/// be claimed again in a later round; a lost attempt record leaves it claimed until its lease
+/// runs out, and it is then delivered again, its count of sends short of that one (a message
+/// may get one try more than its retries allow per such crash). Delivery is at least once
+/// anyway, and the message itself was queued durably. About a quarter of the step-up's commits
+/// are the courier's; each one that does not flush leaves the WAL's one flush at a time to the
+/// writes a caller waits for (docs/performance.md).
 const COURIER_CONNECTIONS: u32 = 2;
 
 /// The courier pool's connection options: the store's own, with commits that do not wait for the
@@ -159,7 +161,12 @@ impl PostgresStore {
         MIGRATOR.run(&pool).await.map_err(map_migrate_error)?;
         let courier_options = courier_connect_options(dsn)
             .map_err(|error| map_error("connect to postgres", error))?;
-        let courier_pool = pool_options(COURIER_CONNECTIONS).connect_lazy_with(courier_options);
+        // Connected now, not on first use: a server or pooler that refuses the start-up option
+        // stops the process here instead of leaving every courier round failing.
+        let courier_pool = pool_options(COURIER_CONNECTIONS)
+            .connect_with(courier_options)
+            .await
+            .map_err(|error| map_error("connect the courier's pool to postgres", error))?;
         let enqueues = Batcher::new(
             Enqueues { pool: pool.clone() },
             BATCHES_AT_ONCE,
@@ -897,12 +904,7 @@ fn upgraded_from(row: &PgRow, upgrade: &SessionUpgrade) -> StoreResult<Upgraded>
         // The statement read the addresses from the snapshot it started with, before its
         // own `verified` part ran.
         let identity = identity_from(row)?;
-        Some(match &upgrade.verified_address {
-            Some(address) => {
-                super::with_address_verified(identity, address, upgrade.authenticated_at)
-            }
-            None => identity,
-        })
+        Some(upgrade.verified_in(identity))
     } else {
         None
     };

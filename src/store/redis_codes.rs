@@ -44,7 +44,8 @@ static ATTEMPT_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| {
         local expires = tonumber(fields[2])
         local attempts = tonumber(fields[3])
         local mac = fields[4]
-        if not expires or not attempts or type(mac) ~= 'string' or #mac ~= 64 then
+        if not expires or not attempts or type(mac) ~= 'string' or #mac ~= 64
+            or type(fields[7]) ~= 'string' then
             return redis.error_reply('corrupt stored challenge')
         end
         if tonumber(ARGV[1]) >= expires then
@@ -73,7 +74,7 @@ static ATTEMPT_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| {
             end
             return {'verified', unpack(redis.call('HGETALL', KEYS[1]))}
         end
-        return {'wrong', tostring(max - attempts), fields[7] or ''}
+        return {'wrong', tostring(max - attempts), fields[7]}
         ",
     )
 });
@@ -197,34 +198,29 @@ impl RedisCodeStore {
     }
 }
 
-/// An attempt's arguments besides the challenge and its owner.
-struct Attempt<'a> {
-    candidates: &'a [[u8; 32]],
-    now: DateTime<Utc>,
-    max_attempts: u32,
-    kept_after_use: KeptAfterUse,
-}
-
 impl RedisCodeStore {
     /// The attempt script, for `owner` or (`None`) whoever the challenge belongs to.
     async fn run_attempt(
         &self,
         id: Uuid,
         owner: Option<Owner<'_>>,
-        attempt: Attempt<'_>,
+        candidates: &[[u8; 32]],
+        now: DateTime<Utc>,
+        max_attempts: u32,
+        kept_after_use: KeptAfterUse,
     ) -> StoreResult<OwnedAttempt> {
         let mut invocation = ATTEMPT_SCRIPT.key(self.challenge_key(id));
         invocation
-            .arg(attempt.now.timestamp_micros().to_string())
-            .arg(attempt.max_attempts.to_string())
-            .arg(ttl_millis(attempt.kept_after_use.at_most()).to_string());
+            .arg(now.timestamp_micros().to_string())
+            .arg(max_attempts.to_string())
+            .arg(ttl_millis(kept_after_use.at_most()).to_string());
         match owner {
             Some(owner) => invocation
                 .arg(owner.identity_id.to_string())
                 .arg(owner.purpose),
             None => invocation.arg("").arg(""),
         };
-        for candidate in attempt.candidates {
+        for candidate in candidates {
             invocation.arg(hex::encode(candidate));
         }
         let mut connection = self.connection.clone();
@@ -382,13 +378,8 @@ impl ChallengeStore for RedisCodeStore {
         max_attempts: u32,
         kept_after_use: KeptAfterUse,
     ) -> StoreResult<AttemptOutcome> {
-        let attempt = Attempt {
-            candidates,
-            now,
-            max_attempts,
-            kept_after_use,
-        };
-        match self.run_attempt(id, None, attempt).await? {
+        let attempt = self.run_attempt(id, None, candidates, now, max_attempts, kept_after_use);
+        match attempt.await? {
             OwnedAttempt::Wrong { attempts_left, .. } => {
                 Ok(AttemptOutcome::Wrong { attempts_left })
             }
@@ -406,13 +397,15 @@ impl ChallengeStore for RedisCodeStore {
         max_attempts: u32,
         kept_after_use: KeptAfterUse,
     ) -> StoreResult<OwnedAttempt> {
-        let attempt = Attempt {
+        self.run_attempt(
+            id,
+            Some(owner),
             candidates,
             now,
             max_attempts,
             kept_after_use,
-        };
-        self.run_attempt(id, Some(owner), attempt).await
+        )
+        .await
     }
 
     async fn replace_code(

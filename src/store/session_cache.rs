@@ -24,7 +24,7 @@
 //! (Redis down after a commit) is retried in the background for [`ENTRY_TTL`].
 use super::{
     AfterUpgrade, IdentityStore, SessionStore, SessionUpgrade, SqlStore, StoreError, StoreResult,
-    Upgraded, with_address_verified,
+    Upgraded,
 };
 use crate::domain::identity::{CredentialKind, Identity};
 use crate::domain::session::Session;
@@ -369,7 +369,7 @@ impl SessionStore for CachedSessions {
         // This relies on the store reading the answer in a statement (or transaction) that
         // starts after the versions were read, as both SQL stores do.
         let keys = keys(id, upgrade.identity_id);
-        let mut read_started = Instant::now();
+        let read_started = Instant::now();
         // Any versions the keys held before the write serve as the compare-and-set's start:
         // a version that has moved on does not come back while an answer read under it can be
         // served (Redis hands out random ones; in-process ones only grow, and fall back to 0 only
@@ -405,19 +405,7 @@ impl SessionStore for CachedSessions {
             }
         };
         let upgraded = match outcome {
-            Ok(Some(mut upgraded)) => {
-                if let (None, Some(held)) = (&upgraded.identity, held) {
-                    let identity = held.answer.1.clone();
-                    upgraded.identity = Some(match &upgrade.verified_address {
-                        Some(address) => {
-                            with_address_verified(identity, address, upgrade.authenticated_at)
-                        }
-                        None => identity,
-                    });
-                    read_started = read_started.min(held.stored_at);
-                }
-                upgraded
-            }
+            Ok(Some(upgraded)) => upgraded,
             Ok(None) => return Ok(None),
             Err(error) => {
                 // The upgrade may have committed before the error (a connection lost after
@@ -427,18 +415,27 @@ impl SessionStore for CachedSessions {
                 return Err(error);
             }
         };
+        // The identity the new answer is kept with: as the store read it, else the one held.
+        let (identity, answer_started) = match (&upgraded.identity, held) {
+            (Some(identity), _) => (Some(identity.clone()), read_started),
+            (None, Some(held)) => (
+                Some(upgrade.verified_in(held.answer.1.clone())),
+                read_started.min(held.stored_at),
+            ),
+            (None, None) => (None, read_started),
+        };
         // The old token's answer can never be served again: free it now rather than at expiry.
         self.store(expected_token_hash, None);
         let announced = async {
             let mut kept = None;
-            if let (Ok(before), Some(identity)) = (before, &upgraded.identity)
+            if let (Ok(before), Some(identity)) = (before, identity)
                 && keys == self::keys(upgraded.session.id, identity.id)
                 && let Ok(Some(seen)) = self.versions.replace(keys, before).await
             {
                 kept = Some(Entry::Cached {
-                    answer: Arc::new((upgraded.session.clone(), identity.clone())),
+                    answer: Arc::new((upgraded.session.clone(), identity)),
                     seen,
-                    stored_at: read_started,
+                    stored_at: answer_started,
                 });
             }
             match kept {
