@@ -196,9 +196,7 @@ impl RedisCodeStore {
             .await
             .map_err(|error| map_error(what, error))
     }
-}
 
-impl RedisCodeStore {
     /// The attempt script, for `owner` or (`None`) whoever the challenge belongs to.
     async fn run_attempt(
         &self,
