@@ -446,3 +446,163 @@ async fn a_broken_gateway_setting_is_a_start_up_error_naming_the_key() {
         "{keys:?}"
     );
 }
+
+/// An outbox that notes every message a claim takes, and otherwise is the server's own.
+struct NotingClaims {
+    inner: std::sync::Arc<dyn twofold::store::codes::Outbox>,
+    claimed: std::sync::Mutex<Vec<uuid::Uuid>>,
+}
+
+#[async_trait::async_trait]
+impl twofold::store::codes::Outbox for NotingClaims {
+    async fn enqueue(
+        &self,
+        message: &twofold::store::codes::OutboxMessage,
+        audit: &twofold::store::codes::AuditEvent,
+    ) -> twofold::store::StoreResult<()> {
+        self.inner.enqueue(message, audit).await
+    }
+
+    async fn record_audit(
+        &self,
+        event: &twofold::store::codes::AuditEvent,
+    ) -> twofold::store::StoreResult<()> {
+        self.inner.record_audit(event).await
+    }
+
+    async fn claim_due(
+        &self,
+        now: chrono::DateTime<chrono::Utc>,
+        limit: u32,
+        lease: std::time::Duration,
+    ) -> twofold::store::StoreResult<Vec<twofold::store::codes::OutboxMessage>> {
+        let claimed = self.inner.claim_due(now, limit, lease).await?;
+        let mut noted = self.claimed.lock().unwrap();
+        noted.extend(claimed.iter().map(|message| message.id));
+        Ok(claimed)
+    }
+
+    async fn finish_attempts(
+        &self,
+        finished: &[(
+            twofold::store::codes::DeliveryAttempt,
+            twofold::store::codes::AttemptResult,
+        )],
+    ) -> twofold::store::StoreResult<()> {
+        self.inner.finish_attempts(finished).await
+    }
+
+    async fn abandon(
+        &self,
+        id: uuid::Uuid,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> twofold::store::StoreResult<()> {
+        self.inner.abandon(id, now).await
+    }
+
+    async fn get_message(
+        &self,
+        id: uuid::Uuid,
+    ) -> twofold::store::StoreResult<Option<twofold::store::codes::OutboxMessage>> {
+        self.inner.get_message(id).await
+    }
+
+    async fn attempts(
+        &self,
+        id: uuid::Uuid,
+    ) -> twofold::store::StoreResult<Vec<twofold::store::codes::DeliveryAttempt>> {
+        self.inner.attempts(id).await
+    }
+
+    async fn list_messages(
+        &self,
+        status: Option<MessageStatus>,
+        recipient: Option<&str>,
+        before: Option<uuid::Uuid>,
+        limit: u32,
+    ) -> twofold::store::StoreResult<Vec<twofold::store::codes::OutboxMessage>> {
+        self.inner
+            .list_messages(status, recipient, before, limit)
+            .await
+    }
+
+    async fn audit_events(
+        &self,
+        identity_id: uuid::Uuid,
+    ) -> twofold::store::StoreResult<Vec<twofold::store::codes::AuditEvent>> {
+        self.inner.audit_events(identity_id).await
+    }
+}
+
+/// While a worker runs in the process, a queued message is handed straight to it: written
+/// already claimed, delivered without a claim taking it, and recorded as sent. A message handed
+/// over while the worker is busy is still delivered when the worker is told to stop then.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_handed_to_the_running_worker_is_delivered_without_a_claim() {
+    // Slow enough that the second message is handed over, and the worker told to stop, while
+    // the first is still with the gateway.
+    let stub = HttpStub::start_slow(Vec::new(), std::time::Duration::from_secs(2)).await;
+    let server = webhook_server(&stub, "").await;
+    let outbox = std::sync::Arc::new(NotingClaims {
+        inner: server.context.stores.outbox.clone(),
+        claimed: Default::default(),
+    });
+    let mut worker_context = server.context.clone();
+    worker_context.stores.outbox = outbox.clone();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let worker = tokio::spawn(
+        twofold::courier::worker::Worker::configured(worker_context).run(async {
+            let _ = stopped.await;
+        }),
+    );
+    // The worker's door is open once a room can be had (taken and given back here).
+    let open = async {
+        while server.context.courier_handoff.reserve().is_none() {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(10), open)
+        .await
+        .expect("the worker opens its hand-over");
+
+    let (_, first_phone) = queue_code(&server).await;
+    let first_arrived = wait_for_request(&stub).await;
+    assert_eq!(first_arrived.json()["to"], first_phone.as_str());
+    let (_, second_phone) = queue_code(&server).await;
+    let _ = stop.send(());
+    tokio::time::timeout(std::time::Duration::from_secs(20), worker)
+        .await
+        .expect("the worker stops after its last deliveries")
+        .expect("the worker ends well");
+
+    assert_each_delivered_once(&stub, vec![first_phone.clone(), second_phone.clone()]);
+    let claimed = outbox.claimed.lock().unwrap().clone();
+    for phone in [&first_phone, &second_phone] {
+        let message = server
+            .context
+            .stores
+            .outbox
+            .list_messages(None, Some(phone), None, 1)
+            .await
+            .unwrap()
+            .remove(0);
+        assert_eq!(
+            (message.status, message.send_count, message.lease_until),
+            (MessageStatus::Sent, 1, None),
+            "delivered and recorded"
+        );
+        assert!(!claimed.contains(&message.id), "handed over, never claimed");
+        assert_eq!(
+            server
+                .context
+                .stores
+                .outbox
+                .attempts(message.id)
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
+    }
+    server.stop().await;
+}

@@ -2127,6 +2127,7 @@ mod durable_cases {
             send_count: 0,
             not_after: Some(at + ChronoDuration::minutes(15)),
             next_attempt_at: at,
+            lease_until: None,
             created_at: at,
             updated_at: at,
         }
@@ -2174,9 +2175,9 @@ mod durable_cases {
         enqueue_at_once(store, true).await;
     }
 
-    /// Enqueues twenty messages at once, one of them with a taken id if `with_clash`, and checks
-    /// that each is stored with its audit event or, the clashing one, fails and writes nothing.
-    /// Returns the messages stored.
+    /// Enqueues twenty messages at once, every other one queued already claimed and one with a
+    /// taken id if `with_clash`, and checks that each is stored with its audit event or, the
+    /// clashing one, fails and writes nothing. Returns the messages stored.
     pub async fn enqueue_at_once<S: SqlStore + Outbox>(
         store: &S,
         with_clash: bool,
@@ -2188,6 +2189,11 @@ mod durable_cases {
         let sent: Vec<(OutboxMessage, AuditEvent)> = (0..MESSAGES)
             .map(|index| {
                 let mut message = message(&unique_phone(), at);
+                if index % 2 == 1 {
+                    // Handed straight to a worker: queued already claimed.
+                    message.status = MessageStatus::Processing;
+                    message.lease_until = Some(at + seconds(60));
+                }
                 let audit = audit_for(&message, at);
                 if index == clash {
                     message.id = taken.id;
@@ -2253,6 +2259,7 @@ mod durable_cases {
             claimed,
             vec![OutboxMessage {
                 status: MessageStatus::Processing,
+                lease_until: Some(t0 + seconds(30)),
                 updated_at: t0,
                 ..message.clone()
             }]
@@ -2428,6 +2435,61 @@ mod durable_cases {
             ),
             vec![message.id],
             "a dead worker's message is never picked up again"
+        );
+    }
+
+    /// A message handed straight to a worker is queued already claimed: no claim takes it while
+    /// its lease lasts, any claim does once it has run out (its worker died), and its attempt
+    /// clears the lease.
+    pub async fn a_message_queued_claimed_waits_for_its_lease<S: SqlStore + Outbox>(store: &S) {
+        let t0 = now();
+        let lease_until = t0 + seconds(60);
+        let message = OutboxMessage {
+            status: MessageStatus::Processing,
+            lease_until: Some(lease_until),
+            ..message(&unique_phone(), t0)
+        };
+        store
+            .enqueue(&message, &audit_for(&message, t0))
+            .await
+            .expect("enqueue");
+        assert_eq!(
+            store.get_message(message.id).await.expect("get"),
+            Some(message.clone())
+        );
+        let lease = Duration::from_secs(30);
+        assert!(
+            store
+                .claim_due(lease_until - seconds(1), 10, lease)
+                .await
+                .expect("claim")
+                .is_empty(),
+            "claimed while its worker's lease lasts"
+        );
+        assert_eq!(
+            store
+                .claim_due(lease_until, 10, lease)
+                .await
+                .expect("claim"),
+            vec![OutboxMessage {
+                lease_until: Some(lease_until + seconds(30)),
+                updated_at: lease_until,
+                ..message.clone()
+            }],
+            "a dead worker's message is never picked up"
+        );
+        store
+            .finish_attempt(&attempt(message.id, lease_until, true), AttemptResult::Sent)
+            .await
+            .expect("finish");
+        let sent = store
+            .get_message(message.id)
+            .await
+            .expect("get")
+            .expect("exists");
+        assert_eq!(
+            (sent.status, sent.send_count, sent.lease_until),
+            (MessageStatus::Sent, 1, None)
         );
     }
 
@@ -2857,6 +2919,7 @@ macro_rules! durable_suite {
                 outbox_lifecycle,
                 a_round_finishes_together,
                 expired_lease_is_claimed_again,
+                a_message_queued_claimed_waits_for_its_lease,
                 a_claim_takes_expired_leases_first_within_its_limit,
                 abandon,
                 list_filters_and_pages,

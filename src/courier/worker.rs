@@ -4,29 +4,30 @@ use super::render::{render, webotp_domain};
 use super::{SendError, Senders};
 use crate::domain::Context;
 use crate::domain::challenges::CodeTemplateData;
+use crate::domain::courier_handoff::LEASE;
 use crate::store::StoreResult;
 use crate::store::codes::{AttemptResult, DeliveryAttempt, OutboxMessage};
 use futures_util::{FutureExt, StreamExt};
 use std::future::Future;
 use std::time::Duration;
 
-/// How often an idle worker looks for due messages (retries, other replicas' messages).
+/// How often a worker looks for due messages (retries, expired leases, other replicas' messages,
+/// messages queued while its hand-over was full), however busy hand-overs keep it.
 const POLL_INTERVAL: Duration = Duration::from_millis(500);
 /// Messages claimed per round.
 const BATCH: u32 = 64;
-/// How long a woken worker waits before it claims, so that messages enqueued meanwhile share its
-/// round: one claim and one attempt write for several messages instead of a round each. Under
-/// full load rounds fill up anyway; at 70 % of peak step-ups they did not, and the extra rounds
-/// kept a two-core machine 8–11 points busier (docs/performance.md, "After the eighth pass").
-/// Next to a gateway's own latency the wait is nothing.
+/// How long a woken worker waits before it claims, or takes what was handed over, so that
+/// messages enqueued meanwhile share its round: one attempt write (and claim) for several
+/// messages instead of a round each. Under full load rounds fill up anyway; at 70 % of peak
+/// step-ups they did not, and the extra rounds kept a two-core machine 8–11 points busier
+/// (docs/performance.md, "After the eighth pass"). Next to a gateway's own latency the wait is
+/// nothing.
 const GATHER: Duration = Duration::from_millis(5);
 /// Deliveries in flight at once within a round. A gateway call is mostly waiting (an SMTP
 /// dialogue, an HTTP request), so one at a time would cap a worker at 1 / (gateway latency)
 /// messages per second. More than 8 measured slower on the bench machine (more tasks competing
 /// for two cores, no more throughput).
 pub const DELIVERY_CONCURRENCY: usize = 8;
-/// A claimed message returns to the pool if its worker dies for this long.
-const LEASE: Duration = Duration::from_secs(60);
 /// An attempt made and what it means for the message, recorded with its chunk.
 type Finished = (DeliveryAttempt, AttemptResult);
 
@@ -82,28 +83,76 @@ impl Worker {
     }
 
     /// Works until `shutdown` completes; store outages are logged and retried next round.
+    /// Messages handed over by this process's requests are delivered as they come; the outbox is
+    /// claimed from when woken for a message queued without a hand-over, and every
+    /// [`POLL_INTERVAL`].
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         tokio::pin!(shutdown);
+        let mut handed = self.context.courier_handoff.open();
+        // Its first tick is at once: a round on start for what waited while no worker ran.
+        let mut poll = tokio::time::interval(POLL_INTERVAL);
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            match self.run_once().await {
-                // A full batch means more may be due right now: go again without waiting,
-                // unless shutdown has begun.
-                Ok(handled) if handled == BATCH as usize => {
-                    if (&mut shutdown).now_or_never().is_some() {
-                        break;
+            // Biased, in this order: a stop is seen as soon as a round ends, and the poll,
+            // ready once per interval, gets its turn however steadily messages are handed over,
+            // so a message queued past a full hand-over waits one interval at most.
+            let stopped = tokio::select! {
+                biased;
+                _ = &mut shutdown => true,
+                _ = poll.tick() => self.claim_rounds(&mut shutdown).await,
+                Some(first) = handed.recv() => {
+                    tokio::time::sleep(GATHER).await;
+                    let messages = gather(first, &mut handed);
+                    if let Err(error) = self.deliver_handed(messages).await {
+                        tracing::warn!(error = %error, "courier round failed; retrying");
                     }
-                    continue;
+                    false
                 }
-                Ok(_) => {}
-                Err(error) => tracing::warn!(error = %error, "courier round failed; retrying"),
-            }
-            tokio::select! {
-                _ = &mut shutdown => break,
-                _ = self.context.courier_wakeup.notified() => tokio::time::sleep(GATHER).await,
-                _ = tokio::time::sleep(POLL_INTERVAL) => {}
+                _ = self.context.courier_wakeup.notified() => {
+                    tokio::time::sleep(GATHER).await;
+                    self.claim_rounds(&mut shutdown).await
+                }
+            };
+            if stopped {
+                break;
             }
         }
+        // Requests that already took room with the worker still hand their messages over;
+        // they were accepted as sent, so they are delivered before the worker stops.
+        self.context.courier_handoff.close();
+        handed.close();
+        let mut rest = Vec::new();
+        while let Some(message) = handed.recv().await {
+            rest.push(message);
+        }
+        if !rest.is_empty()
+            && let Err(error) = self.deliver_handed(rest).await
+        {
+            tracing::warn!(error = %error, "courier's last round failed");
+        }
         tracing::info!("courier stopped");
+    }
+
+    /// Claim rounds until one is not full (a full one means more may be due right now).
+    /// Returns whether `shutdown` completed meanwhile; it is not polled again after that.
+    async fn claim_rounds(
+        &self,
+        shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
+    ) -> bool {
+        loop {
+            match self.run_once().await {
+                Ok(handled) if handled == BATCH as usize => {
+                    if shutdown.as_mut().now_or_never().is_some() {
+                        return true;
+                    }
+                }
+                Ok(_) => return false,
+                Err(error) => {
+                    tracing::warn!(error = %error, "courier round failed; retrying");
+                    return false;
+                }
+            }
+        }
     }
 
     /// One round: claims due messages and tries each once, several at a time. Returns how many
@@ -125,17 +174,42 @@ impl Worker {
             .claim_due(now, BATCH, LEASE)
             .await?;
         let count = claimed.len();
+        self.deliver_all(&senders, claimed).await?;
+        Ok(count)
+    }
+
+    /// A round of messages handed over, already claimed for this worker.
+    async fn deliver_handed(&self, messages: Vec<OutboxMessage>) -> StoreResult<()> {
+        match self.senders().await {
+            Ok(senders) => self.deliver_all(&senders, messages).await,
+            Err(error) => {
+                // They stay claimed until their lease runs out; a round after that claims them.
+                tracing::error!(
+                    error = %error,
+                    count = messages.len(),
+                    "courier gateways cannot be set up; handed-over messages wait for their lease"
+                );
+                Ok(())
+            }
+        }
+    }
+
+    /// Tries each message once, several at a time, and records the attempts as they finish.
+    async fn deliver_all(
+        &self,
+        senders: &Senders,
+        messages: Vec<OutboxMessage>,
+    ) -> StoreResult<()> {
         // Every delivery runs to its end even when another fails: dropping one after its gateway
         // call would send that message again after the lease.
-        let deliveries = futures_util::stream::iter(claimed)
-            .map(|message| self.deliver(&senders, message))
+        let deliveries = futures_util::stream::iter(messages)
+            .map(|message| self.deliver(senders, message))
             .buffer_unordered(DELIVERY_CONCURRENCY);
         let outbox = self.context.stores.outbox.as_ref();
         record_as_delivered(deliveries, |chunk| async move {
             outbox.finish_attempts(&chunk).await
         })
-        .await?;
-        Ok(count)
+        .await
     }
 
     /// Tries one message. Returns the attempt to record, or `None` when the message was settled
@@ -289,6 +363,21 @@ where
         Some(error) => Err(error),
         None => Ok(()),
     }
+}
+
+/// `first` and what else was handed over by now, up to a round's worth.
+fn gather(
+    first: OutboxMessage,
+    handed: &mut tokio::sync::mpsc::Receiver<OutboxMessage>,
+) -> Vec<OutboxMessage> {
+    let mut messages = vec![first];
+    while messages.len() < BATCH as usize {
+        match handed.try_recv() {
+            Ok(message) => messages.push(message),
+            Err(_) => break,
+        }
+    }
+    messages
 }
 
 /// Exponential backoff with ±20 % jitter, so retries from many replicas do not line up.

@@ -3,6 +3,7 @@
 //! sealed into the outbox; every decision is audited.
 use super::Context;
 use super::code::Code;
+use super::courier_handoff;
 use super::error::{DomainError, DomainResult, FieldViolation};
 use super::identity::Identifier;
 use super::mask::address_hash;
@@ -152,6 +153,16 @@ async fn enqueue_code(
     };
     let plaintext = serde_json::to_vec(&data)
         .map_err(|error| DomainError::Internal(format!("template data: {error}")))?;
+    // Room with this process's worker is taken first, so the message can be written already
+    // claimed: the worker then delivers it without claiming it from the outbox.
+    let handoff = context.courier_handoff.reserve();
+    let (status, lease_until) = match handoff {
+        Some(_) => (
+            MessageStatus::Processing,
+            Some(courier_handoff::lease_end(now)),
+        ),
+        None => (MessageStatus::Queued, None),
+    };
     let message = OutboxMessage {
         id: message_id,
         channel: challenge.channel,
@@ -164,10 +175,11 @@ async fn enqueue_code(
         },
         sealed_data: settings.sealer().seal(&plaintext, message_id.as_bytes()),
         identity_id: Some(challenge.identity_id),
-        status: MessageStatus::Queued,
+        status,
         send_count: 0,
         not_after: Some(challenge.expires_at),
         next_attempt_at: now,
+        lease_until,
         created_at: now,
         updated_at: now,
     };
@@ -179,7 +191,10 @@ async fn enqueue_code(
         now,
     );
     context.stores.outbox.enqueue(&message, &event).await?;
-    context.courier_wakeup.notify_one();
+    match handoff {
+        Some(slot) => slot.hand_over(message),
+        None => context.courier_wakeup.notify_one(),
+    }
     tracing::info!(
         challenge_id = %challenge.id,
         identity_id = %challenge.identity_id,

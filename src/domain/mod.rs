@@ -7,6 +7,7 @@ pub mod clock;
 pub mod code;
 pub mod configuration;
 pub mod courier_admin;
+pub mod courier_handoff;
 pub mod error;
 pub mod flows;
 pub mod identities;
@@ -115,9 +116,11 @@ pub struct Context {
     settings: Arc<std::sync::RwLock<Arc<Settings>>>,
     pub stores: Stores,
     pub clock: Arc<dyn Clock>,
-    /// Wakes the courier worker when a message was queued, so delivery starts at once instead
-    /// of at the next poll.
+    /// Wakes the courier worker when a message was queued to be claimed, so delivery starts at
+    /// once instead of at the next poll.
     pub courier_wakeup: Arc<tokio::sync::Notify>,
+    /// Takes queued messages straight to this process's courier worker while one runs.
+    pub courier_handoff: Arc<courier_handoff::CourierHandoff>,
 }
 
 impl Context {
@@ -127,6 +130,7 @@ impl Context {
             stores,
             clock,
             courier_wakeup: Arc::new(tokio::sync::Notify::new()),
+            courier_handoff: Arc::default(),
         }
     }
 

@@ -313,6 +313,9 @@ pub struct OutboxMessage {
     pub not_after: Option<DateTime<Utc>>,
     /// When a worker may (re)try it.
     pub next_attempt_at: DateTime<Utc>,
+    /// While `Processing`: when another worker may take it over (its worker died). A message can
+    /// be queued already processing, handed straight to this process's courier.
+    pub lease_until: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }

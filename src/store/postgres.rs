@@ -924,7 +924,7 @@ fn decode_session(row: Option<PgRow>) -> StoreResult<Option<Session>> {
 macro_rules! message_columns {
     () => {
         "id, channel, recipient, template_type, locale, sealed_data, identity_id, status, \
-         send_count, not_after, next_attempt_at, created_at, updated_at"
+         send_count, not_after, next_attempt_at, lease_until, created_at, updated_at"
     };
 }
 
@@ -941,6 +941,7 @@ fn message_row(row: &PgRow) -> Result<MessageRow, sqlx::Error> {
         send_count: i64::from(row.try_get::<i32, _>("send_count")?),
         not_after: row.try_get("not_after")?,
         next_attempt_at: row.try_get("next_attempt_at")?,
+        lease_until: row.try_get("lease_until")?,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
     })
@@ -1120,10 +1121,11 @@ impl BatchWrite for Enqueues {
         let query = sqlx::query(concat!(
             "WITH queued AS (INSERT INTO courier_messages (",
             message_columns!(),
-            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING id) \
+            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
+             RETURNING id) \
              INSERT INTO audit_events \
              (id, event, identity_id, flow_id, address_hash, client_ip, occurred_at) \
-             SELECT $14, $15, $16, $17, $18, $19, $20 FROM queued"
+             SELECT $15, $16, $17, $18, $19, $20, $21 FROM queued"
         ))
         .bind(message.id)
         .bind(message.channel.as_str())
@@ -1136,6 +1138,7 @@ impl BatchWrite for Enqueues {
         .bind(counter(i64::from(message.send_count), "send count")?)
         .bind(message.not_after)
         .bind(message.next_attempt_at)
+        .bind(message.lease_until)
         .bind(message.created_at)
         .bind(message.updated_at);
         bind_audit(query, audit)
@@ -1156,12 +1159,12 @@ impl BatchWrite for Enqueues {
             ") SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], \
                                    $6::bytea[], $7::uuid[], $8::text[], $9::int[], \
                                    $10::timestamptz[], $11::timestamptz[], $12::timestamptz[], \
-                                   $13::timestamptz[]) \
+                                   $13::timestamptz[], $14::timestamptz[]) \
              RETURNING id) \
              INSERT INTO audit_events \
              (id, event, identity_id, flow_id, address_hash, client_ip, occurred_at) \
-             SELECT * FROM unnest($14::uuid[], $15::text[], $16::uuid[], $17::uuid[], \
-                                  $18::text[], $19::text[], $20::timestamptz[])"
+             SELECT * FROM unnest($15::uuid[], $16::text[], $17::uuid[], $18::uuid[], \
+                                  $19::text[], $20::text[], $21::timestamptz[])"
         ))
         .bind(column(items, |(message, _)| message.id))
         .bind(column(items, |(message, _)| message.channel.as_str()))
@@ -1174,6 +1177,7 @@ impl BatchWrite for Enqueues {
         .bind(send_counts)
         .bind(column(items, |(message, _)| message.not_after))
         .bind(column(items, |(message, _)| message.next_attempt_at))
+        .bind(column(items, |(message, _)| message.lease_until))
         .bind(column(items, |(message, _)| message.created_at))
         .bind(column(items, |(message, _)| message.updated_at));
         let done = bind_audits(query, items.iter().map(|(_, audit)| audit))

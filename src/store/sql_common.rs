@@ -371,6 +371,7 @@ pub(crate) struct MessageRow {
     pub send_count: i64,
     pub not_after: Option<DateTime<Utc>>,
     pub next_attempt_at: DateTime<Utc>,
+    pub lease_until: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -390,6 +391,7 @@ impl MessageRow {
             send_count: u32::try_from(self.send_count).map_err(|_| corrupt("send count"))?,
             not_after: self.not_after,
             next_attempt_at: self.next_attempt_at,
+            lease_until: self.lease_until,
             created_at: self.created_at,
             updated_at: self.updated_at,
         })

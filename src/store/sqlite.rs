@@ -742,7 +742,7 @@ impl SessionStore for SqliteStore {
 macro_rules! message_columns {
     () => {
         "id, channel, recipient, template_type, locale, sealed_data, identity_id, status, \
-         send_count, not_after, next_attempt_at, created_at, updated_at"
+         send_count, not_after, next_attempt_at, lease_until, created_at, updated_at"
     };
 }
 
@@ -759,6 +759,7 @@ fn message_row(row: &SqliteRow) -> StoreResult<MessageRow> {
         send_count: get(row, "send_count")?,
         not_after: from_micros_opt(get(row, "not_after")?)?,
         next_attempt_at: from_micros(get(row, "next_attempt_at")?)?,
+        lease_until: from_micros_opt(get(row, "lease_until")?)?,
         created_at: from_micros(get(row, "created_at")?)?,
         updated_at: from_micros(get(row, "updated_at")?)?,
     })
@@ -1119,7 +1120,7 @@ impl Outbox for SqliteStore {
             concat!(
                 "INSERT INTO courier_messages (",
                 message_columns!(),
-                ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
             ),
             "INSERT INTO audit_events \
              (id, event, identity_id, flow_id, address_hash, client_ip, occurred_at) \
@@ -1139,6 +1140,7 @@ impl Outbox for SqliteStore {
                 .bind(i64::from(message.send_count))
                 .bind(message.not_after.map(micros))
                 .bind(micros(message.next_attempt_at))
+                .bind(message.lease_until.map(micros))
                 .bind(micros(message.created_at))
                 .bind(micros(message.updated_at));
             bind_audit(query, &audit)
@@ -1355,6 +1357,7 @@ mod tests {
             send_count: 0,
             not_after: None,
             next_attempt_at: at,
+            lease_until: None,
             created_at: at,
             updated_at: at,
         };
