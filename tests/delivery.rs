@@ -534,15 +534,15 @@ impl twofold::store::codes::Outbox for NotingClaims {
     }
 }
 
-/// While a worker runs in the process, a queued message is handed straight to it: written
-/// already claimed, delivered without a claim taking it, and recorded as sent. A message handed
-/// over while the worker is busy is still delivered when the worker is told to stop then.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_message_handed_to_the_running_worker_is_delivered_without_a_claim() {
-    // Slow enough that the second message is handed over, and the worker told to stop, while
-    // the first is still with the gateway.
-    let stub = HttpStub::start_slow(Vec::new(), std::time::Duration::from_secs(2)).await;
-    let server = webhook_server(&stub, "").await;
+/// A configured worker for `server` whose claims are noted, running until told to stop, and
+/// open for hand-overs.
+async fn noting_worker(
+    server: &TestServer,
+) -> (
+    std::sync::Arc<NotingClaims>,
+    tokio::task::JoinHandle<()>,
+    tokio::sync::oneshot::Sender<()>,
+) {
     let outbox = std::sync::Arc::new(NotingClaims {
         inner: server.context.stores.outbox.clone(),
         claimed: Default::default(),
@@ -555,7 +555,7 @@ async fn a_message_handed_to_the_running_worker_is_delivered_without_a_claim() {
             let _ = stopped.await;
         }),
     );
-    // The worker's door is open once a room can be had (taken and given back here).
+    // Open once a room can be had (taken and given back here).
     let open = async {
         while server.context.courier_handoff.reserve().is_none() {
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
@@ -564,6 +564,31 @@ async fn a_message_handed_to_the_running_worker_is_delivered_without_a_claim() {
     tokio::time::timeout(std::time::Duration::from_secs(10), open)
         .await
         .expect("the worker opens its hand-over");
+    (outbox, worker, stop)
+}
+
+/// The one message queued to `phone`.
+async fn message_to(server: &TestServer, phone: &str) -> twofold::store::codes::OutboxMessage {
+    server
+        .context
+        .stores
+        .outbox
+        .list_messages(None, Some(phone), None, 1)
+        .await
+        .unwrap()
+        .remove(0)
+}
+
+/// While a worker runs in the process, a queued message is handed straight to it: written
+/// already claimed, delivered without a claim taking it, and recorded as sent. A message handed
+/// over while the worker is busy is still delivered when the worker is told to stop then.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_handed_to_the_running_worker_is_delivered_without_a_claim() {
+    // Slow enough that the second message is handed over, and the worker told to stop, while
+    // the first is still with the gateway.
+    let stub = HttpStub::start_slow(Vec::new(), std::time::Duration::from_secs(2)).await;
+    let server = webhook_server(&stub, "").await;
+    let (outbox, worker, stop) = noting_worker(&server).await;
 
     let (_, first_phone) = queue_code(&server).await;
     let first_arrived = wait_for_request(&stub).await;
@@ -578,14 +603,7 @@ async fn a_message_handed_to_the_running_worker_is_delivered_without_a_claim() {
     assert_each_delivered_once(&stub, vec![first_phone.clone(), second_phone.clone()]);
     let claimed = outbox.claimed.lock().unwrap().clone();
     for phone in [&first_phone, &second_phone] {
-        let message = server
-            .context
-            .stores
-            .outbox
-            .list_messages(None, Some(phone), None, 1)
-            .await
-            .unwrap()
-            .remove(0);
+        let message = message_to(&server, phone).await;
         assert_eq!(
             (message.status, message.send_count, message.lease_until),
             (MessageStatus::Sent, 1, None),
@@ -604,5 +622,42 @@ async fn a_message_handed_to_the_running_worker_is_delivered_without_a_claim() {
             1
         );
     }
+    server.stop().await;
+}
+
+/// A handed-over message that waited in the worker's hand-over until its lease had run out is
+/// left to the claim that takes it over, so it is sent once, not once by each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handed_over_message_whose_lease_ran_out_is_sent_once_by_its_claim() {
+    // The worker is busy with the first message while the second waits to be taken.
+    let stub = HttpStub::start_slow(Vec::new(), std::time::Duration::from_secs(2)).await;
+    let server = webhook_server(&stub, "").await;
+    let (outbox, worker, stop) = noting_worker(&server).await;
+
+    let (_, first_phone) = queue_code(&server).await;
+    wait_for_request(&stub).await;
+    let (_, second_phone) = queue_code(&server).await;
+    // Past the second message's lease while it waits (the first one's is past too, but it is
+    // with the gateway and recorded before the next claim).
+    server.clock.advance(chrono::Duration::seconds(65));
+    let both_arrived = async {
+        while stub.requests().len() < 2 {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(20), both_arrived)
+        .await
+        .expect("the second message is delivered");
+    // A stopped worker has dealt with everything handed to it, in a round or its last one.
+    let _ = stop.send(());
+    worker.await.expect("the worker ends well");
+
+    assert_each_delivered_once(&stub, vec![first_phone, second_phone.clone()]);
+    let second = message_to(&server, &second_phone).await;
+    assert!(
+        outbox.claimed.lock().unwrap().contains(&second.id),
+        "taken over by a claim"
+    );
+    assert_eq!((second.status, second.send_count), (MessageStatus::Sent, 1));
     server.stop().await;
 }

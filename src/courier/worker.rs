@@ -1,10 +1,11 @@
 //! The outbox worker. Several workers (replicas) can run at once: claiming is exclusive in the
-//! store, so each message goes to the gateway once.
+//! store, and a message handed straight to a worker is written already claimed for it, so each
+//! message goes to one worker at a time; another takes it over only after its lease.
 use super::render::{render, webotp_domain};
 use super::{SendError, Senders};
 use crate::domain::Context;
 use crate::domain::challenges::CodeTemplateData;
-use crate::domain::courier_handoff::LEASE;
+use crate::domain::courier_handoff::{Door, LEASE, still_handed};
 use crate::store::StoreResult;
 use crate::store::codes::{AttemptResult, DeliveryAttempt, OutboxMessage};
 use futures_util::{FutureExt, StreamExt};
@@ -12,10 +13,12 @@ use std::future::Future;
 use std::time::Duration;
 
 /// How often a worker looks for due messages (retries, expired leases, other replicas' messages,
-/// messages queued while its hand-over was full), however busy hand-overs keep it.
+/// messages queued while its hand-over was full), between rounds of hand-overs however steady.
 const POLL_INTERVAL: Duration = Duration::from_millis(500);
 /// Messages claimed per round.
 const BATCH: u32 = 64;
+/// How long a stopping worker waits for requests that took room with it to hand over.
+const LAST_HANDOVERS: Duration = Duration::from_secs(5);
 /// How long a woken worker waits before it claims, or takes what was handed over, so that
 /// messages enqueued meanwhile share its round: one attempt write (and claim) for several
 /// messages instead of a round each. Under full load rounds fill up anyway; at 70 % of peak
@@ -84,25 +87,29 @@ impl Worker {
 
     /// Works until `shutdown` completes; store outages are logged and retried next round.
     /// Messages handed over by this process's requests are delivered as they come; the outbox is
-    /// claimed from when woken for a message queued without a hand-over, and every
-    /// [`POLL_INTERVAL`].
+    /// claimed from every [`POLL_INTERVAL`], and when woken for a message queued without a
+    /// hand-over.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         tokio::pin!(shutdown);
-        let mut handed = self.context.courier_handoff.open();
+        let handoff = self.context.courier_handoff.clone();
+        let mut door = handoff.open();
+        if door.is_none() {
+            tracing::info!("another courier worker in this process takes the hand-overs");
+        }
         // Its first tick is at once: a round on start for what waited while no worker ran.
         let mut poll = tokio::time::interval(POLL_INTERVAL);
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             // Biased, in this order: a stop is seen as soon as a round ends, and the poll,
-            // ready once per interval, gets its turn however steadily messages are handed over,
-            // so a message queued past a full hand-over waits one interval at most.
+            // ready once per interval, gets its turn between rounds however steadily messages
+            // are handed over.
             let stopped = tokio::select! {
                 biased;
                 _ = &mut shutdown => true,
-                _ = poll.tick() => self.claim_rounds(&mut shutdown).await,
-                Some(first) = handed.recv() => {
+                _ = poll.tick() => self.claim_rounds(&mut shutdown, &mut poll).await,
+                Some(first) = handed(&mut door) => {
                     tokio::time::sleep(GATHER).await;
-                    let messages = gather(first, &mut handed);
+                    let messages = gather(first, door.as_mut());
                     if let Err(error) = self.deliver_handed(messages).await {
                         tracing::warn!(error = %error, "courier round failed; retrying");
                     }
@@ -110,32 +117,55 @@ impl Worker {
                 }
                 _ = self.context.courier_wakeup.notified() => {
                     tokio::time::sleep(GATHER).await;
-                    self.claim_rounds(&mut shutdown).await
+                    self.claim_rounds(&mut shutdown, &mut poll).await
                 }
             };
             if stopped {
                 break;
             }
         }
-        // Requests that already took room with the worker still hand their messages over;
-        // they were accepted as sent, so they are delivered before the worker stops.
-        self.context.courier_handoff.close();
-        handed.close();
+        if let Some(mut door) = door {
+            handoff.close(&mut door);
+            self.deliver_the_rest(door).await;
+        }
+        tracing::info!("courier stopped");
+    }
+
+    /// What was handed over before the door closed: the requests were answered as sent. A
+    /// request that took room holds the door open until it hands its message over; one that
+    /// takes longer than [`LAST_HANDOVERS`] leaves its message to a claim after its lease.
+    async fn deliver_the_rest(&self, mut door: Door) {
         let mut rest = Vec::new();
-        while let Some(message) = handed.recv().await {
-            rest.push(message);
+        let drained = tokio::time::timeout(LAST_HANDOVERS, async {
+            while let Some(message) = door.recv().await {
+                rest.push(message);
+            }
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!("courier stopped waiting for the last hand-overs");
         }
         if !rest.is_empty()
             && let Err(error) = self.deliver_handed(rest).await
         {
             tracing::warn!(error = %error, "courier's last round failed");
         }
-        tracing::info!("courier stopped");
     }
 
-    /// Claim rounds until one is not full (a full one means more may be due right now).
-    /// Returns whether `shutdown` completed meanwhile; it is not polled again after that.
+    /// Claim rounds until one is not full (a full one means more may be due right now); the
+    /// next poll is an interval after the last of them. Returns whether `shutdown` completed
+    /// meanwhile; it is not polled again after that.
     async fn claim_rounds(
+        &self,
+        shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
+        poll: &mut tokio::time::Interval,
+    ) -> bool {
+        let stopped = self.claim_until_not_full(shutdown).await;
+        poll.reset();
+        stopped
+    }
+
+    async fn claim_until_not_full(
         &self,
         shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
     ) -> bool {
@@ -179,7 +209,19 @@ impl Worker {
     }
 
     /// A round of messages handed over, already claimed for this worker.
-    async fn deliver_handed(&self, messages: Vec<OutboxMessage>) -> StoreResult<()> {
+    async fn deliver_handed(&self, mut messages: Vec<OutboxMessage>) -> StoreResult<()> {
+        let now = self.context.clock.now();
+        let before = messages.len();
+        messages.retain(|message| still_handed(message, now));
+        if messages.len() < before {
+            tracing::warn!(
+                count = before - messages.len(),
+                "courier left handed-over messages that waited half their lease to a claim"
+            );
+        }
+        if messages.is_empty() {
+            return Ok(());
+        }
         match self.senders().await {
             Ok(senders) => self.deliver_all(&senders, messages).await,
             Err(error) => {
@@ -365,16 +407,23 @@ where
     }
 }
 
+/// The next message handed through `door`; never, for a worker without one.
+async fn handed(door: &mut Option<Door>) -> Option<OutboxMessage> {
+    match door {
+        Some(door) => door.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// `first` and what else was handed over by now, up to a round's worth.
-fn gather(
-    first: OutboxMessage,
-    handed: &mut tokio::sync::mpsc::Receiver<OutboxMessage>,
-) -> Vec<OutboxMessage> {
+fn gather(first: OutboxMessage, door: Option<&mut Door>) -> Vec<OutboxMessage> {
     let mut messages = vec![first];
-    while messages.len() < BATCH as usize {
-        match handed.try_recv() {
-            Ok(message) => messages.push(message),
-            Err(_) => break,
+    if let Some(door) = door {
+        while messages.len() < BATCH as usize {
+            match door.try_recv() {
+                Some(message) => messages.push(message),
+                None => break,
+            }
         }
     }
     messages

@@ -190,10 +190,25 @@ async fn enqueue_code(
         Some(&challenge.address),
         now,
     );
-    context.stores.outbox.enqueue(&message, &event).await?;
     match handoff {
-        Some(slot) => slot.hand_over(message),
-        None => context.courier_wakeup.notify_one(),
+        Some(slot) => {
+            // Written and handed over in a task of its own: a request dropped once its write is
+            // under way (a deadline, a client gone) must not leave the message, written as
+            // claimed, to wait out its lease. A write that fails keeps its room unused; one that
+            // committed but failed to answer waits for its lease, then any worker claims it.
+            let outbox = context.stores.outbox.clone();
+            tokio::spawn(async move {
+                outbox.enqueue(&message, &event).await?;
+                slot.hand_over(message);
+                Ok::<(), crate::store::StoreError>(())
+            })
+            .await
+            .map_err(|error| DomainError::Internal(format!("queueing a message: {error}")))??;
+        }
+        None => {
+            context.stores.outbox.enqueue(&message, &event).await?;
+            context.courier_wakeup.notify_one();
+        }
     }
     tracing::info!(
         challenge_id = %challenge.id,

@@ -36,7 +36,8 @@ pub struct TestServer {
     pub clock: Arc<ManualClock>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
-    courier: Option<JoinHandle<()>>,
+    /// The worker, and what tells it to stop.
+    courier: Option<(JoinHandle<()>, oneshot::Sender<()>)>,
     follower: Option<JoinHandle<()>>,
 }
 
@@ -212,7 +213,13 @@ impl TestServer {
             Courier::Configured => Some(Worker::configured(context.clone())),
             Courier::Off => None,
         };
-        let courier = worker.map(|worker| tokio::spawn(worker.run(std::future::pending::<()>())));
+        let courier = worker.map(|worker| {
+            let (stop, stopped) = oneshot::channel::<()>();
+            let task = tokio::spawn(worker.run(async {
+                let _ = stopped.await;
+            }));
+            (task, stop)
+        });
         let public = TcpListener::bind("127.0.0.1:0").await.expect("bind public");
         let admin = TcpListener::bind("127.0.0.1:0").await.expect("bind admin");
         let (public_address, admin_address) =
@@ -273,8 +280,13 @@ impl TestServer {
         if let Some(task) = self.task.take() {
             task.await.expect("server task ends cleanly");
         }
-        if let Some(courier) = self.courier.take() {
-            courier.abort();
+        // Stopped, not aborted: what was handed to it is delivered, as `twofold serve` does.
+        if let Some((courier, stop)) = self.courier.take() {
+            let _ = stop.send(());
+            tokio::time::timeout(std::time::Duration::from_secs(10), courier)
+                .await
+                .expect("the courier stops")
+                .expect("the courier ends cleanly");
         }
     }
 
@@ -350,7 +362,7 @@ impl Drop for TestServer {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
-        if let Some(courier) = self.courier.take() {
+        if let Some((courier, _)) = self.courier.take() {
             courier.abort();
         }
         if let Some(follower) = self.follower.take() {
