@@ -24,9 +24,12 @@ use uuid::Uuid;
 /// Refuse, count, compare, consume. KEYS[1]: the challenge. ARGV[1]: now (µs), ARGV[2]: max
 /// attempts, ARGV[3]: how long a consumed challenge is kept at most (ms), ARGV[4] and ARGV[5]:
 /// the identity id and purpose it must have (empty: any), ARGV[6..]: candidate MACs as 64 hex
-/// characters. Every character of every candidate is compared (no early exit) and the
-/// per-candidate verdict is folded in without a branch, so the running time does not depend on
-/// how much of a candidate matched.
+/// characters. Every candidate is compared whole, as sixteen 4-byte words (no early exit), and
+/// the per-candidate verdict is folded in without a branch, so the running time does not depend
+/// on how much of a candidate matched. Words, unpacked in C by Redis's `struct` library, instead
+/// of a character at a time: the script took 51 µs of Redis's one thread per call under load, the
+/// comparison 16 µs of it on its own, against 4 µs by words (docs/performance.md, "After the
+/// seventeenth pass").
 static ATTEMPT_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| {
     redis::Script::new(
         r"
@@ -56,15 +59,23 @@ static ATTEMPT_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| {
             return {'too_many_attempts'}
         end
         attempts = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
+        local words = '>I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4'
+        local stored = {struct.unpack(words, mac)}
         local found = 0
         for c = 6, #ARGV do
             local candidate = ARGV[c]
-            local diff = 0
-            for i = 1, 64 do
-                diff = bit.bor(diff, bit.bxor(string.byte(candidate, i) or 256, string.byte(mac, i)))
+            -- A candidate's length is the server's, not a secret: one of another length is
+            -- never a match.
+            local diff = 1
+            if #candidate == 64 then
+                local given = {struct.unpack(words, candidate)}
+                diff = 0
+                for i = 1, 16 do
+                    diff = bit.bor(diff, bit.bxor(given[i], stored[i]))
+                end
             end
-            -- diff is 0..511: (diff + 511) >> 9 is 0 exactly when diff is 0.
-            found = bit.bor(found, bit.bxor(bit.rshift(diff + 511, 9), 1))
+            -- As 32-bit integers, diff or -diff has its top bit set exactly when diff is not 0.
+            found = bit.bor(found, bit.bxor(bit.rshift(bit.bor(diff, -diff), 31), 1))
         end
         if found == 1 then
             redis.call('HSET', KEYS[1], 'consumed', '1')
