@@ -192,18 +192,13 @@ async fn enqueue_code(
     );
     match handoff {
         Some(slot) => {
-            // Written and handed over in a task of its own: a request dropped once its write is
-            // under way (a deadline, a client gone) must not leave the message, written as
-            // claimed, to wait out its lease. A write that fails keeps its room unused; one that
-            // committed but failed to answer waits for its lease, then any worker claims it.
-            let outbox = context.stores.outbox.clone();
-            tokio::spawn(async move {
-                outbox.enqueue(&message, &event).await?;
-                slot.hand_over(message);
-                Ok::<(), crate::store::StoreError>(())
-            })
-            .await
-            .map_err(|error| DomainError::Internal(format!("queueing a message: {error}")))??;
+            courier_handoff::queue_and_hand_over(
+                context.stores.outbox.clone(),
+                slot,
+                message,
+                event,
+            )
+            .await?;
         }
         None => {
             context.stores.outbox.enqueue(&message, &event).await?;

@@ -6,9 +6,13 @@
 //! A claim costs a statement per round and a new row version, with its index entries, per
 //! message: at 1,270 step-ups/s, claims ran 0.79 s of the 2.06 s the courier's statements ran
 //! per 20 s on Postgres (docs/performance.md, "After the seventeenth pass").
-use crate::store::codes::OutboxMessage;
+use crate::store::StoreResult;
+use crate::store::codes::{AuditEvent, Outbox, OutboxMessage};
 use chrono::{DateTime, TimeDelta, Utc};
-use std::sync::{Mutex, PoisonError};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::sync::mpsc;
 
@@ -116,6 +120,73 @@ impl Slot {
     }
 }
 
+/// Queues `message`, written processing under its lease, and hands it over through `slot` once
+/// written. Both happen even if the caller stops waiting once the write is under way (a
+/// deadline, a client gone): left half done, the message would wait out its lease. A write that
+/// fails gives the room back; one that committed but could not say so waits for its lease, and
+/// then any worker claims it.
+pub async fn queue_and_hand_over(
+    outbox: Arc<dyn Outbox>,
+    slot: Slot,
+    message: OutboxMessage,
+    audit: AuditEvent,
+) -> StoreResult<()> {
+    FinishedEvenIfDropped::new(async move {
+        outbox.enqueue(&message, &audit).await?;
+        slot.hand_over(message);
+        Ok(())
+    })
+    .await
+}
+
+/// Polls `work` in place and, if dropped before it finished, moves it to a task of its own to
+/// finish there: the usual call costs no task.
+struct FinishedEvenIfDropped<Work: Future<Output = StoreResult<()>> + Send + 'static> {
+    work: Option<Pin<Box<Work>>>,
+}
+
+impl<Work: Future<Output = StoreResult<()>> + Send + 'static> FinishedEvenIfDropped<Work> {
+    fn new(work: Work) -> Self {
+        Self {
+            work: Some(Box::pin(work)),
+        }
+    }
+}
+
+impl<Work: Future<Output = StoreResult<()>> + Send + 'static> Future
+    for FinishedEvenIfDropped<Work>
+{
+    type Output = StoreResult<()>;
+
+    fn poll(self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        // Polled again after it finished: nothing more will come.
+        let Some(work) = this.work.as_mut() else {
+            return Poll::Pending;
+        };
+        let output = std::task::ready!(work.as_mut().poll(context));
+        this.work = None;
+        Poll::Ready(output)
+    }
+}
+
+impl<Work: Future<Output = StoreResult<()>> + Send + 'static> Drop for FinishedEvenIfDropped<Work> {
+    fn drop(&mut self) {
+        // Outside a runtime (it is shutting down) there is nothing left to finish on.
+        if let (Some(work), Ok(runtime)) = (self.work.take(), tokio::runtime::Handle::try_current())
+        {
+            runtime.spawn(async move {
+                if let Err(error) = work.await {
+                    tracing::warn!(
+                        error = %error,
+                        "a message queued for a request that stopped waiting failed"
+                    );
+                }
+            });
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -189,6 +260,39 @@ mod tests {
             "a worker gone (its door dropped) takes nothing"
         );
         assert!(handoff.open().is_some(), "and its place can be taken");
+    }
+
+    #[tokio::test]
+    async fn work_dropped_unfinished_is_finished_in_a_task_of_its_own() {
+        let (release, released) = tokio::sync::oneshot::channel::<()>();
+        let (finish, finished) = tokio::sync::oneshot::channel::<()>();
+        let work = FinishedEvenIfDropped::new(async move {
+            let _ = released.await;
+            let _ = finish.send(());
+            Ok(())
+        });
+        // The caller stops waiting while the work waits.
+        let gave_up = tokio::time::timeout(Duration::from_millis(10), work).await;
+        assert!(gave_up.is_err());
+        release
+            .send(())
+            .expect("the work is still there to release");
+        tokio::time::timeout(Duration::from_secs(5), finished)
+            .await
+            .expect("finished after its caller left")
+            .expect("finished, not dropped");
+    }
+
+    #[tokio::test]
+    async fn work_waited_for_answers_in_place() {
+        let answer = FinishedEvenIfDropped::new(async {
+            Err(crate::store::StoreError::Unavailable("down".into()))
+        })
+        .await;
+        assert!(matches!(
+            answer,
+            Err(crate::store::StoreError::Unavailable(_))
+        ));
     }
 
     #[test]
