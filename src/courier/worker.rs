@@ -160,29 +160,22 @@ impl Worker {
         shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
         poll: &mut tokio::time::Interval,
     ) -> bool {
-        let stopped = self.claim_until_not_full(shutdown).await;
-        poll.reset();
-        stopped
-    }
-
-    async fn claim_until_not_full(
-        &self,
-        shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
-    ) -> bool {
-        loop {
+        let stopped = loop {
             match self.run_once().await {
                 Ok(handled) if handled == BATCH as usize => {
                     if shutdown.as_mut().now_or_never().is_some() {
-                        return true;
+                        break true;
                     }
                 }
-                Ok(_) => return false,
+                Ok(_) => break false,
                 Err(error) => {
                     tracing::warn!(error = %error, "courier round failed; retrying");
-                    return false;
+                    break false;
                 }
             }
-        }
+        };
+        poll.reset();
+        stopped
     }
 
     /// One round: claims due messages and tries each once, several at a time. Returns how many
