@@ -2178,6 +2178,11 @@ mod durable_cases {
         }
     }
 
+    /// The ids of what one claim of up to ten messages at `at` takes.
+    async fn claimed_ids<S: Outbox>(store: &S, at: DateTime<Utc>, lease: Duration) -> Vec<Uuid> {
+        message_ids(&store.claim_due(at, 10, lease).await.expect("claim"))
+    }
+
     fn message_ids(messages: &[OutboxMessage]) -> Vec<Uuid> {
         messages.iter().map(|message| message.id).collect()
     }
@@ -2277,14 +2282,7 @@ mod durable_cases {
                 ..message.clone()
             }]
         );
-        assert!(
-            store
-                .claim_due(t0, 10, lease)
-                .await
-                .expect("claim")
-                .is_empty(),
-            "leased"
-        );
+        assert!(claimed_ids(store, t0, lease).await.is_empty(), "leased");
 
         let retry_at = t0 + seconds(60);
         store
@@ -2304,17 +2302,12 @@ mod durable_cases {
             (MessageStatus::Queued, 1, retry_at)
         );
         assert!(
-            store
-                .claim_due(retry_at - seconds(1), 10, lease)
+            claimed_ids(store, retry_at - seconds(1), lease)
                 .await
-                .expect("claim")
                 .is_empty(),
             "claimable before its retry time"
         );
-        assert_eq!(
-            message_ids(&store.claim_due(retry_at, 10, lease).await.expect("claim")),
-            vec![message.id]
-        );
+        assert_eq!(claimed_ids(store, retry_at, lease).await, vec![message.id]);
         store
             .finish_attempt(&attempt(message.id, retry_at, true), AttemptResult::Sent)
             .await
@@ -2342,10 +2335,8 @@ mod durable_cases {
             ]
         );
         assert!(
-            store
-                .claim_due(retry_at + seconds(3600), 10, lease)
+            claimed_ids(store, retry_at + seconds(3600), lease)
                 .await
-                .expect("claim")
                 .is_empty(),
             "a sent message was claimed again"
         );
@@ -2428,24 +2419,10 @@ mod durable_cases {
         let t0 = now();
         let message = enqueued(store, &unique_phone(), t0).await;
         let lease = Duration::from_secs(30);
+        assert_eq!(claimed_ids(store, t0, lease).await, vec![message.id]);
+        assert!(claimed_ids(store, t0 + seconds(29), lease).await.is_empty());
         assert_eq!(
-            message_ids(&store.claim_due(t0, 10, lease).await.expect("claim")),
-            vec![message.id]
-        );
-        assert!(
-            store
-                .claim_due(t0 + seconds(29), 10, lease)
-                .await
-                .expect("claim")
-                .is_empty()
-        );
-        assert_eq!(
-            message_ids(
-                &store
-                    .claim_due(t0 + seconds(30), 10, lease)
-                    .await
-                    .expect("claim")
-            ),
+            claimed_ids(store, t0 + seconds(30), lease).await,
             vec![message.id],
             "a dead worker's message is never picked up again"
         );
@@ -2472,10 +2449,8 @@ mod durable_cases {
         );
         let lease = Duration::from_secs(30);
         assert!(
-            store
-                .claim_due(lease_until - seconds(1), 10, lease)
+            claimed_ids(store, lease_until - seconds(1), lease)
                 .await
-                .expect("claim")
                 .is_empty(),
             "claimed while its worker's lease lasts"
         );
@@ -2528,7 +2503,7 @@ mod durable_cases {
         expected.sort();
         assert_eq!(claimed, expected);
         assert_eq!(
-            message_ids(&store.claim_due(expired, 10, lease).await.expect("claim")),
+            claimed_ids(store, expired, lease).await,
             vec![newer.id],
             "the message left over is still queued"
         );
@@ -2647,10 +2622,8 @@ mod durable_cases {
             );
         }
         assert!(
-            store
-                .claim_due(t0 + seconds(3600), 10, WINDOW)
+            claimed_ids(store, t0 + seconds(3600), WINDOW)
                 .await
-                .expect("claim")
                 .is_empty()
         );
         assert!(store.attempts(first.id).await.expect("attempts").is_empty());
