@@ -36,6 +36,7 @@ on_every_backend!(
     passwordless_login_by_code_is_enumeration_safe,
     code_service_send_verify_idempotent,
     send_limits_refuse_and_leave_no_challenge,
+    a_login_flow_the_send_limits_refuse_leaves_no_flow,
     courier_abandons_messages_whose_code_expired,
     l1_no_code_token_or_phone_in_logs,
 );
@@ -1202,17 +1203,26 @@ async fn code_service_send_verify_idempotent(backend: Backend) {
 
 /// The challenges of `identity_id` stored in Redis (keys of other tests' identities skipped).
 async fn stored_challenges_of(identity_id: &str) -> usize {
+    stored_in_redis("twofold:challenge:*", "identity_id", identity_id).await
+}
+
+/// The login flows of `identity_id` stored in Redis: their documents name it.
+async fn stored_flows_of(identity_id: &str) -> usize {
+    stored_in_redis("twofold:flow:*", "doc", identity_id).await
+}
+
+/// Hashes under keys matching `pattern` whose `field` holds `identity_id`.
+async fn stored_in_redis(pattern: &str, field: &str, identity_id: &str) -> usize {
     let mut redis = support::redis_connection().await;
-    let keys = support::redis_keys("twofold:challenge:*").await;
     let mut count = 0;
-    for key in keys {
-        let owner: Option<String> = redis::cmd("HGET")
+    for key in support::redis_keys(pattern).await {
+        let value: Option<String> = redis::cmd("HGET")
             .arg(&key)
-            .arg("identity_id")
+            .arg(field)
             .query_async(&mut redis)
             .await
             .unwrap();
-        count += usize::from(owner.as_deref() == Some(identity_id));
+        count += usize::from(value.is_some_and(|value| value.contains(identity_id)));
     }
     count
 }
@@ -1278,6 +1288,42 @@ async fn send_limits_refuse_and_leave_no_challenge(backend: Backend) {
             .into_inner();
         assert!(verified.verified);
     }
+    server.stop().await;
+}
+
+/// The flow is stored in the same round trip as the challenge, while the send limits are
+/// counted; a send they refuse takes both away again, so refused step-ups hold no memory.
+async fn a_login_flow_the_send_limits_refuse_leaves_no_flow(backend: Backend) {
+    let server = TestServer::start(
+        backend,
+        &with_config("        sends_per_address_per_hour: 1\n"),
+    )
+    .await;
+    let user = user_with_phone(&server).await;
+    let phone = user.phone.clone().unwrap();
+    let first = aal2_flow(&server, &user.token, "phone")
+        .await
+        .expect("the first send is allowed");
+    for _ in 0..3 {
+        let refused = aal2_flow(&server, &user.token, "phone").await.unwrap_err();
+        assert_eq!(refused.code(), Code::ResourceExhausted);
+        assert_eq!(reason(&refused), "RATE_LIMITED");
+    }
+    let code = server.outbox.code_to(&phone, 0).await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(
+        server.outbox.count_to(&phone),
+        1,
+        "nothing sent when refused"
+    );
+    if backend == Backend::PostgresRedis {
+        assert_eq!(stored_flows_of(&user.identity_id).await, 1);
+        assert_eq!(stored_challenges_of(&user.identity_id).await, 1);
+    }
+    // The flow that was allowed still takes its code.
+    submit(&server, &user.token, &first.id, &code)
+        .await
+        .expect("the allowed flow's code");
     server.stop().await;
 }
 

@@ -1302,6 +1302,32 @@ mod flow_cases {
         assert!(!store.replace_flow(id, 1, b"x").await.expect("replace"));
         assert!(store.get_flow(id).await.expect("get").is_none());
     }
+
+    pub async fn delete_removes_the_flow<S: FlowStore>(store: Arc<S>) {
+        let (deleted, kept) = (Uuid::now_v7(), Uuid::now_v7());
+        for id in [deleted, kept] {
+            store.create_flow(id, b"open", LONG).await.expect("create");
+        }
+        store.delete_flow(deleted).await.expect("delete");
+        assert!(store.get_flow(deleted).await.expect("get").is_none());
+        assert!(
+            !store.replace_flow(deleted, 1, b"x").await.expect("replace"),
+            "a replace revived the deleted flow"
+        );
+        assert!(store.get_flow(deleted).await.expect("get").is_none());
+        let flow = store
+            .get_flow(kept)
+            .await
+            .expect("get")
+            .expect("the other flow");
+        assert_eq!(flow.document, b"open");
+        // Deleting what is not there is not an error.
+        store.delete_flow(deleted).await.expect("delete again");
+        store
+            .delete_flow(Uuid::now_v7())
+            .await
+            .expect("delete unknown");
+    }
 }
 
 /// Challenges and rate limits: Redis and process memory.
@@ -2848,7 +2874,8 @@ macro_rules! flow_suite {
                 finish_replaces_and_shortens_the_ttl,
                 finish_never_extends_the_ttl,
                 a_lost_finish_changes_nothing,
-                unknown_flow
+                unknown_flow,
+                delete_removes_the_flow
             );
         }
     };

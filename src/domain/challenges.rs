@@ -220,16 +220,15 @@ pub async fn send(context: &Context, request: SendRequest<'_>) -> DomainResult<C
     send_with(context, request, |_| std::future::ready(Ok(()))).await
 }
 
-/// [`send`], and the write `alongside` makes for the stored challenge (the flow that points at
-/// it) done while the code is queued, so it adds no wait of its own. Nothing is queued for a
-/// challenge that is not stored. When either write fails the call fails and what the other
-/// wrote stays: a code queued for a flow that was not stored, or a flow stored for a code that
-/// was not queued, neither of which reaches the caller.
+/// [`send`], and the write `alongside` makes for the challenge (the flow that points at it).
 ///
-/// The challenge is stored while the send limits are counted, so the two share a round trip. A
-/// send the limits refuse (or cannot count) deletes it again; until then it exists, so a
-/// concurrent retry of a `SendCode` with the same request id may be answered with it and later
-/// find it gone. A refused send costs that write and the delete on top of the count.
+/// The challenge and that write are made while the send limits are counted, so the three share
+/// one round trip, and the code is queued once all three have answered: nothing is queued for a
+/// challenge that is not stored, or whose write alongside failed. A send the limits refuse (or
+/// cannot count) deletes the challenge again; until then it exists, so a concurrent retry of a
+/// `SendCode` with the same request id may be answered with it and later find it gone. A refused
+/// send costs that write and the delete on top of the count. What `alongside` wrote is the
+/// caller's to undo when this fails, as a flow whose code was not sent must not be kept.
 pub async fn send_with<F, Written>(
     context: &Context,
     request: SendRequest<'_>,
@@ -262,7 +261,7 @@ where
         consumed: false,
     };
     // A challenge whose send does not go ahead holds a code nobody has: it is removed again.
-    let (limits, created) = tokio::join!(
+    let (limits, created, written) = tokio::join!(
         check_send_limits(
             context,
             request.identity_id,
@@ -273,6 +272,7 @@ where
             .stores
             .challenges
             .create_challenge(&challenge, code_config.lifespan + CHALLENGE_GRACE),
+        alongside(&challenge),
     );
     if let Err(not_sent) = limits {
         if created.is_ok()
@@ -284,19 +284,16 @@ where
         return Err(not_sent);
     }
     created?;
-    let (queued, written) = tokio::join!(
-        enqueue_code(
-            context,
-            &challenge,
-            &code,
-            request.template,
-            &request.locale,
-            request.flow_id,
-        ),
-        alongside(&challenge),
-    );
-    queued?;
     written?;
+    enqueue_code(
+        context,
+        &challenge,
+        &code,
+        request.template,
+        &request.locale,
+        request.flow_id,
+    )
+    .await?;
     Ok(challenge)
 }
 

@@ -90,7 +90,8 @@ async fn send_to(
     .await
 }
 
-/// [`send_to`], and `store` the flow as it then stands, while its code is queued.
+/// [`send_to`], and `store` the flow as it then stands, in the same round trip as its challenge
+/// (see [`challenges::send_with`]).
 async fn send_and_store<F, Stored>(
     context: &Context,
     flow: &mut LoginFlow,
@@ -201,11 +202,29 @@ pub(super) async fn create_aal2_flow(
     };
     // One address and no other second factor: send at once, as Kratos's "fast login" does.
     if let [only] = choices.as_slice() {
-        send_and_store(context, &mut flow, identity.id, only.clone(), create).await?;
+        if let Err(not_sent) =
+            send_and_store(context, &mut flow, identity.id, only.clone(), create).await
+        {
+            discard_flow(context, flow_id).await;
+            return Err(not_sent);
+        }
     } else {
         create(encode(&FlowDocument::Login(flow.clone()))).await?;
     }
     Ok(flow)
+}
+
+/// Removes a flow stored while its code's send was decided, when the send did not go ahead (the
+/// send limits refused it, or a write failed). Nobody was told its id, but it would hold memory
+/// for its whole lifespan, once per refused send. Failing that, it expires with its TTL.
+async fn discard_flow(context: &Context, flow_id: Uuid) {
+    if let Err(error) = context.stores.flows.delete_flow(flow_id).await {
+        tracing::warn!(
+            error = %error,
+            flow_id = %flow_id,
+            "the flow of a send that did not go ahead was not removed"
+        );
+    }
 }
 
 /// The login flow, and the session the caller presented read at the same time: an AAL2 flow

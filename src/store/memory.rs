@@ -128,6 +128,11 @@ impl FlowStore for MemoryFlowStore {
         Ok(())
     }
 
+    async fn delete_flow(&self, id: Uuid) -> StoreResult<()> {
+        self.state().flows.remove(&id);
+        Ok(())
+    }
+
     async fn get_flow(&self, id: Uuid) -> StoreResult<Option<StoredFlow>> {
         let mut state = self.state();
         Ok(Self::live(&mut state.flows, &id, Instant::now()).map(|entry| entry.flow.clone()))

@@ -283,6 +283,10 @@ pub trait FlowStore: Send + Sync + 'static {
         document: &[u8],
         keep_for: Duration,
     ) -> StoreResult<bool>;
+
+    /// Removes the flow, if it is there. For a flow whose creation did not go ahead, so that
+    /// nobody holds its id.
+    async fn delete_flow(&self, id: Uuid) -> StoreResult<()>;
 }
 
 /// The backends a server runs on, chosen from the configuration.

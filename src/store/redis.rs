@@ -117,6 +117,15 @@ impl FlowStore for RedisFlowStore {
             .map_err(|error| map_error("create flow", error))
     }
 
+    async fn delete_flow(&self, id: Uuid) -> StoreResult<()> {
+        let mut connection = self.connection.clone();
+        redis::cmd("DEL")
+            .arg(self.key(id))
+            .query_async::<()>(&mut connection)
+            .await
+            .map_err(|error| map_error("delete flow", error))
+    }
+
     async fn get_flow(&self, id: Uuid) -> StoreResult<Option<StoredFlow>> {
         let mut connection = self.connection.clone();
         let (revision, document): (Option<String>, Option<Vec<u8>>) = redis::cmd("HMGET")
