@@ -7,6 +7,7 @@
 //! are served on both without credentials, so probes and `grpcurl describe` work. With
 //! `serve.public.static_dir` the public listener also serves the sign-in page's files.
 mod static_ui;
+mod whole_writes;
 
 use crate::api::auth::AdminKeyCheck;
 use crate::api::code::CodeApi;
@@ -23,6 +24,7 @@ use std::future::Future;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tokio_stream::{Stream, StreamExt};
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
@@ -240,7 +242,12 @@ fn serve_admin(
 
 /// Accepted connections with Nagle's algorithm off. A gRPC answer is a few small frames; with
 /// Nagle on, each waited for the peer's delayed ACK, a flat ~40 ms on every call over loopback.
-/// (tonic's `Server::tcp_nodelay` applies only to listeners tonic binds itself.)
-fn incoming(listener: TcpListener) -> TcpIncoming {
-    TcpIncoming::from(listener).with_nodelay(Some(true))
+/// (tonic's `Server::tcp_nodelay` applies only to listeners tonic binds itself.) Each is written
+/// without vectored writes, so an answer goes out in one write (see `whole_writes`).
+fn incoming(
+    listener: TcpListener,
+) -> impl Stream<Item = std::io::Result<whole_writes::WholeWrites<tokio::net::TcpStream>>> {
+    TcpIncoming::from(listener)
+        .with_nodelay(Some(true))
+        .map(|accepted| accepted.map(whole_writes::WholeWrites))
 }
