@@ -22,7 +22,7 @@ use crate::proto::{self, v1};
 use http::{HeaderName, HeaderValue, Method};
 use std::future::Future;
 use std::time::Duration;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_stream::{Stream, StreamExt};
 use tonic::service::interceptor::InterceptedService;
@@ -246,7 +246,7 @@ fn serve_admin(
 /// without vectored writes, so an answer goes out in one write (see `whole_writes`).
 fn incoming(
     listener: TcpListener,
-) -> impl Stream<Item = std::io::Result<whole_writes::WholeWrites<tokio::net::TcpStream>>> {
+) -> impl Stream<Item = std::io::Result<whole_writes::WholeWrites<TcpStream>>> {
     TcpIncoming::from(listener)
         .with_nodelay(Some(true))
         .map(|accepted| accepted.map(whole_writes::WholeWrites))
