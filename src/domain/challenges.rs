@@ -227,9 +227,11 @@ pub async fn send(context: &Context, request: SendRequest<'_>) -> DomainResult<C
 /// challenge that is not stored, or whose write alongside failed. A send the limits refuse (or
 /// cannot count) deletes the challenge again; until then it exists, so a concurrent retry of a
 /// `SendCode` with the same request id may be answered with it and later find it gone. A refused
-/// send costs that write and the delete on top of the count. A challenge stored beside a write
-/// alongside that failed stays until its TTL, its code never queued. What `alongside` wrote is
-/// the caller's to undo when this fails, as a flow whose code was not sent must not be kept.
+/// send costs that write and the delete on top of the count (and the caller's undoing of what
+/// `alongside` wrote). A challenge stored beside a write alongside that failed stays until its
+/// TTL, its code never queued. `alongside` runs before the limits have answered: what it wrote,
+/// and anything it changed on the caller's side, is the caller's to undo when this fails, as a
+/// flow whose code was not sent must not be kept.
 pub async fn send_with<F, Written>(
     context: &Context,
     request: SendRequest<'_>,
