@@ -6,8 +6,11 @@
 //! configuration, courier; gRPC only and guarded by the admin API key). Health and reflection
 //! are served on both without credentials, so probes and `grpcurl describe` work. With
 //! `serve.public.static_dir` the public listener also serves the sign-in page's files.
+mod handled_time;
 mod static_ui;
 mod whole_writes;
+
+pub use handled_time::HANDLED_TIME_HEADER;
 
 use crate::api::auth::AdminKeyCheck;
 use crate::api::code::CodeApi;
@@ -166,7 +169,8 @@ fn serve_public(
         // Outermost: page files are same-origin and never grpc-web, so CORS has no say in them.
         .layer(static_ui::StaticUiLayer::new(public.static_dir.as_deref()))
         .layer(cors_layer(&public.cors))
-        .layer(tonic_web::GrpcWebLayer::new());
+        .layer(tonic_web::GrpcWebLayer::new())
+        .layer(handled_time::HandledTimeLayer::for_this_build());
     Ok(async move {
         router
             .add_service(health_service().await)
@@ -222,7 +226,8 @@ fn serve_admin(
     let builder = Server::builder()
         .timeout(admin.request_timeout)
         .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
-        .http2_max_header_list_size(MAX_HEADER_LIST_SIZE);
+        .http2_max_header_list_size(MAX_HEADER_LIST_SIZE)
+        .layer(handled_time::HandledTimeLayer::for_this_build());
     Ok(async move {
         let mut builder = builder;
         builder

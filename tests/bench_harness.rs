@@ -144,6 +144,21 @@ fn the_harness_drives_every_scenario_against_a_spawned_server_without_errors() {
                 p50 > 0.0 && p50 <= p99 && p99 <= max,
                 "{mode} {rpc}: {figures}"
             );
+            // A bench build's server tells its own time in each answer; each call's is within
+            // the call's own latency. The harness's derived timings have none.
+            let server = &figures["server"];
+            if rpc.starts_with(char::is_uppercase) {
+                let server_p50 = server["p50_ms"].as_f64().unwrap();
+                let server_p99 = server["p99_ms"].as_f64().unwrap();
+                let server_max = server["max_ms"].as_f64().unwrap();
+                assert!(
+                    server_p50 > 0.0 && server_p50 <= server_p99 && server_p99 <= server_max,
+                    "{mode} {rpc}: {figures}"
+                );
+                assert!(server_max <= max, "{mode} {rpc}: {figures}");
+            } else {
+                assert!(server.is_null(), "{mode} {rpc}: {figures}");
+            }
         }
         // The embedded default has no Postgres or Redis to measure a bound against.
         assert!(level["bound"].is_null());

@@ -16,10 +16,33 @@ pub struct RpcFigures {
     pub p90_ms: f64,
     pub p99_ms: f64,
     pub max_ms: f64,
+    /// The server's own time for the same calls (bench builds tell it in each answer): what is
+    /// above it in `p99_ms` was spent outside the handler (sockets, waits for a core, the
+    /// harness's thread).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server: Option<ServerFigures>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ServerFigures {
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+}
+
+impl ServerFigures {
+    fn from(histogram: &Histogram) -> Option<Self> {
+        let ms = |micros: u64| micros as f64 / 1000.0;
+        (histogram.count() > 0).then(|| Self {
+            p50_ms: ms(histogram.percentile_micros(50.0)),
+            p99_ms: ms(histogram.percentile_micros(99.0)),
+            max_ms: ms(histogram.max_micros()),
+        })
+    }
 }
 
 impl RpcFigures {
-    fn from(histogram: &Histogram, seconds: f64) -> Self {
+    fn from(histogram: &Histogram, handled: Option<&Histogram>, seconds: f64) -> Self {
         let ms = |micros: u64| micros as f64 / 1000.0;
         Self {
             count: histogram.count(),
@@ -29,6 +52,7 @@ impl RpcFigures {
             p90_ms: ms(histogram.percentile_micros(90.0)),
             p99_ms: ms(histogram.percentile_micros(99.0)),
             max_ms: ms(histogram.max_micros()),
+            server: handled.and_then(ServerFigures::from),
         }
     }
 }
@@ -71,7 +95,11 @@ impl Level {
             rpcs: tally
                 .latency
                 .iter()
-                .map(|(rpc, histogram)| ((*rpc).to_owned(), RpcFigures::from(histogram, seconds)))
+                .map(|(rpc, histogram)| {
+                    let handled = tally.handled.get(rpc);
+                    let figures = RpcFigures::from(histogram, handled, seconds);
+                    ((*rpc).to_owned(), figures)
+                })
                 .collect(),
             usage,
             longest_pause_ms: 0.0,
@@ -213,14 +241,24 @@ pub fn table(levels: &[Level]) -> String {
     }
     let _ = writeln!(
         out,
-        "\n{:<7} {:>4} {:>12} {:<16} {:>9} {:>8} {:>8} {:>8} {:>8}",
-        "mode", "vus", "offered/s", "rpc (ms)", "calls/s", "p50", "p90", "p99", "max"
+        "\n{:<7} {:>4} {:>12} {:<16} {:>9} {:>8} {:>8} {:>8} {:>8} {:>10} {:>10}",
+        "mode",
+        "vus",
+        "offered/s",
+        "rpc (ms)",
+        "calls/s",
+        "p50",
+        "p90",
+        "p99",
+        "max",
+        "server p50",
+        "server p99"
     );
     for level in levels {
         for (rpc, figures) in &level.rpcs {
             let _ = writeln!(
                 out,
-                "{:<7} {:>4} {:>12} {:<16} {:>9.1} {:>8.2} {:>8.2} {:>8.2} {:>8.2}",
+                "{:<7} {:>4} {:>12} {:<16} {:>9.1} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>10} {:>10}",
                 level.mode.as_str(),
                 level.concurrency,
                 offered(level),
@@ -229,7 +267,9 @@ pub fn table(levels: &[Level]) -> String {
                 figures.p50_ms,
                 figures.p90_ms,
                 figures.p99_ms,
-                figures.max_ms
+                figures.max_ms,
+                option(figures.server.as_ref().map(|server| server.p50_ms), 2),
+                option(figures.server.as_ref().map(|server| server.p99_ms), 2),
             );
         }
     }

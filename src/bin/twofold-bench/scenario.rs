@@ -12,7 +12,7 @@ use crate::inbox::Inbox;
 use crate::stats::Tally;
 use std::time::{Duration, Instant};
 use tonic::transport::{Channel, Endpoint};
-use tonic::{Request, Status};
+use tonic::{Request, Response, Status};
 use tonic_types::StatusExt;
 use twofold::proto::v1;
 
@@ -174,22 +174,26 @@ struct Recorder<'a> {
 }
 
 impl Recorder<'_> {
-    /// Times `call`; records its latency or its error reason.
+    /// Times `call`; records its latency, and the server's share of it when the answer tells
+    /// it, or its error reason.
     async fn time<T>(
         &mut self,
         rpc: &'static str,
-        call: impl Future<Output = Result<T, Status>>,
-    ) -> Option<T> {
+        call: impl Future<Output = Result<Response<T>, Status>>,
+    ) -> Option<Response<T>> {
         let started = Instant::now();
         let outcome = call.await;
         let finished = Instant::now();
         let counted = self.window.contains(finished);
         match outcome {
-            Ok(value) => {
+            Ok(response) => {
                 if counted {
                     self.tally.record(rpc, finished - started, finished);
+                    if let Some(handled) = handled_time(&response) {
+                        self.tally.record_handled(rpc, handled);
+                    }
                 }
-                Some(value)
+                Some(response)
             }
             Err(status) => {
                 if counted {
@@ -217,6 +221,18 @@ impl Recorder<'_> {
             self.tally.completed += 1;
         }
     }
+}
+
+/// How long the server took to produce `response`, as a bench build's server tells it.
+fn handled_time<T>(response: &Response<T>) -> Option<Duration> {
+    let micros = response
+        .metadata()
+        .get(twofold::server::HANDLED_TIME_HEADER)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()?;
+    Some(Duration::from_micros(micros))
 }
 
 /// When a paced user starts and how often it starts again.

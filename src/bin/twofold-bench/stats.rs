@@ -114,6 +114,8 @@ pub struct Tally {
     /// Finished scenario iterations (step-ups, WhoAmI calls, send+verify pairs).
     pub completed: u64,
     pub latency: BTreeMap<&'static str, Histogram>,
+    /// The server's own time for each call, as a bench build's server tells it in the answer.
+    pub handled: BTreeMap<&'static str, Histogram>,
     /// `"<rpc>: <reason>"` → count.
     pub errors: BTreeMap<String, u64>,
     /// When each call or code delivery in the window finished, to find the pauses.
@@ -124,6 +126,10 @@ impl Tally {
     pub fn record(&mut self, rpc: &'static str, latency: Duration, finished: Instant) {
         self.latency.entry(rpc).or_default().record(latency);
         self.finished.push(finished);
+    }
+
+    pub fn record_handled(&mut self, rpc: &'static str, handled: Duration) {
+        self.handled.entry(rpc).or_default().record(handled);
     }
 
     /// An error the server answered with at `finished`: it counts as a finish for the pauses.
@@ -140,6 +146,9 @@ impl Tally {
         self.completed += other.completed;
         for (rpc, histogram) in &other.latency {
             self.latency.entry(rpc).or_default().merge(histogram);
+        }
+        for (rpc, histogram) in &other.handled {
+            self.handled.entry(rpc).or_default().merge(histogram);
         }
         for (reason, count) in &other.errors {
             *self.errors.entry(reason.clone()).or_default() += count;
@@ -305,6 +314,7 @@ mod tests {
             ..Tally::default()
         };
         first.record("WhoAmI", Duration::from_micros(100), now);
+        first.record_handled("WhoAmI", Duration::from_micros(40));
         first.error("WhoAmI", "SESSION_INACTIVE");
         let mut second = Tally {
             completed: 2,
@@ -312,6 +322,7 @@ mod tests {
         };
         second.record("WhoAmI", Duration::from_micros(5_000), now);
         second.record("SubmitLoginCode", Duration::from_micros(700), now);
+        second.record_handled("WhoAmI", Duration::from_micros(3_000));
         second.error("WhoAmI", "SESSION_INACTIVE");
         second.error("SubmitLoginCode", "CODE_INVALID");
         first.merge(&second);
@@ -322,5 +333,8 @@ mod tests {
         assert_eq!(first.errors["WhoAmI: SESSION_INACTIVE"], 2);
         assert_eq!(first.error_count(), 3);
         assert_eq!(first.finished.len(), 3);
+        assert_eq!(first.handled["WhoAmI"].count(), 2);
+        assert_eq!(first.handled["WhoAmI"].max_micros(), 3_000);
+        assert!(!first.handled.contains_key("SubmitLoginCode"));
     }
 }
