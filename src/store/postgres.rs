@@ -39,10 +39,18 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 /// full batches run side by side, and, while a slot is free, a slow statement holds up the rest
 /// for `batch::OVERDUE` at most.
 const BATCHES_AT_ONCE: usize = 2;
-/// Writes per batch at most. Eight already save seven commits in eight. Larger upgrade batches
-/// took about 40 ms instead of 5 over TLS (not without it): a delayed-ACK stall, as sqlx 0.9.0
-/// no longer sets TCP_NODELAY (transact-rs/sqlx#4335). Measured in docs/performance.md.
-const MOST_PER_BATCH: usize = 8;
+/// Writes per batch at most over TCP. Eight already save seven commits in eight. Larger upgrade
+/// batches took about 40 ms instead of 5 over TLS (not without it): a delayed-ACK stall, as sqlx
+/// 0.9.0 no longer sets TCP_NODELAY (transact-rs/sqlx#4335). Measured in docs/performance.md.
+const MOST_PER_BATCH_OVER_TCP: usize = 8;
+/// Writes per batch at most over a Unix socket, which has no Nagle's algorithm to stall a large
+/// statement. The cap matters after a hiccup (a slow WAL flush, a busy core): the writes that
+/// piled up meanwhile go in one round of statements instead of several, each waiting for the
+/// WAL's flush, so the calls caught in it wait less. At 70 % of the peak, with 32 instead of 8,
+/// `SubmitLoginCode`'s p99 was lower in five of six interleaved runs (docs/performance.md,
+/// "After the nineteenth pass").
+const MOST_PER_BATCH_OVER_SOCKET: usize = 32;
+const _: () = assert!(MOST_PER_BATCH_OVER_SOCKET > MOST_PER_BATCH_OVER_TCP);
 /// How long a queued code waits for others to share its statement while codes come more often
 /// than this. An enqueue is quick to run, so with nothing in flight most of them ran alone: at
 /// 1,000 step-ups/s 0.54–0.76 enqueue statements per step-up, over half of all Postgres
@@ -151,11 +159,25 @@ fn pool_options(max_connections: u32) -> PgPoolOptions {
         })
 }
 
+/// How many writes a batch takes at most on connections made with `options`: more where sqlx
+/// connects over a Unix socket, which it does for a socket folder or a host that is a path.
+fn most_per_batch(options: &PgConnectOptions) -> usize {
+    if options.get_socket().is_some() || options.get_host().starts_with('/') {
+        MOST_PER_BATCH_OVER_SOCKET
+    } else {
+        MOST_PER_BATCH_OVER_TCP
+    }
+}
+
 impl PostgresStore {
     /// Connects and runs the embedded migrations in `migrations/postgres`.
     pub async fn connect(dsn: &str) -> StoreResult<Self> {
+        let options: PgConnectOptions = dsn
+            .parse()
+            .map_err(|error| map_error("connect to postgres", error))?;
+        let most = most_per_batch(&options);
         let pool = pool_options(MAX_CONNECTIONS)
-            .connect(dsn)
+            .connect_with(options)
             .await
             .map_err(|error| map_error("connect to postgres", error))?;
         MIGRATOR.run(&pool).await.map_err(map_migrate_error)?;
@@ -170,13 +192,13 @@ impl PostgresStore {
         let enqueues = Batcher::new(
             Enqueues { pool: pool.clone() },
             BATCHES_AT_ONCE,
-            MOST_PER_BATCH,
+            most,
             ENQUEUE_LINGER,
         );
         let upgrades = Batcher::new(
             Upgrades { pool: pool.clone() },
             BATCHES_AT_ONCE,
-            MOST_PER_BATCH,
+            most,
             Duration::ZERO,
         );
         Ok(Self {
@@ -1529,5 +1551,24 @@ mod tests {
             Some("-c search_path=auth -c synchronous_commit=off")
         );
         assert_eq!(options.get_database(), Some("twofold"));
+    }
+
+    #[test]
+    fn batches_are_larger_over_a_unix_socket_than_over_tcp() {
+        let over = |dsn: &str| most_per_batch(&dsn.parse::<PgConnectOptions>().expect("a DSN"));
+        assert_eq!(
+            over("postgres://twofold@localhost/twofold?host=/var/run/postgresql"),
+            MOST_PER_BATCH_OVER_SOCKET
+        );
+        let socket_as_host = PgConnectOptions::new_without_pgpass().host("/var/run/postgresql");
+        assert_eq!(most_per_batch(&socket_as_host), MOST_PER_BATCH_OVER_SOCKET);
+        assert_eq!(
+            over("postgres://twofold@db.example:5432/twofold"),
+            MOST_PER_BATCH_OVER_TCP
+        );
+        assert_eq!(
+            over("postgres://twofold@127.0.0.1/twofold"),
+            MOST_PER_BATCH_OVER_TCP
+        );
     }
 }
