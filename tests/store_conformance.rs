@@ -2153,7 +2153,7 @@ mod durable_cases {
         );
     }
 
-    fn message(recipient: &str, at: DateTime<Utc>) -> OutboxMessage {
+    pub fn message(recipient: &str, at: DateTime<Utc>) -> OutboxMessage {
         OutboxMessage {
             id: Uuid::now_v7(),
             channel: Channel::Sms,
@@ -2172,7 +2172,7 @@ mod durable_cases {
         }
     }
 
-    fn audit_for(message: &OutboxMessage, at: DateTime<Utc>) -> AuditEvent {
+    pub fn audit_for(message: &OutboxMessage, at: DateTime<Utc>) -> AuditEvent {
         AuditEvent {
             id: Uuid::now_v7(),
             event: "code.sent".into(),
@@ -3233,6 +3233,187 @@ async fn postgres_writes_sent_at_once_share_commits() {
     let messages = durable_cases::enqueue_at_once(&store, false).await;
     let ids: Vec<Uuid> = messages.iter().map(|message| message.id).collect();
     shared_commits(&mut admin, "courier_messages", &ids).await;
+    let _ = admin.close().await;
+}
+
+/// A queued code or a session upgrade, sent at once with others of both kinds.
+enum DurableWrite {
+    Enqueue(
+        twofold::store::codes::OutboxMessage,
+        twofold::store::codes::AuditEvent,
+    ),
+    Upgrade {
+        identity: Identity,
+        session: Session,
+        expected_token_hash: Vec<u8>,
+        upgrade: SessionUpgrade,
+    },
+}
+
+/// Ten codes and ten upgrades of stored sessions, interleaved.
+async fn codes_and_upgrades<S: SqlStore>(store: &S) -> Vec<DurableWrite> {
+    let at = now();
+    let mut writes = Vec::new();
+    for _ in 0..10 {
+        let message = durable_cases::message(&unique_phone(), at);
+        let audit = durable_cases::audit_for(&message, at);
+        writes.push(DurableWrite::Enqueue(message, audit));
+        let (identity, session) = sql_cases::identity_with_session(store).await;
+        writes.push(DurableWrite::Upgrade {
+            upgrade: sql_cases::upgrade_to_aal2(&identity, session.issued_at),
+            expected_token_hash: session.token_hash.clone(),
+            identity,
+            session,
+        });
+    }
+    writes
+}
+
+/// Sends `writes` at once, in their order, and answers each: true for a code queued or a
+/// session upgraded, false for an upgrade that found its token gone.
+async fn send_at_once<S: SqlStore>(
+    store: &S,
+    writes: &[DurableWrite],
+) -> Vec<Result<bool, StoreError>> {
+    futures_util::future::join_all(writes.iter().map(|write| async move {
+        match write {
+            DurableWrite::Enqueue(message, audit) => {
+                store.enqueue(message, audit).await.map(|()| true)
+            }
+            DurableWrite::Upgrade {
+                session,
+                expected_token_hash,
+                upgrade,
+                ..
+            } => store
+                .upgrade_session(session.id, expected_token_hash, upgrade)
+                .await
+                .map(|upgraded| upgraded.is_some()),
+        }
+    }))
+    .await
+}
+
+/// Checks that each write was stored with its audit events, except that a code whose answer
+/// is an error and an upgrade that answered false wrote nothing at all.
+async fn check_stored<S: SqlStore>(
+    store: &S,
+    writes: &[DurableWrite],
+    answers: Vec<Result<bool, StoreError>>,
+) {
+    for (write, answer) in writes.iter().zip(answers) {
+        match (write, answer) {
+            (DurableWrite::Enqueue(message, audit), Ok(true)) => {
+                let identity_id = message.identity_id.expect("an identity");
+                assert_eq!(
+                    store.get_message(message.id).await.expect("get").as_ref(),
+                    Some(message)
+                );
+                let audited = store.audit_events(identity_id).await.expect("audit");
+                assert_eq!(audited, vec![audit.clone()]);
+            }
+            (DurableWrite::Enqueue(message, _), Err(_)) => {
+                let identity_id = message.identity_id.expect("an identity");
+                let audited = store.audit_events(identity_id).await.expect("audit");
+                assert_eq!(audited, vec![], "a code not queued is not audited");
+            }
+            (
+                DurableWrite::Upgrade {
+                    identity,
+                    session,
+                    upgrade,
+                    ..
+                },
+                Ok(upgraded),
+            ) => {
+                let stored = store.get_session(session.id).await.expect("get");
+                let audited = store.audit_events(identity.id).await.expect("audit");
+                if upgraded {
+                    let stored = stored.expect("stored");
+                    assert_eq!(stored.token_hash, upgrade.new_token_hash);
+                    assert_eq!(stored.aal, Aal::Aal2);
+                    assert_eq!(audited, upgrade.audit);
+                } else {
+                    assert_eq!(stored.as_ref(), Some(session), "a lost upgrade wrote");
+                    assert_eq!(audited, vec![], "a lost upgrade is not audited");
+                }
+            }
+            (write, answer) => panic!(
+                "{} answered {answer:?}",
+                match write {
+                    DurableWrite::Enqueue(..) => "a code",
+                    DurableWrite::Upgrade { .. } => "an upgrade",
+                }
+            ),
+        }
+    }
+}
+
+/// On Postgres, queued codes and session upgrades sent at once share statements, and so
+/// commits, with each other: a message row and a session row carry the same `xmin`, and each
+/// audit event is in the transaction of the row it records. A batch that fails (one code's id
+/// is taken) is written again one by one, so only that code fails; an upgrade whose token is
+/// gone writes nothing, beside codes and upgrades that are written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_codes_and_upgrades_sent_at_once_share_commits() {
+    use sqlx::Connection;
+    use twofold::store::postgres::PostgresStore;
+    let dsn = support::fresh_postgres_dsn().await;
+    let store = PostgresStore::connect(&dsn).await.expect("connect");
+    let mut admin = sqlx::PgConnection::connect(&dsn)
+        .await
+        .expect("admin connection");
+
+    let writes = codes_and_upgrades(&store).await;
+    let answers = send_at_once(&store, &writes).await;
+    assert!(
+        answers.iter().all(|answer| matches!(answer, Ok(true))),
+        "{answers:?}"
+    );
+    check_stored(&store, &writes, answers).await;
+    let (mut message_ids, mut session_ids) = (Vec::new(), Vec::new());
+    for write in &writes {
+        match write {
+            DurableWrite::Enqueue(message, _) => message_ids.push(message.id),
+            DurableWrite::Upgrade { session, .. } => session_ids.push(session.id),
+        }
+    }
+    shared_commits(&mut admin, "courier_messages", &message_ids).await;
+    shared_commits(&mut admin, "sessions", &session_ids).await;
+    let (shared,): (i64,) = sqlx::query_as(
+        "SELECT count(DISTINCT m.xmin::text) FROM courier_messages m \
+         JOIN sessions s ON s.xmin::text = m.xmin::text \
+         WHERE m.id = ANY($1) AND s.id = ANY($2)",
+    )
+    .bind(&message_ids)
+    .bind(&session_ids)
+    .fetch_one(&mut admin)
+    .await
+    .expect("the transactions both kinds share");
+    assert!(shared > 0, "no code was committed with an upgrade");
+
+    let mut writes = codes_and_upgrades(&store).await;
+    let (clash, stale) = (8, 11);
+    match (&mut writes[clash], message_ids[0]) {
+        (DurableWrite::Enqueue(message, _), taken) => message.id = taken,
+        _ => unreachable!("codes are at even places"),
+    }
+    match &mut writes[stale] {
+        DurableWrite::Upgrade {
+            expected_token_hash,
+            ..
+        } => *expected_token_hash = token_hash(),
+        _ => unreachable!("upgrades are at odd places"),
+    }
+    let answers = send_at_once(&store, &writes).await;
+    for (index, answer) in answers.iter().enumerate() {
+        match index {
+            _ if index == clash => assert!(answer.is_err(), "a taken id must fail"),
+            _ if index == stale => assert!(matches!(answer, Ok(false)), "{answer:?}"),
+            _ => assert!(matches!(answer, Ok(true)), "write {index}: {answer:?}"),
+        }
+    }
+    check_stored(&store, &writes, answers).await;
     let _ = admin.close().await;
 }
 

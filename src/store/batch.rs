@@ -17,7 +17,10 @@
 //! average, each is queued instead of running at once, and with nothing in flight the queue
 //! starts only once its oldest write has waited that long, or a batch is full. A write that is
 //! quick to run is otherwise rarely joined by anything, and each costs a statement and a commit.
-//! Writes that come seldom still run at once.
+//! Writes that come seldom still run at once. A kind may mix writes that linger with writes
+//! that never do: one of the latter, with nothing in flight, starts a batch at once and takes the
+//! lingering ones along, so they share its commit instead of waiting out their linger for one of
+//! their own.
 //!
 //! A batch is all or nothing, like the single statement it stands for. When its statement fails
 //! for a reason that may be one write's own (a constraint, bad data, a deadlock with another
@@ -45,6 +48,12 @@ pub(crate) trait BatchWrite: Send + Sync + 'static {
 
     /// The write alone.
     fn one(&self, item: &Self::Item) -> impl Future<Output = StoreResult<Self::Output>> + Send;
+
+    /// Whether `item` may linger for company (see the module's documentation); a write that may
+    /// not starts a batch as soon as a slot is free, with whatever waits beside it.
+    fn lingers(&self, _item: &Self::Item) -> bool {
+        true
+    }
 
     /// Every item's write in one atomic statement. `Err` means the statement failed and wrote
     /// nothing; `Ok` holds one answer per item, in the items' order, each read back from what was
@@ -131,7 +140,7 @@ impl<W: BatchWrite> Batcher<W> {
 
     /// Writes `item`, alone or with others, and answers when its statement has committed.
     pub(crate) async fn submit(&self, item: W::Item) -> StoreResult<W::Output> {
-        let linger = if self.shared.note_submitted() {
+        let linger = if self.shared.writes.lingers(&item) && self.shared.note_submitted() {
             self.shared.linger
         } else {
             Duration::ZERO
@@ -179,9 +188,10 @@ impl<W: BatchWrite> Shared<W> {
         self.slots.available_permits() + 1 == self.slot_count
     }
 
-    /// Records a write submitted now. True when writes have lately come less than `linger`
-    /// apart on average, so that one lingering can expect another to join it. Concurrent callers
-    /// may each lose the other's update of the mean; it is a hint, and the next write corrects it.
+    /// Records a write that may linger, submitted now. True when such writes have lately come
+    /// less than `linger` apart on average, so that one lingering can expect another to join
+    /// it. Concurrent callers may each lose the other's update of the mean; it is a hint, and
+    /// the next write corrects it.
     fn note_submitted(&self) -> bool {
         if self.linger.is_zero() {
             return false;
@@ -209,9 +219,9 @@ impl<W: BatchWrite> Shared<W> {
 
     /// Starts a batch of the writes that wait, for as long as some wait and a slot is free,
     /// except that beside a statement in flight only a full batch starts, or one whose oldest
-    /// write is [`OVERDUE`], and with nothing in flight, only a full batch or one whose oldest
-    /// write has lingered. Called after every write queued and every slot freed, and when the
-    /// oldest write left waiting becomes overdue or has lingered.
+    /// write is [`OVERDUE`], and with nothing in flight, only a full batch or one with a write
+    /// that has lingered (or does not linger). Called after every write queued and every slot
+    /// freed, and when the oldest write left waiting becomes overdue or has lingered.
     fn start_batches(self: &Arc<Self>) {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
@@ -224,16 +234,21 @@ impl<W: BatchWrite> Shared<W> {
                 queue.retain(|waiting| !waiting.answer.is_closed());
                 // Beside a statement in flight, only a full batch starts, or one whose oldest
                 // write is overdue: the rest wait for it to end and go together, which is fewer
-                // statements at a moderate load. With nothing in flight, a lingering write waits
-                // out its linger unless the batch fills first.
-                let waited = queue.front().is_some_and(|oldest| {
-                    let due = if self.alone_in_flight() {
-                        oldest.linger
-                    } else {
-                        OVERDUE
-                    };
-                    oldest.queued_at.elapsed() >= due
-                });
+                // statements at a moderate load. With nothing in flight, the batch starts once
+                // any write in it is due: lingering writes wait out their linger unless the batch
+                // fills first or a write that does not linger comes to take them along.
+                let now = Instant::now();
+                let waited_for = |waiting: &Waiting<W>| now.duration_since(waiting.queued_at);
+                let waited = if self.alone_in_flight() {
+                    queue
+                        .iter()
+                        .take(self.most)
+                        .any(|waiting| waited_for(waiting) >= waiting.linger)
+                } else {
+                    queue
+                        .front()
+                        .is_some_and(|oldest| waited_for(oldest) >= OVERDUE)
+                };
                 let take = if waited || queue.len() >= self.most {
                     queue.len().min(self.most)
                 } else {
@@ -397,6 +412,8 @@ mod tests {
     const UNREADABLE: u32 = 77;
     /// Waits, when written alone, until `release` is notified, keeping its slot busy.
     const HOLD: u32 = 1_000;
+    /// Never lingers, as an upgrade beside lingering enqueues.
+    const EAGER: u32 = 500;
 
     #[derive(Default)]
     struct Recorder {
@@ -421,6 +438,10 @@ mod tests {
                 _ => {}
             }
             Ok(item * 10)
+        }
+
+        fn lingers(&self, item: &u32) -> bool {
+            *item != EAGER
         }
 
         async fn many(&self, items: &[u32]) -> StoreResult<Vec<StoreResult<u32>>> {
@@ -693,6 +714,43 @@ mod tests {
         let (answer, took) = finished(second).await;
         assert_eq!(answer.expect("written"), 20);
         assert_eq!(took, LINGER);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_write_that_does_not_linger_takes_the_lingering_ones_along_at_once() {
+        let (batcher, written) = lingering_batcher(8);
+        batcher.submit(1).await.expect("written");
+        tokio::time::sleep(LINGER / 4).await;
+        let lingering: Vec<_> = (2..=3).map(|item| timed_submit(&batcher, item)).collect();
+        settle().await;
+        tokio::time::sleep(LINGER / 4).await;
+        assert_eq!(*written.lock().unwrap(), vec![vec![1]], "2 and 3 linger");
+        let (answer, took) = finished(timed_submit(&batcher, EAGER)).await;
+        assert_eq!(answer.expect("written"), EAGER * 10);
+        assert_eq!(took, Duration::ZERO, "the eager write waited");
+        assert_eq!(*written.lock().unwrap(), vec![vec![1], vec![2, 3, EAGER]]);
+        for task in lingering {
+            let (answer, took) = finished(task).await;
+            assert!(answer.is_ok());
+            assert_eq!(
+                took,
+                LINGER / 4,
+                "a lingering write did not leave with the eager one"
+            );
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_eager_write_with_nothing_waiting_or_in_flight_runs_alone_at_once() {
+        let (batcher, written) = lingering_batcher(8);
+        for item in 1..=3 {
+            batcher.submit(item).await.expect("written");
+            tokio::time::sleep(LINGER / 4).await;
+        }
+        let (answer, took) = finished(timed_submit(&batcher, EAGER)).await;
+        assert_eq!(answer.expect("written"), EAGER * 10);
+        assert_eq!(took, Duration::ZERO);
+        assert_eq!(written.lock().unwrap().last(), Some(&vec![EAGER]));
     }
 
     #[tokio::test(start_paused = true)]

@@ -34,7 +34,7 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres
 const MAX_CONNECTIONS: u32 = 16;
 /// Past this the database is effectively unavailable; better to answer than to queue forever.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
-/// Batches of one kind of write running at once; a freed one takes every write that waited.
+/// Batches of durable writes running at once; a freed one takes every write that waited.
 /// Few, so that writes wait together under load, but more than one, so that under a heavy load
 /// full batches run side by side, and, while a slot is free, a slow statement holds up the rest
 /// for `batch::OVERDUE` at most.
@@ -58,7 +58,8 @@ const _: () = assert!(MOST_PER_BATCH_OVER_SOCKET > MOST_PER_BATCH_OVER_TCP);
 /// (docs/performance.md, "After the thirteenth pass"). The wait is on `CreateLoginFlow`'s
 /// answer, up to 2 ms (3 with tokio's millisecond timers) and only at such rates; next to a
 /// gateway's own delivery time it is nothing. Upgrades do not wait: `SubmitLoginCode` has the
-/// longest answer of the step-up, and a scratch build where they did measured no cheaper.
+/// longest answer of the step-up, and a scratch build where they did measured no cheaper. An
+/// upgrade that comes meanwhile takes the lingering codes along in its own statement.
 const ENQUEUE_LINGER: Duration = Duration::from_millis(2);
 /// A connection idle longer than this is pinged before it is handed out, so one the server
 /// dropped while idle (a restart, a proxy's idle cut) is replaced instead of failing a request.
@@ -101,6 +102,13 @@ macro_rules! identity_select {
     };
 }
 
+macro_rules! message_columns {
+    () => {
+        "id, channel, recipient, template_type, locale, sealed_data, identity_id, status, \
+         send_count, not_after, next_attempt_at, lease_until, created_at, updated_at"
+    };
+}
+
 macro_rules! session_select {
     () => {
         "SELECT id, identity_id, token_hash, aal, methods, issued_at, expires_at, \
@@ -113,8 +121,8 @@ pub struct PostgresStore {
     pool: sqlx::PgPool,
     /// The courier's claims and attempt records: see [`COURIER_CONNECTIONS`].
     courier_pool: sqlx::PgPool,
-    enqueues: Batcher<Enqueues>,
-    upgrades: Batcher<Upgrades>,
+    /// The queued codes and session upgrades: the step-up's durable writes.
+    writes: Batcher<DurableWrites>,
 }
 
 /// Connections for the courier's rounds, whose commits do not wait for the WAL to reach the disk
@@ -189,23 +197,16 @@ impl PostgresStore {
             .connect_with(courier_options)
             .await
             .map_err(|error| map_error("connect the courier's pool to postgres", error))?;
-        let enqueues = Batcher::new(
-            Enqueues { pool: pool.clone() },
+        let writes = Batcher::new(
+            DurableWrites { pool: pool.clone() },
             BATCHES_AT_ONCE,
             most,
             ENQUEUE_LINGER,
         );
-        let upgrades = Batcher::new(
-            Upgrades { pool: pool.clone() },
-            BATCHES_AT_ONCE,
-            most,
-            Duration::ZERO,
-        );
         Ok(Self {
             pool,
             courier_pool,
-            enqueues,
-            upgrades,
+            writes,
         })
     }
 
@@ -708,14 +709,16 @@ impl PostgresStore {
         read_identity: bool,
     ) -> StoreResult<Option<Upgraded>> {
         upgrade.check_audited()?;
-        self.upgrades
-            .submit(UpgradeWanted {
-                id,
-                expected_token_hash: expected_token_hash.to_vec(),
-                upgrade: upgrade.clone(),
-                read_identity,
-            })
-            .await
+        let wanted = UpgradeWanted {
+            id,
+            expected_token_hash: expected_token_hash.to_vec(),
+            upgrade: upgrade.clone(),
+            read_identity,
+        };
+        match self.writes.submit(DurableWrite::Upgrade(wanted)).await? {
+            Written::Upgraded(upgraded) => Ok(upgraded),
+            Written::Enqueued => Err(answered_as_the_other_kind("an upgrade")),
+        }
     }
 }
 
@@ -731,83 +734,95 @@ struct UpgradeWanted {
     read_identity: bool,
 }
 
-struct Upgrades {
+/// A durable write on the step-up's path, waiting to be committed; see `batch` for why several
+/// callers' are joined, and [`DurableWrites::many`] for why both kinds go in one statement.
+enum DurableWrite {
+    /// A message and its `code.sent` event, written together.
+    Enqueue(OutboxMessage, AuditEvent),
+    Upgrade(UpgradeWanted),
+}
+
+/// What a [`DurableWrite`] answers, of its own kind.
+#[allow(
+    clippy::large_enum_variant,
+    reason = "an answer is moved once, through a channel; boxing would allocate per upgrade"
+)]
+enum Written {
+    Enqueued,
+    Upgraded(Option<Upgraded>),
+}
+
+/// A [`Written`] of the other kind than its write: a bug, reported rather than unwound.
+fn answered_as_the_other_kind(write: &str) -> StoreError {
+    StoreError::Internal(format!("{write} was answered as the other kind of write"))
+}
+
+struct DurableWrites {
     pool: sqlx::PgPool,
 }
 
-impl BatchWrite for Upgrades {
-    type Item = UpgradeWanted;
-    type Output = Option<Upgraded>;
+impl BatchWrite for DurableWrites {
+    type Item = DurableWrite;
+    type Output = Written;
 
-    async fn one(&self, wanted: &UpgradeWanted) -> StoreResult<Option<Upgraded>> {
-        let upgrade = &wanted.upgrade;
-        // One guarded statement: Postgres re-checks the WHERE clause after waiting for a
-        // concurrent writer's row lock, so only the first of several upgrades matches. The
-        // address and audit writes hang off its RETURNING, so they happen exactly when it does,
-        // in the same commit. An address already verified is left alone: rewriting it on every
-        // step-up cost a row version and its WAL record for nothing. It also reads the identity
-        // when asked to, so the new token's first lookup needs no statement of its own (see
-        // `session_cache`).
-        let query = sqlx::query(concat!(
-            "WITH upgraded AS ( \
-                 UPDATE sessions SET token_hash = $3, aal = $4, methods = $5, \
-                                     authenticated_at = $6 \
-                 WHERE id = $1 AND token_hash = $2 AND revoked_at IS NULL \
-                 RETURNING *), \
-             verified AS ( \
-                 UPDATE identity_verifiable_addresses \
-                 SET verified = true, verified_at = COALESCE(verified_at, $6) \
-                 WHERE value = $7 AND identity_id IN (SELECT identity_id FROM upgraded) \
-                   AND (NOT verified OR verified_at IS NULL)), \
-             audited AS ( \
-                 INSERT INTO audit_events \
-                 (id, event, identity_id, flow_id, address_hash, client_ip, occurred_at) \
-                 SELECT e.* FROM upgraded, \
-                     unnest($8::uuid[], $9::text[], $10::uuid[], $11::uuid[], $12::text[], \
-                            $13::text[], $14::timestamptz[]) \
-                     AS e(id, event, identity_id, flow_id, address_hash, client_ip, occurred_at)) \
-             SELECT s.id AS session_id, s.identity_id AS session_identity_id, s.token_hash, \
-                    s.issued_at, s.expires_at, s.authenticated_at, s.revoked_at, \
-                    i.id IS NOT NULL AS identity_found, ",
-            identity_columns!(),
-            "FROM upgraded s LEFT JOIN identities i ON i.id = s.identity_id AND $15"
-        ))
-        .bind(wanted.id)
-        .bind(&wanted.expected_token_hash)
-        .bind(&upgrade.new_token_hash)
-        .bind(upgrade.aal.as_str())
-        .bind(Json(&upgrade.methods))
-        .bind(upgrade.authenticated_at)
-        .bind(&upgrade.verified_address);
-        let row = bind_audits(query, upgrade.audit.iter())
-            .bind(wanted.read_identity)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(|error| map_error("upgrade session", error))?;
-        row.map(|row| upgraded_from(&row, upgrade)).transpose()
+    /// Queued codes linger while they come often (see [`ENQUEUE_LINGER`]); upgrades never do,
+    /// and take the lingering codes along.
+    fn lingers(&self, write: &DurableWrite) -> bool {
+        matches!(write, DurableWrite::Enqueue(..))
     }
 
-    /// The single statement of `one` for many sessions: each wanted upgrade carries its
-    /// position, and its audit events carry the position they belong to, so they are written
-    /// exactly when their own upgrade is. Two upgrades of one session in a batch update it once:
-    /// the other finds nothing, as it would have after the first one's commit. The sessions are
-    /// listed in id order, so two batches lock the rows they share in the same order.
+    async fn one(&self, write: &DurableWrite) -> StoreResult<Written> {
+        match write {
+            DurableWrite::Enqueue(message, audit) => {
+                enqueue_alone(&self.pool, message, audit).await?;
+                Ok(Written::Enqueued)
+            }
+            DurableWrite::Upgrade(wanted) => {
+                Ok(Written::Upgraded(upgrade_alone(&self.pool, wanted).await?))
+            }
+        }
+    }
+
+    /// The single statements of [`enqueue_alone`] and [`upgrade_alone`] for many writes of
+    /// either kind, in one statement: one round trip and one commit, so one wait for the WAL's
+    /// flush, for queued codes and upgrades that waited at the same time. Each durable commit on
+    /// the step-up's path waits for that flush, one flush at a time, and most of a write
+    /// statement's time under load was spent waiting for it (docs/performance.md, "After the
+    /// nineteenth pass"). A batch of one kind binds empty arrays for the other.
     ///
-    /// `LIMIT $17` (the batch's length, so it drops nothing) is for the planner. A cached generic
-    /// plan cannot see how many rows `unnest` gives and guesses ten; against a sessions table
-    /// still small when the plan was made (a fresh installation, the bench's 256 sessions) a
-    /// hash join over a sequential scan looked cheaper than ten index lookups, and the plan stayed
-    /// while the table grew with dead versions of its rows, which every batch then read. With an
-    /// unknown limit the planner reckons on one row, and looks sessions up by index.
-    async fn many(
-        &self,
-        wanted: &[UpgradeWanted],
-    ) -> StoreResult<Vec<StoreResult<Option<Upgraded>>>> {
+    /// Each wanted upgrade carries its position, and its audit events carry the position they
+    /// belong to, so they are written exactly when their own upgrade is. Two upgrades of one
+    /// session in a batch update it once: the other finds nothing, as it would have after the
+    /// first one's commit. The sessions are listed in id order, so two batches lock the rows they
+    /// share in the same order.
+    ///
+    /// `LIMIT $17` (the number of upgrades, so it drops nothing) is for the planner. A cached
+    /// generic plan cannot see how many rows `unnest` gives and guesses ten; against a sessions
+    /// table still small when the plan was made (a fresh installation, the bench's 256 sessions)
+    /// a hash join over a sequential scan looked cheaper than ten index lookups, and the plan
+    /// stayed while the table grew with dead versions of its rows, which every batch then read.
+    /// With an unknown limit the planner reckons on one row, and looks sessions up by index.
+    ///
+    /// The answer has a row even when nothing was upgraded, with the counts of messages and
+    /// events queued; the upgraded sessions' rows carry the same counts.
+    async fn many(&self, writes: &[DurableWrite]) -> StoreResult<Vec<StoreResult<Written>>> {
+        let mut enqueues = Vec::new();
+        let mut upgrades = Vec::new();
+        for write in writes {
+            match write {
+                DurableWrite::Enqueue(message, audit) => enqueues.push((message, audit)),
+                DurableWrite::Upgrade(wanted) => upgrades.push(wanted),
+            }
+        }
+        let send_counts = enqueues
+            .iter()
+            .map(|(message, _)| counter(i64::from(message.send_count), "send count"))
+            .collect::<StoreResult<Vec<_>>>()?;
         let position = |index: usize| i32::try_from(index).unwrap_or(i32::MAX);
-        let mut order: Vec<usize> = (0..wanted.len()).collect();
-        order.sort_by_key(|index| wanted[*index].id);
-        let sorted: Vec<&UpgradeWanted> = order.iter().map(|index| &wanted[*index]).collect();
-        let audit_positions = wanted
+        let mut order: Vec<usize> = (0..upgrades.len()).collect();
+        order.sort_by_key(|index| upgrades[*index].id);
+        let sorted: Vec<&UpgradeWanted> = order.iter().map(|index| upgrades[*index]).collect();
+        let audit_positions = upgrades
             .iter()
             .enumerate()
             .flat_map(|(index, wanted)| wanted.upgrade.audit.iter().map(move |_| position(index)))
@@ -844,12 +859,29 @@ impl BatchWrite for Upgrades {
                             $14::text[], $15::text[], $16::timestamptz[]) \
                      AS e(position, id, event, identity_id, flow_id, address_hash, client_ip, \
                           occurred_at) \
-                 ON e.position = u.position) \
-             SELECT s.position, s.id AS session_id, s.identity_id AS session_identity_id, \
+                 ON e.position = u.position), \
+             queued AS ( \
+                 INSERT INTO courier_messages (",
+            message_columns!(),
+            ") SELECT * FROM unnest($19::uuid[], $20::text[], $21::text[], $22::text[], \
+                                   $23::text[], $24::bytea[], $25::uuid[], $26::text[], \
+                                   $27::int[], $28::timestamptz[], $29::timestamptz[], \
+                                   $30::timestamptz[], $31::timestamptz[], $32::timestamptz[]) \
+                 RETURNING id), \
+             queued_events AS ( \
+                 INSERT INTO audit_events \
+                 (id, event, identity_id, flow_id, address_hash, client_ip, occurred_at) \
+                 SELECT * FROM unnest($33::uuid[], $34::text[], $35::uuid[], $36::uuid[], \
+                                      $37::text[], $38::text[], $39::timestamptz[]) \
+                 RETURNING id) \
+             SELECT (SELECT count(*) FROM queued) AS messages_queued, \
+                    (SELECT count(*) FROM queued_events) AS events_queued, \
+                    s.position, s.id AS session_id, s.identity_id AS session_identity_id, \
                     s.token_hash, s.issued_at, s.expires_at, s.authenticated_at, \
                     s.revoked_at, i.id IS NOT NULL AS identity_found, ",
             identity_columns!(),
-            "FROM upgraded s LEFT JOIN identities i ON i.id = s.identity_id AND s.read_identity"
+            "FROM (VALUES (true)) AS always(answer) LEFT JOIN upgraded s ON true \
+             LEFT JOIN identities i ON i.id = s.identity_id AND s.read_identity"
         ))
         .bind(column(&order, |index| position(*index)))
         .bind(column(&sorted, |wanted| wanted.id))
@@ -866,39 +898,162 @@ impl BatchWrite for Upgrades {
             wanted.upgrade.verified_address.as_deref()
         }))
         .bind(audit_positions);
-        let audits = wanted.iter().flat_map(|wanted| wanted.upgrade.audit.iter());
-        let rows = bind_audits(query, audits)
-            .bind(i64::try_from(wanted.len()).unwrap_or(i64::MAX))
+        let upgrade_audits = upgrades
+            .iter()
+            .flat_map(|wanted| wanted.upgrade.audit.iter());
+        let query = bind_audits(query, upgrade_audits)
+            .bind(i64::try_from(upgrades.len()).unwrap_or(i64::MAX))
             .bind(column(&sorted, |wanted| wanted.read_identity))
+            .bind(column(&enqueues, |(message, _)| message.id))
+            .bind(column(&enqueues, |(message, _)| message.channel.as_str()))
+            .bind(column(&enqueues, |(message, _)| message.recipient.as_str()))
+            .bind(column(&enqueues, |(message, _)| {
+                message.template_type.as_str()
+            }))
+            .bind(column(&enqueues, |(message, _)| message.locale.as_str()))
+            .bind(column(&enqueues, |(message, _)| {
+                message.sealed_data.as_slice()
+            }))
+            .bind(column(&enqueues, |(message, _)| message.identity_id))
+            .bind(column(&enqueues, |(message, _)| message.status.as_str()))
+            .bind(send_counts)
+            .bind(column(&enqueues, |(message, _)| message.not_after))
+            .bind(column(&enqueues, |(message, _)| message.next_attempt_at))
+            .bind(column(&enqueues, |(message, _)| message.lease_until))
+            .bind(column(&enqueues, |(message, _)| message.created_at))
+            .bind(column(&enqueues, |(message, _)| message.updated_at));
+        let rows = bind_audits(query, enqueues.iter().map(|(_, audit)| *audit))
             .fetch_all(&self.pool)
             .await
-            .map_err(|error| map_error("upgrade sessions", error))?;
+            .map_err(|error| map_error("write a batch of codes and upgrades", error))?;
         // Committed: from here on an answer that cannot be read fails its own caller, and is
         // never a reason to write again.
-        let mut answers: Vec<Option<StoreResult<Upgraded>>> = wanted.iter().map(|_| None).collect();
-        let mut unplaced = None;
-        for row in &rows {
-            let index = row
-                .try_get::<i32, _>("position")
-                .ok()
-                .and_then(|position| usize::try_from(position).ok())
-                .filter(|index| *index < wanted.len());
-            match index {
-                Some(index) => answers[index] = Some(upgraded_from(row, &wanted[index].upgrade)),
-                None => unplaced = Some(corrupt("an upgraded session without its position")),
-            }
-        }
-        Ok(answers
-            .into_iter()
-            .map(|answer| match (answer, &unplaced) {
-                (Some(answer), _) => answer.map(Some),
-                // No row: this upgrade lost its race, unless a row could not be placed, which
-                // may have been its own.
-                (None, None) => Ok(None),
-                (None, Some(error)) => Err(error.clone()),
+        let enqueued = enqueued_answer(&rows, enqueues.len());
+        let mut upgraded = upgraded_answers(&rows, &upgrades).into_iter();
+        Ok(writes
+            .iter()
+            .map(|write| match write {
+                DurableWrite::Enqueue(..) => enqueued.clone().map(|()| Written::Enqueued),
+                DurableWrite::Upgrade(_) => upgraded
+                    .next()
+                    .unwrap_or_else(|| {
+                        Err(StoreError::Internal("an upgrade left unanswered".into()))
+                    })
+                    .map(Written::Upgraded),
             })
             .collect())
     }
+}
+
+/// Whether a batch's statement queued every one of its `wanted` messages and their events, from
+/// the counts on its answer's rows.
+fn enqueued_answer(rows: &[PgRow], wanted: usize) -> StoreResult<()> {
+    let counts = rows.first().map(|row| {
+        Ok::<_, sqlx::Error>((
+            row.try_get::<i64, _>("messages_queued")?,
+            row.try_get::<i64, _>("events_queued")?,
+        ))
+    });
+    match counts {
+        Some(Ok((messages, events)))
+            if usize::try_from(messages) == Ok(wanted) && usize::try_from(events) == Ok(wanted) =>
+        {
+            Ok(())
+        }
+        Some(Ok((messages, events))) => Err(StoreError::Internal(format!(
+            "{messages} messages and {events} audit events queued for {wanted} codes"
+        ))),
+        Some(Err(error)) => Err(map_error("decode queued counts", error)),
+        None => Err(corrupt("a batch's answer without its row of counts")),
+    }
+}
+
+/// Each wanted upgrade's answer, in their order, from a batch statement's rows: a row for each
+/// session upgraded, found by its position, and none for an upgrade that lost its race.
+fn upgraded_answers(
+    rows: &[PgRow],
+    wanted: &[&UpgradeWanted],
+) -> Vec<StoreResult<Option<Upgraded>>> {
+    let mut answers: Vec<Option<StoreResult<Upgraded>>> = wanted.iter().map(|_| None).collect();
+    let mut unplaced = None;
+    for row in rows {
+        let index = match row.try_get::<Option<i32>, _>("position") {
+            // The row that only carries the counts: nothing was upgraded.
+            Ok(None) => continue,
+            position => position
+                .ok()
+                .flatten()
+                .and_then(|position| usize::try_from(position).ok())
+                .filter(|index| *index < wanted.len()),
+        };
+        match index {
+            Some(index) => answers[index] = Some(upgraded_from(row, &wanted[index].upgrade)),
+            None => unplaced = Some(corrupt("an upgraded session without its position")),
+        }
+    }
+    answers
+        .into_iter()
+        .map(|answer| match (answer, &unplaced) {
+            (Some(answer), _) => answer.map(Some),
+            // No row: this upgrade lost its race, unless a row could not be placed, which
+            // may have been its own.
+            (None, None) => Ok(None),
+            (None, Some(error)) => Err(error.clone()),
+        })
+        .collect()
+}
+
+/// One upgrade in a statement of its own: what a lone upgrade runs, and each of a failed
+/// batch's upgrades again.
+async fn upgrade_alone(
+    pool: &sqlx::PgPool,
+    wanted: &UpgradeWanted,
+) -> StoreResult<Option<Upgraded>> {
+    let upgrade = &wanted.upgrade;
+    // One guarded statement: Postgres re-checks the WHERE clause after waiting for a
+    // concurrent writer's row lock, so only the first of several upgrades matches. The
+    // address and audit writes hang off its RETURNING, so they happen exactly when it does,
+    // in the same commit. An address already verified is left alone: rewriting it on every
+    // step-up cost a row version and its WAL record for nothing. It also reads the identity
+    // when asked to, so the new token's first lookup needs no statement of its own (see
+    // `session_cache`).
+    let query = sqlx::query(concat!(
+        "WITH upgraded AS ( \
+             UPDATE sessions SET token_hash = $3, aal = $4, methods = $5, \
+                                 authenticated_at = $6 \
+             WHERE id = $1 AND token_hash = $2 AND revoked_at IS NULL \
+             RETURNING *), \
+         verified AS ( \
+             UPDATE identity_verifiable_addresses \
+             SET verified = true, verified_at = COALESCE(verified_at, $6) \
+             WHERE value = $7 AND identity_id IN (SELECT identity_id FROM upgraded) \
+               AND (NOT verified OR verified_at IS NULL)), \
+         audited AS ( \
+             INSERT INTO audit_events \
+             (id, event, identity_id, flow_id, address_hash, client_ip, occurred_at) \
+             SELECT e.* FROM upgraded, \
+                 unnest($8::uuid[], $9::text[], $10::uuid[], $11::uuid[], $12::text[], \
+                        $13::text[], $14::timestamptz[]) \
+                 AS e(id, event, identity_id, flow_id, address_hash, client_ip, occurred_at)) \
+         SELECT s.id AS session_id, s.identity_id AS session_identity_id, s.token_hash, \
+                s.issued_at, s.expires_at, s.authenticated_at, s.revoked_at, \
+                i.id IS NOT NULL AS identity_found, ",
+        identity_columns!(),
+        "FROM upgraded s LEFT JOIN identities i ON i.id = s.identity_id AND $15"
+    ))
+    .bind(wanted.id)
+    .bind(&wanted.expected_token_hash)
+    .bind(&upgrade.new_token_hash)
+    .bind(upgrade.aal.as_str())
+    .bind(Json(&upgrade.methods))
+    .bind(upgrade.authenticated_at)
+    .bind(&upgrade.verified_address);
+    let row = bind_audits(query, upgrade.audit.iter())
+        .bind(wanted.read_identity)
+        .fetch_optional(pool)
+        .await
+        .map_err(|error| map_error("upgrade session", error))?;
+    row.map(|row| upgraded_from(&row, upgrade)).transpose()
 }
 
 /// The session and identity a successful upgrade statement returned in `row`. The session's
@@ -941,13 +1096,6 @@ fn decode_session(row: Option<PgRow>) -> StoreResult<Option<Session>> {
             .into_domain()
     })
     .transpose()
-}
-
-macro_rules! message_columns {
-    () => {
-        "id, channel, recipient, template_type, locale, sealed_data, identity_id, status, \
-         send_count, not_after, next_attempt_at, lease_until, created_at, updated_at"
-    };
 }
 
 fn message_row(row: &PgRow) -> Result<MessageRow, sqlx::Error> {
@@ -1127,107 +1275,53 @@ impl FailureBudgetStore for PostgresStore {
     }
 }
 
-/// A message and its `code.sent` event, written together; see `batch` for why several callers'
-/// are joined.
-struct Enqueues {
-    pool: sqlx::PgPool,
-}
-
-impl BatchWrite for Enqueues {
-    type Item = (OutboxMessage, AuditEvent);
-    type Output = ();
-
-    async fn one(&self, (message, audit): &Self::Item) -> StoreResult<()> {
-        // One statement, so one round trip and one commit: the message and its audit event
-        // exist together or not at all.
-        let query = sqlx::query(concat!(
-            "WITH queued AS (INSERT INTO courier_messages (",
-            message_columns!(),
-            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
-             RETURNING id) \
-             INSERT INTO audit_events \
-             (id, event, identity_id, flow_id, address_hash, client_ip, occurred_at) \
-             SELECT $15, $16, $17, $18, $19, $20, $21 FROM queued"
-        ))
-        .bind(message.id)
-        .bind(message.channel.as_str())
-        .bind(&message.recipient)
-        .bind(&message.template_type)
-        .bind(&message.locale)
-        .bind(&message.sealed_data)
-        .bind(message.identity_id)
-        .bind(message.status.as_str())
-        .bind(counter(i64::from(message.send_count), "send count")?)
-        .bind(message.not_after)
-        .bind(message.next_attempt_at)
-        .bind(message.lease_until)
-        .bind(message.created_at)
-        .bind(message.updated_at);
-        bind_audit(query, audit)
-            .execute(&self.pool)
-            .await
-            .map_err(|error| map_error("enqueue message", error))?;
-        Ok(())
-    }
-
-    async fn many(&self, items: &[Self::Item]) -> StoreResult<Vec<StoreResult<()>>> {
-        let send_counts = items
-            .iter()
-            .map(|(message, _)| counter(i64::from(message.send_count), "send count"))
-            .collect::<StoreResult<Vec<_>>>()?;
-        let query = sqlx::query(concat!(
-            "WITH queued AS (INSERT INTO courier_messages (",
-            message_columns!(),
-            ") SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], \
-                                   $6::bytea[], $7::uuid[], $8::text[], $9::int[], \
-                                   $10::timestamptz[], $11::timestamptz[], $12::timestamptz[], \
-                                   $13::timestamptz[], $14::timestamptz[]) \
-             RETURNING id) \
-             INSERT INTO audit_events \
-             (id, event, identity_id, flow_id, address_hash, client_ip, occurred_at) \
-             SELECT * FROM unnest($15::uuid[], $16::text[], $17::uuid[], $18::uuid[], \
-                                  $19::text[], $20::text[], $21::timestamptz[])"
-        ))
-        .bind(column(items, |(message, _)| message.id))
-        .bind(column(items, |(message, _)| message.channel.as_str()))
-        .bind(column(items, |(message, _)| message.recipient.as_str()))
-        .bind(column(items, |(message, _)| message.template_type.as_str()))
-        .bind(column(items, |(message, _)| message.locale.as_str()))
-        .bind(column(items, |(message, _)| message.sealed_data.as_slice()))
-        .bind(column(items, |(message, _)| message.identity_id))
-        .bind(column(items, |(message, _)| message.status.as_str()))
-        .bind(send_counts)
-        .bind(column(items, |(message, _)| message.not_after))
-        .bind(column(items, |(message, _)| message.next_attempt_at))
-        .bind(column(items, |(message, _)| message.lease_until))
-        .bind(column(items, |(message, _)| message.created_at))
-        .bind(column(items, |(message, _)| message.updated_at));
-        let done = bind_audits(query, items.iter().map(|(_, audit)| audit))
-            .execute(&self.pool)
-            .await
-            .map_err(|error| map_error("enqueue messages", error))?;
-        // Committed: a count that does not add up fails the callers, but nothing runs again.
-        let written = done.rows_affected();
-        Ok(items
-            .iter()
-            .map(|_| {
-                if written == items.len() as u64 {
-                    Ok(())
-                } else {
-                    Err(StoreError::Internal(format!(
-                        "{written} audit events written for {} enqueued messages",
-                        items.len()
-                    )))
-                }
-            })
-            .collect())
-    }
+/// One message and its `code.sent` event in a statement of their own: what a lone enqueue
+/// runs, and each of a failed batch's enqueues again.
+async fn enqueue_alone(
+    pool: &sqlx::PgPool,
+    message: &OutboxMessage,
+    audit: &AuditEvent,
+) -> StoreResult<()> {
+    // One statement, so one round trip and one commit: the message and its audit event
+    // exist together or not at all.
+    let query = sqlx::query(concat!(
+        "WITH queued AS (INSERT INTO courier_messages (",
+        message_columns!(),
+        ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
+         RETURNING id) \
+         INSERT INTO audit_events \
+         (id, event, identity_id, flow_id, address_hash, client_ip, occurred_at) \
+         SELECT $15, $16, $17, $18, $19, $20, $21 FROM queued"
+    ))
+    .bind(message.id)
+    .bind(message.channel.as_str())
+    .bind(&message.recipient)
+    .bind(&message.template_type)
+    .bind(&message.locale)
+    .bind(&message.sealed_data)
+    .bind(message.identity_id)
+    .bind(message.status.as_str())
+    .bind(counter(i64::from(message.send_count), "send count")?)
+    .bind(message.not_after)
+    .bind(message.next_attempt_at)
+    .bind(message.lease_until)
+    .bind(message.created_at)
+    .bind(message.updated_at);
+    bind_audit(query, audit)
+        .execute(pool)
+        .await
+        .map_err(|error| map_error("enqueue message", error))?;
+    Ok(())
 }
 
 #[async_trait]
 impl Outbox for PostgresStore {
     async fn enqueue(&self, message: &OutboxMessage, audit: &AuditEvent) -> StoreResult<()> {
-        self.enqueues.submit((message.clone(), audit.clone())).await
+        let write = DurableWrite::Enqueue(message.clone(), audit.clone());
+        match self.writes.submit(write).await? {
+            Written::Enqueued => Ok(()),
+            Written::Upgraded(_) => Err(answered_as_the_other_kind("a queued code")),
+        }
     }
 
     async fn record_audit(&self, event: &AuditEvent) -> StoreResult<()> {
