@@ -1,8 +1,8 @@
-//! Joins writes of one kind that wait at the same time into one statement.
+//! Joins writes of one batcher that wait at the same time into one statement.
 //!
 //! On Postgres most of a step-up's cost is per statement, not per row: the round trip, the
 //! executor's start-up and the commit with its WAL flush (docs/performance.md). A write submitted
-//! while no statement of its kind is in flight runs at once, alone, on its caller's task, as it
+//! while no statement of its batcher is in flight runs at once, alone, on its caller's task, as it
 //! always did. The writes that arrive while one is in flight wait, and the next slot freed takes
 //! all of them (up to a limit) as one statement, on a task of its own so that no caller's
 //! cancellation can cut another caller's write short. Beside a statement in flight, a free slot
@@ -13,11 +13,11 @@
 //! [`OVERDUE`] at most. So one user sees the single-row statement it always had, and many users
 //! share commits.
 //!
-//! A kind of write may also linger: while writes of it come less than its linger apart on
-//! average, each is queued instead of running at once, and with nothing in flight the queue
-//! starts only once its oldest write has waited that long, or a batch is full. A write that is
+//! Writes may also linger: while they come less than the batcher's linger apart on average, each
+//! is queued instead of running at once, and with nothing in flight the queue starts only once a
+//! write of the next batch has waited that long, or a batch is full. A write that is
 //! quick to run is otherwise rarely joined by anything, and each costs a statement and a commit.
-//! Writes that come seldom still run at once. A kind may mix writes that linger with writes
+//! Writes that come seldom still run at once. A batcher may mix writes that linger with writes
 //! that never do: one of the latter, with nothing in flight, starts a batch at once and takes the
 //! lingering ones along, so they share its commit instead of waiting out their linger for one of
 //! their own.
@@ -68,8 +68,9 @@ struct Waiting<W: BatchWrite> {
     item: W::Item,
     answer: oneshot::Sender<StoreResult<W::Output>>,
     queued_at: Instant,
-    /// How long it waits for company when nothing of its kind is in flight: the batcher's
-    /// linger while writes come often, else none.
+    /// How long it waits for company when nothing of its batcher is in flight: the batcher's
+    /// linger while writes that linger come often, else (and for a write that does not linger)
+    /// none.
     linger: Duration,
 }
 
@@ -84,11 +85,12 @@ struct Shared<W: BatchWrite> {
     waiting: Mutex<VecDeque<Waiting<W>>>,
     most: usize,
     linger: Duration,
-    /// When the last write was submitted, in nanoseconds since `epoch` ([`NEVER`] before the
-    /// first).
+    /// When the last write that may linger was submitted, in nanoseconds since `epoch`
+    /// ([`NEVER`] before the first).
     last_submitted: AtomicU64,
-    /// A moving mean of the gaps between submissions, in nanoseconds ([`NEVER`] before the
-    /// second): whether writes come often enough for lingering to gather company.
+    /// A moving mean of the gaps between submissions of writes that may linger, in nanoseconds
+    /// ([`NEVER`] before the second): whether they come often enough for lingering to gather
+    /// company.
     mean_gap: AtomicU64,
     epoch: Instant,
 }
@@ -104,7 +106,7 @@ enum Timer {
     Overdue,
 }
 
-/// Batches writes of one kind; cloning shares the slots and the queue.
+/// Batches writes; cloning shares the slots and the queue.
 pub(crate) struct Batcher<W: BatchWrite> {
     shared: Arc<Shared<W>>,
 }
@@ -210,11 +212,20 @@ impl<W: BatchWrite> Shared<W> {
         mean < nanos(self.linger)
     }
 
-    /// Whether the oldest waiting write is still lingering for others to join it.
+    /// Whether writes wait and none of the next batch's is due yet: they are lingering for
+    /// others to join them.
     fn lingering(&self) -> bool {
-        self.queue()
-            .front()
-            .is_some_and(|oldest| oldest.queued_at.elapsed() < oldest.linger)
+        let queue = self.queue();
+        !queue.is_empty() && !self.due(&queue, Instant::now())
+    }
+
+    /// Whether a write of the next batch from `queue` has waited out its linger (at once for a
+    /// write that does not linger).
+    fn due(&self, queue: &VecDeque<Waiting<W>>, now: Instant) -> bool {
+        queue
+            .iter()
+            .take(self.most)
+            .any(|waiting| now.duration_since(waiting.queued_at) >= waiting.linger)
     }
 
     /// Starts a batch of the writes that wait, for as long as some wait and a slot is free,
@@ -238,16 +249,12 @@ impl<W: BatchWrite> Shared<W> {
                 // any write in it is due: lingering writes wait out their linger unless the batch
                 // fills first or a write that does not linger comes to take them along.
                 let now = Instant::now();
-                let waited_for = |waiting: &Waiting<W>| now.duration_since(waiting.queued_at);
                 let waited = if self.alone_in_flight() {
-                    queue
-                        .iter()
-                        .take(self.most)
-                        .any(|waiting| waited_for(waiting) >= waiting.linger)
+                    self.due(&queue, now)
                 } else {
                     queue
                         .front()
-                        .is_some_and(|oldest| waited_for(oldest) >= OVERDUE)
+                        .is_some_and(|oldest| now.duration_since(oldest.queued_at) >= OVERDUE)
                 };
                 let take = if waited || queue.len() >= self.most {
                     queue.len().min(self.most)
@@ -382,7 +389,7 @@ fn every<T>(error: &StoreError, count: usize) -> Vec<StoreResult<T>> {
 }
 
 /// Each item's write on its own, one after the other, so only the one at fault fails. Not at
-/// once: the batches of every kind doing this together could ask for more connections than the
+/// once: the batches of every batcher doing this together could ask for more connections than the
 /// pool has.
 async fn alone<W: BatchWrite>(writes: &W, items: &[W::Item]) -> Vec<StoreResult<W::Output>> {
     let mut results = Vec::with_capacity(items.len());
@@ -751,6 +758,24 @@ mod tests {
         assert_eq!(answer.expect("written"), EAGER * 10);
         assert_eq!(took, Duration::ZERO);
         assert_eq!(written.lock().unwrap().last(), Some(&vec![EAGER]));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn writes_that_do_not_linger_do_not_set_the_pace_of_those_that_do() {
+        let (batcher, written) = lingering_batcher(8);
+        batcher.submit(1).await.expect("written");
+        for _ in 0..12 {
+            tokio::time::sleep(LINGER / 4).await;
+            batcher.submit(EAGER).await.expect("written");
+        }
+        let (answer, took) = finished(timed_submit(&batcher, 2)).await;
+        assert_eq!(answer.expect("written"), 20);
+        assert_eq!(
+            took,
+            Duration::ZERO,
+            "eager writes set the pace: 2 lingered"
+        );
+        assert_eq!(written.lock().unwrap().last(), Some(&vec![2]));
     }
 
     #[tokio::test(start_paused = true)]
