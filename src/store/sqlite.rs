@@ -17,7 +17,7 @@ use super::sql_common::{
     map_identifier_insert_error, map_migrate_error, merge_addresses,
 };
 use super::sqlite_writes::{
-    Shareable, WriteThread, Writer, WriterGuard, in_one_command, statements,
+    Shareable, WRITER_CHECKPOINTS_AT, WriteThread, Writer, WriterGuard, in_one_command, statements,
 };
 use super::{IdentityStore, SessionStore, SessionUpgrade, StoreError, StoreResult, Upgraded};
 use crate::domain::identity::{CredentialKind, Identifier, Identity, VerifiableAddress};
@@ -316,7 +316,7 @@ impl SqliteStore {
             let writer = Arc::new(Writer::new(connection, ACQUIRE_TIMEOUT));
             return Ok(Self {
                 readers: Readers::Writer,
-                writes: WriteThread::start(writer.clone())?,
+                writes: WriteThread::start(writer.clone(), None)?,
                 writer,
             });
         }
@@ -324,10 +324,18 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal);
         let mut writer = options
+            .clone()
+            // Checkpoints run on a connection of their own (`sqlite_writes::checkpoints`).
+            .pragma("wal_autocheckpoint", WRITER_CHECKPOINTS_AT.to_string())
             .connect()
             .await
             .map_err(|error| map_error("open sqlite database", error))?;
         MIGRATOR.run(&mut writer).await.map_err(map_migrate_error)?;
+        let checkpoints = options
+            .clone()
+            .connect()
+            .await
+            .map_err(|error| map_error("open sqlite database", error))?;
         let pool = SqlitePoolOptions::new()
             .max_connections(READ_CONNECTIONS)
             // A ping would only ask SQLite's worker thread whether it is still there.
@@ -339,7 +347,7 @@ impl SqliteStore {
         let writer = Arc::new(Writer::new(writer, ACQUIRE_TIMEOUT));
         Ok(Self {
             readers: Readers::Pool(pool),
-            writes: WriteThread::start(writer.clone())?,
+            writes: WriteThread::start(writer.clone(), Some(checkpoints))?,
             writer,
         })
     }
@@ -1381,6 +1389,51 @@ mod tests {
             .enqueue(&message, &audit)
             .await
             .expect("a later write");
+    }
+
+    /// The store's WAL is copied into the database file by a connection of its own, well
+    /// before the writer's own checkpoint would: a write soon stands in the database file alone.
+    #[tokio::test]
+    async fn the_store_checkpoints_its_wal_off_the_writer() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("twofold.sqlite");
+        let store = SqliteStore::connect(&format!("sqlite://{}?mode=rwc", path.display()))
+            .await
+            .expect("open");
+        let writer_checkpoints_at: i64 = sqlx::query_scalar("PRAGMA wal_autocheckpoint")
+            .fetch_one(&mut *store.writer.lock().await.expect("writer"))
+            .await
+            .expect("read the pragma");
+        assert_eq!(writer_checkpoints_at, WRITER_CHECKPOINTS_AT);
+
+        let (message, audit) = message(Utc::now());
+        store.enqueue(&message, &audit).await.expect("queued");
+        let copy = dir.path().join("copy.sqlite");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            // The database file without its WAL: only what a checkpoint copied is in it. A copy
+            // taken while a checkpoint writes may be torn; the next one is not.
+            std::fs::copy(&path, &copy).expect("copy the database file");
+            let mut alone = SqliteConnectOptions::new()
+                .filename(&copy)
+                .connect()
+                .await
+                .expect("open the copy");
+            let found: Result<i64, _> =
+                sqlx::query_scalar("SELECT count(*) FROM courier_messages WHERE id = ?1")
+                    .bind(message.id)
+                    .fetch_one(&mut alone)
+                    .await;
+            alone.close().await.expect("close the copy");
+            if matches!(found, Ok(1)) {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the write never reached the database file: {found:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// A request that hangs up while its transaction waits for the writer abandons it, as it

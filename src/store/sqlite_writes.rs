@@ -5,8 +5,10 @@
 //! Writes are bound by hops, not by SQLite: a statement is a command to the connection's worker
 //! thread and an answer back, and only one writer can hold the database. Every hop while the
 //! writer is held is time in which nobody writes.
+mod checkpoints;
 mod group_commit;
 
+pub(super) use checkpoints::WRITER_CHECKPOINTS_AT;
 pub(super) use group_commit::Shareable;
 
 use super::sql_common::map_error;
@@ -253,7 +255,12 @@ pub(super) struct WriteThread {
 }
 
 impl WriteThread {
-    pub(super) fn start(writer: Arc<Writer>) -> StoreResult<Arc<Self>> {
+    /// Starts the thread, and on it the WAL's checkpoints on `checkpoints`, a connection of
+    /// their own (none for a database in memory, which has no WAL).
+    pub(super) fn start(
+        writer: Arc<Writer>,
+        checkpoints: Option<SqliteConnection>,
+    ) -> StoreResult<Arc<Self>> {
         // Blocks for as long as building a current-thread runtime takes, once per store.
         let runtime = crate::runtime_thread::RuntimeThread::start("sqlite-writes")
             .map_err(StoreError::Internal)?;
@@ -261,6 +268,11 @@ impl WriteThread {
         runtime
             .handle()
             .spawn(group_commit::keep_committing(writer.clone(), grouped));
+        if let Some(connection) = checkpoints {
+            runtime
+                .handle()
+                .spawn(checkpoints::keep_checkpointing(connection));
+        }
         Ok(Arc::new(Self {
             writer,
             groups,
@@ -426,7 +438,7 @@ pub(super) mod tests {
 
     /// A connection to `dsn` that waits at most `wait` for the database's lock: the writer's, or
     /// a second one to its file.
-    async fn other_connection(dsn: &str, wait: Duration) -> SqliteConnection {
+    pub(super) async fn other_connection(dsn: &str, wait: Duration) -> SqliteConnection {
         SqliteConnectOptions::from_str(dsn)
             .expect("dsn")
             .busy_timeout(wait)
@@ -508,7 +520,7 @@ pub(super) mod tests {
 
     /// The writer on a file in WAL mode that never checkpoints by itself, so the frames in its
     /// WAL count what its commits appended.
-    async fn writer_on_wal(dir: &tempfile::TempDir) -> (Arc<Writer>, String) {
+    pub(super) async fn writer_on_wal(dir: &tempfile::TempDir) -> (Arc<Writer>, String) {
         let (writer, dsn) = writer_on_file(dir).await;
         {
             let mut connection = writer.lock().await.expect("writer");
@@ -548,7 +560,7 @@ pub(super) mod tests {
     /// 0) appends to the WAL, which is empty again after it.
     async fn measured_commit(dir: &tempfile::TempDir) -> (Arc<Writer>, Arc<WriteThread>, i64) {
         let (writer, _) = writer_on_wal(dir).await;
-        let thread = WriteThread::start(writer.clone()).expect("start");
+        let thread = WriteThread::start(writer.clone(), None).expect("start");
         empty_wal(&writer).await;
         thread.commit(insert_item(0)).await.expect("alone");
         let one_commit = wal_frames(&writer).await;
@@ -719,7 +731,7 @@ pub(super) mod tests {
     async fn a_transaction_short_of_arguments_does_not_take_the_next_ones() {
         let dir = tempfile::tempdir().expect("tempdir");
         let (writer, _) = writer_on_file(&dir).await;
-        let thread = WriteThread::start(writer.clone()).expect("start");
+        let thread = WriteThread::start(writer.clone(), None).expect("start");
         let short = Shareable::new(
             statements!("INSERT INTO items VALUES (?) RETURNING id"),
             1,
@@ -748,7 +760,7 @@ pub(super) mod tests {
     async fn the_group_committer_starts_again_after_a_panic() {
         let dir = tempfile::tempdir().expect("tempdir");
         let (writer, _) = writer_on_file(&dir).await;
-        let thread = WriteThread::start(writer.clone()).expect("start");
+        let thread = WriteThread::start(writer.clone(), None).expect("start");
         // Texts other than `insert_item`'s and each other's, so each is a group of its own.
         let panicking = |statement: &'static str| {
             Shareable::new(statement, 1, "insert item with a broken binding", |_| {
@@ -786,7 +798,7 @@ pub(super) mod tests {
     async fn a_failed_transaction_in_a_group_fails_alone() {
         let dir = tempfile::tempdir().expect("tempdir");
         let (writer, _) = writer_on_file(&dir).await;
-        let thread = WriteThread::start(writer.clone()).expect("start");
+        let thread = WriteThread::start(writer.clone(), None).expect("start");
         let answers = commit_queued(
             &thread,
             &writer,
@@ -809,7 +821,7 @@ pub(super) mod tests {
     async fn a_caller_that_leaves_a_running_group_is_not_committed() {
         let dir = tempfile::tempdir().expect("tempdir");
         let (writer, dsn) = writer_on_file(&dir).await;
-        let thread = WriteThread::start(writer.clone()).expect("start");
+        let thread = WriteThread::start(writer.clone(), None).expect("start");
         let held = hold_writer(&thread, &writer).await;
         let staying = futures_util::future::join(
             thread.commit(insert_item(1)),
@@ -844,7 +856,7 @@ pub(super) mod tests {
     /// the write thread.
     #[tokio::test]
     async fn only_a_transaction_behind_another_goes_to_the_write_thread() {
-        let thread = WriteThread::start(memory_writer().await).expect("start");
+        let thread = WriteThread::start(memory_writer().await, None).expect("start");
         let alone = thread.run(async { thread_name() }).await.expect("ran");
         assert_ne!(alone.as_deref(), Some("sqlite-writes"));
 
@@ -872,7 +884,7 @@ pub(super) mod tests {
 
     #[tokio::test]
     async fn the_write_thread_stops_when_dropped() {
-        let thread = WriteThread::start(memory_writer().await).expect("start");
+        let thread = WriteThread::start(memory_writer().await, None).expect("start");
         let (held, released) = tokio::sync::oneshot::channel::<()>();
         let (started, running) = tokio::sync::oneshot::channel::<()>();
         thread.runtime.handle().spawn(async move {
