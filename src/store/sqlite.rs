@@ -17,7 +17,8 @@ use super::sql_common::{
     map_identifier_insert_error, map_migrate_error, merge_addresses,
 };
 use super::sqlite_writes::{
-    Shareable, WRITER_CHECKPOINTS_AT, WriteThread, Writer, WriterGuard, in_one_command, statements,
+    Shareable, WAL_FILE_KEPT, WRITER_CHECKPOINTS_AT, WriteThread, Writer, WriterGuard,
+    in_one_command, statements,
 };
 use super::{IdentityStore, SessionStore, SessionUpgrade, StoreError, StoreResult, Upgraded};
 use crate::domain::identity::{CredentialKind, Identifier, Identity, VerifiableAddress};
@@ -327,6 +328,7 @@ impl SqliteStore {
             .clone()
             // Checkpoints run on a connection of their own (`sqlite_writes::checkpoints`).
             .pragma("wal_autocheckpoint", WRITER_CHECKPOINTS_AT.to_string())
+            .pragma("journal_size_limit", WAL_FILE_KEPT.to_string())
             .connect()
             .await
             .map_err(|error| map_error("open sqlite database", error))?;
@@ -335,7 +337,7 @@ impl SqliteStore {
             .clone()
             .connect()
             .await
-            .map_err(|error| map_error("open sqlite database", error))?;
+            .map_err(|error| map_error("open sqlite checkpoint connection", error))?;
         let pool = SqlitePoolOptions::new()
             .max_connections(READ_CONNECTIONS)
             // A ping would only ask SQLite's worker thread whether it is still there.
@@ -1405,6 +1407,11 @@ mod tests {
             .await
             .expect("read the pragma");
         assert_eq!(writer_checkpoints_at, WRITER_CHECKPOINTS_AT);
+        let wal_file_kept: i64 = sqlx::query_scalar("PRAGMA journal_size_limit")
+            .fetch_one(&mut *store.writer.lock().await.expect("writer"))
+            .await
+            .expect("read the pragma");
+        assert_eq!(wal_file_kept, WAL_FILE_KEPT);
 
         let (message, audit) = message(Utc::now());
         store.enqueue(&message, &audit).await.expect("queued");
@@ -1412,7 +1419,7 @@ mod tests {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
         loop {
             // The database file without its WAL: only what a checkpoint copied is in it. A copy
-            // taken while a checkpoint writes may be torn; the next one is not.
+            // taken while a checkpoint writes may be torn; a later one is not.
             std::fs::copy(&path, &copy).expect("copy the database file");
             let mut alone = SqliteConnectOptions::new()
                 .filename(&copy)

@@ -8,7 +8,7 @@
 mod checkpoints;
 mod group_commit;
 
-pub(super) use checkpoints::WRITER_CHECKPOINTS_AT;
+pub(super) use checkpoints::{WAL_FILE_KEPT, WRITER_CHECKPOINTS_AT};
 pub(super) use group_commit::Shareable;
 
 use super::sql_common::map_error;

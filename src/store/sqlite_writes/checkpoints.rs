@@ -5,41 +5,50 @@
 //! syncs the WAL, copies its pages into the database file and syncs that. Under a step-up load
 //! that came about every 50 ms and held the writer for about 6 ms each time (two `fsync`s and
 //! the copy), and every write that queued meanwhile waited it out. Here a checkpoint that waits
-//! for nobody (`PASSIVE`) copies the pages every [`EVERY`] from another connection, while the
-//! writer goes on appending; its `fsync`s block that connection's thread, not the writer.
+//! for nobody (`PASSIVE`) copies the pages every [`CHECKPOINT_EVERY`] from another connection,
+//! while the writer goes on appending; its `fsync`s block that connection's thread, not the
+//! writer.
 //!
-//! SQLite starts the WAL from its beginning again only at a write that finds every page copied.
-//! Under a steady load a write always comes while a checkpoint runs, so the WAL grows until the
-//! writer's own automatic checkpoint, moved out to [`WRITER_CHECKPOINTS_AT`] pages, copies the
-//! few pages the last checkpoint left and lets the next write start afresh: the writer still
-//! waits for two `fsync`s, but once every 16,384 pages (about a second at the embedded peak)
-//! instead of every 1,000. Between loads the WAL starts afresh at the first write after a
-//! checkpoint. The WAL file takes up to 64 MiB of disk; a reader looks up only the pages
-//! appended since the last checkpoint.
+//! SQLite starts the WAL from its beginning again only at a write that finds every page copied
+//! and no reader on an older snapshot. Under a steady load a write always comes while a
+//! checkpoint runs, so the WAL grows until the writer's own automatic checkpoint, moved out to
+//! [`WRITER_CHECKPOINTS_AT`] pages, copies the few pages the last checkpoint left and lets the
+//! next write start afresh: the writer still waits for the `fsync`s, but typically once every
+//! 16,384 pages (about a second at the embedded peak) instead of every 1,000. That checkpoint
+//! is `PASSIVE` too: if it finds this connection's checkpoint under way, it does nothing and
+//! tries again after the next commit. Between loads the WAL starts afresh at the first write
+//! after a checkpoint. A reader looks up only the pages appended since the last checkpoint;
+//! the WAL file is cut back to [`WAL_FILE_KEPT`] bytes when it starts afresh.
 use sqlx::sqlite::SqliteConnection;
 use std::time::Duration;
 
 /// How often the WAL is copied. A round with nothing new costs a hop to the connection's thread;
-/// one with pages to copy costs two `fsync`s on that thread.
-const EVERY: Duration = Duration::from_millis(50);
+/// one with pages to copy costs an `fsync` of the WAL on that thread, and one of the database
+/// file when it catches up with the WAL's end.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(50);
 
 /// The writer's own automatic checkpoint (`wal_autocheckpoint`), in pages: 64 MiB with SQLite's
 /// 4 KiB pages.
 pub(in crate::store) const WRITER_CHECKPOINTS_AT: i64 = 16_384;
 
+/// The WAL file's size kept when it starts afresh (`journal_size_limit`): SQLite reuses the file
+/// from its beginning, and without a limit it would keep whatever size a long load grew it to.
+pub(in crate::store) const WAL_FILE_KEPT: i64 = 64 << 20;
+
 /// What `PRAGMA wal_checkpoint` reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct Checkpoint {
-    /// Whether it could not run at all because another checkpoint held the database.
-    pub(super) busy: bool,
+struct Checkpoint {
+    /// Whether it could not run at all because another checkpoint held the database; the two
+    /// counts are then -1.
+    busy: bool,
     /// Pages in the WAL when it ran.
-    pub(super) in_wal: i64,
+    in_wal: i64,
     /// Of those, the pages now copied into the database file.
-    pub(super) copied: i64,
+    copied: i64,
 }
 
 /// Runs one checkpoint that waits for nobody.
-pub(super) async fn passive(connection: &mut SqliteConnection) -> Result<Checkpoint, sqlx::Error> {
+async fn passive(connection: &mut SqliteConnection) -> Result<Checkpoint, sqlx::Error> {
     let (busy, in_wal, copied): (i64, i64, i64) = sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
         .fetch_one(connection)
         .await?;
@@ -50,9 +59,10 @@ pub(super) async fn passive(connection: &mut SqliteConnection) -> Result<Checkpo
     })
 }
 
-/// Checkpoints every [`EVERY`] until the task is dropped with the write thread's runtime.
+/// Checkpoints every [`CHECKPOINT_EVERY`] until the task is dropped with the write thread's
+/// runtime.
 pub(super) async fn keep_checkpointing(mut connection: SqliteConnection) {
-    let mut ticks = tokio::time::interval(EVERY);
+    let mut ticks = tokio::time::interval(CHECKPOINT_EVERY);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut failing = false;
     loop {
@@ -83,8 +93,9 @@ mod tests {
     use super::*;
     use sqlx::Executor;
 
-    /// A checkpoint on a connection of its own copies every page of the WAL while the writer
-    /// is held: it never waits for a write.
+    /// A checkpoint on a connection of its own copies every committed page of the WAL while
+    /// the writer is in the middle of a write transaction: it never waits for a write (one that
+    /// did, `FULL` or `RESTART`, would wait out the busy timeout).
     #[tokio::test]
     async fn a_checkpoint_copies_the_wal_while_the_writer_is_held() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -102,11 +113,16 @@ mod tests {
         }
         let mut connection = other_connection(&dsn, Duration::from_secs(5)).await;
 
-        let held = writer.lock().await.expect("writer");
+        let mut held = writer.lock().await.expect("writer");
+        held.execute("BEGIN IMMEDIATE").await.expect("begin");
+        held.execute("INSERT INTO blobs VALUES (randomblob(65536))")
+            .await
+            .expect("insert, not committed");
         let checkpoint = tokio::time::timeout(Duration::from_secs(2), passive(&mut connection))
             .await
             .expect("the checkpoint does not wait for the writer")
             .expect("checkpointed");
+        held.execute("ROLLBACK").await.expect("roll back");
         drop(held);
 
         assert!(!checkpoint.busy);
