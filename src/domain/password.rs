@@ -13,9 +13,9 @@
 //! that a burst of logins, say the sessions of users who go on to step up, does not leave its
 //! blocks resident under the load that follows: they came on top of it and took the process's
 //! high-water mark past 100 MiB. A block allocated afresh costs a run 2–5 ms of its 25–35 ms, so
-//! only logins further apart than the wait pay it. The memory leaves the
-//! process because the server's allocator (mimalloc) hands a freed block of this size back to
-//! the system; under glibc, as in the tests, only the first one would go.
+//! only logins further apart than the wait pay it. The memory leaves the process because the
+//! server's allocator (mimalloc) hands a freed block of this size back to the system; under
+//! glibc, as in the tests, only the first one would go.
 use super::error::{DomainError, FieldViolation};
 use argon2::password_hash::phc::{Output, ParamsString, PasswordHash, Salt};
 use argon2::{Algorithm, Argon2, Block, Params, Version};
@@ -135,7 +135,8 @@ fn start_hashing_threads() -> mpsc::Sender<Job> {
                     // Holding the lock only while waiting: the next idle thread takes the next job.
                     let job = match receiver.lock() {
                         // A timed wait even with nothing spare: another thread may put a block
-                        // back while this one waits, and only a waiting thread frees it.
+                        // back while this one waits, and only a waiting thread frees it. So on an
+                        // idle server a hashing thread wakes once per release wait.
                         Ok(receiver) => {
                             let release_in = spare_memory().next_release_in(Instant::now());
                             receiver.recv_timeout(release_in)
