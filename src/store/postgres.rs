@@ -116,10 +116,8 @@ const COURIER_CONNECTIONS: u32 = 2;
 
 /// The courier pool's connection options: the store's own, with commits that do not wait for the
 /// WAL's flush.
-fn courier_connect_options(dsn: &str) -> Result<PgConnectOptions, sqlx::Error> {
-    Ok(dsn
-        .parse::<PgConnectOptions>()?
-        .options([("synchronous_commit", "off")]))
+fn courier_connect_options(store: &PgConnectOptions) -> PgConnectOptions {
+    store.clone().options([("synchronous_commit", "off")])
 }
 
 /// A pool that pings a connection only when it has been idle (see [`PING_WHEN_IDLE_FOR`]).
@@ -162,13 +160,12 @@ impl PostgresStore {
             .parse()
             .map_err(|error| map_error("connect to postgres", error))?;
         let most = most_per_batch(&options);
+        let courier_options = courier_connect_options(&options);
         let pool = pool_options(MAX_CONNECTIONS)
             .connect_with(options)
             .await
             .map_err(|error| map_error("connect to postgres", error))?;
         MIGRATOR.run(&pool).await.map_err(map_migrate_error)?;
-        let courier_options = courier_connect_options(dsn)
-            .map_err(|error| map_error("connect to postgres", error))?;
         // Connected now, not on first use: a server or pooler that refuses the start-up option
         // stops the process here instead of leaving every courier round failing.
         let courier_pool = pool_options(COURIER_CONNECTIONS)
@@ -242,15 +239,20 @@ mod tests {
 
     #[test]
     fn the_courier_commits_without_waiting_for_the_flush_and_keeps_the_dsns_options() {
-        let options = courier_connect_options(
-            "postgres://twofold@db.example/twofold?options=-c%20search_path%3Dauth",
-        )
-        .expect("options");
+        let store = "postgres://twofold@db.example/twofold?options=-c%20search_path%3Dauth"
+            .parse::<PgConnectOptions>()
+            .expect("a DSN");
+        let options = courier_connect_options(&store);
         assert_eq!(
             options.get_options(),
             Some("-c search_path=auth -c synchronous_commit=off")
         );
         assert_eq!(options.get_database(), Some("twofold"));
+        assert_eq!(
+            store.get_options(),
+            Some("-c search_path=auth"),
+            "the store's own commits still wait for the flush"
+        );
     }
 
     #[test]
