@@ -255,11 +255,12 @@ impl Drop for PrivateRedis {
 #[test]
 fn the_harness_runs_on_postgres_and_redis_over_their_unix_sockets() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let dsn = runtime.block_on(support::fresh_postgres_socket_dsn());
+    let database = runtime.block_on(support::TestDatabase::create_reached_by_socket());
+    let dsn = database.dsn();
     // The DSN's form reaches Postgres over its socket: a TCP connection would have an address.
     let over_socket: bool = runtime.block_on(async {
         use sqlx::Connection;
-        let mut connection = sqlx::PgConnection::connect(&dsn).await.unwrap();
+        let mut connection = sqlx::PgConnection::connect(dsn).await.unwrap();
         sqlx::query_scalar("SELECT inet_client_addr() IS NULL")
             .fetch_one(&mut connection)
             .await
@@ -273,7 +274,7 @@ fn the_harness_runs_on_postgres_and_redis_over_their_unix_sockets() {
         "stepup",
         &[
             "--dsn",
-            &dsn,
+            dsn,
             "--redis",
             &redis.url,
             "--bound-duration",

@@ -2762,10 +2762,11 @@ mod durable_cases {
     }
 }
 
-/// A store plus whatever must outlive it (the SQLite file's directory).
+/// A store plus whatever must outlive it (the SQLite file's directory, the Postgres database).
 struct Fixture<S> {
     store: S,
     _dir: Option<tempfile::TempDir>,
+    _database: Option<support::TestDatabase>,
 }
 
 mod open {
@@ -2779,11 +2780,15 @@ mod open {
     };
 
     pub async fn postgres() -> Fixture<PostgresStore> {
-        let dsn = support::fresh_postgres_dsn().await;
-        let store = PostgresStore::connect(&dsn)
+        let database = support::TestDatabase::create().await;
+        let store = PostgresStore::connect(database.dsn())
             .await
             .expect("connect to postgres");
-        Fixture { store, _dir: None }
+        Fixture {
+            store,
+            _dir: None,
+            _database: Some(database),
+        }
     }
 
     pub async fn sqlite_file() -> Fixture<SqliteStore> {
@@ -2796,6 +2801,7 @@ mod open {
         Fixture {
             store,
             _dir: Some(dir),
+            _database: None,
         }
     }
 
@@ -2803,7 +2809,11 @@ mod open {
         let store = SqliteStore::connect("memory")
             .await
             .expect("open sqlite memory");
-        Fixture { store, _dir: None }
+        Fixture {
+            store,
+            _dir: None,
+            _database: None,
+        }
     }
 
     pub async fn redis() -> Arc<RedisFlowStore> {
@@ -3047,8 +3057,9 @@ async fn open_embedded_in_memory() {
 /// `store::open` with Postgres and Redis puts the code-engine stores on them.
 #[tokio::test]
 async fn open_with_servers() {
+    let database = support::TestDatabase::create().await;
     let mut config = twofold::config::Config {
-        dsn: Some(support::fresh_postgres_dsn().await),
+        dsn: Some(database.dsn().to_owned()),
         ..Default::default()
     };
     config.redis.url = Some(support::redis_url());
@@ -3082,8 +3093,9 @@ async fn open_with_servers() {
 async fn postgres_replaces_a_connection_ended_while_idle() {
     use sqlx::Connection;
     use twofold::store::postgres::PostgresStore;
-    let dsn = support::fresh_postgres_dsn().await;
-    let store = PostgresStore::connect(&dsn).await.expect("connect");
+    let database = support::TestDatabase::create().await;
+    let dsn = database.dsn();
+    let store = PostgresStore::connect(dsn).await.expect("connect");
     let identity = new_identity();
     store
         .insert_identity(&identity, None)
@@ -3091,7 +3103,7 @@ async fn postgres_replaces_a_connection_ended_while_idle() {
         .expect("insert");
     // Longer than the store's idle threshold (one second).
     tokio::time::sleep(Duration::from_millis(1_500)).await;
-    let mut admin = sqlx::PgConnection::connect(&dsn)
+    let mut admin = sqlx::PgConnection::connect(dsn)
         .await
         .expect("admin connection");
     let ended: Vec<bool> = sqlx::query_scalar(
@@ -3126,9 +3138,10 @@ async fn postgres_courier_rounds_do_not_scan_a_grown_outbox() {
     /// Postgres may settle on a generic plan.
     const ROUNDS: usize = 30;
     const GROWN: i64 = 50_000;
-    let dsn = support::fresh_postgres_dsn().await;
-    let store = PostgresStore::connect(&dsn).await.expect("connect");
-    let mut admin = sqlx::PgConnection::connect(&dsn)
+    let database = support::TestDatabase::create().await;
+    let dsn = database.dsn();
+    let store = PostgresStore::connect(dsn).await.expect("connect");
+    let mut admin = sqlx::PgConnection::connect(dsn)
         .await
         .expect("admin connection");
     let insert = |count: i64| {
@@ -3216,9 +3229,10 @@ async fn shared_commits(admin: &mut sqlx::PgConnection, table: &'static str, ids
 async fn postgres_writes_sent_at_once_share_commits() {
     use sqlx::Connection;
     use twofold::store::postgres::PostgresStore;
-    let dsn = support::fresh_postgres_dsn().await;
-    let store = PostgresStore::connect(&dsn).await.expect("connect");
-    let mut admin = sqlx::PgConnection::connect(&dsn)
+    let database = support::TestDatabase::create().await;
+    let dsn = database.dsn();
+    let store = PostgresStore::connect(dsn).await.expect("connect");
+    let mut admin = sqlx::PgConnection::connect(dsn)
         .await
         .expect("admin connection");
 
@@ -3358,9 +3372,10 @@ async fn check_stored<S: SqlStore>(
 async fn postgres_codes_and_upgrades_sent_at_once_share_commits() {
     use sqlx::Connection;
     use twofold::store::postgres::PostgresStore;
-    let dsn = support::fresh_postgres_dsn().await;
-    let store = PostgresStore::connect(&dsn).await.expect("connect");
-    let mut admin = sqlx::PgConnection::connect(&dsn)
+    let database = support::TestDatabase::create().await;
+    let dsn = database.dsn();
+    let store = PostgresStore::connect(dsn).await.expect("connect");
+    let mut admin = sqlx::PgConnection::connect(dsn)
         .await
         .expect("admin connection");
 
@@ -3423,7 +3438,8 @@ async fn postgres_codes_and_upgrades_sent_at_once_share_commits() {
 async fn postgres_a_lone_upgrade_without_its_identity_leaves_it_unread() {
     use twofold::store::codes::Outbox;
     use twofold::store::postgres::PostgresStore;
-    let store = PostgresStore::connect(&support::fresh_postgres_dsn().await)
+    let database = support::TestDatabase::create().await;
+    let store = PostgresStore::connect(database.dsn())
         .await
         .expect("connect");
     let (identity, session) = sql_cases::identity_with_session(&store).await;
@@ -3563,12 +3579,13 @@ macro_rules! count_address_writes_of_upgrades {
 #[tokio::test]
 async fn postgres_a_verified_address_is_written_by_its_first_upgrade_only() {
     use twofold::store::postgres::PostgresStore;
-    let dsn = support::fresh_postgres_dsn().await;
-    let store = PostgresStore::connect(&dsn).await.expect("connect");
+    let database = support::TestDatabase::create().await;
+    let dsn = database.dsn();
+    let store = PostgresStore::connect(dsn).await.expect("connect");
     count_address_writes_of_upgrades!(
         store,
         sqlx::PgConnection,
-        &dsn,
+        dsn,
         "CREATE TABLE address_writes (n bigint NOT NULL); \
          INSERT INTO address_writes VALUES (0); \
          CREATE FUNCTION count_address_write() RETURNS trigger LANGUAGE plpgsql AS \
@@ -3694,6 +3711,7 @@ mod session_cache_cases {
         pub inner: Arc<dyn SqlStore>,
         pub one: CachedSessions,
         pub two: CachedSessions,
+        _database: Option<support::TestDatabase>,
     }
 
     impl Replicas {
@@ -3702,6 +3720,15 @@ mod session_cache_cases {
                 one: CachedSessions::new(inner.clone(), versions.clone()),
                 two: CachedSessions::new(inner.clone(), versions),
                 inner,
+                _database: None,
+            }
+        }
+
+        /// These replicas with the database their store must not outlive.
+        pub fn keeping(self, database: Option<support::TestDatabase>) -> Self {
+            Self {
+                _database: database,
+                ..self
             }
         }
     }
@@ -4264,35 +4291,40 @@ macro_rules! session_cache_suite {
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn an_upgrade_racing_another_change_keeps_no_answer() {
+                let backing = $inner.await;
                 super::session_cache_cases::an_upgrade_racing_another_change_keeps_no_answer(
-                    $inner.await,
+                    backing.store,
                 )
                 .await;
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn an_upgrade_starts_from_the_cached_answers_versions() {
+                let backing = $inner.await;
                 super::session_cache_cases::an_upgrade_starts_from_the_cached_answers_versions(
-                    $inner.await,
+                    backing.store,
                 )
                 .await;
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn without_versions_answers_come_from_sql() {
-                super::session_cache_cases::without_versions_answers_come_from_sql($inner.await)
+                let backing = $inner.await;
+                super::session_cache_cases::without_versions_answers_come_from_sql(backing.store)
                     .await;
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn a_versions_outage_forgets_cached_answers() {
-                super::session_cache_cases::a_versions_outage_forgets_cached_answers($inner.await)
+                let backing = $inner.await;
+                super::session_cache_cases::a_versions_outage_forgets_cached_answers(backing.store)
                     .await;
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn an_announcement_that_failed_is_retried() {
-                super::session_cache_cases::an_announcement_that_failed_is_retried($inner.await)
+                let backing = $inner.await;
+                super::session_cache_cases::an_announcement_that_failed_is_retried(backing.store)
                     .await;
             }
         }
@@ -4314,12 +4346,25 @@ mod cache_backends {
     use twofold::store::SqlStore;
     use twofold::store::session_cache::RedisVersions;
 
-    pub async fn postgres() -> Arc<dyn SqlStore> {
-        Arc::new(open::postgres().await.store)
+    /// A store, and the database that must outlive it.
+    pub struct Backing {
+        pub store: Arc<dyn SqlStore>,
+        pub database: Option<support::TestDatabase>,
     }
 
-    pub async fn sqlite_memory() -> Arc<dyn SqlStore> {
-        Arc::new(open::sqlite_memory().await.store)
+    pub async fn postgres() -> Backing {
+        let fixture = open::postgres().await;
+        Backing {
+            store: Arc::new(fixture.store),
+            database: fixture._database,
+        }
+    }
+
+    pub async fn sqlite_memory() -> Backing {
+        Backing {
+            store: Arc::new(open::sqlite_memory().await.store),
+            database: None,
+        }
     }
 
     /// Versions in the test Redis, under a key prefix of their own.
@@ -4337,11 +4382,16 @@ mod session_cache {
     use twofold::store::session_cache::{MemoryVersions, VersionKey, Versions};
 
     async fn postgres_with_redis_versions() -> session_cache_cases::Replicas {
-        session_cache_cases::Replicas::new(postgres().await, Arc::new(redis_versions().await))
+        let backing = postgres().await;
+        session_cache_cases::Replicas::new(backing.store, Arc::new(redis_versions().await))
+            .keeping(backing.database)
     }
 
     async fn sqlite_with_memory_versions() -> session_cache_cases::Replicas {
-        session_cache_cases::Replicas::new(sqlite_memory().await, Arc::new(MemoryVersions::new()))
+        session_cache_cases::Replicas::new(
+            sqlite_memory().await.store,
+            Arc::new(MemoryVersions::new()),
+        )
     }
 
     /// `replace` changes both versions only while both are as seen, and a refusal changes
@@ -4413,6 +4463,7 @@ mod budget_cache_cases {
         pub inner: Arc<dyn SqlStore>,
         pub one: CachedBudget,
         pub two: CachedBudget,
+        _database: Option<support::TestDatabase>,
     }
 
     impl Replicas {
@@ -4421,6 +4472,15 @@ mod budget_cache_cases {
                 one: CachedBudget::new(inner.clone(), versions.clone()),
                 two: CachedBudget::new(inner.clone(), versions),
                 inner,
+                _database: None,
+            }
+        }
+
+        /// These replicas with the database their store must not outlive.
+        pub fn keeping(self, database: Option<support::TestDatabase>) -> Self {
+            Self {
+                _database: database,
+                ..self
             }
         }
 
@@ -4554,8 +4614,9 @@ macro_rules! budget_cache_suite {
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn a_versions_outage_forgets_cached_facts() {
+                let backing = $inner.await;
                 super::super::budget_cache_cases::a_versions_outage_forgets_cached_facts(
-                    $inner.await,
+                    backing.store,
                 )
                 .await;
             }
@@ -4569,11 +4630,16 @@ mod budget_cache {
     use twofold::store::session_cache::MemoryVersions;
 
     async fn postgres_with_redis_versions() -> budget_cache_cases::Replicas {
-        budget_cache_cases::Replicas::new(postgres().await, Arc::new(redis_versions().await))
+        let backing = postgres().await;
+        budget_cache_cases::Replicas::new(backing.store, Arc::new(redis_versions().await))
+            .keeping(backing.database)
     }
 
     async fn sqlite_with_memory_versions() -> budget_cache_cases::Replicas {
-        budget_cache_cases::Replicas::new(sqlite_memory().await, Arc::new(MemoryVersions::new()))
+        budget_cache_cases::Replicas::new(
+            sqlite_memory().await.store,
+            Arc::new(MemoryVersions::new()),
+        )
     }
 
     budget_cache_suite!(

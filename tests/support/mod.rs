@@ -51,27 +51,72 @@ pub fn service_url(variable: &str) -> String {
     }
 }
 
-/// Creates an empty, uniquely named database on the server `TWOFOLD_TEST_POSTGRES_URL` points
-/// at and returns a DSN for it. Databases are left behind for inspection; they are named
-/// `twofold_test_<UUIDv7>`, whose creation time `scripts/services.sh` reads to drop those over an
-/// hour old at the start of the next run.
-pub async fn fresh_postgres_dsn() -> String {
-    let base = service_url(POSTGRES_ENV);
-    let name = fresh_postgres_database(&base).await;
-    with_database(&base, &name)
+/// A database of its own for one test, on the server `TWOFOLD_TEST_POSTGRES_URL` points at,
+/// named `twofold_test_<UUIDv7>`.
+///
+/// It is dropped with this value once the test has passed. A failing test's database is kept
+/// for inspection (its name is printed), and `scripts/services.sh` drops it an hour after it was
+/// made, reading the time from the UUID. All of them used to be kept: at about 8 MiB each and
+/// over a hundred a run, they helped fill a CI machine's disk.
+pub struct TestDatabase {
+    /// A DSN of the server's own database, from which this one is dropped.
+    server: String,
+    name: String,
+    dsn: String,
 }
 
-/// As [`fresh_postgres_dsn`], for a DSN that reaches the server over its Unix socket
-/// (`TWOFOLD_TEST_POSTGRES_SOCKET_URL`, from `scripts/services.sh`).
-pub async fn fresh_postgres_socket_dsn() -> String {
-    let socket = service_url(POSTGRES_SOCKET_ENV);
-    let name = fresh_postgres_database(&service_url(POSTGRES_ENV)).await;
-    with_database(&socket, &name)
+impl TestDatabase {
+    /// A new empty database, reached over TCP.
+    pub async fn create() -> Self {
+        let server = service_url(POSTGRES_ENV);
+        let name = create_database(&server).await;
+        let dsn = with_database(&server, &name);
+        Self { server, name, dsn }
+    }
+
+    /// A new empty database, reached over the server's Unix socket
+    /// (`TWOFOLD_TEST_POSTGRES_SOCKET_URL`, from `scripts/services.sh`).
+    pub async fn create_reached_by_socket() -> Self {
+        let server = service_url(POSTGRES_ENV);
+        let name = create_database(&server).await;
+        let dsn = with_database(&service_url(POSTGRES_SOCKET_ENV), &name);
+        Self { server, name, dsn }
+    }
+
+    pub fn dsn(&self) -> &str {
+        &self.dsn
+    }
 }
 
-async fn fresh_postgres_database(base: &str) -> String {
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("kept the failing test's database {}", self.name);
+            return;
+        }
+        let (server, name) = (self.server.clone(), self.name.clone());
+        // `drop` cannot await, and a test's runtime refuses to be blocked on from inside: a
+        // thread with a runtime of its own drops the database while this one waits for it.
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|error| error.to_string())?;
+            runtime.block_on(drop_database(&server, &name))
+        })
+        .join();
+        // Housekeeping only: a database left behind is dropped by the next run's services.sh.
+        match dropped {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => eprintln!("could not drop database {}: {error}", self.name),
+            Err(_) => eprintln!("dropping database {} panicked", self.name),
+        }
+    }
+}
+
+async fn create_database(server: &str) -> String {
     let name = format!("twofold_test_{}", Uuid::now_v7().simple());
-    let mut connection = sqlx::PgConnection::connect(base)
+    let mut connection = sqlx::PgConnection::connect(server)
         .await
         .unwrap_or_else(|error| panic!("connect to {POSTGRES_ENV}: {error}"));
     // The name is generated above from hex digits only, so formatting it in is safe.
@@ -81,6 +126,22 @@ async fn fresh_postgres_database(base: &str) -> String {
         .unwrap_or_else(|error| panic!("create database {name}: {error}"));
     let _ = connection.close().await;
     name
+}
+
+/// Drops the database even while the test's server or pools still hold connections to it:
+/// `FORCE` ends them, since nothing waits to close them once the test is over.
+async fn drop_database(server: &str, name: &str) -> Result<(), String> {
+    let mut connection = sqlx::PgConnection::connect(server)
+        .await
+        .map_err(|error| error.to_string())?;
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+    )))
+    .execute(&mut connection)
+    .await
+    .map_err(|error| error.to_string())?;
+    let _ = connection.close().await;
+    Ok(())
 }
 
 /// Replaces the database (path) of a `postgres://` URL, keeping credentials and parameters.

@@ -39,6 +39,9 @@ pub struct TestServer {
     /// The worker, and what tells it to stop.
     courier: Option<(JoinHandle<()>, oneshot::Sender<()>)>,
     follower: Option<JoinHandle<()>>,
+    /// The Postgres database of a server on Postgres and Redis; its replicas have none of their
+    /// own. Last, so that it is dropped after everything else.
+    database: Option<super::TestDatabase>,
 }
 
 /// Which courier worker a test server runs.
@@ -156,13 +159,16 @@ impl TestServer {
         let loaded =
             twofold::config::parse_document(yaml, None).expect("test configuration is valid");
         let mut config: Config = loaded.config;
+        let mut database = None;
         match backend {
             Backend::Embedded => {
                 config.dsn = Some("memory".into());
                 config.redis.url = None;
             }
             Backend::PostgresRedis => {
-                config.dsn = Some(super::fresh_postgres_dsn().await);
+                let created = super::TestDatabase::create().await;
+                config.dsn = Some(created.dsn().to_owned());
+                database = Some(created);
                 config.redis.url = Some(
                     options
                         .redis_url
@@ -196,7 +202,9 @@ impl TestServer {
         twofold::domain::configuration::bootstrap(&context)
             .await
             .expect("configuration stored");
-        Self::serve(context, clock, options).await
+        let mut server = Self::serve(context, clock, options).await;
+        server.database = database;
+        server
     }
 
     async fn serve(context: Context, clock: Arc<ManualClock>, options: Options) -> Self {
@@ -243,6 +251,7 @@ impl TestServer {
             task: Some(task),
             courier,
             follower: Some(follower),
+            database: None,
         }
     }
 
