@@ -92,13 +92,13 @@ if [ "$reload" = true ]; then
     runuser -u postgres -- psql -X -q -p "$PG_PORT" -c "SELECT pg_reload_conf()" >/dev/null
 fi
 
-# Every Postgres test creates its own database, `twofold_test_<UUIDv7>`, and leaves it for
-# inspection. Left for good, they grow the data directory by about 8 MiB each (3,000 of them came
-# to 25 GiB) and slow every recovery. Those created over an hour ago (the UUID's first 48 bits are
-# its creation time in milliseconds) are dropped; a newer one may belong to a run that is still
-# going, and one still connected to is skipped, so a concurrent run (any run shorter than an hour;
-# the suite takes about 15 minutes) is never disturbed. Dropping is housekeeping: when it fails,
-# the tests still run.
+# Every Postgres test creates its own database, `twofold_test_<UUIDv7>`, drops it when it passes and
+# leaves it for inspection when it fails (or is killed). Left for good, they grow the data directory
+# by about 8 MiB each (3,000 of them came to 25 GiB) and slow every recovery. Those created over an
+# hour ago (the UUID's first 48 bits are its creation time in milliseconds) are dropped; a newer one
+# may belong to a run that is still going, and one still connected to is skipped, so a concurrent
+# run (any run shorter than an hour; the suite takes about 15 minutes) is never disturbed. Dropping
+# is housekeeping: when it fails, the tests still run.
 stale_test_databases="
     SELECT format('DROP DATABASE %I', d.datname)
     FROM pg_database d
