@@ -36,7 +36,7 @@ pub(in crate::store) const WRITER_CHECKPOINTS_AT: i64 = 16_384;
 pub(in crate::store) const WAL_FILE_KEPT: i64 = 64 << 20;
 
 /// What `PRAGMA wal_checkpoint` reports.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug)]
 struct Checkpoint {
     /// Whether it could not run at all because another checkpoint held the database; the two
     /// counts are then -1.
@@ -68,11 +68,20 @@ pub(super) async fn keep_checkpointing(mut connection: SqliteConnection) {
     loop {
         ticks.tick().await;
         match passive(&mut connection).await {
-            Ok(_) if failing => {
-                failing = false;
-                tracing::info!("sqlite checkpoints: working again");
+            Ok(round) => {
+                // Every 50 ms, so only at trace level: what the WAL did under a load, when a p99
+                // has to be explained.
+                tracing::trace!(
+                    busy = round.busy,
+                    in_wal = round.in_wal,
+                    copied = round.copied,
+                    "sqlite checkpoint"
+                );
+                if failing {
+                    failing = false;
+                    tracing::info!("sqlite checkpoints: working again");
+                }
             }
-            Ok(_) => {}
             // Said once per spell, not every round; the writer's own checkpoint is the fallback.
             Err(error) if !failing => {
                 failing = true;
