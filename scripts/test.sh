@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh Debian machine: installs and starts what the tests need
 # (Postgres, Redis, Mailpit, moto, Chromium, npm and Go dependencies), then checks formatting,
-# lints, the proto contract and the generated SDKs, and runs every test: Rust, the TypeScript
-# and Go SDKs against a real server, and the sign-in page in headless Chromium.
+# lints, doc links, the proto contract and the generated SDKs, and runs every test: Rust, the
+# TypeScript and Go SDKs against a real server, and the sign-in page in headless Chromium.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -47,6 +47,11 @@ step "clippy"
 cargo clippy --all-targets --locked -- -D warnings
 # The load harness and the bench-only courier sender exist only with the `bench` feature.
 cargo clippy --all-targets --all-features --locked -- -D warnings
+
+step "doc links"
+# Private items too: most of the crate's doc comments are on them, and a broken link there is as
+# misleading as anywhere.
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --document-private-items --all-features --locked
 
 step "tests"
 cargo test --all-targets --locked --no-fail-fast

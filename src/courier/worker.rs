@@ -87,7 +87,7 @@ impl Worker {
 
     /// Works until `shutdown` completes; store outages are logged and retried next round.
     /// Messages handed over by this process's requests are delivered as they come; the outbox is
-    /// claimed from every [`POLL_INTERVAL`], and when woken for a message queued without a
+    /// claimed from every `POLL_INTERVAL`, and when woken for a message queued without a
     /// hand-over.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         tokio::pin!(shutdown);

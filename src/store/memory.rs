@@ -2,7 +2,7 @@
 //! code challenges and rate-limit windows.
 //!
 //! Entries carry their expiry instant; an expired entry is treated as absent at once and removed
-//! lazily (when looked at, and in a sweep every [`SWEEP_EVERY`] creates or hits), so no
+//! lazily (when looked at, and in a sweep every `SWEEP_EVERY` creates or hits), so no
 //! background task is needed and no single call pays for scanning every entry.
 //!
 //! Entries that have reached their end (a passed flow, a used challenge no remembered `SendCode`

@@ -21,13 +21,13 @@ use std::sync::LazyLock;
 use std::time::Duration;
 use uuid::Uuid;
 
-/// Refuse, count, compare, consume. KEYS[1]: the challenge. ARGV[1]: now (µs), ARGV[2]: max
-/// attempts, ARGV[3]: how long a consumed challenge is kept at most (ms), ARGV[4] and ARGV[5]:
-/// the identity id and purpose it must have (empty: any), ARGV[6..]: candidate MACs as 64 hex
-/// characters. Every candidate is compared whole, as sixteen 4-byte words (no early exit), and
-/// the per-candidate verdict is folded in without a branch, so the running time does not depend
-/// on how much of a candidate matched. Words, unpacked in C by Redis's `struct` library, instead
-/// of a character at a time: the script took 51 µs of Redis's one thread per call under load, the
+/// Refuse, count, compare, consume. `KEYS[1]`: the challenge. `ARGV[1]`: now (µs), `ARGV[2]`: max
+/// attempts, `ARGV[3]`: how long a consumed challenge is kept at most (ms), `ARGV[4]` and
+/// `ARGV[5]`: the identity id and purpose it must have (empty: any), `ARGV[6..]`: candidate MACs as
+/// 64 hex characters. Every candidate is compared whole, as sixteen 4-byte words (no early exit),
+/// and the per-candidate verdict is folded in without a branch, so the running time does not depend
+/// on how much of a candidate matched. Words, unpacked in C by Redis's `struct` library, instead of
+/// a character at a time: the script took 51 µs of Redis's one thread per call under load, the
 /// comparison 16 µs of it on its own, against 4 µs by words (docs/performance.md, "After the
 /// seventeenth pass").
 static ATTEMPT_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| {
@@ -90,7 +90,7 @@ static ATTEMPT_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| {
     )
 });
 
-/// Resend. KEYS[1]: the challenge. ARGV: now (µs), new MAC (hex), expires (µs), resend
+/// Resend. `KEYS[1]`: the challenge. ARGV: now (µs), new MAC (hex), expires (µs), resend
 /// available (µs), ttl (ms).
 static REPLACE_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| {
     redis::Script::new(
@@ -119,7 +119,7 @@ static REPLACE_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| {
 });
 
 /// Set-if-absent, else the current value, in one step (a GET after a failed SET could find the
-/// key already expired). KEYS[1]: the request key. ARGV: challenge id, ttl (ms).
+/// key already expired). `KEYS[1]`: the request key. ARGV: challenge id, ttl (ms).
 static REMEMBER_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| {
     redis::Script::new(
         r"
@@ -132,7 +132,7 @@ static REMEMBER_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| {
 });
 
 /// Fixed-window counter. The TTL is set only by the hit that created the counter, so later hits
-/// cannot keep a window alive. KEYS[1]: the window's counter. ARGV[1]: ttl (ms).
+/// cannot keep a window alive. `KEYS[1]`: the window's counter. `ARGV[1]`: ttl (ms).
 static HIT_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| {
     redis::Script::new(
         r"
