@@ -9,8 +9,8 @@ cd "$(dirname "$0")/.."
 step() { printf '\n==> %s\n' "$*" >&2; }
 
 # A run from a clean clone compiles each crate once, so incremental compilation's caches (2.3 GiB
-# of the 10.5 GiB such a run wrote) only fill the disk; one CI machine ran out. A value already
-# set, such as a developer's CARGO_INCREMENTAL=1 for quick reruns, is kept.
+# of the 8.4 GiB such a run left in target/) only fill the disk; one CI machine ran out. A value
+# already set, such as a developer's CARGO_INCREMENTAL=1 for quick reruns, is kept.
 export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 
 # `eval "$(script)"` would go on after a failed script (eval of nothing succeeds), so each

@@ -2766,7 +2766,7 @@ mod durable_cases {
 struct Fixture<S> {
     store: S,
     _dir: Option<tempfile::TempDir>,
-    _database: Option<support::TestDatabase>,
+    database: Option<support::TestDatabase>,
 }
 
 mod open {
@@ -2787,7 +2787,7 @@ mod open {
         Fixture {
             store,
             _dir: None,
-            _database: Some(database),
+            database: Some(database),
         }
     }
 
@@ -2801,7 +2801,7 @@ mod open {
         Fixture {
             store,
             _dir: Some(dir),
-            _database: None,
+            database: None,
         }
     }
 
@@ -2812,7 +2812,7 @@ mod open {
         Fixture {
             store,
             _dir: None,
-            _database: None,
+            database: None,
         }
     }
 
@@ -4356,7 +4356,7 @@ mod cache_backends {
         let fixture = open::postgres().await;
         Backing {
             store: Arc::new(fixture.store),
-            database: fixture._database,
+            database: fixture.database,
         }
     }
 
