@@ -2769,6 +2769,17 @@ struct Fixture<S> {
     database: Option<support::TestDatabase>,
 }
 
+impl<S: twofold::store::SqlStore + 'static> Fixture<S> {
+    /// The same fixture, its store shared as the cache suites take it.
+    fn shared(self) -> Fixture<Arc<dyn twofold::store::SqlStore>> {
+        Fixture {
+            store: Arc::new(self.store),
+            _dir: self._dir,
+            database: self.database,
+        }
+    }
+}
+
 mod open {
     use super::*;
     use twofold::store::{
@@ -4346,25 +4357,12 @@ mod cache_backends {
     use twofold::store::SqlStore;
     use twofold::store::session_cache::RedisVersions;
 
-    /// A store, and the database that must outlive it.
-    pub struct Backing {
-        pub store: Arc<dyn SqlStore>,
-        pub database: Option<support::TestDatabase>,
+    pub async fn postgres() -> Fixture<Arc<dyn SqlStore>> {
+        open::postgres().await.shared()
     }
 
-    pub async fn postgres() -> Backing {
-        let fixture = open::postgres().await;
-        Backing {
-            store: Arc::new(fixture.store),
-            database: fixture.database,
-        }
-    }
-
-    pub async fn sqlite_memory() -> Backing {
-        Backing {
-            store: Arc::new(open::sqlite_memory().await.store),
-            database: None,
-        }
+    pub async fn sqlite_memory() -> Fixture<Arc<dyn SqlStore>> {
+        open::sqlite_memory().await.shared()
     }
 
     /// Versions in the test Redis, under a key prefix of their own.
