@@ -1,0 +1,149 @@
+#!/usr/bin/env python3
+"""Prints a benchmark set's figures as the Markdown tables of docs/performance.md.
+
+    scripts/bench-summary.py DIR NAME [--check DOCUMENT]
+
+reads DIR/NAME-{postgres,embedded}.json (the sweeps) and DIR/NAME-70pct-stepup-rN-<backend>.json
+(the runs at 70 % of the peak) as `scripts/bench-set.sh NAME` writes them, and prints one table
+for the sweeps and one for the runs, in the documents' format, so that a set's figures are copied,
+not retyped. A file that is missing is left out. With `--check DOCUMENT` nothing is printed but
+what is missing, the set's files (both sweeps, the same rounds on each backend) or the rows DOCUMENT
+lacks, and the exit status says whether anything was: `scripts/test.sh` checks so that the latest
+set kept in docs/performance/ is the one its document shows.
+"""
+
+import glob
+import json
+import os
+import re
+import sys
+
+BACKENDS = (("postgres", "Postgres + Redis"), ("embedded", "embedded"))
+RPCS = ("CreateLoginFlow", "SubmitLoginCode", "WhoAmI")
+
+
+def grouped(number, digits=1):
+    return f"{number:,.{digits}f}"
+
+
+def span(values, unit):
+    low, high = round(min(values)), round(max(values))
+    return f"{low}–{high} {unit}" if low != high else f"{low} {unit}"
+
+
+def sweep_row(label, report):
+    levels = report["levels"]
+    stepups = [level for level in levels if level["mode"] == "stepup"]
+    best_stepup = max(level["per_second"] for level in stepups)
+    rates = " / ".join(
+        f"**{grouped(level['per_second'])}**"
+        if level["per_second"] == best_stepup
+        else grouped(level["per_second"])
+        for level in stepups
+    )
+
+    def best(mode):
+        reached = [level["per_second"] for level in levels if level["mode"] == mode]
+        return grouped(max(reached)) if reached else "-"
+
+    usage = [level["usage"] for level in levels]
+    high_water = max(u.get("server_peak_rss_mib") or 0 for u in usage)
+    return (
+        f"| {label} | {rates} | {best('whoami')} | {best('code')} "
+        f"| {span([level['longest_pause_ms'] for level in levels], 'ms')} "
+        f"| {span([u['server_rss_mib'] for u in usage], 'MiB')} | {high_water:.1f} MiB |"
+    )
+
+
+def paced_row(label, run, report):
+    peak, paced = report["levels"][0], report["levels"][-1]
+    cells = []
+    for rpc in RPCS:
+        figures = paced["rpcs"][rpc]
+        server = figures.get("server") or {}
+        inside = f" ({server['p99_ms']:.1f})" if "p99_ms" in server else ""
+        cells.append(f"{figures['p99_ms']:.1f}{inside} ms")
+    usage = paced["usage"]
+    return (
+        f"| {label} | {run} | {grouped(peak['per_second'])} | {grouped(paced['per_second'])} "
+        f"| {' | '.join(cells)} | {usage['machine_cpu_busy'] * 100:.0f} % "
+        f"| {paced['longest_pause_ms']:.0f} ms | {usage['server_peak_rss_mib']:.1f} MiB |"
+    )
+
+
+def load(path):
+    with open(path, encoding="utf-8") as file:
+        return json.load(file)
+
+
+def runs(folder, name, backend):
+    """The set's runs at 70 % on `backend`, as (round, path), in order."""
+    pattern = os.path.join(folder, f"{glob.escape(name)}-70pct-stepup-r*-{backend}.json")
+    return sorted(
+        (int(re.search(r"-r(\d+)-", os.path.basename(path)).group(1)), path)
+        for path in glob.glob(pattern)
+    )
+
+
+def incomplete(folder, name):
+    """What the set lacks of a whole one: both sweeps, and as many runs on each backend."""
+    lacking = [
+        f"{name}-{backend}.json"
+        for backend, _ in BACKENDS
+        if not os.path.exists(os.path.join(folder, f"{name}-{backend}.json"))
+    ]
+    rounds = {
+        backend: [number for number, _ in runs(folder, name, backend)] for backend, _ in BACKENDS
+    }
+    if not all(rounds.values()) or len({tuple(numbers) for numbers in rounds.values()}) > 1:
+        lacking.append(f"the same rounds at 70 % on each backend (found {rounds})")
+    return lacking
+
+
+def tables(folder, name):
+    """The set's two tables, line by line."""
+    lines = [
+        "| sweep | step-ups/s at 1 / 4 / 16 / 64 / 128 users | `WhoAmI`/s, best "
+        "| `code`/s, best | longest pause | RSS | high-water mark |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for backend, label in BACKENDS:
+        path = os.path.join(folder, f"{name}-{backend}.json")
+        if os.path.exists(path):
+            lines.append(sweep_row(label, load(path)))
+    lines += [
+        "",
+        "| backend | run | peak/s | at 70 %/s | `CreateLoginFlow` p99 (server) "
+        "| `SubmitLoginCode` p99 (server) | `WhoAmI` p99 (server) | machine "
+        "| longest pause | high-water mark |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for backend, label in BACKENDS:
+        for number, path in runs(folder, name, backend):
+            lines.append(paced_row(label, f"r{number}", load(path)))
+    return lines
+
+
+def main(arguments):
+    if len(arguments) == 2:
+        print("\n".join(tables(*arguments)))
+        return 0
+    if len(arguments) == 4 and arguments[2] == "--check":
+        folder, name, _, document = arguments
+        with open(document, encoding="utf-8") as file:
+            shown = set(file.read().splitlines())
+        # A file gone would take its row out of the check with it.
+        lacking = incomplete(folder, name)
+        for what in lacking:
+            print(f"{folder} lacks {what}", file=sys.stderr)
+        rows = [line for line in tables(folder, name) if line and not line.startswith("|---")]
+        missing = [row for row in rows if row not in shown]
+        for row in missing:
+            print(f"{document} lacks: {row}", file=sys.stderr)
+        return 1 if lacking or missing else 0
+    print(__doc__, file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
