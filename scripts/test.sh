@@ -60,6 +60,10 @@ step "tests: the load harness (bench feature)"
 cargo test --locked --no-fail-fast --features bench --bin twofold-bench --test bench_harness
 cargo test --locked --no-fail-fast --features bench --lib courier::gateways
 
+step "docs: the latest benchmark set's tables are its files' figures"
+# A new set printed by scripts/bench-set.sh and kept in docs/performance/ takes this name's place.
+scripts/bench-summary.py docs/performance after23 --check docs/performance.md
+
 # Built without the bench feature: the SDK and browser tests start the binary operators run.
 step "server binary for the SDK and browser tests"
 cargo build --locked
