@@ -123,6 +123,15 @@ fn the_harness_drives_every_scenario_against_a_spawned_server_without_errors() {
             usage["machine_loop_ms"].as_f64().unwrap() > 0.0,
             "{mode}: {usage}"
         );
+        for stall in ["disk_flush_ms", "wake_up_late_ms"] {
+            let p50 = usage[stall]["p50_ms"].as_f64().unwrap();
+            let p99 = usage[stall]["p99_ms"].as_f64().unwrap();
+            let max = usage[stall]["max_ms"].as_f64().unwrap();
+            assert!(
+                0.0 <= p50 && p50 <= p99 && p99 <= max,
+                "{mode} {stall}: {usage}"
+            );
+        }
         let rpcs = level["rpcs"].as_object().unwrap();
         let expected: &[&str] = match mode {
             "stepup" => &[

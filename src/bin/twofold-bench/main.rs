@@ -9,6 +9,7 @@ mod probe;
 mod report;
 mod scenario;
 mod spawn;
+mod stalls;
 mod stats;
 
 use clap::Parser;
@@ -291,6 +292,14 @@ async fn run(args: Args, scratch: &Path) -> Result<(), String> {
     Ok(())
 }
 
+/// A spread's p99 for the progress line, `-` when it was not measured.
+fn p99_text(spread: Option<stalls::Spread>) -> String {
+    spread.map_or_else(
+        || "-".to_owned(),
+        |spread| format!("{:.1} ms", spread.p99_ms),
+    )
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn run_level(
     args: &Args,
@@ -359,8 +368,16 @@ async fn run_level(
     tokio::time::sleep_until(window_start.into()).await;
     let usage_start = probe::snapshot(pid);
     let (pg_start, redis_start) = probes.snapshot().await;
+    // The scratch folder holds the embedded store's file, on the disk of Postgres's data too on
+    // a machine with one disk.
+    let stalls = stalls::Stalls::start(scratch);
     tokio::time::sleep_until(window_end.into()).await;
     let usage_end = probe::snapshot(pid);
+    // Joining the samplers waits out a flush or a sleep under way: not on a worker of the
+    // runtime that `WhoAmI` users run on.
+    let stalled = tokio::task::spawn_blocking(move || stalls.finish())
+        .await
+        .map_err(|error| error.to_string())?;
     let (pg_end, redis_end) = probes.snapshot().await;
 
     let mut tally = Tally::default();
@@ -373,12 +390,14 @@ async fn run_level(
     let seconds = args.duration.as_secs_f64();
     let mut usage = probe::usage(pid, &usage_start, &usage_end);
     usage.machine_loop_ms = Some(machine_loop_ms);
+    usage.disk_flush_ms = stalled.disk_flush;
+    usage.wake_up_late_ms = stalled.wake_up_late;
     let mut level = Level::new(mode, concurrency, seconds, &tally, usage);
     level.offered_per_second = offered;
     level.longest_pause_ms = tally.longest_pause(window_start, window_end).as_secs_f64() * 1000.0;
     eprintln!(
         "twofold-bench: {:<6} x{:<3} {:>9}  {:>9.1}/s  errors {}  worst p99 {:.2} ms  \
-         longest pause {:.0} ms  machine loop {:.1} ms",
+         longest pause {:.0} ms  machine loop {:.1} ms  disk flush p99 {}  late wake-up p99 {}",
         mode.as_str(),
         concurrency,
         offered.map_or_else(|| "unpaced".to_owned(), |rate| format!("@{rate:.0}/s")),
@@ -386,7 +405,9 @@ async fn run_level(
         level.error_count,
         level.worst_rpc_p99_ms(),
         level.longest_pause_ms,
-        machine_loop_ms
+        machine_loop_ms,
+        p99_text(stalled.disk_flush),
+        p99_text(stalled.wake_up_late),
     );
     if tally.completed > 0 {
         level.postgres_per_iteration = pg_start

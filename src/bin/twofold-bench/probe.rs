@@ -1,4 +1,5 @@
 //! CPU and memory of the server process and of the whole machine, from /proc.
+use crate::stalls::Spread;
 use serde::Serialize;
 use std::time::Instant;
 
@@ -27,6 +28,10 @@ pub struct Usage {
     pub harness_cpu_cores: Option<f64>,
     /// [`machine_loop_ms`] just before the level's users started.
     pub machine_loop_ms: Option<f64>,
+    /// How long the disk took to flush a small write through the level (`stalls`).
+    pub disk_flush_ms: Option<Spread>,
+    /// How much later than asked a sleeping thread woke up through the level (`stalls`).
+    pub wake_up_late_ms: Option<Spread>,
 }
 
 /// Iterations of [`machine_loop_ms`]'s loop: a few milliseconds on a current core.
@@ -120,6 +125,8 @@ pub fn usage(pid: Option<u32>, start: &Snapshot, end: &Snapshot) -> Usage {
             .map(|kib| kib / 1024.0),
         machine_cpu_busy,
         machine_loop_ms: None,
+        disk_flush_ms: None,
+        wake_up_late_ms: None,
     }
 }
 

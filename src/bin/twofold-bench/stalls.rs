@@ -1,0 +1,196 @@
+//! What the machine made every process wait for through a load level, sampled on threads of the
+//! harness's own: the disk's flush of a small write, and a sleeping thread's wake-up.
+//!
+//! Postgres's commits wait for the first (the flush of its WAL), as SQLite's checkpoints do for
+//! theirs; every hop of a call, between the harness, the server and the stores, waits for the
+//! second. A slow spell of either slows every call at once, which a run's p99 shows and the
+//! machine's loop (`probe::machine_loop_ms`, a measure of speed, not of waiting) does not.
+use serde::Serialize;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// Between two flushes: a hundred in a 10 s level, against the hundreds of commits a second the
+/// stores flush meanwhile.
+const FLUSH_EVERY: Duration = Duration::from_millis(100);
+
+/// The sleep whose overrun is a wake-up's lateness: a hundred wake-ups a second, a few more than
+/// the machine's thousands per second under load.
+const WAKE_UP_SLEEP: Duration = Duration::from_millis(10);
+
+/// Median, 99th percentile and longest of a level's samples, in milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Spread {
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+}
+
+impl Spread {
+    fn of(mut samples: Vec<f64>) -> Option<Self> {
+        samples.sort_by(f64::total_cmp);
+        let max_ms = *samples.last()?;
+        // The smallest sample with at least `share` of them at or below it.
+        let rank = |share: f64| {
+            let at_or_below = (samples.len() as f64 * share).ceil() as usize;
+            samples[at_or_below.max(1) - 1]
+        };
+        Some(Self {
+            p50_ms: rank(0.5),
+            p99_ms: rank(0.99),
+            max_ms,
+        })
+    }
+}
+
+/// Takes samples on a thread of its own, `pause` apart, until finished.
+struct Sampler {
+    stop: Arc<AtomicBool>,
+    thread: JoinHandle<Vec<f64>>,
+}
+
+impl Sampler {
+    fn start(
+        name: &str,
+        pause: Duration,
+        mut sample: impl FnMut() -> std::io::Result<f64> + Send + 'static,
+    ) -> std::io::Result<Self> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name(name.to_owned())
+            .spawn(move || {
+                let mut samples = Vec::new();
+                while !stopped.load(Ordering::Relaxed) {
+                    // A sample that fails ends the sampling; the level reports what it has.
+                    let Ok(taken) = sample() else { break };
+                    samples.push(taken);
+                    std::thread::park_timeout(pause);
+                }
+                samples
+            })?;
+        Ok(Self { stop, thread })
+    }
+
+    /// Stops the sampling (a sample under way still ends); none if no sample was taken.
+    fn finish(self) -> Option<Spread> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.thread().unpark();
+        Spread::of(self.thread.join().ok()?)
+    }
+}
+
+fn milliseconds(elapsed: Duration) -> f64 {
+    elapsed.as_secs_f64() * 1000.0
+}
+
+/// Both samplers of one level.
+pub struct Stalls {
+    disk_flushes: Option<Sampler>,
+    wake_ups: Option<Sampler>,
+}
+
+/// What [`Stalls`] measured: each is none if its sampler could not run.
+#[derive(Debug, Clone, Copy)]
+pub struct Measured {
+    /// How long `fdatasync` of a rewritten 4 KiB block took.
+    pub disk_flush: Option<Spread>,
+    /// How much later than asked a sleeping thread woke up.
+    pub wake_up_late: Option<Spread>,
+}
+
+impl Stalls {
+    /// Starts both; the flushes go to a file in `folder`, which should be on the stores' disk.
+    /// A sampler that cannot start is said so and left out: the level runs without it.
+    pub fn start(folder: &Path) -> Self {
+        let disk_flushes = File::create(folder.join("disk-flushes")).and_then(|file| {
+            let block = [0x5a_u8; 4096];
+            Sampler::start("bench-disk-flushes", FLUSH_EVERY, move || {
+                let started = Instant::now();
+                // The same block each time: a rewrite, as of a WAL page, not a file growing.
+                file.write_all_at(&block, 0)?;
+                file.sync_data()?;
+                Ok(milliseconds(started.elapsed()))
+            })
+        });
+        let wake_ups = Sampler::start("bench-wake-ups", Duration::ZERO, || {
+            let started = Instant::now();
+            std::thread::sleep(WAKE_UP_SLEEP);
+            Ok(milliseconds(
+                started.elapsed().saturating_sub(WAKE_UP_SLEEP),
+            ))
+        });
+        let started = |sampler: std::io::Result<Sampler>, what: &str| {
+            sampler
+                .inspect_err(|error| eprintln!("twofold-bench: no {what} measured: {error}"))
+                .ok()
+        };
+        Self {
+            disk_flushes: started(disk_flushes, "disk flushes"),
+            wake_ups: started(wake_ups, "wake-ups"),
+        }
+    }
+
+    pub fn finish(self) -> Measured {
+        Measured {
+            disk_flush: self.disk_flushes.and_then(Sampler::finish),
+            wake_up_late: self.wake_ups.and_then(Sampler::finish),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_spread_ranks_its_samples() {
+        let hundred: Vec<f64> = (1..=100).rev().map(f64::from).collect();
+        assert_eq!(
+            Spread::of(hundred),
+            Some(Spread {
+                p50_ms: 50.0,
+                p99_ms: 99.0,
+                max_ms: 100.0
+            })
+        );
+        let one = Spread::of(vec![3.5]).expect("one sample");
+        assert_eq!((one.p50_ms, one.p99_ms, one.max_ms), (3.5, 3.5, 3.5));
+        assert_eq!(Spread::of(Vec::new()), None);
+    }
+
+    #[test]
+    fn both_are_sampled_until_finished() {
+        let folder = tempfile::tempdir().expect("tempdir");
+        let stalls = Stalls::start(folder.path());
+        std::thread::sleep(FLUSH_EVERY * 3);
+        let begun = Instant::now();
+        let measured = stalls.finish();
+        // Woken, not left to sleep out its pause; a flush under way still has to end.
+        assert!(begun.elapsed() < FLUSH_EVERY * 20, "{:?}", begun.elapsed());
+        let flush = measured.disk_flush.expect("flushes were made");
+        assert!(
+            flush.p50_ms > 0.0 && flush.p50_ms <= flush.max_ms,
+            "{flush:?}"
+        );
+        let late = measured.wake_up_late.expect("wake-ups were timed");
+        assert!(late.p50_ms >= 0.0 && late.p50_ms <= late.max_ms, "{late:?}");
+        assert!(late.max_ms < 10_000.0, "{late:?}");
+        let flushed = std::fs::metadata(folder.path().join("disk-flushes")).expect("the file");
+        assert_eq!(flushed.len(), 4096, "one block, rewritten");
+    }
+
+    #[test]
+    fn wake_ups_are_measured_without_a_folder_for_the_flushes() {
+        let folder = tempfile::tempdir().expect("tempdir");
+        let stalls = Stalls::start(&folder.path().join("missing"));
+        std::thread::sleep(WAKE_UP_SLEEP * 5);
+        let measured = stalls.finish();
+        assert_eq!(measured.disk_flush, None);
+        assert!(measured.wake_up_late.is_some());
+    }
+}
