@@ -293,7 +293,7 @@ async fn run(args: Args, scratch: &Path) -> Result<(), String> {
 }
 
 /// A spread's p99 for the progress line, `-` when it was not measured.
-fn p99_text(spread: Option<stalls::Spread>) -> String {
+fn p99_text(spread: Option<stats::Spread>) -> String {
     spread.map_or_else(
         || "-".to_owned(),
         |spread| format!("{:.1} ms", spread.p99_ms),

@@ -1,5 +1,5 @@
 //! CPU and memory of the server process and of the whole machine, from /proc.
-use crate::stalls::Spread;
+use crate::stats::Spread;
 use serde::Serialize;
 use std::time::Instant;
 

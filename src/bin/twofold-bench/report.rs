@@ -2,7 +2,7 @@
 use crate::bound::{Bound, PgWork, RedisWork};
 use crate::cli::Mode;
 use crate::probe::Usage;
-use crate::stats::{Histogram, Tally};
+use crate::stats::{Histogram, Spread, Tally};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -20,25 +20,7 @@ pub struct RpcFigures {
     /// above it in `p99_ms` was spent outside the handler (sockets, waits for a core, the
     /// harness's thread).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub server: Option<ServerFigures>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct ServerFigures {
-    pub p50_ms: f64,
-    pub p99_ms: f64,
-    pub max_ms: f64,
-}
-
-impl ServerFigures {
-    fn from(histogram: &Histogram) -> Option<Self> {
-        let ms = |micros: u64| micros as f64 / 1000.0;
-        (histogram.count() > 0).then(|| Self {
-            p50_ms: ms(histogram.percentile_micros(50.0)),
-            p99_ms: ms(histogram.percentile_micros(99.0)),
-            max_ms: ms(histogram.max_micros()),
-        })
-    }
+    pub server: Option<Spread>,
 }
 
 impl RpcFigures {
@@ -52,7 +34,7 @@ impl RpcFigures {
             p90_ms: ms(histogram.percentile_micros(90.0)),
             p99_ms: ms(histogram.percentile_micros(99.0)),
             max_ms: ms(histogram.max_micros()),
-            server: handled.and_then(ServerFigures::from),
+            server: handled.and_then(Spread::of),
         }
     }
 }

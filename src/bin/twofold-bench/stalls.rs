@@ -5,7 +5,7 @@
 //! theirs; every hop of a call, between the harness, the server and the stores, waits for the
 //! second. A slow spell of either slows every call at once, which a run's p99 shows and the
 //! machine's loop (`probe::machine_loop_ms`, a measure of speed, not of waiting) does not.
-use serde::Serialize;
+use crate::stats::{Histogram, Spread};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
@@ -18,57 +18,32 @@ use std::time::{Duration, Instant};
 /// stores flush meanwhile.
 const FLUSH_EVERY: Duration = Duration::from_millis(100);
 
-/// The sleep whose overrun is a wake-up's lateness: a hundred wake-ups a second, a few more than
-/// the machine's thousands per second under load.
+/// The sleep whose overrun is a wake-up's lateness: a hundred wake-ups a second, beside the
+/// machine's thousands under load.
 const WAKE_UP_SLEEP: Duration = Duration::from_millis(10);
-
-/// Median, 99th percentile and longest of a level's samples, in milliseconds.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-pub struct Spread {
-    pub p50_ms: f64,
-    pub p99_ms: f64,
-    pub max_ms: f64,
-}
-
-impl Spread {
-    fn of(mut samples: Vec<f64>) -> Option<Self> {
-        samples.sort_by(f64::total_cmp);
-        let max_ms = *samples.last()?;
-        // The smallest sample with at least `share` of them at or below it.
-        let rank = |share: f64| {
-            let at_or_below = (samples.len() as f64 * share).ceil() as usize;
-            samples[at_or_below.max(1) - 1]
-        };
-        Some(Self {
-            p50_ms: rank(0.5),
-            p99_ms: rank(0.99),
-            max_ms,
-        })
-    }
-}
 
 /// Takes samples on a thread of its own, `pause` apart, until finished.
 struct Sampler {
     stop: Arc<AtomicBool>,
-    thread: JoinHandle<Vec<f64>>,
+    thread: JoinHandle<Histogram>,
 }
 
 impl Sampler {
     fn start(
         name: &str,
         pause: Duration,
-        mut sample: impl FnMut() -> std::io::Result<f64> + Send + 'static,
+        mut sample: impl FnMut() -> std::io::Result<Duration> + Send + 'static,
     ) -> std::io::Result<Self> {
         let stop = Arc::new(AtomicBool::new(false));
         let stopped = stop.clone();
         let thread = std::thread::Builder::new()
             .name(name.to_owned())
             .spawn(move || {
-                let mut samples = Vec::new();
+                let mut samples = Histogram::default();
                 while !stopped.load(Ordering::Relaxed) {
                     // A sample that fails ends the sampling; the level reports what it has.
                     let Ok(taken) = sample() else { break };
-                    samples.push(taken);
+                    samples.record(taken);
                     std::thread::park_timeout(pause);
                 }
                 samples
@@ -80,12 +55,8 @@ impl Sampler {
     fn finish(self) -> Option<Spread> {
         self.stop.store(true, Ordering::Relaxed);
         self.thread.thread().unpark();
-        Spread::of(self.thread.join().ok()?)
+        Spread::of(&self.thread.join().ok()?)
     }
-}
-
-fn milliseconds(elapsed: Duration) -> f64 {
-    elapsed.as_secs_f64() * 1000.0
 }
 
 /// Both samplers of one level.
@@ -114,15 +85,13 @@ impl Stalls {
                 // The same block each time: a rewrite, as of a WAL page, not a file growing.
                 file.write_all_at(&block, 0)?;
                 file.sync_data()?;
-                Ok(milliseconds(started.elapsed()))
+                Ok(started.elapsed())
             })
         });
         let wake_ups = Sampler::start("bench-wake-ups", Duration::ZERO, || {
             let started = Instant::now();
             std::thread::sleep(WAKE_UP_SLEEP);
-            Ok(milliseconds(
-                started.elapsed().saturating_sub(WAKE_UP_SLEEP),
-            ))
+            Ok(started.elapsed().saturating_sub(WAKE_UP_SLEEP))
         });
         let started = |sampler: std::io::Result<Sampler>, what: &str| {
             sampler
@@ -148,22 +117,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_spread_ranks_its_samples() {
-        let hundred: Vec<f64> = (1..=100).rev().map(f64::from).collect();
-        assert_eq!(
-            Spread::of(hundred),
-            Some(Spread {
-                p50_ms: 50.0,
-                p99_ms: 99.0,
-                max_ms: 100.0
-            })
-        );
-        let one = Spread::of(vec![3.5]).expect("one sample");
-        assert_eq!((one.p50_ms, one.p99_ms, one.max_ms), (3.5, 3.5, 3.5));
-        assert_eq!(Spread::of(Vec::new()), None);
-    }
-
-    #[test]
     fn both_are_sampled_until_finished() {
         let folder = tempfile::tempdir().expect("tempdir");
         let stalls = Stalls::start(folder.path());
@@ -174,7 +127,7 @@ mod tests {
         assert!(begun.elapsed() < FLUSH_EVERY * 20, "{:?}", begun.elapsed());
         let flush = measured.disk_flush.expect("flushes were made");
         assert!(
-            flush.p50_ms > 0.0 && flush.p50_ms <= flush.max_ms,
+            flush.max_ms > 0.0 && flush.p50_ms <= flush.max_ms,
             "{flush:?}"
         );
         let late = measured.wake_up_late.expect("wake-ups were timed");

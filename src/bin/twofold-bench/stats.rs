@@ -1,6 +1,7 @@
 //! Latency and outcome counting. The histogram is log-linear (32 sub-buckets per power of two,
 //! so a reported percentile is at most ~3 % above the true value), in microseconds, and merges
 //! by addition so every virtual user keeps its own without locking.
+use serde::Serialize;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -108,6 +109,26 @@ impl Histogram {
     }
 }
 
+/// Median, 99th percentile and longest of a histogram's values, in milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Spread {
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+}
+
+impl Spread {
+    /// None for an empty histogram.
+    pub fn of(histogram: &Histogram) -> Option<Self> {
+        let ms = |micros: u64| micros as f64 / 1000.0;
+        (histogram.count() > 0).then(|| Self {
+            p50_ms: ms(histogram.percentile_micros(50.0)),
+            p99_ms: ms(histogram.percentile_micros(99.0)),
+            max_ms: ms(histogram.max_micros()),
+        })
+    }
+}
+
 /// Everything one virtual user (or, merged, one level) observed in the measured window.
 #[derive(Debug, Clone, Default)]
 pub struct Tally {
@@ -179,6 +200,25 @@ impl Tally {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_spread_ranks_its_samples() {
+        let mut hundred = Histogram::default();
+        // Under 64 µs every value has a bucket of its own, so the ranks are exact.
+        for micros in (1..=50).rev() {
+            hundred.record_micros(micros);
+            hundred.record_micros(micros + 10);
+        }
+        assert_eq!(
+            Spread::of(&hundred),
+            Some(Spread {
+                p50_ms: 0.030,
+                p99_ms: 0.059,
+                max_ms: 0.060
+            })
+        );
+        assert_eq!(Spread::of(&Histogram::default()), None);
+    }
 
     #[test]
     fn the_longest_pause_is_the_widest_gap_between_finishes_in_the_window() {
