@@ -5,7 +5,8 @@
 
 reads DIR/NAME-{postgres,embedded}.json (the sweeps) and DIR/NAME-70pct-stepup-rN-<backend>.json
 (the runs at 70 % of the peak) as `scripts/bench-set.sh NAME` writes them, and prints one table
-for the sweeps and one for the runs, in the documents' format, so that a set's figures are copied,
+for the sweeps, one for the runs and, where the harness measured them, one for what the machine
+made the runs' calls wait for, in the document's format, so that a set's figures are copied,
 not retyped. A file that is missing is left out. With `--check DOCUMENT` nothing is printed but
 what is missing, the set's files (both sweeps, the same rounds on each backend) or the rows DOCUMENT
 lacks, and the exit status says whether anything was: `scripts/test.sh` checks so that the latest
@@ -71,6 +72,24 @@ def paced_row(label, run, report):
     )
 
 
+def stall_rows(label, run, report):
+    """The run's levels with what the machine made every call wait for (none before the probes)."""
+    rows = []
+    for level in report["levels"]:
+        usage = level["usage"]
+        flush, late = usage.get("disk_flush_ms"), usage.get("wake_up_late_ms")
+        if not flush or not late:
+            continue
+        worst = max(figures["p99_ms"] for rpc, figures in level["rpcs"].items() if rpc in RPCS)
+        rows.append(
+            f"| {label} | {run} | {'70 %' if level.get('offered_per_second') else 'peak'} "
+            f"| {worst:.1f} ms | {usage['machine_cpu_busy'] * 100:.0f} % "
+            f"| {flush['p50_ms']:.1f} / {flush['p99_ms']:.1f} / {flush['max_ms']:.1f} ms "
+            f"| {late['p50_ms']:.2f} / {late['p99_ms']:.1f} / {late['max_ms']:.1f} ms |"
+        )
+    return rows
+
+
 def load(path):
     with open(path, encoding="utf-8") as file:
         return json.load(file)
@@ -118,9 +137,19 @@ def tables(folder, name):
         "| longest pause | high-water mark |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
+    stalls = []
     for backend, label in BACKENDS:
         for number, path in runs(folder, name, backend):
             lines.append(paced_row(label, f"r{number}", load(path)))
+            stalls += stall_rows(label, f"r{number}", load(path))
+    if stalls:
+        lines += [
+            "",
+            "| backend | run | level | worst p99 | machine | disk flush p50 / p99 / max "
+            "| late wake-up p50 / p99 / max |",
+            "|---|---|---|---:|---:|---:|---:|",
+            *stalls,
+        ]
     return lines
 
 
