@@ -140,8 +140,9 @@ def tables(folder, name):
     stalls = []
     for backend, label in BACKENDS:
         for number, path in runs(folder, name, backend):
-            lines.append(paced_row(label, f"r{number}", load(path)))
-            stalls += stall_rows(label, f"r{number}", load(path))
+            report = load(path)
+            lines.append(paced_row(label, f"r{number}", report))
+            stalls += stall_rows(label, f"r{number}", report)
     if stalls:
         lines += [
             "",
