@@ -133,6 +133,42 @@ fn the_harness_drives_every_scenario_against_a_spawned_server_without_errors() {
             );
         }
         let rpcs = level["rpcs"].as_object().unwrap();
+        // The window second by second: every call, derived timing and error that finished in
+        // it is in one of its seconds, and a second's figures are within the level's.
+        let seconds = level["seconds"].as_array().unwrap();
+        assert_eq!(
+            seconds.len() as f64,
+            level["measured_s"].as_f64().unwrap(),
+            "{mode}"
+        );
+        let finished: u64 = seconds
+            .iter()
+            .map(|s| s["finished"].as_u64().unwrap())
+            .sum();
+        let timed: u64 = rpcs.values().map(|f| f["count"].as_u64().unwrap()).sum();
+        let errors = level["error_count"].as_u64().unwrap();
+        assert_eq!(finished, timed + errors, "{mode}: {seconds:?}");
+        let slowest_call = rpcs
+            .iter()
+            .filter(|(name, _)| name.starts_with(char::is_uppercase))
+            .map(|(_, figures)| figures["max_ms"].as_f64().unwrap())
+            .fold(0.0, f64::max);
+        for second in seconds {
+            let worst = second["worst_p99_ms"].as_f64().unwrap();
+            assert!(
+                worst > 0.0 && worst <= slowest_call + 0.001,
+                "{mode}: {second}"
+            );
+            for (field, stall) in [
+                ("disk_flush_max_ms", "disk_flush_ms"),
+                ("wake_up_late_max_ms", "wake_up_late_ms"),
+            ] {
+                let slowest = second[field].as_f64().unwrap();
+                // The level's spread is in whole microseconds.
+                let level_max = usage[stall]["max_ms"].as_f64().unwrap() + 0.001;
+                assert!(slowest >= 0.0 && slowest <= level_max, "{mode}: {second}");
+            }
+        }
         let expected: &[&str] = match mode {
             "stepup" => &[
                 "CreateLoginFlow",

@@ -11,6 +11,7 @@ mod scenario;
 mod spawn;
 mod stalls;
 mod stats;
+mod timeline;
 
 use clap::Parser;
 use cli::{Args, Mode, Rate};
@@ -28,6 +29,10 @@ use std::time::Instant;
 /// than glibc's allocator, as it is for the server.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// The issue's target for each RPC's p99 at 70 % of the peak; the progress line counts the
+/// seconds over it.
+const P99_TARGET_MS: f64 = 20.0;
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -395,15 +400,25 @@ async fn run_level(
     let mut level = Level::new(mode, concurrency, seconds, &tally, usage);
     level.offered_per_second = offered;
     level.longest_pause_ms = tally.longest_pause(window_start, window_end).as_secs_f64() * 1000.0;
+    level.seconds = timeline::seconds(
+        window_start,
+        window_end,
+        &tally.finished,
+        &stalled.disk_flushes,
+        &stalled.wake_ups,
+    );
     eprintln!(
         "twofold-bench: {:<6} x{:<3} {:>9}  {:>9.1}/s  errors {}  worst p99 {:.2} ms  \
-         longest pause {:.0} ms  machine loop {:.1} ms  disk flush p99 {}  late wake-up p99 {}",
+         seconds over {P99_TARGET_MS} ms {}/{}  longest pause {:.0} ms  machine loop {:.1} ms  \
+         disk flush p99 {}  late wake-up p99 {}",
         mode.as_str(),
         concurrency,
         offered.map_or_else(|| "unpaced".to_owned(), |rate| format!("@{rate:.0}/s")),
         level.per_second,
         level.error_count,
         level.worst_rpc_p99_ms(),
+        timeline::over(&level.seconds, P99_TARGET_MS),
+        level.seconds.len(),
         level.longest_pause_ms,
         machine_loop_ms,
         p99_text(stalled.disk_flush),

@@ -2,7 +2,8 @@
 use crate::bound::{Bound, PgWork, RedisWork};
 use crate::cli::Mode;
 use crate::probe::Usage;
-use crate::stats::{Histogram, Spread, Tally};
+use crate::stats::{Histogram, Spread, Tally, is_rpc};
+use crate::timeline::Second;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -57,6 +58,9 @@ pub struct Level {
     pub usage: Usage,
     /// The longest time in the measured window in which no call or code delivery finished.
     pub longest_pause_ms: f64,
+    /// The window second by second (see `timeline`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub seconds: Vec<Second>,
     pub postgres_per_iteration: Option<PgWork>,
     pub redis_per_iteration: Option<RedisWork>,
     pub bound: Option<Bound>,
@@ -85,6 +89,7 @@ impl Level {
                 .collect(),
             usage,
             longest_pause_ms: 0.0,
+            seconds: Vec::new(),
             postgres_per_iteration: None,
             redis_per_iteration: None,
             bound: None,
@@ -95,7 +100,7 @@ impl Level {
     pub fn worst_rpc_p99_ms(&self) -> f64 {
         self.rpcs
             .iter()
-            .filter(|(name, _)| name.chars().next().is_some_and(char::is_uppercase))
+            .filter(|(name, _)| is_rpc(name))
             .map(|(_, figures)| figures.p99_ms)
             .fold(0.0, f64::max)
     }

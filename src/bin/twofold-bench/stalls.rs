@@ -22,10 +22,17 @@ const FLUSH_EVERY: Duration = Duration::from_millis(100);
 /// machine's thousands under load.
 const WAKE_UP_SLEEP: Duration = Duration::from_millis(10);
 
+/// One sample: when it began, and how long it took (or how late it was).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Sample {
+    pub at: Instant,
+    pub took: Duration,
+}
+
 /// Takes samples on a thread of its own, `pause` apart, until finished.
 struct Sampler {
     stop: Arc<AtomicBool>,
-    thread: JoinHandle<Histogram>,
+    thread: JoinHandle<Vec<Sample>>,
 }
 
 impl Sampler {
@@ -39,11 +46,12 @@ impl Sampler {
         let thread = std::thread::Builder::new()
             .name(name.to_owned())
             .spawn(move || {
-                let mut samples = Histogram::default();
+                let mut samples = Vec::new();
                 while !stopped.load(Ordering::Relaxed) {
+                    let at = Instant::now();
                     // A sample that fails ends the sampling; the level reports what it has.
-                    let Ok(taken) = sample() else { break };
-                    samples.record(taken);
+                    let Ok(took) = sample() else { break };
+                    samples.push(Sample { at, took });
                     std::thread::park_timeout(pause);
                 }
                 samples
@@ -51,12 +59,21 @@ impl Sampler {
         Ok(Self { stop, thread })
     }
 
-    /// Stops the sampling (a sample under way still ends); none if no sample was taken.
-    fn finish(self) -> Option<Spread> {
+    /// Stops the sampling (a sample under way still ends) and hands back the samples.
+    fn finish(self) -> Vec<Sample> {
         self.stop.store(true, Ordering::Relaxed);
         self.thread.thread().unpark();
-        Spread::of(&self.thread.join().ok()?)
+        self.thread.join().unwrap_or_default()
     }
+}
+
+/// p50/p99/max of the samples; none if there are none.
+fn spread(samples: &[Sample]) -> Option<Spread> {
+    let mut histogram = Histogram::default();
+    for sample in samples {
+        histogram.record(sample.took);
+    }
+    Spread::of(&histogram)
 }
 
 /// Both samplers of one level.
@@ -65,13 +82,16 @@ pub struct Stalls {
     wake_ups: Option<Sampler>,
 }
 
-/// What [`Stalls`] measured: each is none if its sampler could not run.
-#[derive(Debug, Clone, Copy)]
+/// What [`Stalls`] measured: each spread is none if its sampler could not run (or took no
+/// sample), and the samples themselves, for the level's seconds (`timeline`).
+#[derive(Debug, Clone)]
 pub struct Measured {
     /// How long `fdatasync` of a rewritten 4 KiB block took.
     pub disk_flush: Option<Spread>,
     /// How much later than asked a sleeping thread woke up.
     pub wake_up_late: Option<Spread>,
+    pub disk_flushes: Vec<Sample>,
+    pub wake_ups: Vec<Sample>,
 }
 
 impl Stalls {
@@ -105,9 +125,13 @@ impl Stalls {
     }
 
     pub fn finish(self) -> Measured {
+        let disk_flushes = self.disk_flushes.map(Sampler::finish).unwrap_or_default();
+        let wake_ups = self.wake_ups.map(Sampler::finish).unwrap_or_default();
         Measured {
-            disk_flush: self.disk_flushes.and_then(Sampler::finish),
-            wake_up_late: self.wake_ups.and_then(Sampler::finish),
+            disk_flush: spread(&disk_flushes),
+            wake_up_late: spread(&wake_ups),
+            disk_flushes,
+            wake_ups,
         }
     }
 }
@@ -133,6 +157,24 @@ mod tests {
         let late = measured.wake_up_late.expect("wake-ups were timed");
         assert!(late.p50_ms >= 0.0 && late.p50_ms <= late.max_ms, "{late:?}");
         assert!(late.max_ms < 10_000.0, "{late:?}");
+        // The samples behind the spreads, in the order taken, each after the one before.
+        assert!(
+            measured.disk_flushes.len() >= 2,
+            "{:?}",
+            measured.disk_flushes
+        );
+        assert!(
+            measured
+                .disk_flushes
+                .windows(2)
+                .all(|pair| pair[0].at < pair[1].at)
+        );
+        let slowest = measured.disk_flushes.iter().map(|sample| sample.took).max();
+        assert_eq!(
+            slowest.map(|took| took.as_micros() as f64 / 1000.0),
+            Some(flush.max_ms)
+        );
+        assert!(measured.wake_ups.len() >= measured.disk_flushes.len());
         let flushed = std::fs::metadata(folder.path().join("disk-flushes")).expect("the file");
         assert_eq!(flushed.len(), 4096, "one block, rewritten");
     }
@@ -144,6 +186,8 @@ mod tests {
         std::thread::sleep(WAKE_UP_SLEEP * 5);
         let measured = stalls.finish();
         assert_eq!(measured.disk_flush, None);
+        assert!(measured.disk_flushes.is_empty());
         assert!(measured.wake_up_late.is_some());
+        assert!(!measured.wake_ups.is_empty());
     }
 }

@@ -139,14 +139,31 @@ pub struct Tally {
     pub handled: BTreeMap<&'static str, Histogram>,
     /// `"<rpc>: <reason>"` → count.
     pub errors: BTreeMap<String, u64>,
-    /// When each call or code delivery in the window finished, to find the pauses.
-    pub finished: Vec<Instant>,
+    /// Each call or code delivery that finished in the window, to find the pauses and the slow
+    /// seconds.
+    pub finished: Vec<Finish>,
+}
+
+/// A call or code delivery that finished: when, and for one that was answered without an error,
+/// which it was and how long it took.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Finish {
+    pub at: Instant,
+    pub timed: Option<(&'static str, Duration)>,
+}
+
+/// Whether a timing is a real RPC's, not one the harness derives ("code delivery", "step-up").
+pub fn is_rpc(name: &str) -> bool {
+    name.chars().next().is_some_and(char::is_uppercase)
 }
 
 impl Tally {
     pub fn record(&mut self, rpc: &'static str, latency: Duration, finished: Instant) {
         self.latency.entry(rpc).or_default().record(latency);
-        self.finished.push(finished);
+        self.finished.push(Finish {
+            at: finished,
+            timed: Some((rpc, latency)),
+        });
     }
 
     pub fn record_handled(&mut self, rpc: &'static str, handled: Duration) {
@@ -156,7 +173,10 @@ impl Tally {
     /// An error the server answered with at `finished`: it counts as a finish for the pauses.
     pub fn error_at(&mut self, rpc: &str, reason: &str, finished: Instant) {
         self.error(rpc, reason);
-        self.finished.push(finished);
+        self.finished.push(Finish {
+            at: finished,
+            timed: None,
+        });
     }
 
     pub fn error(&mut self, rpc: &str, reason: &str) {
@@ -181,10 +201,11 @@ impl Tally {
     /// millisecond or less apart; a pause of a tenth of a second or more means every user was
     /// waiting on one thing (a stall), which alone can put a p99 over its target.
     pub fn longest_pause(&mut self, window_start: Instant, window_end: Instant) -> Duration {
-        self.finished.sort_unstable();
+        self.finished.sort_unstable_by_key(|finish| finish.at);
         let mut longest = Duration::ZERO;
         let mut previous = window_start;
-        for &at in self.finished.iter().chain([&window_end]) {
+        let finishes = self.finished.iter().map(|finish| finish.at);
+        for at in finishes.chain([window_end]) {
             let at = at.clamp(window_start, window_end);
             longest = longest.max(at.saturating_duration_since(previous));
             previous = previous.max(at);
