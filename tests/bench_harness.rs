@@ -136,6 +136,14 @@ fn the_harness_drives_every_scenario_against_a_spawned_server_without_errors() {
         // The window second by second: every call, derived timing and error that finished in
         // it is in one of its seconds, and a second's figures are within the level's.
         let seconds = level["seconds"].as_array().unwrap();
+        let began = level["window_started_at"].as_str().unwrap();
+        let began = chrono::DateTime::parse_from_rfc3339(began).expect("an RFC 3339 time");
+        let report_began = report["started_at"].as_str().unwrap();
+        let report_began = chrono::DateTime::parse_from_rfc3339(report_began).unwrap();
+        assert!(
+            began > report_began,
+            "{mode}: {began} after the run's start"
+        );
         assert_eq!(
             seconds.len() as f64,
             level["measured_s"].as_f64().unwrap(),

@@ -371,6 +371,8 @@ async fn run_level(
         .collect();
 
     tokio::time::sleep_until(window_start.into()).await;
+    // The wall clock's time of the window's first second, to find its seconds in other logs.
+    let window_started_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     let usage_start = probe::snapshot(pid);
     let (pg_start, redis_start) = probes.snapshot().await;
     // The scratch folder holds the embedded store's file, on the disk of Postgres's data too on
@@ -400,6 +402,7 @@ async fn run_level(
     let mut level = Level::new(mode, concurrency, seconds, &tally, usage);
     level.offered_per_second = offered;
     level.longest_pause_ms = tally.longest_pause(window_start, window_end).as_secs_f64() * 1000.0;
+    level.window_started_at = Some(window_started_at);
     level.seconds = timeline::seconds(
         window_start,
         window_end,

@@ -58,6 +58,9 @@ pub struct Level {
     pub usage: Usage,
     /// The longest time in the measured window in which no call or code delivery finished.
     pub longest_pause_ms: f64,
+    /// When the measured window began (UTC), so its seconds can be found in other logs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub window_started_at: Option<String>,
     /// The window second by second (see `timeline`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub seconds: Vec<Second>,
@@ -89,6 +92,7 @@ impl Level {
                 .collect(),
             usage,
             longest_pause_ms: 0.0,
+            window_started_at: None,
             seconds: Vec::new(),
             postgres_per_iteration: None,
             redis_per_iteration: None,
