@@ -397,8 +397,8 @@ async fn run_level(
     let seconds = args.duration.as_secs_f64();
     let mut usage = probe::usage(pid, &usage_start, &usage_end);
     usage.machine_loop_ms = Some(machine_loop_ms);
-    usage.disk_flush_ms = stalled.disk_flush;
-    usage.wake_up_late_ms = stalled.wake_up_late;
+    usage.disk_flush_ms = stalled.disk_flush();
+    usage.wake_up_late_ms = stalled.wake_up_late();
     let mut level = Level::new(mode, concurrency, seconds, &tally, usage);
     level.offered_per_second = offered;
     level.longest_pause_ms = tally.longest_pause(window_start, window_end).as_secs_f64() * 1000.0;
@@ -424,8 +424,8 @@ async fn run_level(
         level.seconds.len(),
         level.longest_pause_ms,
         machine_loop_ms,
-        p99_text(stalled.disk_flush),
-        p99_text(stalled.wake_up_late),
+        p99_text(level.usage.disk_flush_ms),
+        p99_text(level.usage.wake_up_late_ms),
     );
     if tally.completed > 0 {
         level.postgres_per_iteration = pg_start

@@ -82,16 +82,23 @@ pub struct Stalls {
     wake_ups: Option<Sampler>,
 }
 
-/// What [`Stalls`] measured: each spread is none if its sampler could not run (or took no
-/// sample), and the samples themselves, for the level's seconds (`timeline`).
+/// What [`Stalls`] measured, sample by sample (none from a sampler that could not run).
 #[derive(Debug, Clone)]
 pub struct Measured {
     /// How long `fdatasync` of a rewritten 4 KiB block took.
-    pub disk_flush: Option<Spread>,
-    /// How much later than asked a sleeping thread woke up.
-    pub wake_up_late: Option<Spread>,
     pub disk_flushes: Vec<Sample>,
+    /// How much later than asked a sleeping thread woke up.
     pub wake_ups: Vec<Sample>,
+}
+
+impl Measured {
+    pub fn disk_flush(&self) -> Option<Spread> {
+        spread(&self.disk_flushes)
+    }
+
+    pub fn wake_up_late(&self) -> Option<Spread> {
+        spread(&self.wake_ups)
+    }
 }
 
 impl Stalls {
@@ -125,13 +132,9 @@ impl Stalls {
     }
 
     pub fn finish(self) -> Measured {
-        let disk_flushes = self.disk_flushes.map(Sampler::finish).unwrap_or_default();
-        let wake_ups = self.wake_ups.map(Sampler::finish).unwrap_or_default();
         Measured {
-            disk_flush: spread(&disk_flushes),
-            wake_up_late: spread(&wake_ups),
-            disk_flushes,
-            wake_ups,
+            disk_flushes: self.disk_flushes.map(Sampler::finish).unwrap_or_default(),
+            wake_ups: self.wake_ups.map(Sampler::finish).unwrap_or_default(),
         }
     }
 }
@@ -149,12 +152,12 @@ mod tests {
         let measured = stalls.finish();
         // Woken, not left to sleep out its pause; a flush under way still has to end.
         assert!(begun.elapsed() < FLUSH_EVERY * 20, "{:?}", begun.elapsed());
-        let flush = measured.disk_flush.expect("flushes were made");
+        let flush = measured.disk_flush().expect("flushes were made");
         assert!(
             flush.max_ms > 0.0 && flush.p50_ms <= flush.max_ms,
             "{flush:?}"
         );
-        let late = measured.wake_up_late.expect("wake-ups were timed");
+        let late = measured.wake_up_late().expect("wake-ups were timed");
         assert!(late.p50_ms >= 0.0 && late.p50_ms <= late.max_ms, "{late:?}");
         assert!(late.max_ms < 10_000.0, "{late:?}");
         // The samples behind the spreads, in the order taken, each after the one before.
@@ -185,9 +188,9 @@ mod tests {
         let stalls = Stalls::start(&folder.path().join("missing"));
         std::thread::sleep(WAKE_UP_SLEEP * 5);
         let measured = stalls.finish();
-        assert_eq!(measured.disk_flush, None);
+        assert_eq!(measured.disk_flush(), None);
         assert!(measured.disk_flushes.is_empty());
-        assert!(measured.wake_up_late.is_some());
+        assert!(measured.wake_up_late().is_some());
         assert!(!measured.wake_ups.is_empty());
     }
 }
