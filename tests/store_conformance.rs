@@ -3443,6 +3443,56 @@ async fn postgres_codes_and_upgrades_sent_at_once_share_commits() {
     let _ = admin.close().await;
 }
 
+/// Over a Unix socket a batch takes up to 32 writes, four times what it takes over TCP (see
+/// `MOST_PER_BATCH_OVER_SOCKET`): eighty codes and upgrades sent at once are all stored with their
+/// audit events, and the rows they wrote share transactions of more than eight rows, none of more
+/// than 32.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_over_a_socket_a_batch_takes_up_to_32_writes() {
+    use sqlx::Connection;
+    use twofold::store::postgres::PostgresStore;
+    let database = support::TestDatabase::create_reached_by_socket().await;
+    let dsn = database.dsn();
+    let store = PostgresStore::connect(dsn).await.expect("connect");
+    let mut admin = sqlx::PgConnection::connect(dsn)
+        .await
+        .expect("admin connection");
+    let mut writes = Vec::new();
+    for _ in 0..4 {
+        writes.extend(codes_and_upgrades(&store).await);
+    }
+
+    let answers = send_at_once(&store, &writes).await;
+    assert!(
+        answers.iter().all(|answer| matches!(answer, Ok(true))),
+        "{answers:?}"
+    );
+    check_stored(&store, &writes, answers).await;
+    let (mut message_ids, mut session_ids) = (Vec::new(), Vec::new());
+    for write in &writes {
+        match write {
+            DurableWrite::Enqueue(message, _) => message_ids.push(message.id),
+            DurableWrite::Upgrade { session, .. } => session_ids.push(session.id),
+        }
+    }
+    let (largest,): (i64,) = sqlx::query_as(
+        "SELECT max(rows) FROM (SELECT count(*) AS rows FROM ( \
+             SELECT xmin::text AS transaction FROM courier_messages WHERE id = ANY($1) \
+             UNION ALL SELECT xmin::text FROM sessions WHERE id = ANY($2)) written \
+         GROUP BY transaction) per_transaction",
+    )
+    .bind(&message_ids)
+    .bind(&session_ids)
+    .fetch_one(&mut admin)
+    .await
+    .expect("rows per transaction");
+    assert!(
+        (9..=32).contains(&largest),
+        "the largest transaction of 80 writes sent at once wrote {largest} rows"
+    );
+    let _ = admin.close().await;
+}
+
 /// On Postgres, a lone upgrade sent without its identity (the session cache holds it already)
 /// writes what any upgrade writes, and leaves the identity unread: the answer has none.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
