@@ -1,5 +1,6 @@
 //! The password hashing threads free their 19 MiB blocks once no hash has needed them for a
-//! while. A binary of its own, so no other test hashes at the same time and refills the blocks.
+//! while, and then sleep until the next hash. A binary of its own, so no other test hashes at the
+//! same time and refills the blocks.
 use std::time::{Duration, Instant};
 use twofold::domain::password::{self, IDLE_MEMORY_RELEASED_AFTER};
 
@@ -37,5 +38,15 @@ async fn hashing_memory_is_kept_between_runs_and_freed_once_idle() {
         asked.elapsed() >= IDLE_MEMORY_RELEASED_AFTER,
         "freed {:?} after the hash was asked for, before it had been idle long enough",
         asked.elapsed()
+    );
+
+    // With nothing left to free, the threads wait for work alone: an idle server's hashing
+    // threads do not wake up.
+    let woken = password::idle_wake_ups();
+    tokio::time::sleep(IDLE_MEMORY_RELEASED_AFTER * 6).await;
+    assert_eq!(
+        password::idle_wake_ups(),
+        woken,
+        "a hashing thread woke with nothing to free"
     );
 }

@@ -19,6 +19,7 @@
 use super::error::{DomainError, FieldViolation};
 use argon2::password_hash::phc::{Output, ParamsString, PasswordHash, Salt};
 use argon2::{Algorithm, Argon2, Block, Params, Version};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{LazyLock, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -44,11 +45,22 @@ const MAX_STORED_LANES: u32 = 16;
 /// A run on a hashing thread, given a memory block to use (grown as the run needs).
 type Job = Box<dyn FnOnce(&mut Vec<Block>) + Send>;
 
+/// What the hashing threads' queue carries.
+enum Work {
+    Run(Job),
+    /// A thread put a block back: the thread waiting for work, which may have begun its wait with
+    /// nothing spare and so without a deadline, must now wait only until the block is to be freed.
+    BlockPutBack,
+}
+
 /// How long a memory block may wait unused for the next run before it is freed.
 pub const IDLE_MEMORY_RELEASED_AFTER: Duration = Duration::from_millis(250);
 
 /// The hashing threads' shared queue. Threads start on first use and live as long as the process.
-static HASHING_QUEUE: LazyLock<mpsc::Sender<Job>> = LazyLock::new(start_hashing_threads);
+static HASHING_QUEUE: LazyLock<mpsc::Sender<Work>> = LazyLock::new(start_hashing_threads);
+
+/// How often a hashing thread's wait for work ran out, which is when idle blocks are freed.
+static IDLE_WAKE_UPS: AtomicU64 = AtomicU64::new(0);
 
 /// Blocks between runs, shared by the threads: whichever thread is waiting for work frees the
 /// idle ones, so no block depends on its own thread waking up.
@@ -89,13 +101,11 @@ impl SpareMemory {
         self.blocks.drain(..idle).map(|(block, _)| block).collect()
     }
 
-    /// How long until the oldest block has been idle long enough to free.
-    fn next_release_in(&self, now: Instant) -> Duration {
-        self.blocks
-            .first()
-            .map_or(IDLE_MEMORY_RELEASED_AFTER, |(_, put_back)| {
-                (*put_back + IDLE_MEMORY_RELEASED_AFTER).saturating_duration_since(now)
-            })
+    /// How long until the oldest block has been idle long enough to free; none with no block.
+    fn next_release_in(&self, now: Instant) -> Option<Duration> {
+        self.blocks.first().map(|(_, put_back)| {
+            (*put_back + IDLE_MEMORY_RELEASED_AFTER).saturating_duration_since(now)
+        })
     }
 
     fn bytes(&self) -> usize {
@@ -119,32 +129,45 @@ pub fn spare_memory_bytes() -> usize {
     spare_memory().bytes()
 }
 
+/// How many times a hashing thread woke up with no work, for tests and measurements.
+#[doc(hidden)]
+pub fn idle_wake_ups() -> u64 {
+    IDLE_WAKE_UPS.load(Ordering::Relaxed)
+}
+
 fn hashing_threads() -> usize {
     std::thread::available_parallelism().map_or(2, |cores| cores.get())
 }
 
-fn start_hashing_threads() -> mpsc::Sender<Job> {
-    let (sender, receiver) = mpsc::channel::<Job>();
+fn start_hashing_threads() -> mpsc::Sender<Work> {
+    let (sender, receiver) = mpsc::channel::<Work>();
     let receiver = std::sync::Arc::new(Mutex::new(receiver));
     for number in 0..hashing_threads() {
         let receiver = receiver.clone();
+        let queue = sender.clone();
         std::thread::Builder::new()
             .name(format!("twofold-argon2-{number}"))
             .spawn(move || {
                 loop {
                     // Holding the lock only while waiting: the next idle thread takes the next job.
-                    let job = match receiver.lock() {
-                        // A timed wait even with nothing spare: another thread may put a block
-                        // back while this one waits, and only a waiting thread frees it. So on an
-                        // idle server a hashing thread wakes once per release wait.
+                    let work = match receiver.lock() {
+                        // Only a waiting thread frees idle blocks, so it waits until the oldest is
+                        // due; with none spare it waits for work alone, and an idle server's
+                        // hashing threads do not wake at all. A block put back meanwhile sends
+                        // `BlockPutBack`, which ends such a wait.
                         Ok(receiver) => {
+                            // Its own statement: the pool's lock must not be held while waiting.
                             let release_in = spare_memory().next_release_in(Instant::now());
-                            receiver.recv_timeout(release_in)
+                            match release_in {
+                                Some(release_in) => receiver.recv_timeout(release_in),
+                                None => receiver.recv().map_err(|_| RecvTimeoutError::Disconnected),
+                            }
                         }
                         Err(_) => return,
                     };
-                    match job {
-                        Ok(job) => {
+                    match work {
+                        Ok(Work::BlockPutBack) => {}
+                        Ok(Work::Run(job)) => {
                             let mut memory = spare_memory().take();
                             let run = std::panic::AssertUnwindSafe(|| job(&mut memory));
                             // A panicking run loses its answer (the caller sees an internal
@@ -152,17 +175,27 @@ fn start_hashing_threads() -> mpsc::Sender<Job> {
                             let completed = std::panic::catch_unwind(run).is_ok();
                             // Runs every few seconds never let the wait time out, and a block
                             // left over from a burst must not stay for them.
-                            let idle = {
+                            let (idle, first_spare) = {
                                 let mut spare = spare_memory();
                                 let now = Instant::now();
+                                let none_spare = spare.blocks.is_empty();
                                 if completed {
                                     spare.put_back(memory, now);
                                 }
-                                spare.take_idle(now)
+                                let first_spare = none_spare && !spare.blocks.is_empty();
+                                (spare.take_idle(now), first_spare)
                             };
                             drop(idle);
+                            // Only a wait begun with nothing spare lacks a deadline: with blocks
+                            // spare, the waiter wakes for the oldest and looks again then.
+                            if first_spare {
+                                // The queue lives as long as the process; a failed send would
+                                // only leave the block until the next run.
+                                let _ = queue.send(Work::BlockPutBack);
+                            }
                         }
                         Err(RecvTimeoutError::Timeout) => {
+                            IDLE_WAKE_UPS.fetch_add(1, Ordering::Relaxed);
                             let idle = spare_memory().take_idle(Instant::now());
                             drop(idle);
                         }
@@ -186,7 +219,7 @@ async fn on_hashing_thread<T: Send + 'static>(
         let _ = answer.send(work(memory));
     });
     HASHING_QUEUE
-        .send(job)
+        .send(Work::Run(job))
         .map_err(|_| DomainError::Internal("password hashing threads stopped".into()))?;
     answered
         .await
@@ -363,7 +396,7 @@ mod tests {
 
         assert_eq!(
             spare.next_release_in(start + 2 * step),
-            IDLE_MEMORY_RELEASED_AFTER - step,
+            Some(IDLE_MEMORY_RELEASED_AFTER - step),
             "the oldest block left was put back one step after the start"
         );
         assert_eq!(spare.take().len(), 2);
@@ -372,7 +405,11 @@ mod tests {
             0,
             "nothing left: a run starts with an empty block"
         );
-        assert_eq!(spare.next_release_in(start), IDLE_MEMORY_RELEASED_AFTER);
+        assert_eq!(
+            spare.next_release_in(start),
+            None,
+            "nothing to free, no deadline"
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
