@@ -3142,7 +3142,6 @@ async fn postgres_replaces_a_connection_ended_while_idle() {
 async fn postgres_courier_rounds_do_not_scan_a_grown_outbox() {
     use sqlx::Connection;
     use twofold::store::codes::{AttemptResult, DeliveryAttempt, Outbox};
-    use twofold::store::postgres::PostgresStore;
     /// A courier round's most, as the courier claims them under load.
     const PER_ROUND: usize = 64;
     /// Enough rounds that each of the pool's connections runs more than five, after which
@@ -3150,11 +3149,7 @@ async fn postgres_courier_rounds_do_not_scan_a_grown_outbox() {
     const ROUNDS: usize = 30;
     const GROWN: i64 = 50_000;
     let database = support::TestDatabase::create().await;
-    let dsn = database.dsn();
-    let store = PostgresStore::connect(dsn).await.expect("connect");
-    let mut admin = sqlx::PgConnection::connect(dsn)
-        .await
-        .expect("admin connection");
+    let (store, mut admin) = postgres_with_admin(&database).await;
     let insert = |count: i64| {
         sqlx::query_scalar::<_, Uuid>(
             "INSERT INTO courier_messages (id, channel, recipient, template_type, locale, \
@@ -3239,13 +3234,8 @@ async fn shared_commits(admin: &mut sqlx::PgConnection, table: &'static str, ids
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgres_writes_sent_at_once_share_commits() {
     use sqlx::Connection;
-    use twofold::store::postgres::PostgresStore;
     let database = support::TestDatabase::create().await;
-    let dsn = database.dsn();
-    let store = PostgresStore::connect(dsn).await.expect("connect");
-    let mut admin = sqlx::PgConnection::connect(dsn)
-        .await
-        .expect("admin connection");
+    let (store, mut admin) = postgres_with_admin(&database).await;
 
     let upgraded = sql_cases::upgrades_sent_at_once(&store).await;
     shared_commits(&mut admin, "sessions", &upgraded.sessions).await;
@@ -3319,6 +3309,43 @@ async fn send_at_once<S: SqlStore>(
     .await
 }
 
+/// A Postgres store on `database`, and a connection of the test's own to look at what it wrote.
+async fn postgres_with_admin(
+    database: &support::TestDatabase,
+) -> (twofold::store::postgres::PostgresStore, sqlx::PgConnection) {
+    use sqlx::Connection;
+    let dsn = database.dsn();
+    let store = twofold::store::postgres::PostgresStore::connect(dsn)
+        .await
+        .expect("connect");
+    let admin = sqlx::PgConnection::connect(dsn)
+        .await
+        .expect("admin connection");
+    (store, admin)
+}
+
+/// Sends `writes` at once, checks that every one was stored with its audit events, and answers
+/// the ids of the messages and of the sessions they wrote.
+async fn all_stored_at_once<S: SqlStore>(
+    store: &S,
+    writes: &[DurableWrite],
+) -> (Vec<Uuid>, Vec<Uuid>) {
+    let answers = send_at_once(store, writes).await;
+    assert!(
+        answers.iter().all(|answer| matches!(answer, Ok(true))),
+        "{answers:?}"
+    );
+    check_stored(store, writes, answers).await;
+    let (mut message_ids, mut session_ids) = (Vec::new(), Vec::new());
+    for write in writes {
+        match write {
+            DurableWrite::Enqueue(message, _) => message_ids.push(message.id),
+            DurableWrite::Upgrade { session, .. } => session_ids.push(session.id),
+        }
+    }
+    (message_ids, session_ids)
+}
+
 /// Checks that each write was stored with its audit events, except that a code whose answer
 /// is an error and an upgrade that answered false wrote nothing at all.
 async fn check_stored<S: SqlStore>(
@@ -3382,28 +3409,11 @@ async fn check_stored<S: SqlStore>(
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgres_codes_and_upgrades_sent_at_once_share_commits() {
     use sqlx::Connection;
-    use twofold::store::postgres::PostgresStore;
     let database = support::TestDatabase::create().await;
-    let dsn = database.dsn();
-    let store = PostgresStore::connect(dsn).await.expect("connect");
-    let mut admin = sqlx::PgConnection::connect(dsn)
-        .await
-        .expect("admin connection");
+    let (store, mut admin) = postgres_with_admin(&database).await;
 
     let writes = codes_and_upgrades(&store).await;
-    let answers = send_at_once(&store, &writes).await;
-    assert!(
-        answers.iter().all(|answer| matches!(answer, Ok(true))),
-        "{answers:?}"
-    );
-    check_stored(&store, &writes, answers).await;
-    let (mut message_ids, mut session_ids) = (Vec::new(), Vec::new());
-    for write in &writes {
-        match write {
-            DurableWrite::Enqueue(message, _) => message_ids.push(message.id),
-            DurableWrite::Upgrade { session, .. } => session_ids.push(session.id),
-        }
-    }
+    let (message_ids, session_ids) = all_stored_at_once(&store, &writes).await;
     shared_commits(&mut admin, "courier_messages", &message_ids).await;
     shared_commits(&mut admin, "sessions", &session_ids).await;
     let (shared,): (i64,) = sqlx::query_as(
@@ -3450,31 +3460,14 @@ async fn postgres_codes_and_upgrades_sent_at_once_share_commits() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgres_over_a_socket_a_batch_takes_up_to_32_writes() {
     use sqlx::Connection;
-    use twofold::store::postgres::PostgresStore;
     let database = support::TestDatabase::create_reached_by_socket().await;
-    let dsn = database.dsn();
-    let store = PostgresStore::connect(dsn).await.expect("connect");
-    let mut admin = sqlx::PgConnection::connect(dsn)
-        .await
-        .expect("admin connection");
+    let (store, mut admin) = postgres_with_admin(&database).await;
     let mut writes = Vec::new();
     for _ in 0..4 {
         writes.extend(codes_and_upgrades(&store).await);
     }
 
-    let answers = send_at_once(&store, &writes).await;
-    assert!(
-        answers.iter().all(|answer| matches!(answer, Ok(true))),
-        "{answers:?}"
-    );
-    check_stored(&store, &writes, answers).await;
-    let (mut message_ids, mut session_ids) = (Vec::new(), Vec::new());
-    for write in &writes {
-        match write {
-            DurableWrite::Enqueue(message, _) => message_ids.push(message.id),
-            DurableWrite::Upgrade { session, .. } => session_ids.push(session.id),
-        }
-    }
+    let (message_ids, session_ids) = all_stored_at_once(&store, &writes).await;
     let (largest,): (i64,) = sqlx::query_as(
         "SELECT max(rows) FROM (SELECT count(*) AS rows FROM ( \
              SELECT xmin::text AS transaction FROM courier_messages WHERE id = ANY($1) \
