@@ -8,8 +8,9 @@
 //! samplers' slowest flush and latest wake-up in the same second say whether the disk or the
 //! cores were holding calls then.
 use crate::stalls::Sample;
-use crate::stats::{Finish, is_rpc};
+use crate::stats::{Finish, Histogram, is_rpc};
 use serde::Serialize;
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -52,7 +53,7 @@ pub fn seconds(
         if let Some((name, took)) = finish.timed
             && is_rpc(name)
         {
-            gathered.rpc(name).push(took);
+            gathered.rpcs.entry(name).or_default().record(took);
         }
     }
     for sample in disk_flushes {
@@ -83,30 +84,20 @@ pub fn over(seconds: &[Second], limit_ms: f64) -> usize {
 #[derive(Default)]
 struct Gathered {
     finished: u64,
-    /// Each RPC's latencies in this second (a handful of names, so a list, not a map).
-    rpcs: Vec<(&'static str, Vec<Duration>)>,
+    /// Each RPC's latencies in this second, counted as the level counts them, so that a second's
+    /// p99 and the level's are the same figure over different calls.
+    rpcs: BTreeMap<&'static str, Histogram>,
     disk_flush: Option<Duration>,
     wake_up_late: Option<Duration>,
 }
 
 impl Gathered {
-    fn rpc(&mut self, name: &'static str) -> &mut Vec<Duration> {
-        let index = match self.rpcs.iter().position(|(known, _)| *known == name) {
-            Some(index) => index,
-            None => {
-                self.rpcs.push((name, Vec::new()));
-                self.rpcs.len() - 1
-            }
-        };
-        &mut self.rpcs[index].1
-    }
-
     fn into_second(self, second: u64) -> Second {
         let ms = |took: Duration| took.as_secs_f64() * 1000.0;
         let worst = self
             .rpcs
-            .into_iter()
-            .map(|(_, mut latencies)| ms(p99(&mut latencies)))
+            .values()
+            .map(|latencies| latencies.percentile_micros(99.0) as f64 / 1000.0)
             .fold(0.0, f64::max);
         Second {
             second,
@@ -120,17 +111,6 @@ impl Gathered {
 
 fn keep_slowest(kept: &mut Option<Duration>, took: Duration) {
     *kept = Some(kept.map_or(took, |kept| kept.max(took)));
-}
-
-/// The smallest latency that at least 99 % of `latencies` are at or under (exact: a second holds
-/// a few thousand at most). Zero for none.
-fn p99(latencies: &mut [Duration]) -> Duration {
-    if latencies.is_empty() {
-        return Duration::ZERO;
-    }
-    latencies.sort_unstable();
-    let rank = (latencies.len() as f64 * 0.99).ceil() as usize;
-    latencies[rank.clamp(1, latencies.len()) - 1]
 }
 
 #[cfg(test)]
@@ -194,15 +174,6 @@ mod tests {
         );
         assert_eq!(over(&seconds, 20.0), 1);
         assert_eq!(over(&seconds, 80.0), 0);
-    }
-
-    #[test]
-    fn the_p99_is_the_rank_that_covers_99_percent() {
-        let mut hundred: Vec<Duration> = (1..=100).rev().map(ms).collect();
-        assert_eq!(p99(&mut hundred), ms(99));
-        let mut ten: Vec<Duration> = (1..=10).map(ms).collect();
-        assert_eq!(p99(&mut ten), ms(10), "a small second's p99 is its slowest");
-        assert_eq!(p99(&mut []), Duration::ZERO);
     }
 
     #[test]
