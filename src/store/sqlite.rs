@@ -333,8 +333,8 @@ impl SqliteStore {
             .await
             .map_err(|error| map_error("open sqlite database", error))?;
         MIGRATOR.run(&mut writer).await.map_err(map_migrate_error)?;
-        let checkpoints = options
-            .clone()
+        let checkpoint_options = options.clone();
+        let checkpoints = checkpoint_options
             .connect()
             .await
             .map_err(|error| map_error("open sqlite checkpoint connection", error))?;
@@ -349,7 +349,7 @@ impl SqliteStore {
         let writer = Arc::new(Writer::new(writer, ACQUIRE_TIMEOUT));
         Ok(Self {
             readers: Readers::Pool(pool),
-            writes: WriteThread::start(writer.clone(), Some(checkpoints))?,
+            writes: WriteThread::start(writer.clone(), Some((checkpoints, checkpoint_options)))?,
             writer,
         })
     }

@@ -15,7 +15,7 @@ use super::sql_common::map_error;
 use super::{StoreError, StoreResult};
 use futures_util::TryStreamExt;
 use sqlx::query::Query;
-use sqlx::sqlite::{SqliteArguments, SqliteConnection, SqliteRow};
+use sqlx::sqlite::{SqliteArguments, SqliteConnectOptions, SqliteConnection, SqliteRow};
 use sqlx::{Arguments, Either, Execute, Executor, Sqlite};
 use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
@@ -256,10 +256,11 @@ pub(super) struct WriteThread {
 
 impl WriteThread {
     /// Starts the thread, and on it the WAL's checkpoints on `checkpoints`, a connection of
-    /// their own (none for a database in memory, which has no WAL).
+    /// their own and the options that open another when it fails (none for a database in
+    /// memory, which has no WAL).
     pub(super) fn start(
         writer: Arc<Writer>,
-        checkpoints: Option<SqliteConnection>,
+        checkpoints: Option<(SqliteConnection, SqliteConnectOptions)>,
     ) -> StoreResult<Arc<Self>> {
         // Blocks for as long as building a current-thread runtime takes, once per store.
         let runtime = crate::runtime_thread::RuntimeThread::start("sqlite-writes")
@@ -268,10 +269,10 @@ impl WriteThread {
         runtime
             .handle()
             .spawn(group_commit::keep_committing(writer.clone(), grouped));
-        if let Some(connection) = checkpoints {
+        if let Some((connection, options)) = checkpoints {
             runtime
                 .handle()
-                .spawn(checkpoints::keep_checkpointing(connection));
+                .spawn(checkpoints::keep_checkpointing(connection, options));
         }
         Ok(Arc::new(Self {
             writer,

@@ -19,13 +19,20 @@
 //! tries again after the next commit. Between loads the WAL starts afresh at the first write
 //! after a checkpoint. A reader looks up only the pages appended since the last checkpoint;
 //! the WAL file is cut back to [`WAL_FILE_KEPT`] bytes when it starts afresh.
-use sqlx::sqlite::SqliteConnection;
-use std::time::Duration;
+use sqlx::ConnectOptions;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
+use std::time::{Duration, Instant};
 
 /// How often the WAL is copied. A round with nothing new costs a hop to the connection's thread;
 /// one with pages to copy costs an `fsync` of the WAL on that thread, and one of the database
 /// file when it catches up with the WAL's end.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(50);
+
+/// How long after a failed round the checkpoints open a new connection. A connection whose
+/// worker thread died fails every round, so a failed round gives up its connection; opening one
+/// starts a thread, so a failure that lasts (a disk that refuses writes) is not met with twenty
+/// new threads a second.
+const REOPEN_AFTER: Duration = Duration::from_secs(1);
 
 /// The writer's own automatic checkpoint (`wal_autocheckpoint`), in pages: 64 MiB with SQLite's
 /// 4 KiB pages.
@@ -60,14 +67,31 @@ async fn passive(connection: &mut SqliteConnection) -> Result<Checkpoint, sqlx::
 }
 
 /// Checkpoints every [`CHECKPOINT_EVERY`] until the task is dropped with the write thread's
-/// runtime.
-pub(super) async fn keep_checkpointing(mut connection: SqliteConnection) {
+/// runtime, on `connection` and, after a round that failed, on a new one opened from `options`.
+pub(super) async fn keep_checkpointing(
+    connection: SqliteConnection,
+    options: SqliteConnectOptions,
+) {
     let mut ticks = tokio::time::interval(CHECKPOINT_EVERY);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut connection = Some(connection);
+    let mut reopen_at = Instant::now();
     let mut failing = false;
     loop {
         ticks.tick().await;
-        match passive(&mut connection).await {
+        if connection.is_none() && Instant::now() >= reopen_at {
+            match options.connect().await {
+                Ok(opened) => connection = Some(opened),
+                Err(error) => {
+                    reopen_at = Instant::now() + REOPEN_AFTER;
+                    report_failure(&mut failing, &error);
+                }
+            }
+        }
+        let Some(open) = connection.as_mut() else {
+            continue;
+        };
+        match passive(open).await {
             Ok(round) => {
                 // Every 50 ms, so only at trace level: what the WAL did under a load, when a p99
                 // has to be explained.
@@ -82,17 +106,24 @@ pub(super) async fn keep_checkpointing(mut connection: SqliteConnection) {
                     tracing::info!("sqlite checkpoints: working again");
                 }
             }
-            // Said once per spell, not every round; the writer's own checkpoint is the fallback.
-            Err(error) if !failing => {
-                failing = true;
-                tracing::warn!(
-                    %error,
-                    fallback_pages = WRITER_CHECKPOINTS_AT,
-                    "sqlite checkpoints: failed; the writer checkpoints by itself past the fallback"
-                );
+            Err(error) => {
+                connection = None;
+                reopen_at = Instant::now() + REOPEN_AFTER;
+                report_failure(&mut failing, &error);
             }
-            Err(_) => {}
         }
+    }
+}
+
+/// Said once per spell, not every round; the writer's own checkpoint is the fallback meanwhile.
+fn report_failure(failing: &mut bool, error: &sqlx::Error) {
+    if !*failing {
+        *failing = true;
+        tracing::warn!(
+            %error,
+            fallback_pages = WRITER_CHECKPOINTS_AT,
+            "sqlite checkpoints: failed; the writer checkpoints by itself past the fallback"
+        );
     }
 }
 
@@ -101,6 +132,7 @@ mod tests {
     use super::super::tests::{other_connection, writer_on_wal};
     use super::*;
     use sqlx::Executor;
+    use std::str::FromStr;
 
     /// A checkpoint on a connection of its own copies every committed page of the WAL while
     /// the writer is in the middle of a write transaction: it never waits for a write (one that
@@ -140,5 +172,58 @@ mod tests {
             "four rows of 16 pages: {checkpoint:?}"
         );
         assert_eq!(checkpoint.copied, checkpoint.in_wal, "every page copied");
+    }
+
+    /// A connection whose checkpoints fail is replaced by a new one from the store's options, and
+    /// the WAL is copied again. The first connection here is read-only, so every checkpoint on it
+    /// fails, as one on a connection whose worker thread died would.
+    #[tokio::test]
+    async fn a_connection_whose_checkpoints_fail_is_replaced() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (writer, dsn) = writer_on_wal(&dir).await;
+        let database = dir.path().join("writes.sqlite");
+        let before = std::fs::metadata(&database).expect("database file").len();
+        {
+            let mut held = writer.lock().await.expect("writer");
+            held.execute("CREATE TABLE blobs (data BLOB)")
+                .await
+                .expect("create table");
+            for _ in 0..4 {
+                held.execute("INSERT INTO blobs VALUES (randomblob(65536))")
+                    .await
+                    .expect("insert");
+            }
+        }
+        let options = SqliteConnectOptions::from_str(&dsn)
+            .expect("dsn")
+            .busy_timeout(Duration::from_secs(5));
+        let mut read_only = options
+            .clone()
+            .read_only(true)
+            .connect()
+            .await
+            .expect("open");
+        passive(&mut read_only)
+            .await
+            .expect_err("a read-only connection cannot checkpoint");
+
+        let checkpoints = tokio::spawn(keep_checkpointing(read_only, options));
+        // Only a checkpoint moves the rows' pages from the WAL into the database file.
+        let copied = async {
+            loop {
+                let size = std::fs::metadata(&database).expect("database file").len();
+                if size >= before + 4 * 65536 {
+                    return;
+                }
+                tokio::time::sleep(CHECKPOINT_EVERY).await;
+            }
+        };
+        let was_copied = tokio::time::timeout(REOPEN_AFTER * 5, copied).await.is_ok();
+        checkpoints.abort();
+        assert!(
+            was_copied,
+            "the WAL was not copied: the database file stayed at {} bytes",
+            std::fs::metadata(&database).expect("database file").len()
+        );
     }
 }
