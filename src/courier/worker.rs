@@ -257,7 +257,10 @@ impl Worker {
         let now = self.context.clock.now();
         let outbox = &self.context.stores.outbox;
         if message.not_after.is_some_and(|not_after| now >= not_after) {
-            tracing::info!(message_id = %message.id, "courier message abandoned: its code expired before delivery");
+            tracing::info!(
+                message_id = %message.id,
+                "courier message abandoned: its code expired before delivery"
+            );
             return outbox.abandon(message.id, now).await.map(|()| None);
         }
         let settings = self.context.settings();
@@ -269,14 +272,21 @@ impl Worker {
             .and_then(|plain| serde_json::from_slice::<CodeTemplateData>(&plain).ok());
         let Some(data) = data else {
             // Sealed with a secret that is gone: it can never be sent.
-            tracing::error!(message_id = %message.id, "courier message cannot be opened with the configured secrets");
+            tracing::error!(
+                message_id = %message.id,
+                "courier message cannot be opened with the configured secrets"
+            );
             return outbox.abandon(message.id, now).await.map(|()| None);
         };
         let domain = webotp_domain(settings.config.serve.public.base_url.as_deref());
         let rendered = match render(settings.templates(), &message, &data, &domain) {
             Ok(rendered) => rendered,
             Err(error) => {
-                tracing::error!(message_id = %message.id, error = %error, "courier message cannot be rendered");
+                tracing::error!(
+                    message_id = %message.id,
+                    error = %error,
+                    "courier message cannot be rendered"
+                );
                 return outbox.abandon(message.id, now).await.map(|()| None);
             }
         };
