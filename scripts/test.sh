@@ -56,17 +56,11 @@ RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --document-private-items --all-fe
 step "tests"
 cargo test --all-targets --locked --no-fail-fast
 
-step "tests: the load harness (bench feature)"
-cargo test --locked --no-fail-fast --features bench --bin twofold-bench --test bench_harness
-cargo test --locked --no-fail-fast --features bench --lib courier::gateways
-
-step "docs: the latest benchmark set's tables are its files' figures"
-# A new set printed by scripts/bench-set.sh and kept in docs/performance/ takes this name's place.
-scripts/bench-summary.py docs/performance after25 --check docs/performance.md
-
-# Built without the bench feature: the SDK and browser tests start the binary operators run.
-step "server binary for the SDK and browser tests"
-cargo build --locked
+# The SDK and browser tests start the server binary the step above built, without the bench
+# feature, as operators run it. A `cargo build` of its own would differ from it only in tokio's
+# `test-util` feature (a dev-dependency's, which `cargo test` unifies into its build) and would
+# compile tokio and everything built on it a second time, about 0.6 GiB and minutes. So they run
+# before the bench feature's tests, whose build replaces the binary.
 export TWOFOLD_BIN="$PWD/target/debug/twofold"
 
 step "tests: TypeScript SDK against a real server (gRPC and grpc-web)"
@@ -85,3 +79,11 @@ step "tests: Go SDK against a real server"
 
 step "tests: the sign-in page in headless Chromium (screenshots in ui/e2e/artifacts)"
 npm test -w @twofold/ui
+
+step "tests: the load harness (bench feature)"
+cargo test --locked --no-fail-fast --features bench --bin twofold-bench --test bench_harness
+cargo test --locked --no-fail-fast --features bench --lib courier::gateways
+
+step "docs: the latest benchmark set's tables are its files' figures"
+# A new set printed by scripts/bench-set.sh and kept in docs/performance/ takes this name's place.
+scripts/bench-summary.py docs/performance after25 --check docs/performance.md
