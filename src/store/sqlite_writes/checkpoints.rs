@@ -134,6 +134,20 @@ mod tests {
     use sqlx::Executor;
     use std::str::FromStr;
 
+    /// Commits four rows of 64 KiB, 16 pages each, into the WAL of `writer_on_wal`'s writer,
+    /// which does not checkpoint by itself.
+    async fn four_blobs_in_the_wal(writer: &super::super::Writer) {
+        let mut held = writer.lock().await.expect("writer");
+        held.execute("CREATE TABLE blobs (data BLOB)")
+            .await
+            .expect("create table");
+        for _ in 0..4 {
+            held.execute("INSERT INTO blobs VALUES (randomblob(65536))")
+                .await
+                .expect("insert");
+        }
+    }
+
     /// A checkpoint on a connection of its own copies every committed page of the WAL while
     /// the writer is in the middle of a write transaction: it never waits for a write (one that
     /// did, `FULL` or `RESTART`, would wait out the busy timeout).
@@ -141,17 +155,7 @@ mod tests {
     async fn a_checkpoint_copies_the_wal_while_the_writer_is_held() {
         let dir = tempfile::tempdir().expect("tempdir");
         let (writer, dsn) = writer_on_wal(&dir).await;
-        {
-            let mut held = writer.lock().await.expect("writer");
-            held.execute("CREATE TABLE blobs (data BLOB)")
-                .await
-                .expect("create table");
-            for _ in 0..4 {
-                held.execute("INSERT INTO blobs VALUES (randomblob(65536))")
-                    .await
-                    .expect("insert");
-            }
-        }
+        four_blobs_in_the_wal(&writer).await;
         let mut connection = other_connection(&dsn, Duration::from_secs(5)).await;
 
         let mut held = writer.lock().await.expect("writer");
@@ -183,17 +187,7 @@ mod tests {
         let (writer, dsn) = writer_on_wal(&dir).await;
         let database = dir.path().join("writes.sqlite");
         let before = std::fs::metadata(&database).expect("database file").len();
-        {
-            let mut held = writer.lock().await.expect("writer");
-            held.execute("CREATE TABLE blobs (data BLOB)")
-                .await
-                .expect("create table");
-            for _ in 0..4 {
-                held.execute("INSERT INTO blobs VALUES (randomblob(65536))")
-                    .await
-                    .expect("insert");
-            }
-        }
+        four_blobs_in_the_wal(&writer).await;
         let options = SqliteConnectOptions::from_str(&dsn)
             .expect("dsn")
             .busy_timeout(Duration::from_secs(5));
