@@ -6,17 +6,16 @@
 Reads bench-results/NAME-postgres.json (its last level), NAME.markers, NAME.perf.txt and
 NAME.cpu.jsonl. Prints one row per second of the level: the worst p99 among its RPCs, the calls
 finished, Postgres's fdatasync calls (how many, their mean and slowest time in the system call),
-the new WAL segments Postgres created, the mean time the disk took for the WAL's writes (block requests issued to completed, paired by
-sector), how busy the machine was (iowait counted as idle), the share the hypervisor took (steal), the CPU
-time of a fixed loop (higher when the cores ran slower) and the CPU of the server, Postgres's connections, the harness
-and Redis; then the same averaged over the seconds over 20 ms and the others.
+the new WAL segments Postgres created, the mean time the disk took for the WAL's writes (block
+requests issued to completed, paired by sector), how busy the machine was (iowait counted as
+idle), the share the hypervisor took (steal), the CPU time of a fixed loop (higher when the cores
+ran slower) and the CPU of the server, Postgres's connections, the harness and Redis; then the
+same averaged over the seconds over 20 ms and the others.
 """
 import collections
 import datetime
-import io
 import json
 import math
-import os
 import re
 import sys
 
@@ -24,7 +23,6 @@ TARGET_MS = 20.0
 # Postgres's fsync of a new 16 MiB WAL segment took 6-8 ms here; its other fsyncs (the folder,
 # small files) well under 1 ms.
 SEGMENT_FSYNC_MS = 3.0
-RPCS = ("CreateLoginFlow", "SubmitLoginCode", "WhoAmI")
 EVENT = re.compile(r"\s*(\S.*?)\s+(\d+)/(\d+)\s+([\d.]+):\s+(\S+):\s*(.*)")
 
 
@@ -34,20 +32,29 @@ def load_events(path):
         for line in f:
             m = EVENT.match(line)
             if m:
-                comm, pid, _tid, at, event, rest = m.groups()
-                events.append((float(at), comm, int(pid), int(_tid), event, rest))
+                comm, pid, tid, at, event, rest = m.groups()
+                events.append((float(at), comm, int(pid), int(tid), event, rest))
     return events
 
 
 def perf_to_wall(events, markers_path):
-    """The offset from perf's clock to the wall clock, from the first marker's fdatasync."""
+    """The offset from perf's clock to the wall clock, from the markers' fdatasync calls: the
+    first one's, checked against the last one's."""
     with open(markers_path) as f:
         markers = [line.split() for line in f if line.strip()]
+    offsets = []
     for pid, wall in markers:
         for at, _comm, event_pid, _tid, event, _rest in events:
             if event_pid == int(pid) and event.endswith("sys_enter_fdatasync"):
-                return float(wall) - at
-    sys.exit("no marker's fdatasync in the trace")
+                offsets.append(float(wall) - at)
+                break
+    if not offsets:
+        sys.exit("no marker's fdatasync in the trace")
+    drift_ms = (offsets[-1] - offsets[0]) * 1000
+    if abs(drift_ms) > 1:
+        print(f"warning: perf's clock drifted {drift_ms:.1f} ms from the wall clock",
+              file=sys.stderr)
+    return offsets[0]
 
 
 def main():
@@ -97,7 +104,7 @@ def main():
                 writes[second(began)].append((at - began) * 1000)
 
     cpu = collections.defaultdict(list)
-    with open(f"{base}.cpu.jsonl") if os.path.exists(f"{base}.cpu.jsonl") else io.StringIO() as f:
+    with open(f"{base}.cpu.jsonl") as f:
         for line in f:
             sample = json.loads(line)
             # Only samples wholly inside the window: one that runs past its end holds a
@@ -143,7 +150,8 @@ def main():
             f"{index:>6}  {row['p99']:>6.1f} ms  {row['finished']:>8}  {row['syncs']:>14}"
             f"  {row['sync_mean']:.2f}  {row['sync_max']:>4.1f}  {row['segments']:>12}"
             f"  {row['write_mean']:>6.3f} ms"
-            f"  {row['busy']:>6.0%}  {row['steal']:>5.0%}  {row['loop']:>4.1f}  {row['server']:>6.0f}  {row['pg']:>8.0f}"
+            f"  {row['busy']:>6.0%}  {row['steal']:>5.0%}  {row['loop']:>4.1f}"
+            f"  {row['server']:>6.0f}  {row['pg']:>8.0f}"
             f"  {row['harness']:>7.0f}  {row['redis']:>5.0f}"
         )
     for slow in (True, False):

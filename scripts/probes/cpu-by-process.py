@@ -5,10 +5,11 @@
 
 One JSON line per interval: `t` (its start, Unix seconds), `dt`, `idle`, `iowait` and `steal`
 (shares of the machine, from /proc/stat), `loop_cpu_ms` (the CPU time a fixed loop took in this
-process at the interval's end: it grows when the cores run slower, whatever else runs) and `ms` (CPU milliseconds by process kind: the process's name, or
-for Postgres `pg:client` for a connection and `pg:<role>` for its own processes; kernel workers
-together as `kworker`). Times come from /proc/<pid>/stat, in clock ticks (10 ms), so a kind's
-figure for one interval is coarse; by-second.py adds them up per second.
+process at the interval's end: it grows when the cores run slower, whatever else runs) and `ms`
+(CPU milliseconds by process kind: the process's name, or for Postgres `pg:client` for a
+connection and `pg:<role>` for its own processes; kernel workers together as `kworker`). Times
+come from /proc/<pid>/stat, in clock ticks (10 ms), so a kind's figure for one interval is
+coarse; by-second.py adds them up per second. Time spent in interrupts is on no process.
 """
 import collections
 import json
