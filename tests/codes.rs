@@ -1465,6 +1465,68 @@ async fn l1_no_code_token_or_phone_in_logs(backend: Backend) {
     server.stop().await;
 }
 
+/// The session of `token` is still at AAL1: no upgrade happened.
+async fn assert_not_upgraded(server: &TestServer, token: &str) {
+    let still_aal1 = whoami(server, token, v1::RequiredAal::HighestAvailable)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        reason(&still_aal1),
+        "SESSION_AAL2_REQUIRED",
+        "no upgrade happened"
+    );
+}
+
+/// T3: a session row that another transaction holds (an operator's open `psql` transaction, a
+/// batch job) does not hold the step-up for as long as that transaction stays open. After the
+/// store's lock timeout (a second) the caller learns the store is unavailable, with why, and
+/// nothing was upgraded; once the other transaction ends, a new code upgrades the session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t3_a_session_locked_elsewhere_fails_closed_and_loses_nothing() {
+    use sqlx::Connection;
+    let server = TestServer::start(Backend::PostgresRedis, MFA).await;
+    let user = user_with_phone(&server).await;
+    let phone = user.phone.clone().unwrap();
+    let flow = aal2_flow(&server, &user.token, "phone").await.unwrap();
+    let code = server.outbox.code_to(&phone, 0).await;
+    let dsn = server.context.settings().config.dsn.clone().unwrap();
+    let mut holder = sqlx::PgConnection::connect(&dsn).await.unwrap();
+    let mut other = holder.begin().await.unwrap();
+    let held: Vec<uuid::Uuid> =
+        sqlx::query_scalar("SELECT id FROM sessions WHERE identity_id = $1 FOR UPDATE")
+            .bind(uuid::Uuid::parse_str(&user.identity_id).unwrap())
+            .fetch_all(&mut *other)
+            .await
+            .unwrap();
+    assert!(!held.is_empty(), "the user's sessions are locked");
+
+    let refused = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        submit(&server, &user.token, &flow.id, &code),
+    )
+    .await
+    .expect("the step-up does not wait for the other transaction")
+    .unwrap_err();
+    assert_eq!(refused.code(), Code::Unavailable, "{refused:?}");
+    assert_eq!(reason(&refused), "STORE_UNAVAILABLE");
+    assert!(refused.message().contains("locked"), "{refused:?}");
+    other.rollback().await.unwrap();
+    assert_not_upgraded(&server, &user.token).await;
+
+    let flow = aal2_flow(&server, &user.token, "phone").await.unwrap();
+    let code = server.outbox.code_to(&phone, 1).await;
+    let upgraded = submit(&server, &user.token, &flow.id, &code).await.unwrap();
+    whoami(
+        &server,
+        &upgraded.session_token,
+        v1::RequiredAal::HighestAvailable,
+    )
+    .await
+    .expect("raised to AAL2 once the row was free");
+    let _ = holder.close().await;
+    server.stop().await;
+}
+
 /// T3: with Redis gone, nothing fails open. The right code is not accepted, no session is
 /// upgraded, and the caller learns the store is unavailable (reason STORE_UNAVAILABLE).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1522,14 +1584,7 @@ async fn t3_redis_down_fails_closed() {
         !refused.message().contains("redis://"),
         "no internals in the error"
     );
-    let still_aal1 = whoami(&server, &user.token, v1::RequiredAal::HighestAvailable)
-        .await
-        .unwrap_err();
-    assert_eq!(
-        reason(&still_aal1),
-        "SESSION_AAL2_REQUIRED",
-        "no upgrade happened"
-    );
+    assert_not_upgraded(&server, &user.token).await;
     let refused = aal2_flow(&server, &user.token, "phone").await.unwrap_err();
     assert_eq!(reason(&refused), "STORE_UNAVAILABLE");
     server.stop().await;

@@ -3486,6 +3486,95 @@ async fn postgres_over_a_socket_a_batch_takes_up_to_32_writes() {
     let _ = admin.close().await;
 }
 
+/// `dsn` with `options=-c lock_timeout=<timeout>` added to its query.
+fn with_lock_timeout(dsn: &str, timeout: &str) -> String {
+    let separator = if dsn.contains('?') { '&' } else { '?' };
+    format!("{dsn}{separator}options=-c%20lock_timeout%3D{timeout}")
+}
+
+/// On Postgres, an upgrade of a session that another transaction holds locked gives up after the
+/// lock timeout (here the DSN's own, 300 ms) with `LockTimedOut` and writes nothing, while the
+/// writes sent beside it, batched with it or not, are stored. Once the other transaction ends the
+/// same upgrades go through: nothing was lost. Without a lock timeout they waited for as long as
+/// the other transaction stayed open, and every write batched with them did too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_an_upgrade_of_a_row_locked_elsewhere_times_out_and_the_rest_are_stored() {
+    use sqlx::Connection;
+    let database = support::TestDatabase::create().await;
+    let store = twofold::store::postgres::PostgresStore::connect(&with_lock_timeout(
+        database.dsn(),
+        "300ms",
+    ))
+    .await
+    .expect("connect");
+    let writes = codes_and_upgrades(&store).await;
+    // Two of the ten upgrades (the writes alternate: a code, then an upgrade).
+    let locked_ids: Vec<Uuid> = [&writes[1], &writes[5]]
+        .into_iter()
+        .map(|write| match write {
+            DurableWrite::Upgrade { session, .. } => session.id,
+            DurableWrite::Enqueue(..) => unreachable!("codes and upgrades alternate"),
+        })
+        .collect();
+    let is_locked = |write: &DurableWrite| match write {
+        DurableWrite::Upgrade { session, .. } => locked_ids.contains(&session.id),
+        DurableWrite::Enqueue(..) => false,
+    };
+    let mut holder = sqlx::PgConnection::connect(database.dsn())
+        .await
+        .expect("the other transaction's connection");
+    let mut other = holder.begin().await.expect("begin");
+    sqlx::query("SELECT id FROM sessions WHERE id = ANY($1) FOR UPDATE")
+        .bind(&locked_ids)
+        .fetch_all(&mut *other)
+        .await
+        .expect("lock two sessions");
+
+    let answers = tokio::time::timeout(Duration::from_secs(30), send_at_once(&store, &writes))
+        .await
+        .expect("no write waited for the lock past its timeout");
+    let (locked, others): (Vec<_>, Vec<_>) = writes
+        .into_iter()
+        .zip(answers)
+        .partition(|(write, _)| is_locked(write));
+    let (locked, locked_answers): (Vec<_>, Vec<_>) = locked.into_iter().unzip();
+    for answer in &locked_answers {
+        assert!(
+            matches!(answer, Err(StoreError::LockTimedOut(_))),
+            "{answer:?}"
+        );
+    }
+    let (others, others_answers): (Vec<_>, Vec<_>) = others.into_iter().unzip();
+    assert!(
+        others_answers
+            .iter()
+            .all(|answer| matches!(answer, Ok(true))),
+        "{others_answers:?}"
+    );
+    check_stored(&store, &others, others_answers).await;
+    let nothing_written = locked_answers.iter().map(|_| Ok(false)).collect();
+    check_stored(&store, &locked, nothing_written).await;
+
+    other.rollback().await.expect("the other transaction ends");
+    all_stored_at_once(&store, &locked).await;
+    let _ = holder.close().await;
+}
+
+/// The store's own connections wait a second for a locked row: Postgres takes the option as
+/// sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_the_stores_connections_wait_a_second_for_a_locked_row() {
+    let database = support::TestDatabase::create().await;
+    let store = twofold::store::postgres::PostgresStore::connect(database.dsn())
+        .await
+        .expect("connect");
+    let (waits,): (String,) = sqlx::query_as("SHOW lock_timeout")
+        .fetch_one(store.pool())
+        .await
+        .expect("show");
+    assert_eq!(waits, "1s");
+}
+
 /// On Postgres, a lone upgrade sent without its identity (the session cache holds it already)
 /// writes what any upgrade writes, and leaves the identity unread: the answer has none.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

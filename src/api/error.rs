@@ -188,6 +188,19 @@ impl From<DomainError> for Status {
                     None,
                 )
             }
+            DomainError::Store(StoreError::LockTimedOut(cause)) => {
+                // Something else (an operator's open transaction, a stuck batch job) holds a row
+                // this request needs; the store gave up waiting. Retrying is right, as for an
+                // unavailable store, once that transaction ends.
+                tracing::warn!(error = %cause, "a row stayed locked by another transaction");
+                status(
+                    Code::Unavailable,
+                    ErrorReason::StoreUnavailable,
+                    "a record this needs is locked by another operation; nothing was changed",
+                    &[],
+                    None,
+                )
+            }
             DomainError::Store(StoreError::IdentifierTaken { trait_name, .. }) => status(
                 Code::AlreadyExists,
                 ErrorReason::IdentifierTaken,

@@ -24,10 +24,15 @@
 //!
 //! A batch is all or nothing, like the single statement it stands for. When its statement fails
 //! for a reason that may be one write's own (a constraint, bad data, a deadlock with another
-//! batch), each write runs again alone, one after the other, so only the write at fault sees the
-//! error. When the database is unavailable, every write in the batch gets that answer, as a single
-//! statement's caller would. Once the statement has committed, nothing runs again: an answer that
-//! cannot be read back fails its own caller only.
+//! batch, a row locked elsewhere past the lock timeout), each write runs again alone, one after
+//! the other, so only the write at fault sees the error, and each is answered as soon as it has
+//! run. The re-runs give the batch's slot back first: a write that waits for a row another
+//! transaction holds then holds up the writes of its own batch, not every write after it. They
+//! take turns for permits of their own, as many as the slots, so that failed batches re-running
+//! at once cannot take more connections than the batches themselves. When the database is
+//! unavailable, every write in the batch gets that answer, as a single statement's caller would.
+//! Once the statement has committed, nothing runs again: an answer that cannot be read back
+//! fails its own caller only.
 use super::{StoreError, StoreResult};
 use std::collections::VecDeque;
 use std::future::Future;
@@ -78,6 +83,8 @@ struct Shared<W: BatchWrite> {
     writes: W,
     slots: Arc<Semaphore>,
     slot_count: usize,
+    /// Taken by a failed batch's writes while they run again alone, outside the slots.
+    reruns: Semaphore,
     /// A task will look again when the oldest waiting write is [`OVERDUE`].
     overdue_armed: AtomicBool,
     /// A task will look again when the oldest waiting write has lingered.
@@ -128,6 +135,7 @@ impl<W: BatchWrite> Batcher<W> {
                 writes,
                 slots: Arc::new(Semaphore::new(slots.max(1))),
                 slot_count: slots.max(1),
+                reruns: Semaphore::new(slots.max(1)),
                 overdue_armed: AtomicBool::new(false),
                 linger_armed: AtomicBool::new(false),
                 waiting: Mutex::new(VecDeque::new()),
@@ -284,11 +292,13 @@ impl<W: BatchWrite> Shared<W> {
             }
             let shared = self.clone();
             runtime.spawn(async move {
-                let _slot = Release {
+                let slot = Release {
                     shared: &shared,
                     slot: Some(slot),
                 };
-                write_batch(&shared.writes, batch).await;
+                let failed = write_batch(&shared.writes, batch).await;
+                drop(slot);
+                shared.rerun_alone(failed).await;
             });
         }
     }
@@ -355,7 +365,15 @@ impl<W: BatchWrite> Drop for Release<'_, W> {
     }
 }
 
-async fn write_batch<W: BatchWrite>(writes: &W, batch: Vec<Waiting<W>>) {
+/// A failed batch's writes, each with its caller's answer, to run again alone.
+type Failed<W> = Vec<(
+    <W as BatchWrite>::Item,
+    oneshot::Sender<StoreResult<<W as BatchWrite>::Output>>,
+)>;
+
+/// Writes `batch` as one statement and answers its callers, unless the statement failed for a
+/// reason that may be one write's own: those writes come back, unanswered, to run again alone.
+async fn write_batch<W: BatchWrite>(writes: &W, batch: Vec<Waiting<W>>) -> Failed<W> {
     let (items, answers): (Vec<_>, Vec<_>) = batch
         .into_iter()
         .map(|waiting| (waiting.item, waiting.answer))
@@ -374,7 +392,7 @@ async fn write_batch<W: BatchWrite>(writes: &W, batch: Vec<Waiting<W>>) {
                 every(&error, items.len())
             }
             Err(error @ StoreError::Unavailable(_)) => every(&error, items.len()),
-            Err(_) => alone(writes, &items).await,
+            Err(_) => return items.into_iter().zip(answers).collect(),
         }
     };
     for (answer, result) in answers.into_iter().zip(results) {
@@ -382,21 +400,33 @@ async fn write_batch<W: BatchWrite>(writes: &W, batch: Vec<Waiting<W>>) {
         // statement's would.
         let _ = answer.send(result);
     }
+    Vec::new()
 }
 
 fn every<T>(error: &StoreError, count: usize) -> Vec<StoreResult<T>> {
     (0..count).map(|_| Err(error.clone())).collect()
 }
 
-/// Each item's write on its own, one after the other, so only the one at fault fails. Not at
-/// once: the batches of every batcher doing this together could ask for more connections than the
-/// pool has.
-async fn alone<W: BatchWrite>(writes: &W, items: &[W::Item]) -> Vec<StoreResult<W::Output>> {
-    let mut results = Vec::with_capacity(items.len());
-    for item in items {
-        results.push(writes.one(item).await);
+impl<W: BatchWrite> Shared<W> {
+    /// Each write of a failed batch on its own, one after the other, so only the one at fault
+    /// fails; each caller is answered as soon as its write has run. Not at once, and only while
+    /// holding a permit of `reruns`: the failed batches of every batcher doing this together
+    /// could otherwise ask for more connections than the pool has.
+    async fn rerun_alone(&self, failed: Failed<W>) {
+        if failed.is_empty() {
+            return;
+        }
+        // The semaphore is never closed; were it, running unbounded beats not running.
+        let _permit = self.reruns.acquire().await.ok();
+        for (item, answer) in failed {
+            // Nothing of the batch was written, so a caller that has gone meanwhile is not
+            // written behind its back.
+            if answer.is_closed() {
+                continue;
+            }
+            let _ = answer.send(self.writes.one(&item).await);
+        }
     }
-    results
 }
 
 #[cfg(test)]
@@ -421,12 +451,17 @@ mod tests {
     const HOLD: u32 = 1_000;
     /// Never lingers, as an upgrade beside lingering enqueues.
     const EAGER: u32 = 500;
+    /// Needs a row another transaction holds: fails any batch it is in as a lock timeout would,
+    /// and alone waits until `unlock` is notified, then fails the same way.
+    const LOCKED: u32 = 2_000;
 
     #[derive(Default)]
     struct Recorder {
         written: Arc<Mutex<Vec<Vec<u32>>>>,
         holding: Arc<Notify>,
         release: Arc<Notify>,
+        locked: Arc<Notify>,
+        unlock: Arc<Notify>,
     }
 
     impl BatchWrite for Recorder {
@@ -441,6 +476,11 @@ mod tests {
                     self.release.notified().await;
                 }
                 BAD => return Err(StoreError::Internal("constraint".into())),
+                LOCKED => {
+                    self.locked.notify_one();
+                    self.unlock.notified().await;
+                    return Err(StoreError::LockTimedOut("lock timeout".into()));
+                }
                 PANIC => panic!("a bug in a write"),
                 _ => {}
             }
@@ -462,6 +502,9 @@ mod tests {
             if items.contains(&BAD) {
                 return Err(StoreError::Internal("constraint".into()));
             }
+            if items.contains(&LOCKED) {
+                return Err(StoreError::LockTimedOut("lock timeout".into()));
+            }
             Ok(items
                 .iter()
                 .map(|item| match *item {
@@ -475,7 +518,10 @@ mod tests {
     struct Started {
         batcher: Batcher<Recorder>,
         written: Arc<Mutex<Vec<Vec<u32>>>>,
+        holding: Arc<Notify>,
         release: Arc<Notify>,
+        locked: Arc<Notify>,
+        unlock: Arc<Notify>,
         held: tokio::task::JoinHandle<StoreResult<u32>>,
     }
 
@@ -492,10 +538,12 @@ mod tests {
     /// The same, for a batcher whose writes linger while they come often.
     async fn busy_lingering(slots: usize, most: usize, linger: Duration) -> Started {
         let writes = Recorder::default();
-        let (written, holding, release) = (
+        let (written, holding, release, locked, unlock) = (
             writes.written.clone(),
             writes.holding.clone(),
             writes.release.clone(),
+            writes.locked.clone(),
+            writes.unlock.clone(),
         );
         let batcher = Batcher::new(writes, slots, most, linger);
         let held = tokio::spawn({
@@ -506,7 +554,10 @@ mod tests {
         Started {
             batcher,
             written,
+            holding,
             release,
+            locked,
+            unlock,
             held,
         }
     }
@@ -889,6 +940,88 @@ mod tests {
         let mut alone = written[2..].to_vec();
         alone.sort();
         assert_eq!(alone, vec![vec![1], vec![3], vec![BAD]]);
+    }
+
+    #[tokio::test]
+    async fn a_failed_batchs_writes_run_again_outside_its_slot_each_answered_when_run() {
+        let started = busy(8).await;
+        let mut tasks = submit_all(&started.batcher, &[1, LOCKED, 3])
+            .await
+            .into_iter();
+        started.release.notify_one();
+        started.locked.notified().await;
+        let first = tokio::time::timeout(Duration::from_secs(5), tasks.next().expect("1"));
+        let first = first
+            .await
+            .expect("answered while the batch's culprit still runs");
+        assert_eq!(first.expect("task").expect("written"), 10);
+        let after = tokio::time::timeout(Duration::from_secs(5), started.batcher.submit(7));
+        let after = after
+            .await
+            .expect("the batch's only slot was free while it ran again");
+        assert_eq!(after.expect("written"), 70);
+
+        started.unlock.notify_one();
+        let rest = answers(tasks.collect()).await;
+        assert!(matches!(rest[0], Err(StoreError::LockTimedOut(_))));
+        assert_eq!(rest[1].as_ref().ok(), Some(&30));
+        assert_eq!(
+            *started.written.lock().unwrap(),
+            vec![
+                vec![HOLD],
+                vec![1, LOCKED, 3],
+                vec![1],
+                vec![LOCKED],
+                vec![7],
+                vec![3]
+            ]
+        );
+    }
+
+    /// With paused time, the runtime moves the clock on only once every task waits: a write
+    /// that could run would have run before the timeout ends.
+    #[tokio::test(start_paused = true)]
+    async fn failed_batches_run_again_no_more_at_once_than_there_are_slots() {
+        let started = busy(8).await;
+        let first = submit_all(&started.batcher, &[LOCKED, 2]).await;
+        started.release.notify_one();
+        started.locked.notified().await;
+        let held_again = tokio::spawn({
+            let batcher = started.batcher.clone();
+            async move { batcher.submit(HOLD).await }
+        });
+        started.holding.notified().await;
+        let second = submit_all(&started.batcher, &[BAD, 5]).await;
+        started.release.notify_one();
+        assert_eq!(held_again.await.expect("task").expect("written"), HOLD * 10);
+        let second = futures_util::future::join_all(second);
+        let mut second = std::pin::pin!(second);
+        assert!(
+            tokio::time::timeout(Duration::from_secs(1), &mut second)
+                .await
+                .is_err(),
+            "the second failed batch waits for the first one's re-runs"
+        );
+        assert_eq!(
+            started.written.lock().unwrap()[1..],
+            [vec![LOCKED, 2], vec![LOCKED], vec![HOLD], vec![BAD, 5]]
+        );
+
+        started.unlock.notify_one();
+        let first = answers(first).await;
+        assert!(matches!(first[0], Err(StoreError::LockTimedOut(_))));
+        assert_eq!(first[1].as_ref().ok(), Some(&20));
+        let second: Vec<_> = second
+            .await
+            .into_iter()
+            .map(|task| task.expect("task"))
+            .collect();
+        assert!(matches!(second[0], Err(StoreError::Internal(_))));
+        assert_eq!(second[1].as_ref().ok(), Some(&50));
+        assert_eq!(
+            started.written.lock().unwrap()[5..],
+            [vec![2], vec![BAD], vec![5]]
+        );
     }
 
     #[tokio::test]

@@ -39,6 +39,11 @@ pub enum StoreError {
     /// The backend could not be reached or timed out; the operation did not happen.
     #[error("store unavailable: {0}")]
     Unavailable(String),
+    /// A row the operation needed stayed locked by another transaction for longer than the
+    /// store waits for a lock; the operation did not happen. Unlike `Unavailable`, it is one
+    /// write's own trouble: the writes batched with it are written again without it.
+    #[error("store row locked elsewhere: {0}")]
+    LockTimedOut(String),
     /// Anything else: a bug, corrupt data or an unexpected backend answer.
     #[error("store failure: {0}")]
     Internal(String),

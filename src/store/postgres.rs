@@ -46,6 +46,12 @@ const _: () = assert!(MOST_PER_BATCH_OVER_SOCKET > MOST_PER_BATCH_OVER_TCP);
 /// longest answer of the step-up, and a scratch build where they did measured no cheaper. An
 /// upgrade that comes meanwhile takes the lingering codes along in its own statement.
 const ENQUEUE_LINGER: Duration = Duration::from_millis(2);
+/// How long a statement waits for a row another transaction holds before it fails with
+/// `StoreError::LockTimedOut`, unless the DSN's `options` set a `lock_timeout` of their own.
+/// Twofold's own transactions hold their rows for milliseconds; a lock held longer is someone
+/// else's open transaction (an operator's `psql`, a batch job). Without a limit a step-up's write
+/// waited for it as long as it stayed open, and so did every write batched with it.
+const LOCK_TIMEOUT: &str = "1s";
 /// A connection idle longer than this is pinged before it is handed out, so one the server
 /// dropped while idle (a restart, a proxy's idle cut) is replaced instead of failing a request.
 /// One used more recently is handed out as it is: the pool's default pings every connection
@@ -114,6 +120,21 @@ pub struct PostgresStore {
 /// writes a caller waits for (docs/performance.md).
 const COURIER_CONNECTIONS: u32 = 2;
 
+/// The pools' connection options: the DSN's, with [`LOCK_TIMEOUT`] unless the DSN sets one.
+/// Migrations run without it (see [`PostgresStore::connect`]).
+fn store_connect_options(dsn_options: &PgConnectOptions) -> PgConnectOptions {
+    let sets_its_own = dsn_options
+        .get_options()
+        .is_some_and(|options| options.contains("lock_timeout"));
+    if sets_its_own {
+        dsn_options.clone()
+    } else {
+        dsn_options
+            .clone()
+            .options([("lock_timeout", LOCK_TIMEOUT)])
+    }
+}
+
 /// The courier pool's connection options: the store's own, with commits that do not wait for the
 /// WAL's flush.
 fn courier_connect_options(store: &PgConnectOptions) -> PgConnectOptions {
@@ -156,16 +177,27 @@ fn most_per_batch(options: &PgConnectOptions) -> usize {
 impl PostgresStore {
     /// Connects and runs the embedded migrations in `migrations/postgres`.
     pub async fn connect(dsn: &str) -> StoreResult<Self> {
-        let options: PgConnectOptions = dsn
+        let dsn_options: PgConnectOptions = dsn
             .parse()
             .map_err(|error| map_error("connect to postgres", error))?;
+        // On a connection without the lock timeout: the migrator waits on an advisory lock while
+        // another replica migrates, and a migration may wait for a table's lock, both for
+        // longer than a request should.
+        let mut migrating = sqlx::PgConnection::connect_with(&dsn_options)
+            .await
+            .map_err(|error| map_error("connect to postgres", error))?;
+        MIGRATOR
+            .run(&mut migrating)
+            .await
+            .map_err(map_migrate_error)?;
+        let _ = migrating.close().await;
+        let options = store_connect_options(&dsn_options);
         let most = most_per_batch(&options);
         let courier_options = courier_connect_options(&options);
         let pool = pool_options(MAX_CONNECTIONS)
             .connect_with(options)
             .await
             .map_err(|error| map_error("connect to postgres", error))?;
-        MIGRATOR.run(&pool).await.map_err(map_migrate_error)?;
         // Connected now, not on first use: a server or pooler that refuses the start-up option
         // stops the process here instead of leaving every courier round failing.
         let courier_pool = pool_options(COURIER_CONNECTIONS)
@@ -252,6 +284,31 @@ mod tests {
             store.get_options(),
             Some("-c search_path=auth"),
             "the store's own commits still wait for the flush"
+        );
+    }
+
+    #[test]
+    fn the_store_waits_for_a_locked_row_a_second_unless_the_dsn_says_otherwise() {
+        let options = |dsn: &str| {
+            let parsed = dsn.parse::<PgConnectOptions>().expect("a DSN");
+            store_connect_options(&parsed)
+                .get_options()
+                .map(str::to_owned)
+        };
+        assert_eq!(
+            options("postgres://twofold@db.example/twofold").as_deref(),
+            Some("-c lock_timeout=1s")
+        );
+        assert_eq!(
+            options("postgres://twofold@db.example/twofold?options=-c%20search_path%3Dauth")
+                .as_deref(),
+            Some("-c search_path=auth -c lock_timeout=1s")
+        );
+        assert_eq!(
+            options("postgres://twofold@db.example/twofold?options=-c%20lock_timeout%3D5s")
+                .as_deref(),
+            Some("-c lock_timeout=5s"),
+            "the DSN's own limit stays, alone"
         );
     }
 

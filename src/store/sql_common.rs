@@ -26,6 +26,9 @@ const IDENTIFIER_SQLITE_MESSAGE: &str = "identity_identifiers.kind, identity_ide
 const PG_UNAVAILABLE_CLASSES: &[&str] = &["08", "53", "57"];
 /// SQLite primary result codes 5 (BUSY) and 6 (LOCKED): the busy timeout ran out.
 const SQLITE_UNAVAILABLE_CODES: &[i64] = &[5, 6];
+/// Postgres's `lock_not_available`: a lock wait ran past `lock_timeout` (or `NOWAIT` found the
+/// row locked).
+const PG_LOCK_NOT_AVAILABLE: &str = "55P03";
 
 /// Maps a sqlx error to the store's error. `context` names the operation; the text keeps the
 /// database's primary message and SQLSTATE but never bound values (Postgres puts those in the
@@ -43,7 +46,9 @@ pub(crate) fn map_error(context: &'static str, error: sqlx::Error) -> StoreError
                 .map(|code| code.into_owned())
                 .unwrap_or_default();
             let message = format!("{context}: {} (code {code})", database.message());
-            if is_unavailable_code(&code) {
+            if code == PG_LOCK_NOT_AVAILABLE {
+                StoreError::LockTimedOut(message)
+            } else if is_unavailable_code(&code) {
                 StoreError::Unavailable(message)
             } else {
                 StoreError::Internal(message)
