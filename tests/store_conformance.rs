@@ -1958,7 +1958,7 @@ mod durable_cases {
         ChronoDuration::seconds(count)
     }
 
-    async fn stored_identity<S: IdentityStore>(store: &S) -> Uuid {
+    pub async fn stored_identity<S: IdentityStore>(store: &S) -> Uuid {
         let identity = new_identity();
         store
             .insert_identity(&identity, None)
@@ -3486,10 +3486,22 @@ async fn postgres_over_a_socket_a_batch_takes_up_to_32_writes() {
     let _ = admin.close().await;
 }
 
-/// `dsn` with `options=-c lock_timeout=<timeout>` added to its query.
-fn with_lock_timeout(dsn: &str, timeout: &str) -> String {
+/// A store on `database` whose connections wait 300 ms for a locked row (the DSN's own
+/// `lock_timeout`), and a connection for another transaction to hold rows with.
+async fn impatient_postgres(
+    database: &support::TestDatabase,
+) -> (twofold::store::postgres::PostgresStore, sqlx::PgConnection) {
+    use sqlx::Connection;
+    let dsn = database.dsn();
     let separator = if dsn.contains('?') { '&' } else { '?' };
-    format!("{dsn}{separator}options=-c%20lock_timeout%3D{timeout}")
+    let impatient = format!("{dsn}{separator}options=-c%20lock_timeout%3D300ms");
+    let store = twofold::store::postgres::PostgresStore::connect(&impatient)
+        .await
+        .expect("connect");
+    let holder = sqlx::PgConnection::connect(dsn)
+        .await
+        .expect("the other transaction's connection");
+    (store, holder)
 }
 
 /// On Postgres, an upgrade of a session that another transaction holds locked gives up after the
@@ -3501,12 +3513,7 @@ fn with_lock_timeout(dsn: &str, timeout: &str) -> String {
 async fn postgres_an_upgrade_of_a_row_locked_elsewhere_times_out_and_the_rest_are_stored() {
     use sqlx::Connection;
     let database = support::TestDatabase::create().await;
-    let store = twofold::store::postgres::PostgresStore::connect(&with_lock_timeout(
-        database.dsn(),
-        "300ms",
-    ))
-    .await
-    .expect("connect");
+    let (store, mut holder) = impatient_postgres(&database).await;
     let writes = codes_and_upgrades(&store).await;
     // Two of the ten upgrades (the writes alternate: a code, then an upgrade).
     let locked_ids: Vec<Uuid> = [&writes[1], &writes[5]]
@@ -3520,9 +3527,6 @@ async fn postgres_an_upgrade_of_a_row_locked_elsewhere_times_out_and_the_rest_ar
         DurableWrite::Upgrade { session, .. } => locked_ids.contains(&session.id),
         DurableWrite::Enqueue(..) => false,
     };
-    let mut holder = sqlx::PgConnection::connect(database.dsn())
-        .await
-        .expect("the other transaction's connection");
     let mut other = holder.begin().await.expect("begin");
     sqlx::query("SELECT id FROM sessions WHERE id = ANY($1) FOR UPDATE")
         .bind(&locked_ids)
@@ -3558,6 +3562,71 @@ async fn postgres_an_upgrade_of_a_row_locked_elsewhere_times_out_and_the_rest_ar
     other.rollback().await.expect("the other transaction ends");
     all_stored_at_once(&store, &locked).await;
     let _ = holder.close().await;
+}
+
+/// On Postgres, a wrong code's count waits for the failure state's lock past the store's lock
+/// timeout (here 300 ms, while another transaction holds the row for a second), and so does a
+/// reset: a count given up on would go uncounted (G2), and a reset given up on would refuse a
+/// right code.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_the_failure_budget_waits_for_its_lock_past_the_lock_timeout() {
+    use sqlx::Connection;
+    use twofold::store::codes::FailureBudgetStore;
+    let database = support::TestDatabase::create().await;
+    let (store, mut holder) = impatient_postgres(&database).await;
+    let identity_id = durable_cases::stored_identity(&store).await;
+    let (at, window) = (now(), Duration::from_secs(3600));
+    store
+        .record_failure(identity_id, at, 1000, window)
+        .await
+        .expect("the first failure");
+
+    let counted = while_its_failure_state_is_locked(
+        &mut holder,
+        identity_id,
+        store.record_failure(identity_id, at, 1000, window),
+    )
+    .await;
+    assert_eq!(counted.expect("counted once the row was free").failures, 2);
+    let reset = while_its_failure_state_is_locked(
+        &mut holder,
+        identity_id,
+        store.reset_failures(identity_id),
+    )
+    .await;
+    reset.expect("reset once the row was free");
+    assert_eq!(
+        store
+            .failure_state(identity_id, at)
+            .await
+            .expect("state")
+            .failures,
+        0
+    );
+    let _ = holder.close().await;
+}
+
+/// Runs `write` while another transaction, on `holder`, holds the failure state of
+/// `identity_id` for a second; answers what `write` answered.
+async fn while_its_failure_state_is_locked<T>(
+    holder: &mut sqlx::PgConnection,
+    identity_id: Uuid,
+    write: impl std::future::Future<Output = T>,
+) -> T {
+    use sqlx::Connection;
+    let mut other = holder.begin().await.expect("begin");
+    sqlx::query("SELECT failures FROM identity_code_failures WHERE identity_id = $1 FOR UPDATE")
+        .bind(identity_id)
+        .fetch_one(&mut *other)
+        .await
+        .expect("lock the failure state");
+    let held_for_a_second = async {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        other.commit().await
+    };
+    let (written, ended) = tokio::join!(write, held_for_a_second);
+    ended.expect("the other transaction ends");
+    written
 }
 
 /// The store's own connections wait a second for a locked row: Postgres takes the option as

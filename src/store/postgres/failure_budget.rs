@@ -10,6 +10,19 @@ use sqlx::postgres::PgRow;
 use std::time::Duration;
 use uuid::Uuid;
 
+/// Lifts the store's `lock_timeout` for the rest of `tx`. A failure's count waits for its row as
+/// long as it takes: one given up on would go uncounted, and the budget's promise (every wrong
+/// code counted, security requirement G2) would hold only for callers that queue up slowly. The
+/// row is locked only by these short transactions, unless an operator holds it. A reset waits
+/// too, so a right code is not refused for a lock held by wrong ones.
+async fn wait_for_locks(tx: &mut sqlx::Transaction<'static, sqlx::Postgres>) -> StoreResult<()> {
+    sqlx::query("SET LOCAL lock_timeout = 0")
+        .execute(&mut **tx)
+        .await
+        .map_err(|error| map_error("wait for the failure state's lock", error))?;
+    Ok(())
+}
+
 fn failure_row(row: &PgRow) -> Result<FailureRow, sqlx::Error> {
     Ok(FailureRow {
         window_started_at: row.try_get("window_started_at")?,
@@ -52,6 +65,7 @@ impl FailureBudgetStore for PostgresStore {
         window: Duration,
     ) -> StoreResult<FailureState> {
         let mut tx = self.begin().await?;
+        wait_for_locks(&mut tx).await?;
         // The row is read under FOR UPDATE, so concurrent failures of one identity queue up and
         // each sees the count the previous one wrote. The empty insert first gives a new
         // identity a row to lock (a lock on a missing row would lock nothing).
@@ -91,11 +105,13 @@ impl FailureBudgetStore for PostgresStore {
     }
 
     async fn reset_failures(&self, identity_id: Uuid) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        wait_for_locks(&mut tx).await?;
         sqlx::query("DELETE FROM identity_code_failures WHERE identity_id = $1")
             .bind(identity_id)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await
             .map_err(|error| map_error("reset failures", error))?;
-        Ok(())
+        commit(tx).await
     }
 }
