@@ -3313,12 +3313,19 @@ async fn send_at_once<S: SqlStore>(
 async fn postgres_with_admin(
     database: &support::TestDatabase,
 ) -> (twofold::store::postgres::PostgresStore, sqlx::PgConnection) {
+    postgres_reached_by_with_admin(database.dsn(), database).await
+}
+
+/// The same, with the store reaching `database` by `store_dsn` (its options, say).
+async fn postgres_reached_by_with_admin(
+    store_dsn: &str,
+    database: &support::TestDatabase,
+) -> (twofold::store::postgres::PostgresStore, sqlx::PgConnection) {
     use sqlx::Connection;
-    let dsn = database.dsn();
-    let store = twofold::store::postgres::PostgresStore::connect(dsn)
+    let store = twofold::store::postgres::PostgresStore::connect(store_dsn)
         .await
         .expect("connect");
-    let admin = sqlx::PgConnection::connect(dsn)
+    let admin = sqlx::PgConnection::connect(database.dsn())
         .await
         .expect("admin connection");
     (store, admin)
@@ -3491,17 +3498,10 @@ async fn postgres_over_a_socket_a_batch_takes_up_to_32_writes() {
 async fn impatient_postgres(
     database: &support::TestDatabase,
 ) -> (twofold::store::postgres::PostgresStore, sqlx::PgConnection) {
-    use sqlx::Connection;
     let dsn = database.dsn();
     let separator = if dsn.contains('?') { '&' } else { '?' };
     let impatient = format!("{dsn}{separator}options=-c%20lock_timeout%3D300ms");
-    let store = twofold::store::postgres::PostgresStore::connect(&impatient)
-        .await
-        .expect("connect");
-    let holder = sqlx::PgConnection::connect(dsn)
-        .await
-        .expect("the other transaction's connection");
-    (store, holder)
+    postgres_reached_by_with_admin(&impatient, database).await
 }
 
 /// On Postgres, an upgrade of a session that another transaction holds locked gives up after the
