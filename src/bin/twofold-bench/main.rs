@@ -3,7 +3,9 @@
 //! the bound Postgres and Redis on the same machine allow. See docs/performance.md.
 mod bound;
 mod cli;
+mod connection;
 mod inbox;
+mod one_write;
 mod plot;
 mod probe;
 mod report;
@@ -36,6 +38,7 @@ const P99_TARGET_MS: f64 = 20.0;
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    turn_tracing_off();
     let args = Args::parse();
     let scratch = std::env::temp_dir().join(format!("twofold-bench-{}", std::process::id()));
     let outcome = run(args, &scratch).await;
@@ -47,6 +50,16 @@ async fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The harness reports through its own output, not tracing. With no subscriber ever set, tracing
+/// offers every span of h2 and hyper (several per call) to the `log` crate instead: 2.6 % of the
+/// harness's CPU in `WhoAmI` runs, for output nobody reads. A subscriber whose level is off turns
+/// those spans off where they are made, before they are built.
+fn turn_tracing_off() {
+    use tracing_subscriber::layer::SubscriberExt;
+    let off = tracing_subscriber::registry().with(tracing::level_filters::LevelFilter::OFF);
+    let _ = tracing::subscriber::set_global_default(off);
 }
 
 fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
@@ -455,6 +468,16 @@ async fn run_level(
 #[cfg(test)]
 mod tests {
     use super::backend;
+    use tracing::level_filters::LevelFilter;
+
+    #[test]
+    fn tracing_is_off_at_every_level() {
+        super::turn_tracing_off();
+        // A dispatcher set is what keeps spans from going to the `log` crate.
+        assert!(tracing::dispatcher::has_been_set());
+        assert_eq!(LevelFilter::current(), LevelFilter::OFF);
+        assert!(!tracing::enabled!(tracing::Level::ERROR));
+    }
 
     #[test]
     fn the_backend_names_its_stores_and_how_they_were_reached() {

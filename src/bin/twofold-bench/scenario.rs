@@ -8,10 +8,10 @@
 //! session upgrade with token rotation); each refresh adds an entry to the session's
 //! authentication methods, which many seats keep short.
 use crate::cli::Mode;
+use crate::connection::{Connection, connect};
 use crate::inbox::Inbox;
 use crate::stats::Tally;
 use std::time::{Duration, Instant};
-use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status};
 use tonic_types::StatusExt;
 use twofold::proto::v1;
@@ -33,15 +33,6 @@ pub struct Target {
     pub public: String,
     pub admin: String,
     pub admin_key: String,
-}
-
-pub async fn connect(url: &str) -> Result<Channel, String> {
-    Endpoint::from_shared(url.to_owned())
-        .map_err(|error| format!("{url}: {error}"))?
-        .tcp_nodelay(true)
-        .connect()
-        .await
-        .map_err(|error| format!("connecting to {url}: {error}"))
 }
 
 fn bearer<T>(message: T, token: &str) -> Request<T> {
@@ -85,7 +76,7 @@ pub async fn register_seats(target: &Target, count: usize, run: &str) -> Result<
 }
 
 async fn register(
-    flows: &mut v1::flow_service_client::FlowServiceClient<Channel>,
+    flows: &mut v1::flow_service_client::FlowServiceClient<Connection>,
     index: usize,
     run: &str,
 ) -> Result<Seat, String> {
@@ -130,9 +121,10 @@ fn run_number(run: &str) -> usize {
 
 /// One virtual user's connections.
 pub struct Clients {
-    flows: v1::flow_service_client::FlowServiceClient<Channel>,
-    sessions: v1::session_service_client::SessionServiceClient<Channel>,
-    codes: v1::code_service_client::CodeServiceClient<Channel>,
+    flows: v1::flow_service_client::FlowServiceClient<Connection>,
+    sessions: v1::session_service_client::SessionServiceClient<Connection>,
+    /// The admin listener's, opened only for the code scenario.
+    codes: Option<v1::code_service_client::CodeServiceClient<Connection>>,
     admin_key: String,
 }
 
@@ -140,17 +132,16 @@ impl Clients {
     pub async fn connect(target: &Target, mode: Mode) -> Result<Self, String> {
         let public = connect(&target.public).await?;
         // Only the code scenario talks to the admin listener; the others do not open it.
-        let admin = if mode == Mode::Code {
-            connect(&target.admin).await?
+        let codes = if mode == Mode::Code {
+            let admin = connect(&target.admin).await?;
+            Some(v1::code_service_client::CodeServiceClient::new(admin))
         } else {
-            Endpoint::from_shared(target.admin.clone())
-                .map_err(|error| error.to_string())?
-                .connect_lazy()
+            None
         };
         Ok(Self {
             flows: v1::flow_service_client::FlowServiceClient::new(public.clone()),
             sessions: v1::session_service_client::SessionServiceClient::new(public),
-            codes: v1::code_service_client::CodeServiceClient::new(admin),
+            codes,
             admin_key: target.admin_key.clone(),
         })
     }
@@ -354,6 +345,10 @@ async fn send_and_verify(
     recorder: &mut Recorder<'_>,
 ) -> bool {
     const PURPOSE: &str = "bench-confirm";
+    let Some(codes) = clients.codes.as_mut() else {
+        recorder.error("SendCode", "NO_ADMIN_CONNECTION");
+        return false;
+    };
     let started = Instant::now();
     inbox.forget(&seat.phone);
     let send = v1::SendCodeRequest {
@@ -365,7 +360,7 @@ async fn send_and_verify(
     let Some(sent) = recorder
         .time(
             "SendCode",
-            clients.codes.send_code(bearer(send, &clients.admin_key)),
+            codes.send_code(bearer(send, &clients.admin_key)),
         )
         .await
     else {
@@ -384,9 +379,7 @@ async fn send_and_verify(
     let Some(verified) = recorder
         .time(
             "VerifyCode",
-            clients
-                .codes
-                .verify_code(bearer(verify, &clients.admin_key)),
+            codes.verify_code(bearer(verify, &clients.admin_key)),
         )
         .await
         .map(|response| response.into_inner())
