@@ -13,6 +13,7 @@ use hyper::body::Incoming;
 use hyper::client::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::error::Error;
+use std::fmt::Display;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -20,11 +21,15 @@ use tokio::net::TcpStream;
 
 type BoxError = Box<dyn Error + Send + Sync>;
 
+/// A connection to a server over HTTP/2 without TLS (`http://`).
 #[derive(Clone)]
 pub struct Connection {
     send: http2::SendRequest<tonic::body::Body>,
-    scheme: Scheme,
     authority: Authority,
+}
+
+fn failed_to_connect<E: Display>(url: &str) -> impl FnOnce(E) -> String + '_ {
+    move |error| format!("connecting to {url}: {error}")
 }
 
 /// Opens an HTTP/2 connection (without TLS) to `url` (`http://host:port`).
@@ -45,23 +50,17 @@ pub async fn connect(url: &str) -> Result<Connection, String> {
         .trim_end_matches(']');
     let stream = TcpStream::connect((host, port))
         .await
-        .map_err(|error| format!("connecting to {url}: {error}"))?;
-    stream
-        .set_nodelay(true)
-        .map_err(|error| format!("connecting to {url}: {error}"))?;
+        .map_err(failed_to_connect(url))?;
+    stream.set_nodelay(true).map_err(failed_to_connect(url))?;
     let (send, connection) = http2::Builder::new(TokioExecutor::new())
         .handshake(TokioIo::new(OneWrite::new(stream)))
         .await
-        .map_err(|error| format!("connecting to {url}: {error}"))?;
+        .map_err(failed_to_connect(url))?;
     tokio::spawn(async move {
         // Its end is seen by the calls on it, which fail.
         let _ = connection.await;
     });
-    Ok(Connection {
-        send,
-        scheme: Scheme::HTTP,
-        authority,
-    })
+    Ok(Connection { send, authority })
 }
 
 impl tower::Service<Request<tonic::body::Body>> for Connection {
@@ -76,7 +75,7 @@ impl tower::Service<Request<tonic::body::Body>> for Connection {
     fn call(&mut self, mut request: Request<tonic::body::Body>) -> Self::Future {
         // The generated clients give the path only; HTTP/2 needs the scheme and authority too.
         let mut parts = request.uri().clone().into_parts();
-        parts.scheme = Some(self.scheme.clone());
+        parts.scheme = Some(Scheme::HTTP);
         parts.authority = Some(self.authority.clone());
         match Uri::from_parts(parts) {
             Ok(uri) => *request.uri_mut() = uri,

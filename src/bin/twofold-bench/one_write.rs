@@ -21,7 +21,15 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 /// far above a request of the bench's (a few hundred bytes).
 const MOST_GATHERED: usize = 64 * 1024;
 
-type Wait = Pin<Box<dyn Future<Output = ()> + Send>>;
+/// Where the flush of what is gathered now stands.
+enum Turn {
+    /// Nothing flushed since the last write went out.
+    NotTaken,
+    /// The tasks scheduled before the flush are having their turn.
+    Taking(Pin<Box<dyn Future<Output = ()> + Send>>),
+    /// Their turn is over: the next flush writes what gathered.
+    Taken,
+}
 
 /// A connection whose writes are held until a flush, and whose flushes wait once for the tasks
 /// scheduled before them; reads pass through.
@@ -30,9 +38,7 @@ pub struct OneWrite<S> {
     gathered: Vec<u8>,
     /// How much of `gathered` the socket has taken.
     sent: usize,
-    wait: Option<Wait>,
-    /// The wait for what is gathered now is over: the next flush writes it.
-    waited: bool,
+    turn: Turn,
 }
 
 impl<S> OneWrite<S> {
@@ -41,8 +47,7 @@ impl<S> OneWrite<S> {
             stream,
             gathered: Vec::new(),
             sent: 0,
-            wait: None,
-            waited: false,
+            turn: Turn::NotTaken,
         }
     }
 }
@@ -60,7 +65,7 @@ impl<S: AsyncWrite + Unpin> OneWrite<S> {
         }
         self.gathered.clear();
         self.sent = 0;
-        self.waited = false;
+        self.turn = Turn::NotTaken;
         Poll::Ready(Ok(()))
     }
 
@@ -117,15 +122,14 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for OneWrite<S> {
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = &mut *self;
         if !this.gathered.is_empty() {
-            if !this.waited {
+            if let Turn::NotTaken = this.turn {
                 // `yield_now`, not a wake of our own: a task that wakes itself runs again before
                 // the tasks it woke, and the body's task would still come after the write.
-                let wait = this
-                    .wait
-                    .get_or_insert_with(|| Box::pin(tokio::task::yield_now()));
-                ready!(wait.as_mut().poll(cx));
-                this.wait = None;
-                this.waited = true;
+                this.turn = Turn::Taking(Box::pin(tokio::task::yield_now()));
+            }
+            if let Turn::Taking(others) = &mut this.turn {
+                ready!(others.as_mut().poll(cx));
+                this.turn = Turn::Taken;
             }
             ready!(this.poll_send(cx))?;
         }
