@@ -7,9 +7,12 @@ One JSON line per interval: `t` (its start, Unix seconds), `dt`, `idle`, `iowait
 (shares of the machine, from /proc/stat), `loop_cpu_ms` (the CPU time a fixed loop took in this
 process at the interval's end: it grows when the cores run slower, whatever else runs) and `ms`
 (CPU milliseconds by process kind: the process's name, or for Postgres `pg:client` for a
-connection and `pg:<role>` for its own processes; kernel workers together as `kworker`). Times
-come from /proc/<pid>/stat, in clock ticks (10 ms), so a kind's figure for one interval is
-coarse; by-second.py adds them up per second. Time spent in interrupts is on no process.
+connection and `pg:<role>` for its own processes; kernel workers together as `kworker`) and
+`switches` (by the same kinds, for user-space processes: how many times their threads gave up a
+core, `[voluntary, involuntary]`; voluntary is going to sleep, involuntary is being preempted).
+Times come from /proc/<pid>/stat, in clock ticks (10 ms), so a kind's figure for one interval is
+coarse; by-second.py adds them up per second, per-iteration.py per bench level. Time spent in
+interrupts is on no process.
 """
 import collections
 import json
@@ -55,8 +58,29 @@ def kind(pid):
     return name
 
 
+def switches_of(pid):
+    """A user-space process's context switches, over all its threads; None for a kernel thread."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            if not f.read(1):
+                return None
+        counts = [0, 0]
+        # /proc/<pid>/status counts the main thread's switches only.
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{tid}/status") as f:
+                for line in f:
+                    if line.startswith("voluntary_ctxt_switches"):
+                        counts[0] += int(line.split()[1])
+                    elif line.startswith("nonvoluntary_ctxt_switches"):
+                        counts[1] += int(line.split()[1])
+        return counts
+    except OSError:
+        return None
+
+
 def cpu_by_pid():
     ticks = {}
+    switches = {}
     for pid in os.listdir("/proc"):
         if not pid.isdigit():
             continue
@@ -66,18 +90,21 @@ def cpu_by_pid():
         except OSError:
             continue
         ticks[pid] = int(fields[11]) + int(fields[12])  # utime + stime, all threads
+        counts = switches_of(pid)
+        if counts:
+            switches[pid] = counts
     with open("/proc/stat") as f:
         machine = [int(x) for x in f.readline().split()[1:]]
-    return ticks, machine
+    return ticks, switches, machine
 
 
 def main():
     out = open(sys.argv[1], "w")
-    before, machine_before = cpu_by_pid()
+    before, switches_before, machine_before = cpu_by_pid()
     started = time.time()
     while True:
         time.sleep(INTERVAL)
-        now_ticks, machine_now = cpu_by_pid()
+        now_ticks, switches_now, machine_now = cpu_by_pid()
         now = time.time()
         used = collections.Counter()
         for pid, ticks in now_ticks.items():
@@ -88,6 +115,15 @@ def main():
                 name = kind(pid)
                 if name:
                     used[name] += grown * 1000 / TICK
+        switched = collections.defaultdict(lambda: [0, 0])
+        for pid, counts in switches_now.items():
+            # A thread that ended in the interval takes its switches along; never counted below 0.
+            earlier = switches_before.get(pid, counts)
+            grown = [max(0, later - sooner) for later, sooner in zip(counts, earlier)]
+            if any(grown):
+                name = kind(pid)
+                if name:
+                    switched[name] = [a + b for a, b in zip(switched[name], grown)]
         spent = [a - b for a, b in zip(machine_now, machine_before)]
         total = sum(spent) or 1
         line = {
@@ -98,10 +134,12 @@ def main():
             "steal": spent[7] / total,
             "loop_cpu_ms": fixed_loop_cpu_ms(),
             "ms": used,
+            "switches": switched,
         }
         out.write(json.dumps(line) + "\n")
         out.flush()
-        before, machine_before, started = now_ticks, machine_now, now
+        before, switches_before, machine_before = now_ticks, switches_now, machine_now
+        started = now
 
 
 if __name__ == "__main__":
