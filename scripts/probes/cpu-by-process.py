@@ -22,6 +22,8 @@ import time
 
 TICK = os.sysconf("SC_CLK_TCK")
 INTERVAL = 0.5
+# /proc/<pid>/stat's flags: a kernel thread.
+PF_KTHREAD = 0x00200000
 # About 5 ms of one core's work here: 1 % of a core at one loop every 0.5 s.
 LOOP_ROUNDS = 100_000
 
@@ -59,11 +61,8 @@ def kind(pid):
 
 
 def switches_of(pid):
-    """A user-space process's context switches, over all its threads; None for a kernel thread."""
+    """A process's context switches, over all its threads."""
     try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            if not f.read(1):
-                return None
         counts = [0, 0]
         # /proc/<pid>/status counts the main thread's switches only.
         for tid in os.listdir(f"/proc/{pid}/task"):
@@ -90,9 +89,11 @@ def cpu_by_pid():
         except OSError:
             continue
         ticks[pid] = int(fields[11]) + int(fields[12])  # utime + stime, all threads
-        counts = switches_of(pid)
-        if counts:
-            switches[pid] = counts
+        # Kernel threads' switches are left out: they are many, and none of them is the bench's.
+        if not int(fields[6]) & PF_KTHREAD:
+            counts = switches_of(pid)
+            if counts:
+                switches[pid] = counts
     with open("/proc/stat") as f:
         machine = [int(x) for x in f.readline().split()[1:]]
     return ticks, switches, machine
@@ -106,13 +107,21 @@ def main():
         time.sleep(INTERVAL)
         now_ticks, switches_now, machine_now = cpu_by_pid()
         now = time.time()
+        kinds = {}
+
+        def kind_of(pid):
+            # Read once per interval: a process is named for its CPU and its switches alike.
+            if pid not in kinds:
+                kinds[pid] = kind(pid)
+            return kinds[pid]
+
         used = collections.Counter()
         for pid, ticks in now_ticks.items():
             # Keyed by pid, not name: a kernel worker renames itself with its work queue. A process
             # born in the interval is counted from the next one on.
             grown = ticks - before.get(pid, ticks)
             if grown > 0:
-                name = kind(pid)
+                name = kind_of(pid)
                 if name:
                     used[name] += grown * 1000 / TICK
         switched = collections.defaultdict(lambda: [0, 0])
@@ -121,7 +130,7 @@ def main():
             earlier = switches_before.get(pid, counts)
             grown = [max(0, later - sooner) for later, sooner in zip(counts, earlier)]
             if any(grown):
-                name = kind(pid)
+                name = kind_of(pid)
                 if name:
                     switched[name] = [a + b for a, b in zip(switched[name], grown)]
         spent = [a - b for a, b in zip(machine_now, machine_before)]
