@@ -9,11 +9,18 @@
 # it; BENCH_NAME sets <name> (default: a UTC timestamp). Extra arguments go to twofold-bench,
 # e.g. `--mode stepup --concurrency 8,32 --duration 20s` (see `twofold-bench --help`).
 #
+# BENCH_SERVER_BIN runs another server binary instead of this tree's (only the harness is built):
+# a build with the `bench` feature kept from another commit, or a script that sets the server's
+# environment and `exec`s one (the harness starts the server with an empty environment).
+# scripts/bench-ab.sh uses it to alternate two builds.
+#
 # On Postgres + Redis the server reaches both over their Unix sockets, as a server on the same
 # machine as its stores would (no TCP stack, no TLS); BENCH_TRANSPORT=tcp reaches them over
 # loopback TCP instead (Postgres with TLS, as sqlx's default `sslmode=prefer` gives), and its
 # files end in `-tcp`. The report's `backend` names the transport.
 set -euo pipefail
+# A relative BENCH_SERVER_BIN is the caller's, not the repository's.
+if [ -n "${BENCH_SERVER_BIN:-}" ]; then BENCH_SERVER_BIN="$(realpath -m "$BENCH_SERVER_BIN")"; fi
 cd "$(dirname "$0")/.."
 
 backend="${1:-postgres}"
@@ -30,9 +37,17 @@ if [ "$backend" = postgres ] && [ "$transport" = tcp ]; then
 fi
 mkdir -p bench-results
 
-echo "bench: building release with the bench feature" >&2
-cargo build --release --locked --features bench --bin twofold --bin twofold-bench >&2
-harness=(target/release/twofold-bench --spawn --server-bin target/release/twofold --out "$out")
+server_bin="${BENCH_SERVER_BIN:-}"
+if [ -n "$server_bin" ]; then
+  [ -x "$server_bin" ] || { echo "BENCH_SERVER_BIN is not an executable: $server_bin" >&2; exit 2; }
+  echo "bench: building the harness; the server is $server_bin" >&2
+  cargo build --release --locked --features bench --bin twofold-bench >&2
+else
+  echo "bench: building release with the bench feature" >&2
+  cargo build --release --locked --features bench --bin twofold --bin twofold-bench >&2
+  server_bin=target/release/twofold
+fi
+harness=(target/release/twofold-bench --spawn --server-bin "$server_bin" --out "$out")
 
 case "$backend" in
   embedded)
