@@ -13,14 +13,11 @@
 //! [`OVERDUE`] at most. So one user sees the single-row statement it always had, and many users
 //! share commits.
 //!
-//! Writes may also linger: while they come less than the batcher's linger apart on average, each
-//! is queued instead of running at once, and with nothing in flight the queue starts only once a
-//! write of the next batch has waited that long, or a batch is full. A write that is
-//! quick to run is otherwise rarely joined by anything, and each costs a statement and a commit.
-//! Writes that come seldom still run at once. A batcher may mix writes that linger with writes
-//! that never do: one of the latter, with nothing in flight, starts a batch at once and takes the
-//! lingering ones along, so they share its commit instead of waiting out their linger for one of
-//! their own.
+//! No write waits for company while nothing is in flight. Queued codes used to linger for 2 ms
+//! while they came often, to share commits at moderate loads; that saved the stores a few per cent
+//! of their CPU but made `CreateLoginFlow` wait for it, and without it the p99s at 70 % of the
+//! peak were lower in 31 interleaved pairs of 46 (docs/performance.md, "The linger again, in a
+//! faster half hour").
 //!
 //! A batch is all or nothing, like the single statement it stands for. When its statement fails
 //! for a reason that may be one write's own (a constraint, bad data, a deadlock with another
@@ -36,7 +33,7 @@
 use super::{StoreError, StoreResult};
 use std::collections::VecDeque;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
@@ -54,12 +51,6 @@ pub(crate) trait BatchWrite: Send + Sync + 'static {
     /// The write alone.
     fn one(&self, item: &Self::Item) -> impl Future<Output = StoreResult<Self::Output>> + Send;
 
-    /// Whether `item` may linger for company (see the module's documentation); a write that may
-    /// not starts a batch as soon as a slot is free, with whatever waits beside it.
-    fn lingers(&self, _item: &Self::Item) -> bool {
-        true
-    }
-
     /// Every item's write in one atomic statement. `Err` means the statement failed and wrote
     /// nothing; `Ok` holds one answer per item, in the items' order, each read back from what was
     /// committed.
@@ -73,10 +64,6 @@ struct Waiting<W: BatchWrite> {
     item: W::Item,
     answer: oneshot::Sender<StoreResult<W::Output>>,
     queued_at: Instant,
-    /// How long it waits for company when nothing of its batcher is in flight: the batcher's
-    /// linger while writes that linger come often, else (and for a write that does not linger)
-    /// none.
-    linger: Duration,
 }
 
 struct Shared<W: BatchWrite> {
@@ -87,30 +74,8 @@ struct Shared<W: BatchWrite> {
     reruns: Semaphore,
     /// A task will look again when the oldest waiting write is [`OVERDUE`].
     overdue_armed: AtomicBool,
-    /// A task will look again when the oldest waiting write has lingered.
-    linger_armed: AtomicBool,
     waiting: Mutex<VecDeque<Waiting<W>>>,
     most: usize,
-    linger: Duration,
-    /// When the last write that may linger was submitted, in nanoseconds since `epoch`
-    /// ([`NEVER`] before the first).
-    last_submitted: AtomicU64,
-    /// A moving mean of the gaps between submissions of writes that may linger, in nanoseconds
-    /// ([`NEVER`] before the second): whether they come often enough for lingering to gather
-    /// company.
-    mean_gap: AtomicU64,
-    epoch: Instant,
-}
-
-const NEVER: u64 = u64::MAX;
-/// A longer gap counts as this long, so one quiet minute does not take a minute of writes to
-/// forget.
-const LONGEST_GAP: Duration = Duration::from_secs(1);
-
-#[derive(Clone, Copy)]
-enum Timer {
-    Linger,
-    Overdue,
 }
 
 /// Batches writes; cloning shares the slots and the queue.
@@ -127,9 +92,8 @@ impl<W: BatchWrite> Clone for Batcher<W> {
 }
 
 impl<W: BatchWrite> Batcher<W> {
-    /// At most `slots` writes or batches run at once, each batch of at most `most` writes;
-    /// `linger` is how long a write waits for company while writes come often (zero: never).
-    pub(crate) fn new(writes: W, slots: usize, most: usize, linger: Duration) -> Self {
+    /// At most `slots` writes or batches run at once, each batch of at most `most` writes.
+    pub(crate) fn new(writes: W, slots: usize, most: usize) -> Self {
         Self {
             shared: Arc::new(Shared {
                 writes,
@@ -137,27 +101,15 @@ impl<W: BatchWrite> Batcher<W> {
                 slot_count: slots.max(1),
                 reruns: Semaphore::new(slots.max(1)),
                 overdue_armed: AtomicBool::new(false),
-                linger_armed: AtomicBool::new(false),
                 waiting: Mutex::new(VecDeque::new()),
                 most: most.max(1),
-                linger,
-                last_submitted: AtomicU64::new(NEVER),
-                mean_gap: AtomicU64::new(NEVER),
-                epoch: Instant::now(),
             }),
         }
     }
 
     /// Writes `item`, alone or with others, and answers when its statement has committed.
     pub(crate) async fn submit(&self, item: W::Item) -> StoreResult<W::Output> {
-        let linger = if self.shared.writes.lingers(&item) && self.shared.note_submitted() {
-            self.shared.linger
-        } else {
-            Duration::ZERO
-        };
-        if linger.is_zero()
-            && let Ok(slot) = self.shared.slots.clone().try_acquire_owned()
-        {
+        if let Ok(slot) = self.shared.slots.clone().try_acquire_owned() {
             if self.shared.queue().is_empty() && self.shared.alone_in_flight() {
                 let _slot = Release {
                     shared: &self.shared,
@@ -174,7 +126,6 @@ impl<W: BatchWrite> Batcher<W> {
             item,
             answer,
             queued_at: Instant::now(),
-            linger,
         });
         self.shared.start_batches();
         answered.await.map_err(|_| {
@@ -198,49 +149,10 @@ impl<W: BatchWrite> Shared<W> {
         self.slots.available_permits() + 1 == self.slot_count
     }
 
-    /// Records a write that may linger, submitted now. True when such writes have lately come
-    /// less than `linger` apart on average, so that one lingering can expect another to join
-    /// it. Concurrent callers may each lose the other's update of the mean; it is a hint, and
-    /// the next write corrects it.
-    fn note_submitted(&self) -> bool {
-        if self.linger.is_zero() {
-            return false;
-        }
-        let now = nanos(self.epoch.elapsed());
-        let before = self.last_submitted.swap(now, Ordering::Relaxed);
-        if before == NEVER {
-            return false;
-        }
-        let gap = now.saturating_sub(before).min(nanos(LONGEST_GAP));
-        let mean = match self.mean_gap.load(Ordering::Relaxed) {
-            NEVER => gap,
-            mean => mean - mean / 8 + gap / 8,
-        };
-        self.mean_gap.store(mean, Ordering::Relaxed);
-        mean < nanos(self.linger)
-    }
-
-    /// Whether writes wait and none of the next batch's is due yet: they are lingering for
-    /// others to join them.
-    fn lingering(&self) -> bool {
-        let queue = self.queue();
-        !queue.is_empty() && !self.due(&queue, Instant::now())
-    }
-
-    /// Whether a write of the next batch from `queue` has waited out its linger (at once for a
-    /// write that does not linger).
-    fn due(&self, queue: &VecDeque<Waiting<W>>, now: Instant) -> bool {
-        queue
-            .iter()
-            .take(self.most)
-            .any(|waiting| now.duration_since(waiting.queued_at) >= waiting.linger)
-    }
-
     /// Starts a batch of the writes that wait, for as long as some wait and a slot is free,
     /// except that beside a statement in flight only a full batch starts, or one whose oldest
-    /// write is [`OVERDUE`], and with nothing in flight, only a full batch or one with a write
-    /// that has lingered (or does not linger). Called after every write queued and every slot
-    /// freed, and when the oldest write left waiting becomes overdue or has lingered.
+    /// write is [`OVERDUE`]. Called after every write queued and every slot freed, and when the
+    /// oldest write left waiting becomes overdue.
     fn start_batches(self: &Arc<Self>) {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
@@ -253,17 +165,11 @@ impl<W: BatchWrite> Shared<W> {
                 queue.retain(|waiting| !waiting.answer.is_closed());
                 // Beside a statement in flight, only a full batch starts, or one whose oldest
                 // write is overdue: the rest wait for it to end and go together, which is fewer
-                // statements at a moderate load. With nothing in flight, the batch starts once
-                // any write in it is due: lingering writes wait out their linger unless the batch
-                // fills first or a write that does not linger comes to take them along.
-                let now = Instant::now();
-                let waited = if self.alone_in_flight() {
-                    self.due(&queue, now)
-                } else {
-                    queue
+                // statements at a moderate load. With nothing in flight, whatever waits starts.
+                let waited = self.alone_in_flight()
+                    || queue
                         .front()
-                        .is_some_and(|oldest| now.duration_since(oldest.queued_at) >= OVERDUE)
-                };
+                        .is_some_and(|oldest| oldest.queued_at.elapsed() >= OVERDUE);
                 let take = if waited || queue.len() >= self.most {
                     queue.len().min(self.most)
                 } else {
@@ -274,15 +180,7 @@ impl<W: BatchWrite> Shared<W> {
             if batch.is_empty() {
                 drop(slot);
                 let idle = self.slots.available_permits() == self.slot_count;
-                if idle && self.lingering() {
-                    self.start_once_waited(&runtime, Timer::Linger);
-                    // A write that filled the batch while this slot was held found none free.
-                    if self.queue().len() < self.most {
-                        return;
-                    }
-                    continue;
-                }
-                self.start_once_waited(&runtime, Timer::Overdue);
+                self.start_once_overdue(&runtime);
                 // A write queued while this slot was held found none free, or the statement in
                 // flight ended meanwhile: look once more.
                 if self.queue().is_empty() || !idle {
@@ -305,42 +203,25 @@ impl<W: BatchWrite> Shared<W> {
 }
 
 impl<W: BatchWrite> Shared<W> {
-    fn armed(&self, timer: Timer) -> &AtomicBool {
-        match timer {
-            Timer::Linger => &self.linger_armed,
-            Timer::Overdue => &self.overdue_armed,
-        }
-    }
-
-    /// Makes sure a task looks again when the oldest waiting write has waited [`OVERDUE`] (or
-    /// lingered), unless one will already. A write left waiting is then at most that late for a
-    /// slot that is free, however long the statement beside it takes.
-    fn start_once_waited(self: &Arc<Self>, runtime: &tokio::runtime::Handle, timer: Timer) {
-        let Some((oldest, wait)) = self.queue().front().map(|waiting| {
-            let wait = match timer {
-                Timer::Linger => waiting.linger,
-                Timer::Overdue => OVERDUE,
-            };
-            (waiting.queued_at, wait)
-        }) else {
+    /// Makes sure a task looks again when the oldest waiting write has waited [`OVERDUE`], unless
+    /// one will already. A write left waiting is then at most that late for a slot that is free,
+    /// however long the statement beside it takes.
+    fn start_once_overdue(self: &Arc<Self>, runtime: &tokio::runtime::Handle) {
+        let Some(oldest) = self.queue().front().map(|waiting| waiting.queued_at) else {
             return;
         };
-        if self.armed(timer).swap(true, Ordering::SeqCst) {
+        if self.overdue_armed.swap(true, Ordering::SeqCst) {
             return;
         }
         let shared = self.clone();
         runtime.spawn(async move {
             // Disarmed however the task ends, even dropped unpolled by a runtime shutting down.
-            let armed = Disarm(shared.armed(timer));
-            tokio::time::sleep_until(oldest + wait).await;
+            let armed = Disarm(&shared.overdue_armed);
+            tokio::time::sleep_until(oldest + OVERDUE).await;
             drop(armed);
             shared.start_batches();
         });
     }
-}
-
-fn nanos(duration: Duration) -> u64 {
-    u64::try_from(duration.as_nanos()).unwrap_or(NEVER - 1)
 }
 
 struct Disarm<'a>(&'a AtomicBool);
@@ -449,8 +330,6 @@ mod tests {
     const UNREADABLE: u32 = 77;
     /// Waits, when written alone, until `release` is notified, keeping its slot busy.
     const HOLD: u32 = 1_000;
-    /// Never lingers, as an upgrade beside lingering enqueues.
-    const EAGER: u32 = 500;
     /// Needs a row another transaction holds: fails any batch it is in as a lock timeout would,
     /// and alone waits until `unlock` is notified, then fails the same way.
     const LOCKED: u32 = 2_000;
@@ -485,10 +364,6 @@ mod tests {
                 _ => {}
             }
             Ok(item * 10)
-        }
-
-        fn lingers(&self, item: &u32) -> bool {
-            *item != EAGER
         }
 
         async fn many(&self, items: &[u32]) -> StoreResult<Vec<StoreResult<u32>>> {
@@ -532,11 +407,6 @@ mod tests {
 
     /// A batcher with `slots` slots, one of them kept busy by a held write.
     async fn busy_with(slots: usize, most: usize) -> Started {
-        busy_lingering(slots, most, Duration::ZERO).await
-    }
-
-    /// The same, for a batcher whose writes linger while they come often.
-    async fn busy_lingering(slots: usize, most: usize, linger: Duration) -> Started {
         let writes = Recorder::default();
         let (written, holding, release, locked, unlock) = (
             writes.written.clone(),
@@ -545,7 +415,7 @@ mod tests {
             writes.locked.clone(),
             writes.unlock.clone(),
         );
-        let batcher = Batcher::new(writes, slots, most, linger);
+        let batcher = Batcher::new(writes, slots, most);
         let held = tokio::spawn({
             let batcher = batcher.clone();
             async move { batcher.submit(HOLD).await }
@@ -671,253 +541,11 @@ mod tests {
     async fn with_nothing_in_flight_a_write_runs_alone_at_once() {
         let writes = Recorder::default();
         let written = writes.written.clone();
-        let batcher = Batcher::new(writes, 2, 8, Duration::ZERO);
+        let batcher = Batcher::new(writes, 2, 8);
         for item in [1, 2] {
             assert_eq!(batcher.submit(item).await.expect("written"), item * 10);
         }
         assert_eq!(*written.lock().unwrap(), vec![vec![1], vec![2]]);
-    }
-
-    /// Tokio's timers tick in whole milliseconds, so the tests' times are whole milliseconds.
-    const LINGER: Duration = Duration::from_millis(4);
-
-    /// What a [`Recorder`] was asked to write, one list per statement.
-    type Written = Arc<Mutex<Vec<Vec<u32>>>>;
-
-    fn lingering_batcher(most: usize) -> (Batcher<Recorder>, Written) {
-        let writes = Recorder::default();
-        let written = writes.written.clone();
-        (Batcher::new(writes, 2, most, LINGER), written)
-    }
-
-    /// A timed submission's answer; a write left waiting fails the test instead of hanging it.
-    async fn finished(
-        task: tokio::task::JoinHandle<(StoreResult<u32>, Duration)>,
-    ) -> (StoreResult<u32>, Duration) {
-        tokio::time::timeout(Duration::from_secs(5), task)
-            .await
-            .expect("a write was left waiting")
-            .expect("task")
-    }
-
-    /// Submits `item` from a task of its own, which answers with the write and how long it took.
-    fn timed_submit(
-        batcher: &Batcher<Recorder>,
-        item: u32,
-    ) -> tokio::task::JoinHandle<(StoreResult<u32>, Duration)> {
-        let batcher = batcher.clone();
-        tokio::spawn(async move {
-            let started = Instant::now();
-            let answer = batcher.submit(item).await;
-            (answer, started.elapsed())
-        })
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn writes_that_come_seldom_run_at_once_despite_a_linger() {
-        let (batcher, written) = lingering_batcher(8);
-        for item in 1..=4 {
-            let (answer, took) = finished(timed_submit(&batcher, item)).await;
-            assert_eq!(answer.expect("written"), item * 10);
-            assert_eq!(took, Duration::ZERO, "write {item} lingered");
-            tokio::time::sleep(LINGER * 3).await;
-        }
-        assert_eq!(
-            *written.lock().unwrap(),
-            vec![vec![1], vec![2], vec![3], vec![4]]
-        );
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn writes_that_come_often_linger_and_go_together() {
-        let (batcher, written) = lingering_batcher(8);
-        let mut tasks = Vec::new();
-        for item in 1..=12 {
-            tasks.push(timed_submit(&batcher, item));
-            settle().await;
-            tokio::time::sleep(LINGER / 4).await;
-        }
-        for (item, task) in (1..).zip(tasks) {
-            let (answer, took) = finished(task).await;
-            assert_eq!(answer.expect("written"), item * 10);
-            assert!(took <= LINGER, "write {item} waited {took:?}");
-        }
-        let written = written.lock().unwrap().clone();
-        assert_eq!(written[0], vec![1], "the first write has no pace to go by");
-        assert_eq!(written.concat(), (1..=12).collect::<Vec<_>>());
-        // The last write lingers too, and nothing comes to join it.
-        let (last, between) = written[1..].split_last().expect("more than one statement");
-        assert!(
-            between.iter().all(|batch| batch.len() >= 3) && last.len() <= 4,
-            "twelve writes a quarter of a linger apart went as {written:?}"
-        );
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_lingering_write_runs_once_it_has_waited_its_linger() {
-        let (batcher, written) = lingering_batcher(8);
-        batcher.submit(1).await.expect("written");
-        tokio::time::sleep(LINGER / 2).await;
-        let second = timed_submit(&batcher, 2);
-        tokio::time::sleep(LINGER - Duration::from_millis(1)).await;
-        settle().await;
-        assert_eq!(
-            *written.lock().unwrap(),
-            vec![vec![1]],
-            "ran before its linger"
-        );
-        tokio::time::sleep(Duration::from_millis(1)).await;
-        settle().await;
-        assert_eq!(*written.lock().unwrap(), vec![vec![1], vec![2]]);
-        let (answer, took) = finished(second).await;
-        assert_eq!(answer.expect("written"), 20);
-        assert_eq!(took, LINGER);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_write_that_does_not_linger_takes_the_lingering_ones_along_at_once() {
-        let (batcher, written) = lingering_batcher(8);
-        batcher.submit(1).await.expect("written");
-        tokio::time::sleep(LINGER / 4).await;
-        let lingering: Vec<_> = (2..=3).map(|item| timed_submit(&batcher, item)).collect();
-        settle().await;
-        tokio::time::sleep(LINGER / 4).await;
-        assert_eq!(*written.lock().unwrap(), vec![vec![1]], "2 and 3 linger");
-        let (answer, took) = finished(timed_submit(&batcher, EAGER)).await;
-        assert_eq!(answer.expect("written"), EAGER * 10);
-        assert_eq!(took, Duration::ZERO, "the eager write waited");
-        assert_eq!(*written.lock().unwrap(), vec![vec![1], vec![2, 3, EAGER]]);
-        for task in lingering {
-            let (answer, took) = finished(task).await;
-            assert!(answer.is_ok());
-            assert_eq!(
-                took,
-                LINGER / 4,
-                "a lingering write did not leave with the eager one"
-            );
-        }
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn an_eager_write_with_nothing_waiting_or_in_flight_runs_alone_at_once() {
-        let (batcher, written) = lingering_batcher(8);
-        for item in 1..=3 {
-            batcher.submit(item).await.expect("written");
-            tokio::time::sleep(LINGER / 4).await;
-        }
-        let (answer, took) = finished(timed_submit(&batcher, EAGER)).await;
-        assert_eq!(answer.expect("written"), EAGER * 10);
-        assert_eq!(took, Duration::ZERO);
-        assert_eq!(written.lock().unwrap().last(), Some(&vec![EAGER]));
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn writes_that_do_not_linger_do_not_set_the_pace_of_those_that_do() {
-        let (batcher, written) = lingering_batcher(8);
-        batcher.submit(1).await.expect("written");
-        for _ in 0..12 {
-            tokio::time::sleep(LINGER / 4).await;
-            batcher.submit(EAGER).await.expect("written");
-        }
-        let (answer, took) = finished(timed_submit(&batcher, 2)).await;
-        assert_eq!(answer.expect("written"), 20);
-        assert_eq!(
-            took,
-            Duration::ZERO,
-            "eager writes set the pace: 2 lingered"
-        );
-        assert_eq!(written.lock().unwrap().last(), Some(&vec![2]));
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_full_batch_does_not_wait_out_the_linger() {
-        let (batcher, written) = lingering_batcher(3);
-        batcher.submit(1).await.expect("written");
-        tokio::time::sleep(LINGER / 2).await;
-        let tasks: Vec<_> = (2..=4).map(|item| timed_submit(&batcher, item)).collect();
-        settle().await;
-        assert_eq!(*written.lock().unwrap(), vec![vec![1], vec![2, 3, 4]]);
-        for task in tasks {
-            assert_eq!(finished(task).await.1, Duration::ZERO);
-        }
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_pause_ends_the_lingering() {
-        let (batcher, written) = lingering_batcher(8);
-        for item in 1..=6 {
-            assert!(finished(timed_submit(&batcher, item)).await.0.is_ok());
-            tokio::time::sleep(LINGER / 4).await;
-        }
-        let lingered = finished(timed_submit(&batcher, 7)).await.1;
-        assert_eq!(
-            lingered, LINGER,
-            "writes a quarter of a linger apart linger"
-        );
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        let (answer, took) = finished(timed_submit(&batcher, 8)).await;
-        assert_eq!(answer.expect("written"), 80);
-        assert_eq!(
-            took,
-            Duration::ZERO,
-            "the first write after a pause runs at once"
-        );
-        tokio::time::sleep(LINGER / 4).await;
-        let took = finished(timed_submit(&batcher, 9)).await.1;
-        assert_eq!(
-            took,
-            Duration::ZERO,
-            "the pause is remembered, not one quick gap"
-        );
-        assert_eq!(written.lock().unwrap().last(), Some(&vec![9]));
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn beside_a_statement_in_flight_lingering_writes_wait_for_it_not_their_linger() {
-        let started = busy_lingering(2, 8, LINGER).await;
-        // The held write was the first; these come a quarter of a linger apart.
-        let mut tasks = Vec::new();
-        for item in 1..=3 {
-            tokio::time::sleep(LINGER / 4).await;
-            tasks.push(timed_submit(&started.batcher, item));
-            settle().await;
-        }
-        // The first has lingered, and another write looks at the free slot.
-        tokio::time::sleep(LINGER).await;
-        tasks.push(timed_submit(&started.batcher, 4));
-        settle().await;
-        assert_eq!(
-            *started.written.lock().unwrap(),
-            vec![vec![HOLD]],
-            "a free slot beside a statement in flight waits for OVERDUE, not the linger"
-        );
-        started.release.notify_one();
-        settle().await;
-        assert_eq!(
-            *started.written.lock().unwrap(),
-            vec![vec![HOLD], vec![1, 2, 3, 4]],
-            "once the statement ends, writes whose oldest has lingered go at once"
-        );
-        for task in tasks {
-            assert!(finished(task).await.0.is_ok());
-        }
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_lingering_write_cancelled_leaves_the_others_to_run() {
-        let (batcher, written) = lingering_batcher(8);
-        batcher.submit(1).await.expect("written");
-        tokio::time::sleep(LINGER / 4).await;
-        let gone = timed_submit(&batcher, 2);
-        settle().await;
-        let stays = timed_submit(&batcher, 3);
-        settle().await;
-        gone.abort();
-        let _ = gone.await;
-        let (answer, took) = finished(stays).await;
-        assert_eq!(answer.expect("written"), 30);
-        assert!(took <= LINGER, "waited {took:?}");
-        assert_eq!(*written.lock().unwrap(), vec![vec![1], vec![3]]);
     }
 
     /// Sends `[1, culprit, 3]` while the slot is busy and checks that 1 and 3 are written and

@@ -36,16 +36,6 @@ const MOST_PER_BATCH_OVER_TCP: usize = 8;
 /// "After the nineteenth pass").
 const MOST_PER_BATCH_OVER_SOCKET: usize = 32;
 const _: () = assert!(MOST_PER_BATCH_OVER_SOCKET > MOST_PER_BATCH_OVER_TCP);
-/// How long a queued code waits for others to share its statement while codes come more often
-/// than this. An enqueue is quick to run, so with nothing in flight most of them ran alone: at
-/// 1,000 step-ups/s 0.54–0.76 enqueue statements per step-up, over half of all Postgres
-/// statements. Waiting cut them to 0.23–0.26 and took 0.02–0.08 cores off Postgres
-/// (docs/performance.md, "After the thirteenth pass"). The wait is on `CreateLoginFlow`'s
-/// answer, up to 2 ms (3 with tokio's millisecond timers) and only at such rates; next to a
-/// gateway's own delivery time it is nothing. Upgrades do not wait: `SubmitLoginCode` has the
-/// longest answer of the step-up, and a scratch build where they did measured no cheaper. An
-/// upgrade that comes meanwhile takes the lingering codes along in its own statement.
-const ENQUEUE_LINGER: Duration = Duration::from_millis(2);
 /// How long a statement waits for a row another transaction holds before it fails with
 /// `StoreError::LockTimedOut`, unless the DSN's `options` set a `lock_timeout` of their own.
 /// Twofold's own transactions hold their rows for milliseconds; a lock held longer is someone
@@ -204,12 +194,7 @@ impl PostgresStore {
             .connect_with(courier_options)
             .await
             .map_err(|error| map_error("connect the courier's pool to postgres", error))?;
-        let writes = Batcher::new(
-            DurableWrites { pool: pool.clone() },
-            BATCHES_AT_ONCE,
-            most,
-            ENQUEUE_LINGER,
-        );
+        let writes = Batcher::new(DurableWrites { pool: pool.clone() }, BATCHES_AT_ONCE, most);
         Ok(Self {
             pool,
             courier_pool,

@@ -76,14 +76,6 @@ impl BatchWrite for DurableWrites {
     type Item = DurableWrite;
     type Output = Written;
 
-    /// Queued codes linger while they come often (see [`ENQUEUE_LINGER`]); upgrades never do,
-    /// and take the lingering codes along.
-    ///
-    /// [`ENQUEUE_LINGER`]: super::ENQUEUE_LINGER
-    fn lingers(&self, write: &DurableWrite) -> bool {
-        matches!(write, DurableWrite::Enqueue(..))
-    }
-
     async fn one(&self, write: &DurableWrite) -> StoreResult<Written> {
         match write {
             DurableWrite::Enqueue(message, audit) => {
