@@ -15,9 +15,9 @@
 //!
 //! No write waits for company while nothing is in flight. Queued codes used to linger for 2 ms
 //! while they came often, to share commits at moderate loads; that saved the stores a few per cent
-//! of their CPU but made `CreateLoginFlow` wait for it, and without it the p99s at 70 % of the
-//! peak were lower in 31 interleaved pairs of 46 (docs/performance.md, "The linger again, in a
-//! faster half hour").
+//! of their CPU but made `CreateLoginFlow` wait for it, and without it the worst p99 was lower in
+//! 34 of 49 interleaved pairs, at 70 % of the peak and at fixed rates (docs/performance.md, "The
+//! linger again, in a faster half hour").
 //!
 //! A batch is all or nothing, like the single statement it stands for. When its statement fails
 //! for a reason that may be one write's own (a constraint, bad data, a deadlock with another
