@@ -4622,6 +4622,43 @@ mod session_cache {
         );
     }
 
+    /// A key given twice (the failure budget's one key) reads as one version, checks against a
+    /// pair of it, and moves on as one.
+    async fn one_key_given_twice_is_one_version(versions: &dyn Versions) {
+        let key = VersionKey::Failures(Uuid::now_v7());
+        let keys = [key, key];
+        let seen = versions.current(keys).await.expect("current");
+        assert_eq!(seen[0], seen[1]);
+        assert_eq!(
+            versions.current(keys).await.expect("current again"),
+            seen,
+            "a key that has a version keeps it"
+        );
+        assert!(versions.unchanged(keys, seen).await.expect("check"));
+        assert!(
+            !versions
+                .unchanged(keys, [seen[0], seen[0] ^ 2])
+                .await
+                .expect("check"),
+            "one key cannot match two versions"
+        );
+        versions.bump(&[key]).await.expect("bump");
+        assert!(!versions.unchanged(keys, seen).await.expect("check"));
+        let next = versions.current(keys).await.expect("current after bump");
+        assert_eq!(next[0], next[1]);
+        assert_ne!(next, seen);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn redis_one_key_given_twice_is_one_version() {
+        one_key_given_twice_is_one_version(&redis_versions().await).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn memory_one_key_given_twice_is_one_version() {
+        one_key_given_twice_is_one_version(&MemoryVersions::new()).await;
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn redis_replace_is_a_compare_and_set() {
         replace_is_a_compare_and_set(&redis_versions().await).await;

@@ -44,7 +44,7 @@ pub struct CachedBudget {
     clean: Mutex<HashMap<Uuid, Clean>>,
 }
 
-/// [`Versions`] reads two keys at a time; the budget has one per identity.
+/// [`Versions`] reads two keys at a time; the budget has one per identity, which Redis reads once.
 fn keys(identity_id: Uuid) -> [VersionKey; 2] {
     [VersionKey::Failures(identity_id); 2]
 }

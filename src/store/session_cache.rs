@@ -638,6 +638,11 @@ impl RedisVersions {
         }
     }
 
+    /// The names of `keys`, each once (see [`distinct`]).
+    fn distinct_names(&self, keys: &[VersionKey; 2]) -> Vec<String> {
+        distinct(keys).iter().map(|key| self.key(*key)).collect()
+    }
+
     fn key(&self, key: VersionKey) -> String {
         match key {
             VersionKey::Session(id) => format!("{}version:session:{id}", self.key_prefix),
@@ -662,6 +667,12 @@ static REPLACE_SCRIPT: std::sync::LazyLock<redis::Script> = std::sync::LazyLock:
     )
 });
 
+/// `keys` with a key given twice named once: the failure budget guards its one key as a pair of
+/// it (`budget_cache`), and naming it twice cost Redis a needless `SET` and `MGET` argument.
+fn distinct(keys: &[VersionKey; 2]) -> &[VersionKey] {
+    if keys[0] == keys[1] { &keys[..1] } else { keys }
+}
+
 fn fresh_version() -> u64 {
     // Never 0, and never a value an earlier holder of the key is likely to have had.
     rand::random::<u64>() | 1
@@ -674,7 +685,7 @@ fn redis_error(context: &'static str) -> impl FnOnce(redis::RedisError) -> Store
 #[async_trait]
 impl Versions for RedisVersions {
     async fn current(&self, keys: [VersionKey; 2]) -> StoreResult<[u64; 2]> {
-        let names = keys.map(|key| self.key(key));
+        let names = self.distinct_names(&keys);
         let ttl_ms = REDIS_VERSION_TTL.as_millis() as u64;
         let mut pipe = redis::pipe();
         for name in &names {
@@ -693,7 +704,8 @@ impl Versions for RedisVersions {
             .await
             .map_err(redis_error("read session versions"))?;
         match values.as_slice() {
-            [Some(session), Some(identity)] => Ok([*session, *identity]),
+            [Some(first), Some(second)] => Ok([*first, *second]),
+            [Some(only)] => Ok([*only, *only]),
             // Expired between the two commands: nothing can be guarded by it.
             _ => Err(StoreError::Unavailable(
                 "session versions vanished while read".into(),
@@ -702,14 +714,19 @@ impl Versions for RedisVersions {
     }
 
     async fn unchanged(&self, keys: [VersionKey; 2], seen: [u64; 2]) -> StoreResult<bool> {
-        let names = keys.map(|key| self.key(key));
+        let names = self.distinct_names(&keys);
         let mut connection = self.connection.clone();
         let values: Vec<Option<u64>> = redis::cmd("MGET")
             .arg(&names)
             .query_async(&mut connection)
             .await
             .map_err(redis_error("check session versions"))?;
-        Ok(values == [Some(seen[0]), Some(seen[1])])
+        Ok(match values.as_slice() {
+            [first, second] => [*first, *second] == [Some(seen[0]), Some(seen[1])],
+            // One key cannot have had two versions at once.
+            [only] => seen[0] == seen[1] && *only == Some(seen[0]),
+            _ => false,
+        })
     }
 
     async fn replace(
@@ -748,5 +765,21 @@ impl Versions for RedisVersions {
         pipe.query_async::<()>(&mut connection)
             .await
             .map_err(redis_error("announce a session change"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_key_given_twice_is_named_once() {
+        let failures = VersionKey::Failures(Uuid::now_v7());
+        assert_eq!(distinct(&[failures, failures]), &[failures]);
+        let pair = [
+            VersionKey::Session(Uuid::now_v7()),
+            VersionKey::Identity(Uuid::now_v7()),
+        ];
+        assert_eq!(distinct(&pair), &pair);
     }
 }
