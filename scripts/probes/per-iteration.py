@@ -53,7 +53,13 @@ def main():
                 sleeps[merged(name)] += voluntary
                 preempted[merged(name)] += involuntary
         share = level.get("share_of_peak")
-        label = f"{share:.0%} of the peak" if share else "unpaced"
+        offered = level.get("offered_per_second")
+        if share:
+            label = f"{share:.0%} of the peak"
+        elif offered:
+            label = f"offered {offered:g}/s"
+        else:
+            label = "unpaced"
         print(
             f"{label}: {level['per_second']:.1f}/s, machine {busy:.0%} busy, "
             f"{busy * os.cpu_count() * 1e6 / level['per_second']:.0f} us of CPU per iteration"
