@@ -4623,7 +4623,7 @@ mod session_cache {
     }
 
     /// A key given twice (the failure budget's one key) reads as one version, checks against a
-    /// pair of it, and moves on as one.
+    /// pair of it, and moves on and is replaced as one.
     async fn one_key_given_twice_is_one_version(versions: &dyn Versions) {
         let key = VersionKey::Failures(Uuid::now_v7());
         let keys = [key, key];
@@ -4647,6 +4647,14 @@ mod session_cache {
         let next = versions.current(keys).await.expect("current after bump");
         assert_eq!(next[0], next[1]);
         assert_ne!(next, seen);
+        let replaced = versions
+            .replace(keys, next)
+            .await
+            .expect("replace")
+            .expect("replaced");
+        assert_eq!(replaced[0], replaced[1], "one key gets one new version");
+        assert!(versions.unchanged(keys, replaced).await.expect("check"));
+        assert_eq!(versions.current(keys).await.expect("current"), replaced);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -52,7 +52,8 @@ pub enum VersionKey {
     Failures(Uuid),
 }
 
-/// Where the versions live; see the module documentation.
+/// Where the versions live; see the module documentation. A key given twice (the failure budget
+/// has one) is read, checked and replaced as one key.
 #[async_trait]
 pub trait Versions: Send + Sync + 'static {
     /// The current versions, giving keys that have none a fresh one. Called before the SQL read
@@ -638,11 +639,6 @@ impl RedisVersions {
         }
     }
 
-    /// The names of `keys`, each once (see [`distinct`]).
-    fn distinct_names(&self, keys: &[VersionKey; 2]) -> Vec<String> {
-        distinct(keys).iter().map(|key| self.key(*key)).collect()
-    }
-
     fn key(&self, key: VersionKey) -> String {
         match key {
             VersionKey::Session(id) => format!("{}version:session:{id}", self.key_prefix),
@@ -668,7 +664,8 @@ static REPLACE_SCRIPT: std::sync::LazyLock<redis::Script> = std::sync::LazyLock:
 });
 
 /// `keys` with a key given twice named once: the failure budget guards its one key as a pair of
-/// it (`budget_cache`), and naming it twice cost Redis a needless `SET` and `MGET` argument.
+/// it (`budget_cache`), and naming it twice cost Redis a needless `SET` and `MGET` argument, and
+/// made `replace` give it two new versions of which only the second stood.
 fn distinct(keys: &[VersionKey; 2]) -> &[VersionKey] {
     if keys[0] == keys[1] { &keys[..1] } else { keys }
 }
@@ -685,10 +682,11 @@ fn redis_error(context: &'static str) -> impl FnOnce(redis::RedisError) -> Store
 #[async_trait]
 impl Versions for RedisVersions {
     async fn current(&self, keys: [VersionKey; 2]) -> StoreResult<[u64; 2]> {
-        let names = self.distinct_names(&keys);
+        let names = keys.map(|key| self.key(key));
+        let names = &names[..distinct(&keys).len()];
         let ttl_ms = REDIS_VERSION_TTL.as_millis() as u64;
         let mut pipe = redis::pipe();
-        for name in &names {
+        for name in names {
             pipe.cmd("SET")
                 .arg(name)
                 .arg(fresh_version())
@@ -697,7 +695,7 @@ impl Versions for RedisVersions {
                 .arg(ttl_ms)
                 .ignore();
         }
-        pipe.cmd("MGET").arg(&names);
+        pipe.cmd("MGET").arg(names);
         let mut connection = self.connection.clone();
         let (values,): (Vec<Option<u64>>,) = pipe
             .query_async(&mut connection)
@@ -714,10 +712,11 @@ impl Versions for RedisVersions {
     }
 
     async fn unchanged(&self, keys: [VersionKey; 2], seen: [u64; 2]) -> StoreResult<bool> {
-        let names = self.distinct_names(&keys);
+        let names = keys.map(|key| self.key(key));
+        let names = &names[..distinct(&keys).len()];
         let mut connection = self.connection.clone();
         let values: Vec<Option<u64>> = redis::cmd("MGET")
-            .arg(&names)
+            .arg(names)
             .query_async(&mut connection)
             .await
             .map_err(redis_error("check session versions"))?;
@@ -734,7 +733,11 @@ impl Versions for RedisVersions {
         keys: [VersionKey; 2],
         seen: [u64; 2],
     ) -> StoreResult<Option<[u64; 2]>> {
-        let fresh = [fresh_version(), fresh_version()];
+        // A key given twice gets one new version, not the second of two.
+        let fresh = match distinct(&keys) {
+            [_] => [fresh_version(); 2],
+            _ => [fresh_version(), fresh_version()],
+        };
         let mut connection = self.connection.clone();
         let replaced: bool = REPLACE_SCRIPT
             .key(self.key(keys[0]))
