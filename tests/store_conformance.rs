@@ -3228,6 +3228,20 @@ async fn shared_commits(admin: &mut sqlx::PgConnection, table: &'static str, ids
     );
 }
 
+/// On SQLite too, an upgrade sent without its identity does not read it back: those three
+/// statements were half of an upgrade's, each an answer the write thread waits for while it
+/// holds the writer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_upgrades_sent_without_their_identity_do_not_read_it() {
+    let fixture = open::sqlite_file().await;
+    let upgraded = sql_cases::upgrades_sent_at_once(&fixture.store).await;
+    assert!(upgraded.sent_without_identity > 0);
+    assert_eq!(
+        upgraded.identities_unread, upgraded.sent_without_identity,
+        "an upgrade sent without its identity does not read it"
+    );
+}
+
 /// On Postgres, writes sent at once share statements, and so commits: rows written in one
 /// transaction carry the same `xmin`. Each audit event is in the transaction of the row it
 /// records, so none can outlive or precede its upgrade or message.

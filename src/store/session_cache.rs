@@ -392,7 +392,8 @@ impl SessionStore for CachedSessions {
         }
         // That answer's identity was read under those versions too, so the same compare-and-set
         // vouches for it: the store need not read it again (on Postgres, two aggregating
-        // subqueries per upgrade). It is then as old as that answer, and so is the new one.
+        // subqueries per upgrade; on SQLite, three of its six statements). It is then as old
+        // as that answer, and so is the new one.
         let outcome = match &held {
             Some(_) => {
                 self.inner

@@ -740,12 +740,18 @@ impl SessionStore for SqliteStore {
         expected_token_hash: &[u8],
         upgrade: &SessionUpgrade,
     ) -> StoreResult<Option<Upgraded>> {
-        upgrade.check_audited()?;
-        let statements = self
-            .writes
-            .commit(upgrade_transaction(id, expected_token_hash, upgrade)?)
-            .await?;
-        upgraded(&statements)
+        self.upgrade(id, expected_token_hash, upgrade, ReadBack::Identity)
+            .await
+    }
+
+    async fn upgrade_session_without_identity(
+        &self,
+        id: Uuid,
+        expected_token_hash: &[u8],
+        upgrade: &SessionUpgrade,
+    ) -> StoreResult<Option<Upgraded>> {
+        self.upgrade(id, expected_token_hash, upgrade, ReadBack::SessionOnly)
+            .await
     }
 }
 
@@ -1028,20 +1034,40 @@ impl SqliteStore {
     }
 }
 
+/// What a session upgrade reads back besides the upgraded session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ReadBack {
+    /// Its identity too, in three more statements.
+    Identity,
+    /// Nothing more: the caller holds the identity already (the session cache). Each statement
+    /// is one more answer from SQLite's worker thread to the write thread, and the writer is
+    /// held until the last one; reading the identity was half of an upgrade's statements.
+    SessionOnly,
+}
+
+impl ReadBack {
+    fn statements(self) -> usize {
+        match self {
+            ReadBack::Identity => 6,
+            ReadBack::SessionOnly => 3,
+        }
+    }
+}
+
 /// The session upgrade as one transaction. It is one guarded statement: SQLite runs writers one
 /// at a time, so only the first of several concurrent upgrades still finds the expected token.
 /// The address and audit writes share its transaction and come first, under the same guard:
 /// nothing else in the transaction touches the session, so they happen exactly when it is
 /// upgraded (a replayed upgrade writes nothing). An address already verified is not written
-/// again. The identity is read back after it, so it shows the address verified. The text
-/// depends on the number of audit events, which is one of a few.
+/// again. The identity, when asked for, is read back after it, so it shows the address verified.
+/// The text depends on the number of audit events, which is one of a few, and on the read-back.
 fn upgrade_transaction(
     id: Uuid,
     expected_token_hash: &[u8],
     upgrade: &SessionUpgrade,
+    read_back: ReadBack,
 ) -> StoreResult<Shareable> {
-    let [identity_sql, identifiers_sql, addresses_sql] = BY_UPGRADED_SESSION;
-    let sql = format!(
+    let mut sql = format!(
         statements!(
             "UPDATE identity_verifiable_addresses \
              SET verified = 1, verified_at = COALESCE(verified_at, ?) \
@@ -1059,51 +1085,86 @@ fn upgrade_transaction(
                  WHERE id = ? AND token_hash = ? AND revoked_at IS NULL RETURNING ",
                 session_columns!()
             ),
-            "{identity_sql}",
-            "{identifiers_sql}",
-            "{addresses_sql}"
         ),
         events = vec!["(?, ?, ?, ?, ?, ?, ?)"; upgrade.audit.len()].join(", "),
-        identity_sql = identity_sql,
-        identifiers_sql = identifiers_sql,
-        addresses_sql = addresses_sql,
     );
+    if read_back == ReadBack::Identity {
+        for read in BY_UPGRADED_SESSION {
+            sql.push_str(read);
+            sql.push_str("; ");
+        }
+    }
     let methods = json_text(&upgrade.methods)?;
     let (expected, upgrade) = (expected_token_hash.to_vec(), upgrade.clone());
-    Ok(Shareable::new(sql, 6, "upgrade session", move |query| {
-        let mut query = query
-            .bind(micros(upgrade.authenticated_at))
-            .bind(id)
-            .bind(&expected)
-            // No address to verify: `value = NULL` matches no row.
-            .bind(&upgrade.verified_address);
-        for event in &upgrade.audit {
-            query = bind_audit(query, event);
-        }
-        let mut query = query
-            .bind(id)
-            .bind(&expected)
-            .bind(&upgrade.new_token_hash)
-            .bind(upgrade.aal.as_str())
-            .bind(&methods)
-            .bind(micros(upgrade.authenticated_at))
-            .bind(id)
-            .bind(&expected);
-        // The three reads of the identity.
-        for _ in 0..3 {
-            query = query.bind(id).bind(&upgrade.new_token_hash);
-        }
-        query
-    }))
+    Ok(Shareable::new(
+        sql,
+        read_back.statements(),
+        "upgrade session",
+        move |query| {
+            let mut query = query
+                .bind(micros(upgrade.authenticated_at))
+                .bind(id)
+                .bind(&expected)
+                // No address to verify: `value = NULL` matches no row.
+                .bind(&upgrade.verified_address);
+            for event in &upgrade.audit {
+                query = bind_audit(query, event);
+            }
+            let mut query = query
+                .bind(id)
+                .bind(&expected)
+                .bind(&upgrade.new_token_hash)
+                .bind(upgrade.aal.as_str())
+                .bind(&methods)
+                .bind(micros(upgrade.authenticated_at))
+                .bind(id)
+                .bind(&expected);
+            if read_back == ReadBack::Identity {
+                for _ in BY_UPGRADED_SESSION {
+                    query = query.bind(id).bind(&upgrade.new_token_hash);
+                }
+            }
+            query
+        },
+    ))
+}
+
+impl SqliteStore {
+    async fn upgrade(
+        &self,
+        id: Uuid,
+        expected_token_hash: &[u8],
+        upgrade: &SessionUpgrade,
+        read_back: ReadBack,
+    ) -> StoreResult<Option<Upgraded>> {
+        upgrade.check_audited()?;
+        let statements = self
+            .writes
+            .commit(upgrade_transaction(
+                id,
+                expected_token_hash,
+                upgrade,
+                read_back,
+            )?)
+            .await?;
+        upgraded(&statements, read_back)
+    }
 }
 
 /// What `upgrade_transaction`'s statements answered.
-fn upgraded(statements: &[Vec<SqliteRow>]) -> StoreResult<Option<Upgraded>> {
-    let [_, _, updated, identities, identifiers, addresses] = statements else {
-        return Err(StoreError::Internal(format!(
-            "session upgrade: {} statements answered, not 6",
-            statements.len()
-        )));
+fn upgraded(statements: &[Vec<SqliteRow>], read_back: ReadBack) -> StoreResult<Option<Upgraded>> {
+    let (updated, read) = match (statements, read_back) {
+        ([_, _, updated], ReadBack::SessionOnly) => (updated, None),
+        ([_, _, updated, identities, identifiers, addresses], ReadBack::Identity) => {
+            (updated, Some((identities, identifiers, addresses)))
+        }
+        _ => {
+            return Err(StoreError::Internal(format!(
+                "session upgrade: {} statements answered, not {}",
+                statements.len(),
+                read_back.statements()
+            )));
+        }
     };
     // From here on the upgrade has committed. An error is still safe to return: callers
     // treat a failed upgrade as one that may have happened (the session cache retires the
@@ -1114,12 +1175,14 @@ fn upgraded(statements: &[Vec<SqliteRow>]) -> StoreResult<Option<Upgraded>> {
     let session = session_row(updated)?.into_domain()?;
     // The upgrade has committed: an identity that does not decode must not report it as
     // failed, it only goes uncached.
-    let identity = decode_identities(identities, identifiers, addresses)
-        .map(|identities| identities.into_iter().next())
-        .unwrap_or_else(|error| {
-            tracing::warn!(error = %error, "identity not read back after a session upgrade");
-            None
-        });
+    let identity = read.and_then(|(identities, identifiers, addresses)| {
+        decode_identities(identities, identifiers, addresses)
+            .map(|identities| identities.into_iter().next())
+            .unwrap_or_else(|error| {
+                tracing::warn!(error = %error, "identity not read back after a session upgrade");
+                None
+            })
+    });
     Ok(Some(Upgraded { session, identity }))
 }
 
