@@ -1046,9 +1046,10 @@ enum ReadBack {
 }
 
 impl ReadBack {
+    /// The upgrade's own statements (the address, the audit events, the session), then the reads.
     fn statements(self) -> usize {
         match self {
-            ReadBack::Identity => 6,
+            ReadBack::Identity => 3 + BY_UPGRADED_SESSION.len(),
             ReadBack::SessionOnly => 3,
         }
     }
