@@ -86,4 +86,5 @@ cargo test --locked --no-fail-fast --features bench --lib courier::gateways
 
 step "docs: the latest benchmark set's tables are its files' figures"
 # A new set printed by scripts/bench-set.sh and kept in docs/performance/ takes this name's place.
-scripts/bench-summary.py docs/performance after32 --check docs/performance.md
+scripts/bench-summary.py docs/performance after33 --check docs/performance.md
+scripts/bench-summary.py docs/performance after33b --check docs/performance.md
