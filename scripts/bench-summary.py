@@ -2,12 +2,14 @@
 """Prints a benchmark set's figures as the Markdown tables of docs/performance.md.
 
     scripts/bench-summary.py DIR NAME [--check DOCUMENT]
+    scripts/bench-summary.py DIR --spells NAME...
 
 reads DIR/NAME-{postgres,embedded}.json (the sweeps) and DIR/NAME-70pct-stepup-rN-<backend>.json
 (the runs at 70 % of the peak) as `scripts/bench-set.sh NAME` writes them, and prints one table for
 the sweeps, one for the runs and, where the harness measured them, one for what the machine made
-the runs' calls wait for and one for the runs at 70 % second by second, in the document's format,
-so that a set's figures are copied, not retyped. A file that is missing is left out. With `--check
+the runs' calls wait for, one for the runs at 70 % second by second and one for the machine's speed
+at the time (`--spells` prints that one for several sets), in the document's format, so that a
+set's figures are copied, not retyped. A file that is missing is left out. With `--check
 DOCUMENT` nothing is printed but what is missing, the set's files (both sweeps, the same rounds on
 each backend) or the rows DOCUMENT lacks, and the exit status says whether anything was:
 `scripts/test.sh` checks so that the latest set kept in docs/performance/ is the one its document
@@ -115,6 +117,50 @@ def second_row(label, run, report):
     )
 
 
+SPELL_HEADER = (
+    "| set | made (UTC) | backend | one user: step-ups/s | machine CPU per step-up "
+    "| server CPU per step-up | late wake-up p99 | machine loop | p99 at 70 % under 20 ms |",
+    "|---|---|---|---:|---:|---:|---:|---:|---|",
+)
+
+
+def spell_rows(folder, name):
+    """The machine's speed when the set was made: its sweeps' first level, one user, is the same
+    work in every set, so what it cost the machine and the server shows the spell. Beside it, how
+    many of the set's runs met the p99 at 70 % of the peak."""
+    rows = []
+    for backend, label in BACKENDS:
+        path = os.path.join(folder, f"{name}-{backend}.json")
+        if not os.path.exists(path):
+            continue
+        report = load(path)
+        one = report["levels"][0]
+        usage = one["usage"]
+        late, loop = usage.get("wake_up_late_ms"), usage.get("machine_loop_ms")
+        if one["concurrency"] != 1 or not late or loop is None:
+            continue
+        cores = report["machine"]["cpus"]
+        machine_us = usage["machine_cpu_busy"] * cores / one["per_second"] * 1e6
+        server_us = usage["server_cpu_cores"] / one["per_second"] * 1e6
+        worst = [
+            max(load(run)["levels"][-1]["rpcs"][rpc]["p99_ms"] for rpc in RPCS)
+            for _, run in runs(folder, name, backend)
+        ]
+        met = (
+            f"{sum(1 for p99 in worst if p99 < TARGET_MS)} of {len(worst)} "
+            f"({min(worst):.1f}–{max(worst):.1f} ms)"
+            if worst
+            else "-"
+        )
+        made = report["started_at"]
+        rows.append(
+            f"| `{name}` | {made[5:10]} {made[11:16]} | {label} | {grouped(one['per_second'])} "
+            f"| {grouped(machine_us, 0)} µs | {grouped(server_us, 0)} µs "
+            f"| {late['p99_ms']:.2f} ms | {loop:.2f} ms | {met} |"
+        )
+    return rows
+
+
 def load(path):
     with open(path, encoding="utf-8") as file:
         return json.load(file)
@@ -188,12 +234,20 @@ def tables(folder, name):
             "|---|---|---:|---:|---:|---:|---:|---:|",
             *seconds,
         ]
+    spells = spell_rows(folder, name)
+    if spells:
+        lines += ["", *SPELL_HEADER, *spells]
     return lines
 
 
 def main(arguments):
     if len(arguments) == 2:
         print("\n".join(tables(*arguments)))
+        return 0
+    if len(arguments) >= 3 and arguments[1] == "--spells":
+        folder, names = arguments[0], arguments[2:]
+        rows = [row for name in names for row in spell_rows(folder, name)]
+        print("\n".join([*SPELL_HEADER, *rows]))
         return 0
     if len(arguments) == 4 and arguments[2] == "--check":
         folder, name, _, document = arguments
