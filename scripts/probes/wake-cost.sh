@@ -12,6 +12,7 @@ cc -O2 -pthread -o "$dir/wake-cost" "$(dirname "$0")/wake-cost.c"
 for round in 1 2; do
   "$dir/wake-cost" syscalls 0 - $((round_trips * 20))
   "$dir/wake-cost" memory 0 - $((round_trips * 100))
+  "$dir/wake-cost" memory 0 huge $((round_trips * 100))
   for kind in threads processes; do
     "$dir/wake-cost" "$kind" 0 0 "$round_trips"
     "$dir/wake-cost" "$kind" 0 1 "$round_trips"
