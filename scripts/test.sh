@@ -88,3 +88,4 @@ step "docs: the latest benchmark set's tables are its files' figures"
 # A new set printed by scripts/bench-set.sh and kept in docs/performance/ takes this name's place.
 scripts/bench-summary.py docs/performance after33 --check docs/performance.md
 scripts/bench-summary.py docs/performance after33b --check docs/performance.md
+scripts/bench-summary.py docs/performance after33c --check docs/performance.md
