@@ -33,20 +33,27 @@ def grouped(number, digits=1):
 
 
 def span(values, unit):
+    """The range of `values`; "-" where the set's harness did not measure them yet (early sets)."""
+    if not values or any(value is None for value in values):
+        return "-"
     low, high = round(min(values)), round(max(values))
     return f"{low}–{high} {unit}" if low != high else f"{low} {unit}"
+
+
+def figure(value, form):
+    return "-" if value is None else format(value, form)
 
 
 def sweep_row(label, report):
     levels = report["levels"]
     stepups = [level for level in levels if level["mode"] == "stepup"]
-    best_stepup = max(level["per_second"] for level in stepups)
+    best_stepup = max((level["per_second"] for level in stepups), default=None)
     rates = " / ".join(
         f"**{grouped(level['per_second'])}**"
         if level["per_second"] == best_stepup
         else grouped(level["per_second"])
         for level in stepups
-    )
+    ) or "-"
 
     def best(mode):
         reached = [level["per_second"] for level in levels if level["mode"] == mode]
@@ -56,8 +63,8 @@ def sweep_row(label, report):
     high_water = max(u.get("server_peak_rss_mib") or 0 for u in usage)
     return (
         f"| {label} | {rates} | {best('whoami')} | {best('code')} "
-        f"| {span([level['longest_pause_ms'] for level in levels], 'ms')} "
-        f"| {span([u['server_rss_mib'] for u in usage], 'MiB')} | {high_water:.1f} MiB |"
+        f"| {span([level.get('longest_pause_ms') for level in levels], 'ms')} "
+        f"| {span([u.get('server_rss_mib') for u in usage], 'MiB')} | {high_water:.1f} MiB |"
     )
 
 
@@ -73,7 +80,8 @@ def paced_row(label, run, report):
     return (
         f"| {label} | {run} | {grouped(peak['per_second'])} | {grouped(paced['per_second'])} "
         f"| {' | '.join(cells)} | {usage['machine_cpu_busy'] * 100:.0f} % "
-        f"| {paced['longest_pause_ms']:.0f} ms | {usage['server_peak_rss_mib']:.1f} MiB |"
+        f"| {figure(paced.get('longest_pause_ms'), '.0f')} ms "
+        f"| {figure(usage.get('server_peak_rss_mib'), '.1f')} MiB |"
     )
 
 
