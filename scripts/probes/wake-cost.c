@@ -90,8 +90,8 @@ int main(int argc, char **argv) {
     // cache miss costs. A core's own speed (the harness's machine loop) can hold while this moves
     // with what the host's other guests do to the shared caches and memory. With PAGES "huge" the
     // walk is on 2 MiB pages, so a miss of the TLB costs a walk of the page tables less: against
-    // the same walk on 4 KiB pages ("-") that tells the page walk from the load itself. 16 MiB
-    // fits in this EPYC's 32 MiB L3 but not in the TLB's reach with 4 KiB pages.
+    // the same walk on 4 KiB pages ("-") that tells the page walk from the load itself. The guest
+    // reports a 32 MiB L3, but walks of several sizes found its share of it nearer 4 MiB.
     int huge = strcmp(argv[3], "huge") == 0;
     size_t bytes = (size_t)(argc > 5 ? atol(argv[5]) : 64) << 20;
     size_t slots = bytes / sizeof(size_t);

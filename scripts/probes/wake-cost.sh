@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Compiles scripts/probes/wake-cost.c and runs it in every placement, twice, threads and processes:
 # what a wake-up costs on the waker's core against the other core (see the C file). Run it on an
-# otherwise idle machine; it takes about fifteen seconds.
+# otherwise idle machine; it takes about half a minute.
 #
 #   scripts/probes/wake-cost.sh [ROUND_TRIPS]    (default 50000)
 set -euo pipefail
