@@ -1045,12 +1045,15 @@ enum ReadBack {
     SessionOnly,
 }
 
+/// The upgrade's own statements: the address, the audit events, the session.
+const UPGRADE_STATEMENTS: usize = 3;
+
 impl ReadBack {
-    /// The upgrade's own statements (the address, the audit events, the session), then the reads.
+    /// The upgrade's own statements, then the reads.
     fn statements(self) -> usize {
         match self {
-            ReadBack::Identity => 3 + BY_UPGRADED_SESSION.len(),
-            ReadBack::SessionOnly => 3,
+            ReadBack::Identity => UPGRADE_STATEMENTS + BY_UPGRADED_SESSION.len(),
+            ReadBack::SessionOnly => UPGRADE_STATEMENTS,
         }
     }
 }
