@@ -13,7 +13,8 @@ set's figures are copied, not retyped. A file that is missing is left out. With 
 DOCUMENT` nothing is printed but what is missing, the set's files (both sweeps, the same rounds on
 each backend) or the rows DOCUMENT lacks, and the exit status says whether anything was:
 `scripts/test.sh` checks so that the latest set kept in docs/performance/ is the one its document
-shows.
+shows. A NAME with no sweep of step-ups and no run at 70 % (a run of `WhoAmI` alone) is no set:
+that is said, with exit status 2.
 """
 
 import glob
@@ -198,6 +199,20 @@ def incomplete(folder, name):
     return lacking
 
 
+def is_set(folder, name):
+    """Whether anything of a set by that name is in the folder: a sweep (a run with step-up
+    levels; a run of `WhoAmI` alone, such as `before-70pct-whoami`, is not one), or a run at 70 %.
+    """
+    for backend, _ in BACKENDS:
+        path = os.path.join(folder, f"{name}-{backend}.json")
+        if runs(folder, name, backend) or (
+            os.path.exists(path)
+            and any(level["mode"] == "stepup" for level in load(path)["levels"])
+        ):
+            return True
+    return False
+
+
 def tables(folder, name):
     """The set's two tables, line by line."""
     lines = [
@@ -250,7 +265,15 @@ def tables(folder, name):
 
 def main(arguments):
     if len(arguments) == 2:
-        print("\n".join(tables(*arguments)))
+        folder, name = arguments
+        if not is_set(folder, name):
+            print(
+                f"{folder} holds no set {name}: no {name}-<backend>.json with step-up "
+                f"levels and no {name}-70pct-stepup-r<N>-<backend>.json run",
+                file=sys.stderr,
+            )
+            return 2
+        print("\n".join(tables(folder, name)))
         return 0
     if len(arguments) >= 3 and arguments[1] == "--spells":
         folder, names = arguments[0], arguments[2:]

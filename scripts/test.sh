@@ -91,3 +91,7 @@ scripts/bench-summary.py docs/performance after33b --check docs/performance.md
 scripts/bench-summary.py docs/performance after33c --check docs/performance.md
 # The earliest set, before the harness measured pauses: its tables still print, with "-" there.
 scripts/bench-summary.py docs/performance after2 | grep '^| Postgres + Redis | .* | - | ' >/dev/null
+# A run of `WhoAmI` alone is not a set: said so, and no tables of dashes.
+status=0
+scripts/bench-summary.py docs/performance before-70pct-whoami >/dev/null 2>&1 || status=$?
+[ "$status" = 2 ] || { echo "bench-summary took a WhoAmI run for a set (exit $status)" >&2; exit 1; }
