@@ -10,8 +10,9 @@
 # A_BIN and B_BIN are release builds with the `bench` feature (copy target/release/twofold aside
 # after `cargo build --release --features bench --bin twofold`), or scripts that `exec` one. Round
 # r runs A then B when r is odd, B then A when even; each run is `scripts/bench.sh BACKEND` with
-# BENCH_SERVER_BIN set, named NAME-a-r<r> and NAME-b-r<r> in bench-results/. The table at the end
-# (scripts/bench-pairs.py) shows each pair's last level.
+# BENCH_SERVER_BIN set (and BENCH_HARNESS_BIN, a harness built once at the start), named
+# NAME-a-r<r> and NAME-b-r<r> in bench-results/. The table at the end (scripts/bench-pairs.py)
+# shows each pair's last level.
 set -euo pipefail
 
 if [ "$#" -lt 5 ]; then
@@ -29,11 +30,18 @@ case "$rounds" in
   '' | *[!0-9]*) echo "ROUNDS must be a number, not $rounds" >&2; exit 2 ;;
 esac
 
+# One harness for every run, built now: the tree may change while the rounds run.
+cargo build --release --locked --features bench --bin twofold-bench >&2
+harness="$(mktemp -d)/twofold-bench"
+trap 'rm -rf "$(dirname "$harness")"' EXIT
+cp target/release/twofold-bench "$harness"
+
 run() {
   local run_name="$1" bin="$2"
   shift 2
   echo "bench-ab: $run_name ($bin)" >&2
-  BENCH_NAME="$run_name" BENCH_SERVER_BIN="$bin" scripts/bench.sh "$backend" "$@" >/dev/null
+  BENCH_NAME="$run_name" BENCH_SERVER_BIN="$bin" BENCH_HARNESS_BIN="$harness" \
+    scripts/bench.sh "$backend" "$@" >/dev/null
 }
 for round in $(seq 1 "$rounds"); do
   if [ $((round % 2)) = 1 ]; then

@@ -8,12 +8,27 @@
 # alternating. Files go to bench-results/NAME-*; each run's output to bench-results/NAME-*.out.
 # At the end the set's tables are printed in the document's format (scripts/bench-summary.py).
 # About 15 minutes on the 2-core development machine; nothing else should run meanwhile.
+#
+# The server and the harness are built once, before the first run, and every run uses copies of
+# them: `scripts/bench.sh` alone builds the tree as it finds it, so an edit made while a set ran
+# changed the binaries of the runs after it. The files name the commit of that build
+# (BENCH_GIT_COMMIT, `-dirty` if its sources differed from it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 name="${1:?usage: scripts/bench-set.sh NAME}"
 rounds="${ROUNDS:-3}"
 mkdir -p bench-results
+
+echo "bench-set: building release with the bench feature" >&2
+commit="$(git rev-parse --short=12 HEAD)"
+if [ -n "$(git status --porcelain --untracked-files=no)" ]; then commit="$commit-dirty"; fi
+cargo build --release --locked --features bench --bin twofold --bin twofold-bench >&2
+bins="$(mktemp -d)"
+trap 'rm -rf "$bins"' EXIT
+cp target/release/twofold target/release/twofold-bench "$bins/"
+export BENCH_SERVER_BIN="$bins/twofold" BENCH_HARNESS_BIN="$bins/twofold-bench"
+export BENCH_GIT_COMMIT="$commit"
 
 run() {
   local label="$1" backend="$2"

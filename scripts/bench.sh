@@ -12,15 +12,18 @@
 # BENCH_SERVER_BIN runs another server binary instead of this tree's (only the harness is built):
 # a build with the `bench` feature kept from another commit, or a script that sets the server's
 # environment and `exec`s one (the harness starts the server with an empty environment).
-# scripts/bench-ab.sh uses it to alternate two builds.
+# scripts/bench-ab.sh uses it to alternate two builds. BENCH_HARNESS_BIN, with it, runs a harness
+# built before instead of building one: scripts/bench-set.sh builds both once, so that a set is of
+# one build even if the tree changes while it runs.
 #
 # On Postgres + Redis the server reaches both over their Unix sockets, as a server on the same
 # machine as its stores would (no TCP stack, no TLS); BENCH_TRANSPORT=tcp reaches them over
 # loopback TCP instead (Postgres with TLS, as sqlx's default `sslmode=prefer` gives), and its
 # files end in `-tcp`. The report's `backend` names the transport.
 set -euo pipefail
-# A relative BENCH_SERVER_BIN is the caller's, not the repository's.
+# A relative BENCH_SERVER_BIN or BENCH_HARNESS_BIN is the caller's, not the repository's.
 if [ -n "${BENCH_SERVER_BIN:-}" ]; then BENCH_SERVER_BIN="$(realpath -m "$BENCH_SERVER_BIN")"; fi
+if [ -n "${BENCH_HARNESS_BIN:-}" ]; then BENCH_HARNESS_BIN="$(realpath -m "$BENCH_HARNESS_BIN")"; fi
 cd "$(dirname "$0")/.."
 
 backend="${1:-postgres}"
@@ -38,16 +41,25 @@ fi
 mkdir -p bench-results
 
 server_bin="${BENCH_SERVER_BIN:-}"
+harness_bin="${BENCH_HARNESS_BIN:-}"
 if [ -n "$server_bin" ]; then
   [ -x "$server_bin" ] || { echo "BENCH_SERVER_BIN is not an executable: $server_bin" >&2; exit 2; }
+fi
+if [ -n "$harness_bin" ]; then
+  [ -x "$harness_bin" ] || { echo "BENCH_HARNESS_BIN is not an executable: $harness_bin" >&2; exit 2; }
+  [ -n "$server_bin" ] || { echo "BENCH_HARNESS_BIN needs BENCH_SERVER_BIN" >&2; exit 2; }
+  echo "bench: the harness is $harness_bin; the server is $server_bin" >&2
+elif [ -n "$server_bin" ]; then
   echo "bench: building the harness; the server is $server_bin" >&2
   cargo build --release --locked --features bench --bin twofold-bench >&2
+  harness_bin=target/release/twofold-bench
 else
   echo "bench: building release with the bench feature" >&2
   cargo build --release --locked --features bench --bin twofold --bin twofold-bench >&2
   server_bin=target/release/twofold
+  harness_bin=target/release/twofold-bench
 fi
-harness=(target/release/twofold-bench --spawn --server-bin "$server_bin" --out "$out")
+harness=("$harness_bin" --spawn --server-bin "$server_bin" --out "$out")
 
 case "$backend" in
   embedded)

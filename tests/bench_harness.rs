@@ -34,6 +34,11 @@ struct Run {
 /// Runs the harness with `--spawn` in a fresh folder for about a second per level at two users on
 /// four seats, with `modes` and any `extra` arguments; a failed or stuck run fails the test.
 fn run_short(modes: &str, extra: &[&str]) -> Run {
+    run_short_with(modes, extra, &[])
+}
+
+/// [`run_short`] with `environment` added to the harness's.
+fn run_short_with(modes: &str, extra: &[&str], environment: &[(&str, &str)]) -> Run {
     let directory = tempfile::tempdir().unwrap();
     let out = directory.path().join("smoke.json");
     let mut child = Command::new(HARNESS)
@@ -53,6 +58,8 @@ fn run_short(modes: &str, extra: &[&str]) -> Run {
         .arg(&out)
         .current_dir(directory.path())
         .env_remove("TWOFOLD_BENCH_ADMIN_KEY")
+        .env_remove("BENCH_GIT_COMMIT")
+        .envs(environment.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -80,6 +87,16 @@ fn run_short(modes: &str, extra: &[&str]) -> Run {
         out,
         _directory: directory,
     }
+}
+
+/// A set built once before its runs (`scripts/bench-set.sh`) names that build's commit, not the
+/// tree's at each run; without it, a run outside a repository names none.
+#[test]
+fn the_report_names_the_commit_it_is_given() {
+    let given = run_short_with("whoami", &[], &[("BENCH_GIT_COMMIT", "0123456789ab-dirty")]);
+    assert_eq!(given.report["git_commit"], "0123456789ab-dirty");
+    let outside = run_short("whoami", &[]);
+    assert_eq!(outside.report["git_commit"], serde_json::Value::Null);
 }
 
 #[test]

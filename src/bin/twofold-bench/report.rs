@@ -159,7 +159,16 @@ pub struct Report {
     pub levels: Vec<Level>,
 }
 
+/// The commit of the build being measured: BENCH_GIT_COMMIT when the caller built it before
+/// (`scripts/bench-set.sh` builds once and runs for a quarter of an hour, while the tree may
+/// change), else the tree's own, `-dirty` if it has changes.
 pub fn git_commit() -> Option<String> {
+    if let Some(commit) = std::env::var("BENCH_GIT_COMMIT")
+        .ok()
+        .filter(|commit| !commit.is_empty())
+    {
+        return Some(commit);
+    }
     let output = std::process::Command::new("git")
         .args(["rev-parse", "--short=12", "HEAD"])
         .output()
