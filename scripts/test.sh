@@ -90,6 +90,7 @@ scripts/bench-summary.py docs/performance after33 --check docs/performance.md
 scripts/bench-summary.py docs/performance after33b --check docs/performance.md
 scripts/bench-summary.py docs/performance after33c --check docs/performance.md
 scripts/bench-summary.py docs/performance after33d --check docs/performance.md
+scripts/bench-summary.py docs/performance after34 --check docs/performance.md
 # The earliest set, before the harness measured pauses: its tables still print, with "-" there.
 scripts/bench-summary.py docs/performance after2 | grep '^| Postgres + Redis | .* | - | ' >/dev/null
 # A run of `WhoAmI` alone is not a set: said so, and no tables of dashes.
