@@ -32,8 +32,9 @@ esac
 
 # One harness for every run, built now: the tree may change while the rounds run.
 cargo build --release --locked --features bench --bin twofold-bench >&2
-harness="$(mktemp -d)/twofold-bench"
-trap 'rm -rf "$(dirname "$harness")"' EXIT
+harness_dir="$(mktemp -d)"
+trap 'rm -rf "$harness_dir"' EXIT
+harness="$harness_dir/twofold-bench"
 cp target/release/twofold-bench "$harness"
 
 run() {

@@ -11,8 +11,9 @@
 #
 # The server and the harness are built once, before the first run, and every run uses copies of
 # them: `scripts/bench.sh` alone builds the tree as it finds it, so an edit made while a set ran
-# changed the binaries of the runs after it. The files name the commit of that build
-# (BENCH_GIT_COMMIT, `-dirty` if its sources differed from it).
+# changed the binaries of the runs after it. The files name the commit the build was made from
+# (BENCH_GIT_COMMIT; `-dirty` if tracked files had uncommitted changes then, as the harness says of
+# a tree).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
